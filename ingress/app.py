@@ -1,0 +1,172 @@
+"""The Starlette application: webhook routes, health, readiness and metrics.
+
+Each webhook route reads like the flow: read the body, verify it, record it, answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingress.bell import BackgroundBell
+from ingress.errors import NotConfigured, Rejection
+from ingress.github import github_event, required_headers
+from ingress.limits import read_body
+from ingress.metrics import HANDLING_SECONDS, REQUESTS
+from ingress.signatures import verify_github, verify_stripe
+from ingress.stripe import stripe_event
+from ingress.writer import GroupCommitWriter
+from outbox.db import make_engine
+from outbox.doorbell import Doorbell, SilentDoorbell
+from outbox.settings import Settings
+from outbox.store import IncomingEvent
+
+log = logging.getLogger("outbox.ingress")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    doorbell: Doorbell | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ingress for `settings`; `doorbell` is told about every row it stores."""
+    engine = engine or make_engine(settings.database_url)
+    bell = BackgroundBell(doorbell or SilentDoorbell())
+    writer = GroupCommitWriter(engine, bell.ring_later)
+
+    async def receive(
+        request: Request, source: str, parse: Callable[[bytes], IncomingEvent]
+    ) -> Response:
+        started = time.perf_counter()
+        delivery: str | None = None
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            incoming = parse(body)
+            delivery = incoming.delivery_id
+            recorded = await writer.store(incoming)
+        except Rejection as rejection:
+            return _answer(
+                source,
+                rejection.outcome,
+                rejection.status,
+                {"error": rejection.reason},
+                started,
+                delivery,
+            )
+        outcome = "duplicate" if recorded.duplicate else "stored"
+        return _answer(
+            source,
+            outcome,
+            200,
+            {"id": recorded.id, "duplicate": recorded.duplicate},
+            started,
+            delivery,
+        )
+
+    async def github(request: Request) -> Response:
+        def parse(body: bytes) -> IncomingEvent:
+            secrets = settings.github_secrets
+            if not secrets:
+                raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
+            index = verify_github(body, request.headers.get("x-hub-signature-256"), secrets)
+            delivery, event = required_headers(request.headers)
+            return github_event(body, request.headers, delivery, event, f"github#{index}")
+
+        return await receive(request, "github", parse)
+
+    async def stripe(request: Request) -> Response:
+        def parse(body: bytes) -> IncomingEvent:
+            secrets = settings.stripe_secrets
+            if not secrets:
+                raise NotConfigured("STRIPE_WEBHOOK_SECRET is not set")
+            index = verify_stripe(
+                body,
+                request.headers.get("stripe-signature"),
+                secrets,
+                tolerance=settings.stripe_webhook_tolerance,
+                now=clock(),
+            )
+            return stripe_event(body, request.headers, f"stripe#{index}", settings.stripe_mode)
+
+        return await receive(request, "stripe", parse)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            await run_in_threadpool(_ping, engine)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        bell.start()
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+            bell.stop()
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/github", github, methods=["POST"]),
+            Route("/webhooks/stripe", stripe, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _answer(
+    source: str,
+    outcome: str,
+    status: int,
+    body: dict[str, Any],
+    started: float,
+    delivery: str | None,
+) -> Response:
+    REQUESTS.labels(source, outcome).inc()
+    elapsed = time.perf_counter() - started
+    HANDLING_SECONDS.labels(source).observe(elapsed)
+    level = logging.INFO if status < 400 else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "webhook %s",
+            outcome,
+            extra={
+                "source": source,
+                "delivery_id": delivery,
+                "outcome": outcome,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                **({"reason": body["error"]} if "error" in body else {}),
+            },
+        )
+    return JSONResponse(body, status)

@@ -1,0 +1,95 @@
+"""GitHub App webhooks: from a verified request to the row that stores it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ingress.errors import HeaderMissing
+from ingress.fields import as_int64, as_text, dig
+from outbox.models import Source, Status
+from outbox.payload import UnreadablePayload, decode_body
+from outbox.store import IncomingEvent
+
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-github-delivery",
+    "x-github-event",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-id",
+    "x-github-hook-installation-target-type",
+    "x-hub-signature-256",
+)
+MAX_HEADER_ID = 255  #: characters; longer delivery ids or event names are not GitHub's
+
+#: Events whose order matters per installation (added before removed, created before deleted).
+_PER_INSTALLATION = {"installation", "installation_repositories", "github_app_authorization"}
+
+
+def required_headers(headers: Mapping[str, str]) -> tuple[str, str]:
+    """The delivery id and event name, which every GitHub delivery carries."""
+    delivery = headers.get("x-github-delivery", "").strip()
+    event = headers.get("x-github-event", "").strip()
+    if not delivery:
+        raise HeaderMissing("X-GitHub-Delivery is missing")
+    if not event:
+        raise HeaderMissing("X-GitHub-Event is missing")
+    if len(delivery) > MAX_HEADER_ID or len(event) > MAX_HEADER_ID:
+        raise HeaderMissing("X-GitHub-Delivery or X-GitHub-Event is too long")
+    return delivery, event
+
+
+def github_event(
+    body: bytes, headers: Mapping[str, str], delivery: str, event: str, verified_by: str
+) -> IncomingEvent:
+    """The row for a verified GitHub delivery; a body that is not JSON is kept, marked dead."""
+    kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
+    try:
+        payload = decode_body(body, headers.get("content-type"))
+    except UnreadablePayload as exc:
+        return IncomingEvent(
+            source=Source.GITHUB,
+            delivery_id=delivery,
+            event_type=event,
+            raw_body=body,
+            headers=kept,
+            verified_by=verified_by,
+            hook_id=headers.get("x-github-hook-id"),
+            status=Status.DEAD,
+            reason=f"unprocessable: {exc}",
+        )
+    return IncomingEvent(
+        source=Source.GITHUB,
+        delivery_id=delivery,
+        event_type=event_type(event, payload),
+        raw_body=body,
+        headers=kept,
+        verified_by=verified_by,
+        installation_id=as_int64(dig(payload, "installation", "id")),
+        account_id=account_of(payload),
+        object_id=object_of(event, payload),
+        hook_id=headers.get("x-github-hook-id"),
+    )
+
+
+def event_type(event: str, payload: dict[str, Any]) -> str:
+    action = as_text(payload.get("action"))
+    return f"{event}.{action}" if action else event
+
+
+def account_of(payload: dict[str, Any]) -> int | None:
+    """The user or organisation the event concerns: the installer, else the repository owner."""
+    return as_int64(dig(payload, "installation", "account", "id")) or as_int64(
+        dig(payload, "repository", "owner", "id")
+    )
+
+
+def object_of(event: str, payload: dict[str, Any]) -> str | None:
+    installation = as_int64(dig(payload, "installation", "id"))
+    if event in _PER_INSTALLATION and installation is not None:
+        return f"installation:{installation}"
+    pull_request = as_int64(dig(payload, "pull_request", "id"))
+    if event == "pull_request" and pull_request is not None:
+        return f"pull_request:{pull_request}"
+    return None

@@ -1,0 +1,21 @@
+"""Prometheus metrics of the ingress (served on GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter(
+    "outbox_webhook_requests",
+    "Webhook requests by source and outcome (stored, duplicate, unauthorized, bad_request, ...)",
+    ["source", "outcome"],
+)
+HANDLING_SECONDS = Histogram(
+    "outbox_webhook_handling_seconds",
+    "Time from the request's arrival to its answer",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+DOORBELL_FAILURES = Counter(
+    "outbox_doorbell_failures",
+    "Rings that could not be sent (the sweeper picks those rows up later)",
+)

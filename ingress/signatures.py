@@ -1,0 +1,87 @@
+"""HMAC signature checks for GitHub and Stripe, against several secrets at once (rotation).
+
+Written here rather than taken from the SDKs: githubkit's verify() also accepts legacy
+sha1 signatures, and stripe's verify_header() cannot tell a malformed header (400) from
+a wrong signature (401) and does not refuse timestamps from the future.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+
+from ingress.errors import (
+    SignatureInvalid,
+    SignatureMalformed,
+    SignatureMissing,
+    TimestampOutsideTolerance,
+)
+
+_GITHUB_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    """The X-Hub-Signature-256 header GitHub sends for `body`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_github(body: bytes, header: str | None, secrets: Sequence[str]) -> int:
+    """Index of the secret that signed `body`; raises when none did."""
+    if header is None:
+        raise SignatureMissing("X-Hub-Signature-256 is missing (sha1 signatures are not accepted)")
+    match = _GITHUB_SIGNATURE.fullmatch(header.strip())
+    if match is None:
+        raise SignatureMalformed("X-Hub-Signature-256 is not 'sha256=' and 64 hex digits")
+    given = match.group(1).lower()
+    for index, secret in enumerate(secrets):
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, given):
+            return index
+    raise SignatureInvalid("signature does not match the body")
+
+
+def stripe_signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The Stripe-Signature header Stripe sends for `body` at `timestamp`."""
+    signed = f"{timestamp}.".encode() + body
+    return f"t={timestamp},v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def parse_stripe_header(header: str) -> tuple[int, list[str]]:
+    """The timestamp and the v1 signatures of a Stripe-Signature header."""
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not value:
+            raise SignatureMalformed("Stripe-Signature has an element without a value")
+        if key == "t":
+            if not value.isdigit():
+                raise SignatureMalformed("Stripe-Signature timestamp is not a number")
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value.lower())
+    if timestamp is None or not signatures:
+        raise SignatureMalformed("Stripe-Signature needs a timestamp 't' and a 'v1' signature")
+    return timestamp, signatures
+
+
+def verify_stripe(
+    body: bytes, header: str | None, secrets: Sequence[str], *, tolerance: int, now: float
+) -> int:
+    """Index of the secret that signed `body`; raises when none did or the timestamp is stale."""
+    if header is None:
+        raise SignatureMissing("Stripe-Signature is missing")
+    timestamp, given = parse_stripe_header(header)
+    signed = f"{timestamp}.".encode() + body
+    for index, secret in enumerate(secrets):
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        if any(hmac.compare_digest(expected, candidate) for candidate in given):
+            if abs(now - timestamp) > tolerance:
+                raise TimestampOutsideTolerance(
+                    f"signature timestamp is {int(now - timestamp)} s away from now "
+                    f"(tolerance {tolerance} s)"
+                )
+            return index
+    raise SignatureInvalid("no v1 signature matches the body")

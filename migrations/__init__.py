@@ -1,0 +1,1 @@
+"""Alembic environment and versions for Postgres and SQLite (applied by `outbox migrate`)."""

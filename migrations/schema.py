@@ -1,0 +1,6 @@
+"""Every module that declares tables, imported so that Base.metadata holds the whole schema.
+
+Alembic's environment and the test fixtures import this; add a line when a package grows tables.
+"""
+
+import outbox.models  # noqa: F401

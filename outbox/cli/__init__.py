@@ -1,0 +1,26 @@
+"""The `outbox` command: a thin layer over the outbox operations.
+
+Each command group lives in its own module and is added here. Commands that need the
+ingress, the processors or the domain import them inside the command, so that
+`outbox --help` stays fast and the layers stay apart (see DESIGN.md, Layout).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from outbox.cli import run, send
+
+app = typer.Typer(
+    name="outbox",
+    help="Durable GitHub and Stripe webhooks: receive, process exactly once, inspect, replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+run.register(app)
+send.register(app)
+
+
+def main() -> None:
+    app()

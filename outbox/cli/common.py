@@ -1,0 +1,62 @@
+"""What every command shares: exit codes, error messages without tracebacks, output modes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.exc import OperationalError
+
+EXIT_OK = 0
+EXIT_FAILED = 1  #: something asked for failed, or nothing matched
+EXIT_USAGE = 2  #: the command line itself is wrong
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+err_console = Console(stderr=True)
+
+
+class CommandFailed(Exception):
+    """A command could not do what it was asked; the message says what, for a person."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    raise CommandFailed(message, code)
+
+
+def usage_error(message: str) -> NoReturn:
+    raise CommandFailed(message, EXIT_USAGE)
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn known failures into one line on stderr and the right exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CommandFailed as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(exc.code) from None
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            err_console.print(f"[red]error:[/red] database unreachable: {reason}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return wrapper
+
+
+def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, for scripts (`--json`)."""
+    for row in rows:
+        sys.stdout.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")

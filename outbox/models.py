@@ -1,0 +1,128 @@
+"""The outbox tables: one row per webhook delivery, and the log of its failed attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from outbox.db import Base, UTCDateTime
+
+#: Integer primary keys: 64-bit on Postgres, SQLite's rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Source(StrEnum):
+    GITHUB = "github"
+    STRIPE = "stripe"
+
+
+class Status(StrEnum):
+    """Where a row is. pending -> processing -> done; failures go back to pending, then dead."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    DEAD = "dead"
+    SKIPPED = "skipped"
+
+
+FINISHED = (Status.DONE, Status.SKIPPED)
+#: Rows that still hold their place in their object's queue (see the ordering rule in claim).
+IN_LINE = (Status.PENDING, Status.PROCESSING)
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # identity
+    source: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    # what it is
+    event_type: Mapped[str] = mapped_column(String(255))
+    livemode: Mapped[bool | None] = mapped_column(Boolean)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    stripe_account: Mapped[str | None] = mapped_column(String(255))
+    #: The SaaS account (GitHub user or organisation id) when the payload names it.
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: The object the event is about ("sub_…", "installation:42"): events of one object go in order.
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    provider_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hook_id: Mapped[str | None] = mapped_column(String(64))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    # what arrived
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once purged
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Which configured secret verified it ("github#0" = the first one), never the secret.
+    verified_by: Mapped[str | None] = mapped_column(String(64))
+    backfilled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # where it is
+    status: Mapped[str] = mapped_column(String(16))  # see ck_webhook_events_status
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("source", "delivery_id", name="uq_webhook_events_source_delivery"),
+        # Partial indexes hold only the rows still in play, so finding the next due row
+        # costs the same with a million done rows as with none.
+        Index(
+            "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_webhook_events_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'processing'"),
+            sqlite_where=text("status = 'processing'"),
+        ),
+        Index(
+            "ix_webhook_events_in_line",
+            "source",
+            "object_id",
+            postgresql_where=text("status IN ('pending', 'processing')"),
+            sqlite_where=text("status IN ('pending', 'processing')"),
+        ),
+        Index("ix_webhook_events_received_at", "received_at"),
+        Index("ix_webhook_events_account", "account_id"),
+    )
+
+
+class EventFailure(Base):
+    """One failed attempt at a row: what went wrong and what was decided."""
+
+    __tablename__ = "webhook_event_failures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str] = mapped_column(Text)
+    #: What followed: "retry" (back to pending), "dead", or "lease-expired".
+    outcome: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,95 @@
+"""The one settings object, read from environment variables once per process.
+
+Every field is documented in the README with its default. Secrets are
+`SecretStr` so that printing or logging the settings never shows them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StripeMode = Literal["live", "test", "any"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./outbox.db"
+DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024  #: bytes; GitHub caps payloads at 25 MiB
+
+
+def split_secrets(raw: SecretStr | None) -> tuple[str, ...]:
+    """Several secrets may be valid at once (rotation): comma-separated, blanks ignored."""
+    if raw is None:
+        return ()
+    return tuple(part.strip() for part in raw.get_secret_value().split(",") if part.strip())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of Dramatiq's Redis keys, so deployments (or test runs) can share a server.
+    redis_namespace: str = "outbox"
+
+    github_webhook_secret: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance: int = Field(default=300, ge=1)  #: seconds
+    stripe_mode: StripeMode = "live"
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_meter_event_name: str = "pr_jobs"
+
+    github_app_id: str | None = None
+    github_app_private_key: SecretStr | None = None
+    github_app_private_key_file: Path | None = None
+    github_api_url: str = "https://api.github.com"
+
+    welcome_credits: Decimal = Field(default=Decimal("50"), ge=0)
+
+    #: Processing: how long a claimed row stays owned by its worker before others may take it.
+    lease_seconds: int = Field(default=300, ge=1)
+    #: Retry policy (see outbox/retry.py): first delay, cap, and attempts before a row is dead.
+    retry_base_seconds: float = Field(default=10.0, gt=0)
+    retry_max_delay_seconds: float = Field(default=7200.0, gt=0)
+    retry_max_attempts: int = Field(default=20, ge=1)
+    #: Seconds between two passes of the sweeper.
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("stripe_mode", mode="before")
+    @classmethod
+    def _lower_mode(cls, value: object) -> object:
+        return value.lower().strip() if isinstance(value, str) else value
+
+    @property
+    def github_secrets(self) -> tuple[str, ...]:
+        return split_secrets(self.github_webhook_secret)
+
+    @property
+    def stripe_secrets(self) -> tuple[str, ...]:
+        return split_secrets(self.stripe_webhook_secret)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def github_private_key(self) -> str | None:
+        """The App's PEM key, from the variable or else from the file it names."""
+        if self.github_app_private_key is not None:
+            return self.github_app_private_key.get_secret_value()
+        if self.github_app_private_key_file is not None:
+            return self.github_app_private_key_file.read_text()
+        return None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,493 @@
+"""The storage contract of the outbox: every operation on `webhook_events`, each one guarded.
+
+record    -- insert deliveries, once each (ingress)
+claim     -- take due rows under a lease (processors)
+mark_done / mark_skipped -- finish a claimed row, only while the lease is ours
+fail      -- put a claimed row back with a later attempt, or make it dead
+release_expired -- give back rows whose worker vanished (sweeper)
+due_ids   -- rows that should be rung again (sweeper)
+replay    -- put finished or dead rows back to be processed (operators)
+purge     -- drop old bodies of finished rows, keeping a tombstone (operators)
+
+Callers pass the connection or session and the time; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, exists, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
+from outbox.retry import RetryPolicy
+
+events: Table = WebhookEvent.__table__  # type: ignore[assignment]
+
+#: Postgres and SQLite both refuse NUL in text; a hostile header must not fail a whole batch.
+_TEXT_FIELDS_CAP = 255
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """A verified delivery, ready to be stored."""
+
+    source: str
+    delivery_id: str
+    event_type: str
+    raw_body: bytes
+    headers: dict[str, str]
+    verified_by: str | None
+    livemode: bool | None = None
+    installation_id: int | None = None
+    stripe_account: str | None = None
+    account_id: int | None = None
+    object_id: str | None = None
+    provider_created_at: datetime | None = None
+    hook_id: str | None = None
+    api_version: str | None = None
+    backfilled: bool = False
+    #: Rows that must never be applied are stored already finished (skipped or dead) with a reason.
+    status: Status = Status.PENDING
+    reason: str | None = None
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "delivery_id": _clean(self.delivery_id),
+            "event_type": _clean(self.event_type) or "unknown",
+            "livemode": self.livemode,
+            "installation_id": self.installation_id,
+            "stripe_account": _clean(self.stripe_account),
+            "account_id": self.account_id,
+            "object_id": _clean(self.object_id),
+            "provider_created_at": self.provider_created_at,
+            "hook_id": _clean(self.hook_id, 64),
+            "api_version": _clean(self.api_version, 64),
+            "raw_body": self.raw_body,
+            "headers": {k: v.replace("\x00", "") for k, v in self.headers.items()},
+            "received_at": now,
+            "verified_by": self.verified_by,
+            "backfilled": self.backfilled,
+            "status": self.status.value,
+            "attempts": 0,
+            "next_attempt_at": now if self.status == Status.PENDING else None,
+            "last_error": self.reason,
+            "processed_at": None if self.status == Status.PENDING else now,
+        }
+
+
+def _clean(value: str | None, cap: int = _TEXT_FIELDS_CAP) -> str | None:
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:cap]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of one incoming delivery: its row, and whether it was already there."""
+
+    id: int
+    duplicate: bool
+    status: str
+
+
+def record(conn: Connection, incoming: Sequence[IncomingEvent], now: datetime) -> list[Recorded]:
+    """Insert each delivery once; a delivery already stored is reported as a duplicate.
+
+    One statement for the whole batch (the ingress commits concurrent requests together).
+    Results come back in the order of `incoming`.
+    """
+    if not incoming:
+        return []
+    first_of_key: dict[tuple[str, str], IncomingEvent] = {}
+    for item in incoming:
+        first_of_key.setdefault(_key(item), item)
+    rows = [item.row(now) for item in first_of_key.values()]
+    inserter = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        inserter(events)
+        .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
+        .returning(events.c.id, events.c.source, events.c.delivery_id, events.c.status)
+    )
+    inserted = {(r.source, r.delivery_id): r for r in conn.execute(stmt, rows)}
+    missing = [k for k in first_of_key if k not in inserted]
+    existing = _existing(conn, missing)
+
+    results: list[Recorded] = []
+    answered: set[tuple[str, str]] = set()
+    for item in incoming:
+        key = _key(item)
+        if key in inserted and key not in answered:
+            answered.add(key)
+            results.append(Recorded(inserted[key].id, False, inserted[key].status))
+        else:
+            row = inserted.get(key) or existing[key]
+            results.append(Recorded(row.id, True, row.status))
+    return results
+
+
+def _key(item: IncomingEvent) -> tuple[str, str]:
+    return (item.source, _clean(item.delivery_id) or "")
+
+
+def _existing(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    if not keys:
+        return {}
+    query = select(events.c.id, events.c.source, events.c.delivery_id, events.c.status).where(
+        tuple_(events.c.source, events.c.delivery_id).in_(keys)
+    )
+    return {(r.source, r.delivery_id): r for r in conn.execute(query)}
+
+
+# --- processing -----------------------------------------------------------------------------
+
+
+def new_lease_owner() -> str:
+    """A token unique to one claim, so a stale worker cannot finish a row claimed again."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """A row this worker owns until `lease_expires_at`, with everything a handler needs."""
+
+    id: int
+    source: str
+    delivery_id: str
+    event_type: str
+    livemode: bool | None
+    raw_body: bytes | None
+    headers: dict[str, Any]
+    attempts: int
+    lease_owner: str
+    lease_expires_at: datetime
+    installation_id: int | None = None
+    stripe_account: str | None = None
+    account_id: int | None = None
+    object_id: str | None = None
+    provider_created_at: datetime | None = None
+    backfilled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _order_key(table: Any) -> Any:
+    """Events of one object are applied in the provider's created order, then arrival order."""
+    return tuple_(func.coalesce(table.provider_created_at, table.received_at), table.id)
+
+
+def claim(
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int = 10,
+    ids: Sequence[int] | None = None,
+    owner: str | None = None,
+) -> list[ClaimedEvent]:
+    """Take up to `limit` due rows (only among `ids` when given) under a new lease.
+
+    A row is due when it is pending, its next attempt time has come, and no earlier
+    event of the same object is still pending or processing (a dead one does not block).
+    Postgres skips rows another worker is claiming; SQLite has one writer at a time.
+    """
+    owner = owner or new_lease_owner()
+    candidate = aliased(WebhookEvent, name="candidate")
+    earlier = aliased(WebhookEvent, name="earlier")
+    blocked_by_earlier = exists().where(
+        and_(
+            earlier.source == candidate.source,
+            earlier.object_id == candidate.object_id,
+            earlier.status.in_([s.value for s in IN_LINE]),
+            _order_key(earlier) < _order_key(candidate),
+        )
+    )
+    due = (
+        select(candidate.id)
+        .where(
+            candidate.status == Status.PENDING.value,
+            candidate.next_attempt_at <= now,
+            ~(candidate.object_id.is_not(None) & blocked_by_earlier),
+        )
+        .order_by(candidate.next_attempt_at, candidate.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if ids is not None:
+        if not ids:
+            return []
+        due = due.where(candidate.id.in_(list(ids)))
+    # A CTE runs once; an IN (subquery) may be run again per row, each time picking
+    # other rows among equal due times, and so claim more than `limit`.
+    due_rows = due.cte("due")
+    expires = now + lease
+    stmt = (
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(select(due_rows.c.id)))
+        .where(WebhookEvent.status == Status.PENDING.value)
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=owner,
+            lease_expires_at=expires,
+            attempts=WebhookEvent.attempts + 1,
+        )
+        .returning(*_claimed_columns())
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+
+
+def _claimed_columns() -> list[Any]:
+    c = events.c
+    return [
+        c.id,
+        c.source,
+        c.delivery_id,
+        c.event_type,
+        c.livemode,
+        c.raw_body,
+        c.headers,
+        c.attempts,
+        c.lease_owner,
+        c.lease_expires_at,
+        c.installation_id,
+        c.stripe_account,
+        c.account_id,
+        c.object_id,
+        c.provider_created_at,
+        c.backfilled,
+    ]
+
+
+def _claimed(row: Any) -> ClaimedEvent:
+    return ClaimedEvent(**row._mapping)
+
+
+def _owned(event: ClaimedEvent, now: datetime) -> Any:
+    return and_(
+        WebhookEvent.id == event.id,
+        WebhookEvent.status == Status.PROCESSING.value,
+        WebhookEvent.lease_owner == event.lease_owner,
+        WebhookEvent.lease_expires_at > now,
+    )
+
+
+def _finish(
+    session: Session, event: ClaimedEvent, status: Status, note: str | None, now: datetime
+) -> bool:
+    stmt = (
+        update(WebhookEvent)
+        .where(_owned(event, now))
+        .values(
+            status=status.value,
+            processed_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error=note,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_done(session: Session, event: ClaimedEvent, now: datetime) -> bool:
+    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then)."""
+    return _finish(session, event, Status.DONE, None, now)
+
+
+def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
+    """Finish a claimed row that nothing applies (no handler, wrong mode); False if not ours."""
+    return _finish(session, event, Status.SKIPPED, reason, now)
+
+
+def fail(
+    session: Session,
+    event: ClaimedEvent,
+    error: str,
+    *,
+    policy: RetryPolicy,
+    now: datetime,
+    permanent: bool = False,
+) -> Status | None:
+    """Record a failed attempt: back to pending after a backoff delay, or dead.
+
+    Returns the row's new status, or None when the lease was no longer ours.
+    """
+    dead = permanent or policy.exhausted(event.attempts)
+    status = Status.DEAD if dead else Status.PENDING
+    next_at = None if dead else now + policy.delay(event.attempts)
+    stmt = (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id == event.id,
+            WebhookEvent.status == Status.PROCESSING.value,
+            WebhookEvent.lease_owner == event.lease_owner,
+        )
+        .values(
+            status=status.value,
+            next_attempt_at=next_at,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=error,
+            processed_at=now if dead else None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    _log_failure(
+        session,
+        event.id,
+        event.attempts,
+        error,
+        "dead" if dead else "retry",
+        now,
+        event.lease_owner,
+    )
+    return status
+
+
+def _log_failure(
+    session: Session,
+    event_id: int,
+    attempt: int,
+    error: str,
+    outcome: str,
+    now: datetime,
+    worker: str | None,
+) -> None:
+    session.execute(
+        insert(EventFailure).values(
+            event_id=event_id,
+            attempt=attempt,
+            failed_at=now,
+            error=error[:4000],
+            outcome=outcome,
+            worker=worker,
+        )
+    )
+
+
+def release_expired(
+    session: Session, *, now: datetime, policy: RetryPolicy, limit: int = 500
+) -> int:
+    """Give back rows whose worker vanished (lease ran out): due now, or dead when out of tries."""
+    expired = session.execute(
+        select(WebhookEvent.id, WebhookEvent.attempts, WebhookEvent.lease_owner)
+        .where(WebhookEvent.status == Status.PROCESSING.value, WebhookEvent.lease_expires_at <= now)
+        .order_by(WebhookEvent.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    released = 0
+    for row in expired:
+        dead = policy.exhausted(row.attempts)
+        error = f"lease expired after attempt {row.attempts}: the worker stopped or hung"
+        result = session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.id == row.id,
+                WebhookEvent.status == Status.PROCESSING.value,
+                WebhookEvent.lease_owner == row.lease_owner,
+            )
+            .values(
+                status=(Status.DEAD if dead else Status.PENDING).value,
+                next_attempt_at=None if dead else now,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=error,
+                processed_at=now if dead else None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            released += 1
+            _log_failure(
+                session,
+                row.id,
+                row.attempts,
+                error,
+                "dead" if dead else "lease-expired",
+                now,
+                row.lease_owner,
+            )
+    return released
+
+
+def due_ids(session: Session, *, now: datetime, limit: int = 1000) -> list[int]:
+    """Ids of pending rows whose time has come, oldest first: the sweeper rings for these."""
+    query = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status == Status.PENDING.value, WebhookEvent.next_attempt_at <= now)
+        .order_by(WebhookEvent.next_attempt_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def next_due_at(session: Session) -> datetime | None:
+    """When the next pending row becomes due (None when nothing is pending)."""
+    return session.scalar(
+        select(func.min(WebhookEvent.next_attempt_at)).where(
+            WebhookEvent.status == Status.PENDING.value
+        )
+    )
+
+
+REPLAYABLE = (Status.DONE, Status.DEAD, Status.SKIPPED)
+
+
+def replay(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
+    """Put finished or dead rows back to pending, due now, with fresh attempts.
+
+    Rows still pending or processing are left alone (they are already in play), and so
+    are purged rows, whose bodies are gone. Returns the ids that were put back.
+    """
+    if not ids:
+        return []
+    stmt = (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id.in_(list(ids)),
+            WebhookEvent.status.in_([s.value for s in REPLAYABLE]),
+            WebhookEvent.raw_body.is_not(None),
+        )
+        .values(
+            status=Status.PENDING.value,
+            next_attempt_at=now,
+            attempts=0,
+            last_error=None,
+            processed_at=None,
+        )
+        .returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(session.scalars(stmt))
+
+
+def purge(session: Session, *, older_than: datetime, now: datetime) -> int:
+    """Drop the bodies of done and skipped rows received before `older_than`.
+
+    The row stays as a tombstone (source, delivery id, type, times), so a very late
+    duplicate delivery is still recognised and not applied again.
+    """
+    stmt = (
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.status.in_([Status.DONE.value, Status.SKIPPED.value]),
+            WebhookEvent.received_at < older_than,
+            WebhookEvent.raw_body.is_not(None),
+        )
+        .values(raw_body=None, headers={}, purged_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount  # type: ignore[attr-defined,no-any-return]

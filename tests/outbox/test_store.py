@@ -1,0 +1,153 @@
+"""The storage contract: each operation is one guarded statement, on Postgres and SQLite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from outbox import store
+from outbox.db import transaction, utcnow
+from outbox.models import EventFailure, Status, WebhookEvent
+from outbox.retry import RetryPolicy
+from tests.factories import incoming, record
+
+LEASE = timedelta(minutes=5)
+POLICY = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=3, jitter=0)
+
+
+def claim(sessions, **kwargs):
+    kwargs.setdefault("now", utcnow())
+    with transaction(sessions) as session:
+        return store.claim(session, lease=LEASE, **kwargs)
+
+
+def row(sessions, event_id: int) -> WebhookEvent:
+    with sessions() as session:
+        return session.get_one(WebhookEvent, event_id)
+
+
+def test_record_stores_a_delivery_once_and_reports_repeats(engine):
+    first = record(engine, incoming("evt_1"), incoming("evt_2"))
+    again = record(engine, incoming("evt_1"), incoming("evt_3"), incoming("evt_3"))
+    assert [r.duplicate for r in first] == [False, False]
+    assert [r.duplicate for r in again] == [True, False, True]
+    assert again[0].id == first[0].id and again[1].id == again[2].id
+    with engine.connect() as conn:
+        assert conn.execute(select(WebhookEvent.id)).all().__len__() == 3
+
+
+def test_record_keeps_the_exact_bytes(engine, sessions):
+    item = incoming("evt_bytes")
+    raw = b'{"id": "evt_bytes",  "x": "\\u00e9\\u2665" }\n'
+    item = store.IncomingEvent(**{**item.__dict__, "raw_body": raw})
+    [result] = record(engine, item)
+    assert row(sessions, result.id).raw_body == raw
+
+
+def test_two_claims_never_take_the_same_row(engine, sessions):
+    record(engine, *(incoming() for _ in range(5)))
+    first = claim(sessions, limit=3)
+    second = claim(sessions, limit=10)
+    assert len(first) == 3 and len(second) == 2
+    assert not {c.id for c in first} & {c.id for c in second}
+    assert claim(sessions, limit=10) == []
+
+
+def test_claim_takes_only_the_ids_asked_for(engine, sessions):
+    results = record(engine, *(incoming() for _ in range(3)))
+    claimed = claim(sessions, ids=[results[1].id])
+    assert [c.id for c in claimed] == [results[1].id]
+    assert claimed[0].attempts == 1
+
+
+def test_events_of_one_object_are_claimed_in_created_order(engine, sessions):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    late = incoming("evt_late", object_id="sub_1", created=t0 + timedelta(seconds=5))
+    early = incoming("evt_early", object_id="sub_1", created=t0)
+    other = incoming("evt_other", object_id="sub_2", created=t0 + timedelta(seconds=9))
+    ids = {r.id for r in record(engine, late, early, other)}
+    first = claim(sessions, limit=10)
+    assert {c.delivery_id for c in first} == {"evt_early", "evt_other"}
+    assert claim(sessions, limit=10) == []  # evt_late waits while evt_early is processing
+    with transaction(sessions) as session:
+        early_claim = next(c for c in first if c.delivery_id == "evt_early")
+        assert store.fail(session, early_claim, "boom", policy=POLICY, now=utcnow(), permanent=True)
+    [late_claim] = claim(sessions, limit=10)
+    assert late_claim.delivery_id == "evt_late" and late_claim.id in ids
+
+
+def test_finish_needs_the_lease(engine, sessions):
+    record(engine, incoming())
+    [claimed] = claim(sessions)
+    stale = store.ClaimedEvent(**{**claimed.__dict__, "lease_owner": "someone-else"})
+    with transaction(sessions) as session:
+        assert store.mark_done(session, stale, utcnow()) is False
+    later = claimed.lease_expires_at + timedelta(seconds=1)
+    with transaction(sessions) as session:
+        assert store.mark_done(session, claimed, later) is False  # lease expired
+    with transaction(sessions) as session:
+        assert store.mark_done(session, claimed, utcnow()) is True
+    assert row(sessions, claimed.id).status == Status.DONE
+
+
+def test_fail_backs_off_then_goes_dead_with_its_errors_logged(engine, sessions):
+    record(engine, incoming())
+    now = utcnow()
+    for attempt in (1, 2):
+        [claimed] = claim(sessions, now=now)
+        assert claimed.attempts == attempt
+        with transaction(sessions) as session:
+            assert (
+                store.fail(session, claimed, f"err {attempt}", policy=POLICY, now=now) == "pending"
+            )
+        saved = row(sessions, claimed.id)
+        assert saved.next_attempt_at == now + timedelta(seconds=POLICY.nominal_delay(attempt))
+        assert claim(sessions, now=now) == []  # not due yet
+        now = saved.next_attempt_at
+    [claimed] = claim(sessions, now=now)
+    with transaction(sessions) as session:
+        assert store.fail(session, claimed, "err 3", policy=POLICY, now=now) == Status.DEAD
+    saved = row(sessions, claimed.id)
+    assert (saved.status, saved.last_error, saved.attempts) == ("dead", "err 3", 3)
+    with sessions() as session:
+        log = session.scalars(select(EventFailure).order_by(EventFailure.attempt)).all()
+    assert [(f.attempt, f.error, f.outcome) for f in log] == [
+        (1, "err 1", "retry"), (2, "err 2", "retry"), (3, "err 3", "dead"),
+    ]  # fmt: skip
+
+
+def test_expired_leases_are_released_to_be_claimed_again(engine, sessions):
+    record(engine, incoming())
+    [claimed] = claim(sessions)
+    later = claimed.lease_expires_at + timedelta(seconds=1)
+    with transaction(sessions) as session:
+        assert store.release_expired(session, now=utcnow(), policy=POLICY) == 0
+    with transaction(sessions) as session:
+        assert store.release_expired(session, now=later, policy=POLICY) == 1
+    [again] = claim(sessions, now=later)
+    assert again.id == claimed.id and again.attempts == 2
+    with transaction(sessions) as session:
+        assert store.mark_done(session, claimed, later) is False  # the old worker lost it
+
+
+def test_replay_puts_finished_rows_back_and_purge_keeps_tombstones(engine, sessions):
+    results = record(engine, incoming("evt_a"), incoming("evt_b"))
+    for claimed in claim(sessions, limit=10):
+        with transaction(sessions) as session:
+            store.mark_done(session, claimed, utcnow())
+    with transaction(sessions) as session:
+        assert store.replay(session, [results[0].id], now=utcnow()) == [results[0].id]
+    assert row(sessions, results[0].id).status == Status.PENDING
+    with transaction(sessions) as session:
+        purged = store.purge(session, older_than=utcnow() + timedelta(days=1), now=utcnow())
+    assert purged == 1  # only the done row; the replayed one is pending again
+    tomb = row(sessions, results[1].id)
+    assert tomb.raw_body is None and tomb.purged_at is not None
+    [again] = record(engine, incoming("evt_b"))
+    assert again.duplicate and again.id == results[1].id
+
+
+def test_retry_policy_spans_about_a_day():
+    span = RetryPolicy().total_span()
+    assert timedelta(hours=18) < span < timedelta(hours=30)
