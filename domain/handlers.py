@@ -1,0 +1,16 @@
+"""The domain's dispatch table: which handler applies each (source, event type).
+
+The processors look events up here; an event type with no entry is `skipped`.
+Each area of the domain adds its entries in `handler_table`.
+"""
+
+from __future__ import annotations
+
+from outbox.handling import HandlerTable
+from outbox.settings import Settings
+
+
+def handler_table(settings: Settings) -> HandlerTable:
+    """Every handler the domain offers, configured from `settings`."""
+    table: HandlerTable = {}
+    return table

@@ -1,0 +1,66 @@
+"""The contract between the processors and the domain: what a handler gets and may say back.
+
+A handler applies one kind of event. The processors call `prepare` (if any) outside any
+transaction, then `apply` inside the transaction that also marks the event done, so the
+event's database effects and its `done` commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """One claimed event, decoded, as a handler sees it."""
+
+    id: int
+    source: str
+    delivery_id: str
+    event_type: str
+    payload: dict[str, Any]
+    livemode: bool | None
+    provider_created_at: datetime | None
+    installation_id: int | None
+    stripe_account: str | None
+    account_id: int | None
+    attempts: int
+    backfilled: bool
+    #: The time of this attempt; handlers use it instead of reading the clock.
+    now: datetime
+
+
+class PermanentFailure(Exception):
+    """This event can never be applied (malformed for its type, unknown pack): dead at once."""
+
+
+class RetryLater(Exception):
+    """Not possible yet (the account it names does not exist yet): try again per the policy."""
+
+
+Apply = Callable[[Session, EventContext, Any], None]
+Prepare = Callable[[EventContext], Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How one (source, event type) is applied.
+
+    :param name: for logs and the CLI ("grant_pack", "apply_subscription").
+    :param apply: `apply(session, event, prepared)`: database writes only, no network.
+    :param prepare: optional `prepare(event) -> prepared`: network reads (a Stripe object
+        fetched fresh), run before the transaction; its result is passed to `apply`.
+    """
+
+    name: str
+    apply: Apply
+    prepare: Prepare | None = None
+
+
+#: The dispatch table's shape: (source, event type) -> handler.
+HandlerTable = dict[tuple[str, str], Handler]
