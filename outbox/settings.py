@@ -20,11 +20,12 @@ DEFAULT_DATABASE_URL = "sqlite:///./outbox.db"
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024  #: bytes; GitHub caps payloads at 25 MiB
 
 
-def split_secrets(raw: SecretStr | None) -> tuple[str, ...]:
+def split_secrets(raw: SecretStr | str | None) -> tuple[str, ...]:
     """Several secrets may be valid at once (rotation): comma-separated, blanks ignored."""
     if raw is None:
         return ()
-    return tuple(part.strip() for part in raw.get_secret_value().split(",") if part.strip())
+    text = raw.get_secret_value() if isinstance(raw, SecretStr) else raw
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 class Settings(BaseSettings):

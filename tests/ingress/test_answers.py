@@ -1,0 +1,205 @@
+"""What the ingress answers to bad, repeated and concurrent input, and when the database is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from ingress.app import create_app
+from ingress.signatures import github_signature
+from outbox.db import make_engine
+from outbox.models import WebhookEvent
+from tests.conftest import GITHUB_SECRET, STRIPE_SECRET
+from tests.factories import github_headers, stripe_event_body, stripe_headers
+from tests.ingress.conftest import RecordingDoorbell
+
+BODY = b'{"action":"opened","installation":{"id":1}}'
+STRIPE_BODY = stripe_event_body({"id": "cus_1", "object": "customer"}, "customer.created")
+
+
+def _count(engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
+
+
+def _without(headers: dict[str, str], name: str) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != name}
+
+
+GOOD_GITHUB = github_headers(BODY, "issues", delivery="d-1")
+
+BAD_INPUTS = [
+    ("github", BODY, _without(GOOD_GITHUB, "X-Hub-Signature-256"), 401, "X-Hub-Signature-256"),
+    (
+        "github",
+        BODY,
+        {**_without(GOOD_GITHUB, "X-Hub-Signature-256"), "X-Hub-Signature": "sha1=" + "a" * 40},
+        401,
+        "sha1",
+    ),
+    ("github", BODY, {**GOOD_GITHUB, "X-Hub-Signature-256": "sha256=zz"}, 400, "64 hex"),
+    (
+        "github",
+        BODY,
+        {**GOOD_GITHUB, "X-Hub-Signature-256": github_signature("wrong", BODY)},
+        401,
+        "does not match",
+    ),
+    ("github", BODY + b" ", GOOD_GITHUB, 401, "does not match"),
+    ("github", BODY, _without(GOOD_GITHUB, "X-GitHub-Delivery"), 400, "X-GitHub-Delivery"),
+    ("github", BODY, _without(GOOD_GITHUB, "X-GitHub-Event"), 400, "X-GitHub-Event"),
+    ("github", BODY, {**GOOD_GITHUB, "X-GitHub-Delivery": "x" * 300}, 400, "too long"),
+    ("stripe", STRIPE_BODY, {"Content-Type": "application/json"}, 401, "Stripe-Signature"),
+    ("stripe", STRIPE_BODY, {"Stripe-Signature": "garbage"}, 400, "Stripe-Signature"),
+    ("stripe", STRIPE_BODY, {"Stripe-Signature": "t=abc,v1=00"}, 400, "not a number"),
+    ("stripe", STRIPE_BODY, {"Stripe-Signature": "t=1,v0=00"}, 400, "'v1'"),
+    ("stripe", STRIPE_BODY, stripe_headers(STRIPE_BODY, secret="whsec_wrong"), 401, "no v1"),
+    ("stripe", STRIPE_BODY + b"\n", stripe_headers(STRIPE_BODY), 401, "no v1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "body", "headers", "status", "reason"),
+    BAD_INPUTS,
+    ids=[f"{b[0]}-{b[3]}-{b[4]}" for b in BAD_INPUTS],
+)
+def test_bad_input_gets_its_status_and_a_reason_and_stores_nothing(
+    client, engine, source, body, headers, status, reason
+):
+    response = client.post(f"/webhooks/{source}", content=body, headers=headers)
+    assert response.status_code == status
+    assert reason in response.json()["error"]
+    assert _count(engine) == 0
+
+
+def test_body_over_the_limit_is_refused_by_its_declared_length(settings, engine):
+    settings = settings.model_copy(update={"max_body_bytes": 4096})
+    body = b'{"pad":"' + b"x" * 5000 + b'"}'
+    with TestClient(create_app(settings, engine=engine)) as client:
+        response = client.post(
+            "/webhooks/github", content=body, headers=github_headers(body, "ping")
+        )
+    assert response.status_code == 413
+    assert _count(engine) == 0
+
+
+def test_body_over_the_limit_is_refused_while_streaming_without_a_length(settings, engine):
+    settings = settings.model_copy(update={"max_body_bytes": 4096})
+    chunks = [b"x" * 1024] * 64  # 64 KiB, sent chunked with no Content-Length
+    body = b"".join(chunks)
+    headers = github_headers(body, "ping")
+    with TestClient(create_app(settings, engine=engine)) as client:
+        response = client.post("/webhooks/github", content=iter(chunks), headers=headers)
+    assert response.status_code == 413
+    assert _count(engine) == 0
+
+
+def test_unconfigured_secret_refuses_instead_of_trusting(settings, engine):
+    settings = settings.model_copy(update={"github_webhook_secret": None})
+    with TestClient(create_app(settings, engine=engine)) as client:
+        response = client.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
+    assert response.status_code == 503
+    assert "GITHUB_WEBHOOK_SECRET" in response.json()["error"]
+    assert _count(engine) == 0
+
+
+def test_fifty_concurrent_copies_of_one_delivery_store_one_row(live_url, engine, doorbell):
+    headers = github_headers(BODY, "issues", delivery="the-same-delivery")
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_url, timeout=30) as http:
+            return await asyncio.gather(
+                *(http.post("/webhooks/github", content=BODY, headers=headers) for _ in range(50))
+            )
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [200] * 50
+    answers = [r.json() for r in responses]
+    assert len({a["id"] for a in answers}) == 1
+    assert sum(not a["duplicate"] for a in answers) == 1
+    assert _count(engine) == 1
+    assert doorbell.rung_ids() == {answers[0]["id"]}
+
+
+def test_many_concurrent_distinct_deliveries_are_each_stored_and_answered(live_url, engine):
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_url, timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.post(
+                        "/webhooks/github",
+                        content=BODY,
+                        headers=github_headers(BODY, "issues", delivery=f"d-{n}"),
+                    )
+                    for n in range(200)
+                )
+            )
+
+    responses = asyncio.run(send_all())
+    assert all(r.status_code == 200 and r.json()["duplicate"] is False for r in responses)
+    assert len({r.json()["id"] for r in responses}) == 200
+    assert _count(engine) == 200
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        "sqlite:////nonexistent-dir/for/outbox.db",
+    ],
+)
+def test_database_down_answers_503_and_not_ready(settings, unreachable):
+    dead = make_engine(unreachable)
+    with TestClient(create_app(settings, engine=dead)) as client:
+        for source, body, headers in (
+            ("github", BODY, GOOD_GITHUB),
+            ("stripe", STRIPE_BODY, stripe_headers(STRIPE_BODY)),
+        ):
+            response = client.post(f"/webhooks/{source}", content=body, headers=headers)
+            assert response.status_code == 503
+            assert "database unavailable" in response.json()["error"]
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_failing_doorbell_never_fails_the_request(settings, engine):
+    with TestClient(
+        create_app(settings, engine=engine, doorbell=RecordingDoorbell(fail=True))
+    ) as c:
+        response = c.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
+    assert response.status_code == 200
+    assert _count(engine) == 1
+
+
+def test_health_readiness_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    client.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
+    client.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
+    client.post("/webhooks/stripe", content=STRIPE_BODY, headers={"Stripe-Signature": "bad"})
+    text = client.get("/metrics").text
+    assert 'outbox_webhook_requests_total{outcome="stored",source="github"}' in text
+    assert 'outbox_webhook_requests_total{outcome="duplicate",source="github"}' in text
+    assert 'outbox_webhook_requests_total{outcome="bad_request",source="stripe"}' in text
+    assert "outbox_webhook_handling_seconds_bucket" in text
+
+
+def test_logs_name_the_delivery_and_outcome_but_never_a_secret_or_body(client, caplog):
+    caplog.set_level(logging.INFO, logger="outbox")
+    secret_body = b'{"action":"opened","token":"very-private-body-value"}'
+    client.post(
+        "/webhooks/github",
+        content=secret_body,
+        headers=github_headers(secret_body, "issues", delivery="log-delivery"),
+    )
+    client.post("/webhooks/stripe", content=STRIPE_BODY, headers=stripe_headers(STRIPE_BODY))
+    stored = [r for r in caplog.records if getattr(r, "delivery_id", None) == "log-delivery"]
+    assert stored and stored[0].outcome == "stored"
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    for secret in (GITHUB_SECRET, STRIPE_SECRET, "very-private-body-value"):
+        assert secret not in text
