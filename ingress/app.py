@@ -45,7 +45,7 @@ def create_app(
     """The ingress for `settings`; `doorbell` is told about every row it stores."""
     engine = engine or make_engine(settings.database_url)
     bell = BackgroundBell(doorbell or SilentDoorbell())
-    writer = GroupCommitWriter(engine, bell.ring_later)
+    writer = GroupCommitWriter(engine, bell.ring_later, writers=settings.ingress_writers)
 
     async def receive(
         request: Request, source: str, parse: Callable[[bytes], IncomingEvent]

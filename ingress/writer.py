@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingress.errors import DatabaseUnavailable
@@ -45,24 +45,32 @@ class GroupCommitWriter:
     :param engine: where the rows go.
     :param on_committed: called (on the writer thread, after each commit) with the ids
         the processors should look at: new pending rows, and duplicates not yet done.
+    :param writers: threads committing batches side by side. Postgres overlaps their
+        commits; SQLite has one write lock, so one writer is all it can use.
     """
 
-    def __init__(self, engine: Engine, on_committed: Callable[[Sequence[int]], None]) -> None:
+    def __init__(
+        self, engine: Engine, on_committed: Callable[[Sequence[int]], None], writers: int = 1
+    ) -> None:
         self._engine = engine
         self._on_committed = on_committed
+        self._writers = 1 if engine.dialect.name == "sqlite" else max(1, writers)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
-            self._thread.start()
+        while len(self._threads) < self._writers:
+            name = f"outbox-writer-{len(self._threads)}"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
 
     async def store(self, event: IncomingEvent) -> Recorded:
         """Store one event; returns after its transaction committed. Raises DatabaseUnavailable."""
@@ -72,55 +80,78 @@ class GroupCommitWriter:
         return await future
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    self._queue.put(_STOP)
-                    break
-                batch.append(item)
-            self._write([b for b in batch if isinstance(b, _Request)])
-
-    def _write(self, batch: list[_Request]) -> None:
+        # Each writer keeps its own connection: no pool checkout and no liveness ping per
+        # batch; a broken connection is dropped and the next batch opens a fresh one.
+        conn: Connection | None = None
         try:
-            results = self._commit([r.event for r in batch])
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    conn = self._write(conn, batch)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _next_batch(self) -> tuple[list[_Request], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return [b for b in batch if isinstance(b, _Request)], True
+            batch.append(item)
+        return [b for b in batch if isinstance(b, _Request)], False
+
+    def _write(self, conn: Connection | None, batch: list[_Request]) -> Connection | None:
+        """Store and answer one batch; returns the connection to use next (None: reconnect)."""
+        try:
+            conn = conn if conn is not None and not conn.closed else self._engine.connect()
+            results = self._commit(conn, [r.event for r in batch])
         except (OperationalError, DatabaseUnavailable) as exc:
             self._fail_all(batch, exc)
-            return
+            _discard(conn)
+            return None
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 self._fail_all(batch, exc)
-                return
+                _discard(conn)
+            return None
             # One bad row must not fail its neighbours: store them one by one.
             log.warning("batch insert failed, retrying one by one", extra={"error": str(exc)})
             for request in batch:
-                self._write_one(request)
-            return
+                conn = self._write_one(conn, request)
+            return conn
         except Exception as exc:
             self._fail_all(batch, exc)
-            return
+            _discard(conn)
+            return None
         for request, result in zip(batch, results, strict=True):
             _resolve(request, result)
         self._ring([r for r in results if r.status in RINGABLE])
+        return conn
 
-    def _write_one(self, request: _Request) -> None:
+    def _write_one(self, conn: Connection | None, request: _Request) -> Connection | None:
         try:
-            [result] = self._commit([request.event])
+            conn = conn if conn is not None and not conn.closed else self._engine.connect()
+            [result] = self._commit(conn, [request.event])
         except Exception as exc:
             self._fail_all([request], exc)
-            return
+            _discard(conn)
+            return None
         _resolve(request, result)
         self._ring([result] if result.status in RINGABLE else [])
+        return conn
 
-    def _commit(self, events: list[IncomingEvent]) -> list[Recorded]:
-        with self._engine.begin() as conn:
+    @staticmethod
+    def _commit(conn: Connection, events: list[IncomingEvent]) -> list[Recorded]:
+        with conn.begin():
             return store.record(conn, events, utcnow())
 
     def _fail_all(self, batch: list[_Request], exc: BaseException) -> None:
@@ -137,6 +168,15 @@ class GroupCommitWriter:
             self._on_committed(sorted({r.id for r in results}))
         except Exception:  # a bell that fails delays work; it never fails a stored request
             log.warning("doorbell failed; the sweeper will find the rows", exc_info=True)
+
+
+def _discard(conn: Connection | None) -> None:
+    if conn is not None:
+        try:
+            conn.invalidate()
+            conn.close()
+        except Exception:  # already broken: nothing more to release
+            log.debug("closing a broken connection failed", exc_info=True)
 
 
 def _resolve(request: _Request, result: Recorded) -> None:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     stripe_webhook_tolerance: int = Field(default=300, ge=1)  #: seconds
     stripe_mode: StripeMode = "live"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    #: Threads of one ingress process committing webhook batches at once (Postgres only).
+    ingress_writers: int = Field(default=4, ge=1, le=64)
 
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"

@@ -69,9 +69,13 @@ def dev(
 
 
 def _serve(settings: Settings, host: str, port: int, doorbell: object | None) -> None:
+    import sys
+
     import uvicorn
 
     from ingress.app import create_app
+
+    sys.setswitchinterval(0.0005)
 
     app = create_app(settings, doorbell=doorbell)  # type: ignore[arg-type]
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

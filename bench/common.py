@@ -1,0 +1,112 @@
+"""What the benchmarks share: a private Postgres database, server subprocesses, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+POSTGRES_ADMIN = os.environ.get(
+    "OUTBOX_BENCH_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres_database(prefix: str = "outbox_bench") -> Iterator[str]:
+    """A migrated private database, dropped afterwards."""
+    from outbox.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN)
+    url = (
+        f"postgresql+psycopg://{params['user']}@{params['host']}:{params.get('port', 5432)}/{name}"
+    )
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(
+    args: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server subprocess, waited for until its port answers, stopped afterwards.
+
+    Its output goes to a file: a pipe nobody reads fills up and freezes a chatty server.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_for_port(proc, port, log)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Any) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                err = log.read().decode(errors="replace")
+                raise RuntimeError(f"server did not start: {err[-2000:]}") from None
+            time.sleep(0.1)
+
+
+def python() -> str:
+    return sys.executable
+
+
+def write_results(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """The figures as JSON and as a Markdown table in bench/results/."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    headers = list(rows[0]) if rows else []
+    lines = [f"# {name}", "", *(f"- {k}: {v}" for k, v in meta.items()), ""]
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(r[h]) for h in headers) + " |" for r in rows]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
