@@ -73,3 +73,9 @@ def live_url(settings: Settings, engine: Engine, doorbell: RecordingDoorbell) ->
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def settings_and_engine(settings: Settings, engine: Engine) -> tuple[Settings, Engine]:
+    """Both at once, for hypothesis tests that reuse one database across examples."""
+    return settings, engine
