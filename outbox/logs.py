@@ -32,3 +32,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads at INFO; only its problems are news here.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
