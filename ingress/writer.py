@@ -122,19 +122,26 @@ class GroupCommitWriter:
             if exc.connection_invalidated:
                 self._fail_all(batch, exc)
                 _discard(conn)
-            return None
-            # One bad row must not fail its neighbours: store them one by one.
-            log.warning("batch insert failed, retrying one by one", extra={"error": str(exc)})
-            for request in batch:
-                conn = self._write_one(conn, request)
-            return conn
-        except Exception as exc:
-            self._fail_all(batch, exc)
-            _discard(conn)
-            return None
+                return None
+            return self._write_one_by_one(conn, batch, exc)
+        except Exception as exc:  # a row the driver cannot send: not the database's fault
+            return self._write_one_by_one(conn, batch, exc)
         for request, result in zip(batch, results, strict=True):
             _resolve(request, result)
         self._ring([r for r in results if r.status in RINGABLE])
+        return conn
+
+    def _write_one_by_one(
+        self, conn: Connection | None, batch: list[_Request], exc: BaseException
+    ) -> Connection | None:
+        # One bad row must not fail its neighbours: store them one by one.
+        log.warning("batch insert failed, retrying one by one", extra={"error": type(exc).__name__})
+        if len(batch) == 1:
+            self._fail_all(batch, exc)
+            _discard(conn)
+            return None
+        for request in batch:
+            conn = self._write_one(conn, request)
         return conn
 
     def _write_one(self, conn: Connection | None, request: _Request) -> Connection | None:

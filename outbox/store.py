@@ -32,7 +32,7 @@ from outbox.retry import RetryPolicy
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
-#: Postgres and SQLite both refuse NUL in text; a hostile header must not fail a whole batch.
+#: characters kept of a text field taken from a payload or header (the columns' width).
 _TEXT_FIELDS_CAP = 255
 
 
@@ -88,7 +88,10 @@ class IncomingEvent:
 def _clean(value: str | None, cap: int = _TEXT_FIELDS_CAP) -> str | None:
     if value is None:
         return None
-    return value.replace("\x00", "")[:cap]
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 database column can hold:
+    # left in, one such signed body would be refused with 503 forever, with its batch.
+    text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text[:cap]
 
 
 @dataclass(frozen=True)

@@ -203,3 +203,15 @@ def test_logs_name_the_delivery_and_outcome_but_never_a_secret_or_body(client, c
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in (GITHUB_SECRET, STRIPE_SECRET, "very-private-body-value"):
         assert secret not in text
+
+
+def test_signed_body_with_a_lone_surrogate_in_a_field_is_stored_not_refused_forever(client, engine):
+    # JSON allows "\ud800"; no UTF-8 column can hold it. Refusing with 503 would make the
+    # provider retry a body that can never be stored, and fail the rows batched with it.
+    body = STRIPE_BODY.replace(b'"customer.created"', b'"customer.\\ud800created"')
+    answer = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+    assert answer.status_code == 200, answer.text
+    with engine.connect() as conn:
+        stored = conn.execute(select(WebhookEvent.event_type, WebhookEvent.raw_body)).one()
+    assert stored.raw_body == body
+    assert stored.event_type.startswith("customer.") and stored.event_type.endswith("created")
