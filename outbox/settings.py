@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the sweeper.
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # --- operator CLI (outbox events / purge / reconcile) ---
+    #: Events per second a bulk `outbox events replay` puts back, unless --rate says otherwise.
+    replay_rate: float = Field(default=20.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("stripe_mode", mode="before")

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  #: something asked for failed, or nothing matched
@@ -48,12 +48,25 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         except CommandFailed as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(exc.code) from None
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            err_console.print(f"[red]error:[/red] database unreachable: {reason}", highlight=False)
+            if _missing_table(reason):
+                message = f"database not migrated ({reason}): run `outbox migrate`"
+            elif isinstance(exc, ProgrammingError):
+                raise
+            else:
+                message = f"database unreachable: {reason}"
+            err_console.print(f"[red]error:[/red] {message}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
+
+
+def _missing_table(reason: str) -> bool:
+    # SQLite says "no such table: x"; Postgres 'relation "x" does not exist'.
+    return reason.startswith("no such table") or (
+        reason.startswith("relation") and reason.endswith("does not exist")
+    )
 
 
 def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
