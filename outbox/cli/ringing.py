@@ -44,5 +44,7 @@ def ring_processors(settings: Settings, event_ids: Sequence[int]) -> Rung:
 
 
 def processors_doorbell(settings: Settings) -> Doorbell | None:
-    """The processors' Redis doorbell, or None where this build has none."""
-    return None
+    """The processors' Redis doorbell (the one `outbox serve` rings)."""
+    from outbox.cli.run import _redis_doorbell
+
+    return _redis_doorbell(settings)
