@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli import events, run, send, work
+from outbox.cli import events, purge, reconcile, run, send, work
 
 app = typer.Typer(
     name="outbox",
@@ -22,6 +22,8 @@ run.register(app)
 send.register(app)
 work.register(app)
 events.register(app)
+purge.register(app)
+reconcile.register(app)
 
 
 def main() -> None:
