@@ -15,12 +15,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from domain.effects import EFFECT_FINDERS, rows_naming_event
 from outbox import store
 from outbox.cli import app
 from outbox.db import transaction, utcnow
 from outbox.models import WebhookEvent
 from outbox.retry import RetryPolicy
 from outbox.settings import get_settings
+from tests.cli.effects import FakeBase, FakeCredit
 from tests.conftest import GITHUB_SECRET, STRIPE_SECRET
 from tests.factories import incoming, record
 
@@ -125,3 +127,12 @@ def claim_now(sessions: sessionmaker[Session], event_id: int) -> None:
 def row(sessions: sessionmaker[Session], event_id: int) -> WebhookEvent:
     with sessions() as session:
         return session.get_one(WebhookEvent, event_id)
+
+
+@pytest.fixture
+def credits(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeCredit]]:
+    """The fake table, created and wired into the effect registry for this test only."""
+    FakeBase.metadata.create_all(engine)
+    monkeypatch.setitem(EFFECT_FINDERS, "fake_credits", rows_naming_event(FakeCredit))
+    yield FakeCredit
+    FakeBase.metadata.drop_all(engine)
