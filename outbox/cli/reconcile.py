@@ -28,7 +28,7 @@ from outbox.cli.ringing import ring_processors
 from outbox.cli.timespec import DURATION_HELP, parse_moment
 from outbox.db import transaction, utcnow
 from outbox.models import Status
-from outbox.settings import Settings, get_settings
+from outbox.settings import get_settings
 
 if TYPE_CHECKING:
     from githubkit import AppAuthStrategy, GitHub
@@ -149,7 +149,7 @@ def reconcile_github(
     with open_database(settings) as (_, sessions), sessions() as session:
         plan = reconcile.plan_redeliveries(deliveries, reconcile.stored_guids(session, deliveries))
     done = plan if dry_run else [_redeliver(github, item) for item in plan]
-    _report_github(settings, start, deliveries, done, dry_run, as_json)
+    _report_github(start, deliveries, done, dry_run, as_json)
     refused = [r for r in done if r.error]
     if refused:
         err_console.print(
@@ -192,7 +192,6 @@ def _github_reason(exc: Exception) -> str:
 
 
 def _report_github(
-    settings: Settings,
     start: datetime,
     deliveries: list[Delivery],
     done: list[Redelivery],
