@@ -23,6 +23,9 @@ R = TypeVar("R")
 
 err_console = Console(stderr=True)
 
+#: The `--json` switch of every listing command: one JSON object per line on stdout.
+JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
+
 
 class CommandFailed(Exception):
     """A command could not do what it was asked; the message says what, for a person."""

@@ -22,6 +22,7 @@ from outbox import events as queries
 from outbox import store
 from outbox.cli.common import (
     EXIT_FAILED,
+    JSON_OPTION,
     err_console,
     fail,
     friendly_errors,
@@ -63,7 +64,6 @@ UNTIL_OPTION = typer.Option(None, "--until", help=f"Received before: {DURATION_H
 DELIVERY_OPTION = typer.Option(
     None, "--delivery", help="GitHub delivery id or Stripe event id (evt_…)."
 )
-JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import typer
 
 from outbox import events as queries
 from outbox import store
-from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import JSON_OPTION, fail, friendly_errors, print_json_lines, usage_error
 from outbox.cli.database import open_database
 from outbox.cli.timespec import parse_duration
 from outbox.db import transaction, utcnow
@@ -29,7 +29,7 @@ def purge(
         ..., "--older-than", help="Age of the events whose bodies go: 90d, 12w (at least 1d)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go, change nothing."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Remove the bodies of done and skipped events older than --older-than.
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from outbox.cli.common import (
     EXIT_FAILED,
+    JSON_OPTION,
     err_console,
     fail,
     friendly_errors,
@@ -48,7 +49,6 @@ def register(app: typer.Typer) -> None:
 
 SINCE_OPTION = typer.Option("3d", "--since", help=f"How far back to look: {DURATION_HELP}.")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Say what would be done, change nothing.")
-JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
 
 
 def _since(text: str, *, window: timedelta, provider: str, now: datetime) -> datetime:

@@ -124,6 +124,16 @@ def claim_now(sessions: sessionmaker[Session], event_id: int) -> None:
         assert store.claim(session, now=utcnow(), lease=LEASE, ids=[event_id])
 
 
+def purged_event(engine: Engine, sessions: sessionmaker[Session]) -> int:
+    """A row done 100 days ago whose body `purge --older-than 90d` removed: a tombstone."""
+    now = utcnow()
+    event_id = stored(engine, now=now - timedelta(days=100))
+    finish(sessions, event_id, at=now - timedelta(days=100))
+    with transaction(sessions) as session:
+        store.purge(session, older_than=now - timedelta(days=90), now=now)
+    return event_id
+
+
 def row(sessions: sessionmaker[Session], event_id: int) -> WebhookEvent:
     with sessions() as session:
         return session.get_one(WebhookEvent, event_id)

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from outbox import store
 from outbox.cli.pacing import Pacer
-from outbox.db import transaction, utcnow
+from outbox.db import utcnow
 from outbox.models import EventFailure, Source, Status
-from tests.cli.conftest import claim_now, finish, kill, row, skip, stored
+from tests.cli.conftest import claim_now, finish, kill, purged_event, row, skip, stored
 from tests.cli.effects import grant
 
 
@@ -61,11 +60,7 @@ def test_rows_still_in_play_are_refused_and_left_as_they_are(cli, engine, sessio
 
 
 def test_a_purged_event_is_refused_with_the_reason(cli, engine, sessions):
-    now = utcnow()
-    event_id = stored(engine, now=now - timedelta(days=100))
-    finish(sessions, event_id, at=now - timedelta(days=100))
-    with transaction(sessions) as session:
-        store.purge(session, older_than=now - timedelta(days=90), now=now)
+    event_id = purged_event(engine, sessions)
     ran = cli("events", "replay", str(event_id))
     assert ran.code == 1
     assert "purged" in ran.stdout and "body is gone" in ran.stdout

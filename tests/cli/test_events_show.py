@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
 from domain.effects import EFFECT_FINDERS, effects_of_event, rows_naming_event
-from outbox import store
-from outbox.db import transaction, utcnow
 from outbox.models import Source
-from tests.cli.conftest import finish, kill, stored
+from tests.cli.conftest import kill, purged_event, stored
 from tests.cli.effects import grant
 from tests.factories import incoming, record
 
@@ -104,11 +101,7 @@ def test_a_table_without_event_id_cannot_be_wired_in():
 
 
 def test_a_purged_event_says_its_body_is_gone(cli, engine, sessions):
-    now = utcnow()
-    event_id = stored(engine, now=now - timedelta(days=100))
-    finish(sessions, event_id, at=now - timedelta(days=100))
-    with transaction(sessions) as session:
-        store.purge(session, older_than=now - timedelta(days=90), now=now)
+    event_id = purged_event(engine, sessions)
     ran = cli("events", "show", str(event_id))
     assert ran.code == 0
     assert "body purged at" in ran.stdout and "(purged)" in ran.stdout
