@@ -3,4 +3,6 @@
 Alembic's environment and the test fixtures import this; add a line when a package grows tables.
 """
 
+import domain.accounts
+import domain.ledger  # noqa: F401
 import outbox.models  # noqa: F401
