@@ -4,5 +4,8 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 """
 
 import domain.accounts
-import domain.ledger  # noqa: F401
+import domain.ledger
+import domain.packs
+import domain.purchases
+import domain.subscriptions  # noqa: F401
 import outbox.models  # noqa: F401
