@@ -1,9 +1,8 @@
 """What one webhook event produced: the rows of every effect table that name it.
 
 Every table that records an effect of a webhook carries `event_id` (the webhook_events.id
-it came from). Each such table is wired in here with one line, for example::
-
-    EFFECT_FINDERS["credit_ledger"] = rows_naming_event(CreditEntry)
+it came from). Each such table is wired into EFFECT_FINDERS with one line: its module's own
+`effects_of_event`, or `rows_naming_event(Model)` for all of a model's columns.
 
 `outbox events show` lists these effects, and `outbox events replay --dry-run` uses them
 to say which effects are already applied (the domain's idempotency keys and lookups make
@@ -20,11 +19,17 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
+from domain import ledger, purchases, subscriptions
+
 #: `finder(session, event_id)` -> the effect rows of that event, as plain dicts.
 EffectFinder = Callable[[Session, int], list[dict[str, Any]]]
 
-#: Effect kind (the table's name) -> its finder. Filled by the modules that own the tables.
-EFFECT_FINDERS: dict[str, EffectFinder] = {}
+#: Effect kind (the table's name) -> its finder: one line per effect table.
+EFFECT_FINDERS: dict[str, EffectFinder] = {
+    "credit_ledger": ledger.effects_of_event,
+    "credit_purchases": purchases.effects_of_event,
+    "subscriptions": subscriptions.effects_of_event,
+}
 
 
 def rows_naming_event(model: Any) -> EffectFinder:

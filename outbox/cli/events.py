@@ -111,18 +111,16 @@ class FilterArgs:
 
 
 def _account_id(session: Session, ref: str) -> int:
-    """A numeric account id as it is; a login through the accounts the billing area keeps."""
+    """The account's id: a known id or login, or a numeric id no account row has (yet)."""
+    from domain.accounts import find_account
+
     ref = ref.strip()
-    if ref.isdigit():
-        return int(ref)
-    try:
-        from domain.accounts import find_account  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        usage_error(f"--account {ref!r}: accounts are not tracked yet; give the numeric id")
     account = find_account(session, ref)
-    if account is None:
-        fail(f"no account with login or id {ref!r}")
-    return int(account.id)
+    if account is not None:
+        return int(account.id)
+    if ref.isdigit():  # events may name an account before it exists here
+        return int(ref)
+    fail(f"no account with login or id {ref!r}")
 
 
 # --- list -------------------------------------------------------------------------------------

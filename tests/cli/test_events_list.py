@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 
-from outbox.db import utcnow
+from outbox.db import transaction, utcnow
 from outbox.models import Source
 from tests.cli.conftest import finish, kill, stored
 from tests.factories import incoming, record
@@ -68,11 +69,16 @@ def test_account_filter_takes_the_numeric_id(cli, engine):
     assert ids(cli("events", "list", "--json", "--account", "4242")) == [other.id]
 
 
-def test_account_login_is_refused_until_accounts_are_tracked(cli, engine):
+def test_account_filter_takes_a_login_of_a_known_account(cli, engine, sessions):
+    from domain.accounts import ensure_account
+
+    with transaction(sessions) as session:
+        ensure_account(session, 42, login="Octo-Org", now=utcnow(), welcome_credits=Decimal(0))
+    [theirs] = record(engine, replace(incoming("evt_a"), account_id=42))
     stored(engine)
-    ran = cli("events", "list", "--account", "octocat")
-    assert ran.code == 2
-    assert "numeric id" in ran.stderr
+    assert ids(cli("events", "list", "--json", "--account", "octo-org")) == [theirs.id]
+    unknown = cli("events", "list", "--account", "nobody-here")
+    assert unknown.code == 1 and "no account with login or id 'nobody-here'" in unknown.stderr
 
 
 def test_since_and_until_take_durations_and_iso_dates(cli, engine):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
 from domain.effects import EFFECT_FINDERS, effects_of_event, rows_naming_event
+from outbox.db import transaction, utcnow
 from outbox.models import Source
 from tests.cli.conftest import kill, purged_event, stored
 from tests.cli.effects import grant
@@ -134,3 +136,23 @@ def test_a_delivery_id_stored_by_both_sources_is_ambiguous(cli, engine):
 
 def test_show_needs_an_id(cli):
     assert cli("events", "show").code == 2
+
+
+def test_billing_effects_are_wired_in_ledger_entries_shown_with_exact_amounts(
+    cli, engine, sessions
+):
+    from domain.accounts import ensure_account
+    from domain.ledger import credit
+
+    event_id = stored(engine, delivery_id="evt_paid")
+    with transaction(sessions) as session:
+        ensure_account(session, 42, login="octo", now=utcnow(), welcome_credits=Decimal(0))
+        credit(session, 42, Decimal("85.5"), key="pack:cs_9", reason="pack Pro",
+               now=utcnow(), event_id=event_id)  # fmt: skip
+    [shown] = cli("events", "show", "evt_paid", "--json").json_lines()
+    [entry] = [e for e in shown["effects"] if e["kind"] == "credit_ledger"]
+    assert entry["key"] == "pack:cs_9" and entry["account_id"] == 42
+    assert Decimal(entry["amount"]) == Decimal("85.5")
+    kill(sessions, event_id)
+    plan = cli("events", "replay", "--dry-run", "evt_paid").stdout
+    assert "credit_ledger: " in plan and "key=pack:cs_9" in plan

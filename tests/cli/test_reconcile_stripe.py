@@ -31,6 +31,10 @@ def handled_here(settings: Settings) -> HandlerTable:
     }
 
 
+def nothing_handled(settings: Settings) -> HandlerTable:
+    return {}
+
+
 def event(event_id: str, event_type: str = "invoice.paid", *, age: int = 3600, **obj) -> dict:
     body = stripe_event_body(
         {"id": f"obj_{event_id}", "object": "invoice", **obj},
@@ -137,13 +141,23 @@ def test_the_listing_asks_for_the_handled_types_since_the_time_given(stripe_cli,
 
 
 @respx.mock
-def test_until_handlers_exist_the_billing_types_are_asked_for(stripe_cli, engine):
+def test_without_stripe_handlers_the_billing_types_are_asked_for(stripe_cli, engine):
     route = respx.get(EVENTS_URL).mock(return_value=page([]))
-    assert stripe_cli().code == 0
+    assert stripe_cli(handler_table="tests.cli.test_reconcile_stripe:nothing_handled").code == 0
     sent = query(route.calls[0])
     assert sorted(v[0] for k, v in sent.items() if k.startswith("types")) == sorted(
         FALLBACK_STRIPE_TYPES
     )
+
+
+@respx.mock
+def test_by_default_the_types_are_those_the_domain_handles(stripe_cli, engine, settings):
+    from domain.handlers import handler_table
+
+    route = respx.get(EVENTS_URL).mock(return_value=page([]))
+    assert stripe_cli().code == 0
+    asked = sorted(v[0] for k, v in query(route.calls[0]).items() if k.startswith("types"))
+    assert asked == sorted(t for s, t in handler_table(settings) if s == "stripe")
 
 
 @respx.mock
@@ -185,3 +199,19 @@ def test_usage_errors_exit_2(stripe_cli, cli, engine):
     unset = cli("reconcile", "stripe")
     assert unset.code == 2 and "STRIPE_API_KEY is not set" in unset.stderr
     assert cli("reconcile", "paypal").code == 2
+
+
+@respx.mock
+def test_more_than_twenty_types_are_asked_for_in_groups_stripe_accepts():
+    from datetime import UTC, datetime
+
+    from domain.clients import stripe_client
+    from domain.reconcile import fetch_stripe_events
+
+    route = respx.get(EVENTS_URL).mock(return_value=page([event("evt_x")]))
+    client = stripe_client(Settings(stripe_api_key="sk_test_groups"))
+    types = [f"type.{n}" for n in range(25)]
+    listed = list(fetch_stripe_events(client, since=datetime.now(UTC), types=types))
+    assert [e["id"] for e in listed] == ["evt_x", "evt_x"]  # one page per group
+    groups = [[k for k in query(c) if k.startswith("types")] for c in route.calls]
+    assert [len(g) for g in groups] == [20, 5]
