@@ -31,7 +31,7 @@ from outbox.cli.common import (
 )
 from outbox.cli.database import open_database
 from outbox.cli.pacing import Pacer
-from outbox.cli.ringing import ring_processors
+from outbox.cli.ringing import ProcessorsBell
 from outbox.cli.timespec import DURATION_HELP, parse_moment
 from outbox.db import transaction, utcnow
 from outbox.events import EventFilter, EventSummary, ReplayVerdict
@@ -483,7 +483,7 @@ def _replay_paced(
     """
     pacer = Pacer(rate)
     put_back: set[int] = set()
-    notes: set[str] = set()
+    bell = ProcessorsBell(settings)
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -499,11 +499,12 @@ def _replay_paced(
             with transaction(sessions) as session:
                 done = store.replay(session, batch, now=utcnow())
             put_back.update(done)
-            notes.add(ring_processors(settings, done).note)
+            bell.ring(done)
             progress.advance(task, len(batch))
             if start + len(batch) < len(ids):
                 pacer.finished(len(batch))
-    return put_back, sorted(n for n in notes if n)
+    note = bell.ring([]).note
+    return put_back, [note] if note else []
 
 
 def _print_plan(

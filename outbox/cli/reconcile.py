@@ -25,7 +25,7 @@ from outbox.cli.common import (
     usage_error,
 )
 from outbox.cli.database import open_database
-from outbox.cli.ringing import ring_processors
+from outbox.cli.ringing import ProcessorsBell
 from outbox.cli.timespec import DURATION_HELP, parse_moment
 from outbox.db import transaction, utcnow
 from outbox.models import Status
@@ -121,7 +121,7 @@ def reconcile_stripe(
     if not dry_run:
         due = [r.row_id for r in new if r.row_id is not None and r.status == Status.PENDING]
         if due:
-            out.print(ring_processors(settings, due).note, highlight=False)
+            out.print(ProcessorsBell(settings).ring(due).note, highlight=False)
 
 
 @reconcile_app.command("github")

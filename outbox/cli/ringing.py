@@ -24,26 +24,46 @@ class Rung:
     note: str
 
 
-def ring_processors(settings: Settings, event_ids: Sequence[int]) -> Rung:
-    """Ring the processors' doorbell for `event_ids`; say so, or say the sweeper will do it."""
-    sweeper = (
-        f"the sweeper will pick them up (it looks every {settings.sweep_interval_seconds:g} s)"
-    )
-    if not event_ids:
-        return Rung(False, "")
-    try:
-        bell = processors_doorbell(settings)
-        if bell is None:
-            return Rung(False, f"no processors' doorbell in this build; {sweeper}")
-        ids = list(event_ids)
-        for start in range(0, len(ids), MAX_IDS_PER_RING):
-            bell.ring(ids[start : start + MAX_IDS_PER_RING])
-    except Exception as exc:  # a broker that is down delays the work, never loses it
-        return Rung(False, f"could not ring the processors ({type(exc).__name__}); {sweeper}")
-    return Rung(True, f"rang the processors for {len(event_ids)} event(s)")
+class ProcessorsBell:
+    """The processors' doorbell for one command: connected once, given up on after a failure.
+
+    A bulk replay rings after every batch; once the broker has failed, later batches do not
+    wait on it again (the sweeper finds every row anyway).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._bell: Doorbell | None = None
+        self._failure: Rung | None = None
+        self._told = 0
+
+    def ring(self, event_ids: Sequence[int]) -> Rung:
+        """Ring for `event_ids`; what the operator should read about all rings so far."""
+        if not event_ids:
+            return self._failure or Rung(self._told > 0, self._told_note())
+        if self._failure is not None:
+            return self._failure
+        try:
+            if self._bell is None:
+                self._bell = processors_doorbell(self._settings)
+            ids = list(event_ids)
+            for start in range(0, len(ids), MAX_IDS_PER_RING):
+                self._bell.ring(ids[start : start + MAX_IDS_PER_RING])
+        except Exception as exc:  # a broker that is down delays the work, never loses it
+            self._failure = Rung(
+                False,
+                f"could not ring the processors ({type(exc).__name__}); the sweeper will pick "
+                f"them up (it looks every {self._settings.sweep_interval_seconds:g} s)",
+            )
+            return self._failure
+        self._told += len(event_ids)
+        return Rung(True, self._told_note())
+
+    def _told_note(self) -> str:
+        return f"rang the processors for {self._told} event(s)" if self._told else ""
 
 
-def processors_doorbell(settings: Settings) -> Doorbell | None:
+def processors_doorbell(settings: Settings) -> Doorbell:
     """The processors' Redis doorbell (the one `outbox serve` rings)."""
     from outbox.cli.run import _redis_doorbell
 
