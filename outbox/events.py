@@ -13,7 +13,7 @@ The CLI calls these and store.py's writes; it never builds a query itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -233,19 +233,21 @@ def replay_verdicts(session: Session, ids: Sequence[int]) -> list[ReplayVerdict]
     Mirrors the guard of store.replay (finished or dead, body still there), so the plan an
     operator reads is the one the store will follow.
     """
-    rows = {
-        r.id: r
-        for r in session.execute(
-            select(
-                WebhookEvent.id,
-                WebhookEvent.delivery_id,
-                WebhookEvent.event_type,
-                WebhookEvent.status,
-                WebhookEvent.purged_at,
-                WebhookEvent.raw_body.is_(None).label("body_gone"),
-            ).where(WebhookEvent.id.in_(list(ids)))
+    rows: dict[int, Any] = {}
+    for chunk in _chunks(list(ids)):
+        rows.update(
+            (r.id, r)
+            for r in session.execute(
+                select(
+                    WebhookEvent.id,
+                    WebhookEvent.delivery_id,
+                    WebhookEvent.event_type,
+                    WebhookEvent.status,
+                    WebhookEvent.purged_at,
+                    WebhookEvent.raw_body.is_(None).label("body_gone"),
+                ).where(WebhookEvent.id.in_(chunk))
+            )
         )
-    }
     verdicts = []
     replayable = {s.value for s in REPLAYABLE}
     for event_id in ids:
@@ -289,9 +291,7 @@ def purge_preview(session: Session, *, older_than: datetime) -> PurgePreview:
 def known_deliveries(session: Session, source: str, delivery_ids: Collection[str]) -> set[str]:
     """Which of these provider ids (Stripe event ids, GitHub delivery guids) are stored."""
     known: set[str] = set()
-    wanted = list(dict.fromkeys(delivery_ids))
-    for start in range(0, len(wanted), 500):  # keep each IN list a sane size
-        chunk = wanted[start : start + 500]
+    for chunk in _chunks(list(dict.fromkeys(delivery_ids))):
         known.update(
             session.scalars(
                 select(WebhookEvent.delivery_id).where(
@@ -300,6 +300,15 @@ def known_deliveries(session: Session, source: str, delivery_ids: Collection[str
             )
         )
     return known
+
+
+#: Values in one IN list at most: far below what Postgres (65535 parameters) and SQLite take.
+_IN_CHUNK = 1000
+
+
+def _chunks(values: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,26 @@ def test_pacer_batches_are_about_a_second_of_work_and_never_empty():
     assert Pacer(5000).batch_size == 100
     with pytest.raises(ValueError):
         Pacer(0)
+
+
+def test_replay_limit_takes_the_oldest_matches_first(cli, engine, sessions):
+    made = [stored(engine) for _ in range(3)]
+    for event_id in made:
+        kill(sessions, event_id)
+    ran = cli("events", "replay", "--status", "dead", "--limit", "2", "--yes", "--json")
+    assert ran.code == 0
+    assert [r["id"] for r in ran.json_lines()] == made[:2]
+    assert row(sessions, made[2]).status == Status.DEAD
+
+
+def test_verdicts_for_thousands_of_ids_are_asked_in_pieces(engine, sessions):
+    from outbox.events import replay_verdicts
+
+    dead = stored(engine)
+    kill(sessions, dead)
+    asked = [*range(10_000, 12_500), dead]
+    with sessions() as session:
+        verdicts = replay_verdicts(session, asked)
+    assert [v.id for v in verdicts] == asked
+    assert verdicts[-1].replayable
+    assert {v.refusal for v in verdicts[:-1]} == {"no such event"}
