@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ class PullRequestPlan:
 
     installation_id: int
     repository: str  #: "owner/name"
+    #: The branch to merge into; empty means the repository's default branch.
     base_branch: str
     head_branch: str
     title: str
@@ -99,10 +100,20 @@ def open_pull_request(app: GitHub[AppAuthStrategy], plan: PullRequestPlan) -> Op
     existing = _find_pull_request(github, plan)
     if existing is not None:
         return existing
+    if not plan.base_branch:
+        plan = replace(plan, base_branch=_default_branch(github, plan))
     if _branch_head(github, plan, plan.head_branch) is None:
         commit = _commit_change_set(github, plan)
         _create_branch(github, plan, commit)
     return _create_pull_request(github, plan)
+
+
+def _default_branch(github: GitHub[Any], plan: PullRequestPlan) -> str:
+    with _classified("reading the repository", plan):
+        branch = github.rest.repos.get(plan.owner, plan.name).json()["default_branch"]
+    if not isinstance(branch, str) or not branch:
+        raise GitHubRefused(f"repository {plan.repository} has no default branch (empty?)")
+    return branch
 
 
 def _find_pull_request(github: GitHub[Any], plan: PullRequestPlan) -> OpenedPullRequest | None:

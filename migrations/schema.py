@@ -4,3 +4,6 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 """
 
 import outbox.models  # noqa: F401
+import domain.installations  # noqa: F401
+import domain.jobs  # noqa: F401
+import domain.usage  # noqa: F401
