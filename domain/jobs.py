@@ -17,6 +17,7 @@ never both move a job. Callers pass the session and the time; nothing here commi
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -158,6 +159,15 @@ class JobSpec:
     key: str | None = None
 
 
+def load_spec(text: str | bytes) -> JobSpec:
+    """A JobSpec from JSON text; numbers with a fraction are read exactly (never floats)."""
+    try:
+        document = json.loads(text, parse_float=Decimal)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidJobSpec(f"not valid JSON: {exc}") from exc
+    return parse_spec(document)
+
+
 def parse_spec(document: Any) -> JobSpec:
     """A JobSpec from parsed JSON; InvalidJobSpec names the first field that is wrong."""
     if not isinstance(document, dict):
@@ -185,8 +195,11 @@ def parse_spec(document: Any) -> JobSpec:
     key = document.get("key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
         raise InvalidJobSpec("key: a non-empty string of at most 200 characters")
+    raw_credits = document.get("required_credits")
+    if raw_credits is None:
+        raise InvalidJobSpec("required_credits: required (0 for free work)")
     try:
-        credits = ledger.parse_credits(document.get("required_credits"))
+        credits = ledger.parse_credits(raw_credits)
     except (ledger.InvalidAmount, TypeError, ValueError) as exc:
         raise InvalidJobSpec(f"required_credits: {exc}") from exc
     if credits < 0:
@@ -418,9 +431,10 @@ def _validate(session: Session, job: PrJob, now: datetime) -> str | None:
         )
     if job.required_credits > 0:
         hold_key = f"pr_job:{job.id}:{_validations(job) + 1}"
-        ledger.lock_account(session, job.account_id)
         try:
-            ledger.hold(session, job.account_id, job.required_credits, key=hold_key, now=now)
+            ledger.hold(
+                session, job.account_id, job.required_credits, key=hold_key, now=now, job_id=job.id
+            )
         except ledger.InsufficientCredits:
             short = ledger.available(session, job.account_id)
             return (

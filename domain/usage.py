@@ -197,7 +197,7 @@ def claim_usage(
         attempts=record.attempts,
         identifier=record.identifier,
         event_name=record.meter_event_name,
-        stripe_customer_id=stripe_customer,
+        stripe_customer_id=str(stripe_customer),  # the claim required one
         value=_meter_value(record.quantity),
         timestamp=int(dated.timestamp()),
     )

@@ -4,8 +4,8 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 """
 
 import domain.accounts
-import domain.ledger  # noqa: F401
-import outbox.models  # noqa: F401
-import domain.installations  # noqa: F401
-import domain.jobs  # noqa: F401
+import domain.installations
+import domain.jobs
+import domain.ledger
 import domain.usage  # noqa: F401
+import outbox.models  # noqa: F401

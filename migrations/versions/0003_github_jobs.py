@@ -1,7 +1,7 @@
 """GitHub installations and their repositories, pull-request jobs, usage records
 
 Revision ID: 0003_github_jobs
-Revises: 0001_webhook_events
+Revises: 0002_billing
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from outbox.db import UTCDateTime
 
 revision = "0003_github_jobs"
-down_revision = "0001_webhook_events"
+down_revision = "0002_billing"
 branch_labels = None
 depends_on = None
 

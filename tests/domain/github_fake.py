@@ -43,6 +43,7 @@ def throwaway_private_key() -> str:
 @dataclass
 class Repo:
     full_name: str
+    default_branch: str = "main"
     branches: dict[str, str] = field(default_factory=dict)
     pulls: list[dict[str, Any]] = field(default_factory=list)
     trees: dict[str, dict[str, str | None]] = field(default_factory=dict)
@@ -73,7 +74,7 @@ class FakeGitHub:
     # --- set up ---------------------------------------------------------------------------
 
     def add_repo(self, full_name: str, branch: str = "main") -> Repo:
-        repo = Repo(full_name)
+        repo = Repo(full_name, default_branch=branch)
         root = self._sha("root", full_name)
         repo.trees[root] = {"README.md": self._sha("readme")}
         repo.commits[root] = {"tree": root, "parents": [], "message": "initial"}
@@ -150,7 +151,7 @@ class FakeGitHub:
                     "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 },
             )
-        match = re.fullmatch(r"/repos/([^/]+/[^/]+)/(.+)", path)
+        match = re.fullmatch(r"/repos/([^/]+/[^/]+)/?(.*)", path)
         if not match:
             return _error(404, "Not Found")
         if not request.headers.get("authorization", "").startswith("token "):
@@ -160,6 +161,10 @@ class FakeGitHub:
             return _error(404, "Not Found")
         rest = match.group(2)
         body = json.loads(request.content) if request.content else {}
+        if rest == "" and method == "GET":
+            return httpx.Response(
+                200, json={"full_name": repo.full_name, "default_branch": repo.default_branch}
+            )
         if rest == "pulls" and method == "GET":
             return self._list_pulls(repo, request)
         if rest == "pulls" and method == "POST":

@@ -213,3 +213,12 @@ def test_network_error_is_unavailable() -> None:
         router.route().mock(side_effect=httpx.ConnectError("connection refused"))
         with pytest.raises(GitHubUnavailable, match="network error"):
             open_pull_request(github_app(app_settings()), plan())
+
+
+def test_an_empty_base_branch_means_the_repositorys_default_branch(github: FakeGitHub) -> None:
+    github.add_repo("Codertocat/Space", branch="trunk")
+    opened = open_pull_request(
+        github_app(app_settings()), plan(repository="Codertocat/Space", base_branch="")
+    )
+    [pull] = github.pulls("Codertocat/Space")
+    assert (opened.number, pull["base"]["ref"]) == (1, "trunk")
