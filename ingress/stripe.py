@@ -8,6 +8,7 @@ from typing import Any
 
 from ingress.fields import as_int64, as_text, as_time, dig
 from outbox.models import Source, Status
+from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from outbox.settings import StripeMode
 from outbox.store import IncomingEvent
@@ -60,17 +61,6 @@ def stripe_event(
         status=Status.SKIPPED if skip_reason else Status.PENDING,
         reason=skip_reason,
     )
-
-
-def mode_mismatch(livemode: bool | None, mode: StripeMode) -> str | None:
-    """Why an event of this mode must never be applied here, or None when it may be."""
-    if mode == "any":
-        return None
-    if livemode is None:
-        return f"event has no livemode; STRIPE_MODE={mode}"
-    if livemode != (mode == "live"):
-        return f"{'live' if livemode else 'test'}-mode event; STRIPE_MODE={mode}"
-    return None
 
 
 def account_of(payload: dict[str, Any]) -> int | None:

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the sweeper.
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # --- processors (issue 3) ---
+    #: `module:function` returning the dispatch table; tests and drills name their own.
+    handler_table: str = Field(default="domain.handlers:handler_table", pattern=r"^[\w.]+:\w+$")
+    #: `outbox worker` defaults: Dramatiq worker processes, and threads in each.
+    worker_processes: int = Field(default=2, ge=1, le=64)
+    worker_threads: int = Field(default=8, ge=1, le=256)
+
     log_level: str = "INFO"
 
     # --- GitHub pull-request jobs and usage reporting (issue 5) ---

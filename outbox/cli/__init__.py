@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli import run, send
+from outbox.cli import run, send, work
 
 app = typer.Typer(
     name="outbox",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 run.register(app)
 send.register(app)
+work.register(app)
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 EXIT_OK = 0
@@ -46,8 +48,17 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except CommandFailed as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, emoji=False)
             raise typer.Exit(exc.code) from None
+        except ValidationError as exc:  # a setting (environment variable) that is not valid
+            for problem in exc.errors():
+                name = ".".join(str(part) for part in problem["loc"]).upper()
+                err_console.print(
+                    f"[red]error:[/red] setting {name}: {escape(problem['msg'])}",
+                    highlight=False,
+                    emoji=False,
+                )
+            raise typer.Exit(EXIT_USAGE) from None
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             err_console.print(f"[red]error:[/red] database unreachable: {reason}", highlight=False)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
 from outbox.cli.common import friendly_errors
+from outbox.doorbell import Doorbell
 from outbox.logs import configure_logging
 from outbox.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 #: Secrets `outbox dev` and `outbox send` fall back to when none are configured, so a
 #: newcomer can post a signed example without setting anything. Never used by `serve`.
@@ -29,7 +34,7 @@ def migrate() -> None:
 
     settings = get_settings()
     upgrade(settings.database_url)
-    typer.echo(f"migrated {_safe_url(settings.database_url)} to head")
+    typer.echo(f"migrated {safe_url(settings.database_url)} to head")
 
 
 def serve(
@@ -63,12 +68,25 @@ def dev(
     from outbox.migrate import upgrade
 
     upgrade(settings.database_url)
-    typer.echo(f"dev: database {_safe_url(settings.database_url)} migrated")
+    typer.echo(f"dev: database {safe_url(settings.database_url)} migrated")
+    from processors.inprocess import InProcessProcessors
+
+    processors = InProcessProcessors(settings).start()
+    typer.echo("dev: in-process worker and sweeper started (no Redis needed)")
     typer.echo(f"dev: POST webhooks to http://{host}:{port}/webhooks/github and /webhooks/stripe")
-    _serve(settings, host, port, doorbell=None)
+    try:
+        _serve(settings, host, port, doorbell=processors.doorbell, engine=processors.runtime.engine)
+    finally:
+        processors.stop()
 
 
-def _serve(settings: Settings, host: str, port: int, doorbell: object | None) -> None:
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    doorbell: Doorbell | None,
+    engine: Engine | None = None,
+) -> None:
     import sys
 
     import uvicorn
@@ -77,15 +95,20 @@ def _serve(settings: Settings, host: str, port: int, doorbell: object | None) ->
 
     sys.setswitchinterval(0.0005)
 
-    app = create_app(settings, doorbell=doorbell)  # type: ignore[arg-type]
+    app = create_app(settings, engine=engine, doorbell=doorbell)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
-def _redis_doorbell(settings: Settings) -> object | None:
-    return None
+def _redis_doorbell(settings: Settings) -> Doorbell:
+    """Rings `process_events` on Redis; a ring that fails is dropped (the sweeper finds the row)."""
+    from processors.broker import setup_broker
+    from processors.events import EventsDoorbell
+
+    setup_broker(settings, in_process=False)
+    return EventsDoorbell()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for printing."""
     from sqlalchemy.engine import make_url
 

@@ -1,0 +1,115 @@
+"""Commands that run the processors on Redis: `outbox worker` and `outbox sweep`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+import typer
+
+from outbox.cli.common import fail, friendly_errors, print_json_lines
+from outbox.cli.run import safe_url
+from outbox.logs import configure_logging
+from outbox.settings import Settings, get_settings
+
+#: Milliseconds a stopping worker process lets running messages finish before it exits.
+WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(worker)
+    app.command()(sweep)
+
+
+@friendly_errors
+def worker(
+    processes: int | None = typer.Option(
+        None, "--processes", "-p", min=1, help="Worker processes [default: WORKER_PROCESSES]."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", "-t", min=1, help="Threads per process [default: WORKER_THREADS]."
+    ),
+) -> None:
+    """Run Dramatiq worker processes that apply events (Redis broker from REDIS_URL)."""
+    settings = get_settings()
+    _check_services(settings)
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "processors.worker:setup",
+        "--processes",
+        str(processes or settings.worker_processes),
+        "--threads",
+        str(threads or settings.worker_threads),
+        "--skip-logging",
+        "--worker-shutdown-timeout",
+        str(WORKER_SHUTDOWN_TIMEOUT_MS),
+    ]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Dramatiq's own process model (a parent that forks the workers and stops them all when
+    # one dies) becomes this process, so the platform's signals reach it directly.
+    os.execv(sys.executable, argv)
+
+
+@friendly_errors
+def sweep(
+    once: bool = typer.Option(False, "--once", help="Do one pass, print what it did, and exit."),
+    json_output: bool = typer.Option(False, "--json", help="With --once: print one JSON object."),
+) -> None:
+    """Release expired leases and ring due rows again, every SWEEP_INTERVAL_SECONDS."""
+    from processors import runtime
+    from processors.broker import setup_broker
+    from processors.sweeper import run_sweeper, sweep_once
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    setup_broker(settings, in_process=False)
+    processors = runtime.configure(settings)
+    if once:
+        report = sweep_once(processors)
+        if json_output:
+            print_json_lines(
+                [{"released": report.released, "rung": report.rung, "errors": report.errors}]
+            )
+        else:
+            typer.echo(report.summary())
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_sweeper(processors, stop)
+
+
+def _check_services(settings: Settings) -> None:
+    """Fail now, with the reason, rather than start workers that cannot do anything."""
+    import redis
+    from sqlalchemy import text
+
+    from outbox.db import make_engine
+    from processors.dispatch import HandlerTableNotFound, load_handler_table
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        fail(f"Redis unreachable at {safe_url(settings.redis_url)}: {exc}")
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+    try:
+        load_handler_table(settings)
+    except HandlerTableNotFound as exc:
+        fail(str(exc))

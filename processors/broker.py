@@ -1,0 +1,76 @@
+"""The Dramatiq broker: Redis for real processes, in-process for `outbox dev` and tests.
+
+Dramatiq only rings the bell: retry state lives on the rows (outbox/retry.py and
+`store.fail`), so Dramatiq's own Retries middleware is kept with `max_retries=0` (an
+actor may still say `max_retries=0`, and nothing is ever retried by Dramatiq).
+
+Actors are plain `@dramatiq.actor` functions in the modules of `ACTOR_MODULES`.
+`setup_broker` imports each of them and binds their actors to the broker it made, so
+the order of imports never matters and a test can make a fresh broker. Another area adds
+its actors by adding its module to `ACTOR_MODULES` (one line).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, Retries, default_middleware
+
+from outbox.settings import Settings
+
+#: Modules whose actors every process binds to its broker.
+ACTOR_MODULES: list[str] = ["processors.events"]
+
+REDIS_CONNECT_TIMEOUT = 2.0  #: seconds; Redis down must turn into a dropped ring, not a hang
+REDIS_SOCKET_TIMEOUT = 10.0  #: seconds; Dramatiq's Redis fetch is a script call, never blocking
+REDIS_HEALTH_CHECK = 15  #: seconds a pooled connection idles before it is checked again
+
+
+def setup_broker(settings: Settings, *, in_process: bool) -> dramatiq.Broker:
+    """Make the process's broker, set it as Dramatiq's global one, and bind every actor to it.
+
+    :param in_process: a StubBroker (messages stay in this process; run a
+        `dramatiq.Worker` on it, see processors/inprocess.py) instead of Redis.
+    """
+    broker: dramatiq.Broker
+    if in_process:
+        broker = StubBroker(middleware=_middleware())
+    else:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            health_check_interval=REDIS_HEALTH_CHECK,
+        )
+        broker = RedisBroker(
+            client=client, namespace=settings.redis_namespace, middleware=_middleware()
+        )
+    dramatiq.set_broker(broker)
+    for actor in declared_actors():
+        actor.broker = broker
+        broker.declare_actor(actor)
+    return broker
+
+
+def declared_actors() -> list[dramatiq.Actor]:  # type: ignore[type-arg]
+    """Every actor of `ACTOR_MODULES`, importing the modules as needed."""
+    return [
+        value
+        for module in import_actor_modules()
+        for value in vars(module).values()
+        if isinstance(value, dramatiq.Actor)
+    ]
+
+
+def import_actor_modules() -> list[ModuleType]:
+    """Import every module of `ACTOR_MODULES` (which also registers their sweep sources)."""
+    return [importlib.import_module(name) for name in ACTOR_MODULES]
+
+
+def _middleware() -> list[Middleware]:
+    return [Retries(max_retries=0) if m is Retries else m() for m in default_middleware]

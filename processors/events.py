@@ -1,0 +1,55 @@
+"""The actor that applies webhook events, and the doorbell that rings it.
+
+`process_events(ids)` is the whole Dramatiq side of event processing: the message carries
+row ids only (the table is the truth), and the actor hands them to processors/apply.py.
+The ingress rings it through `EventsDoorbell` after each commit; the sweeper rings it for
+rows that are due and were not picked up (a lost message, a retry whose time has come).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import dramatiq
+from sqlalchemy.orm import Session
+
+from outbox import store
+from processors import runtime
+from processors.apply import process_pass
+from processors.sweeper import SweepSource, register_sweep_source
+
+QUEUE = "events"
+#: Ids carried by one message: small enough that the worker threads share a burst.
+IDS_PER_MESSAGE = 10
+#: A row due for less than this was just rung by the ingress (or is being retried right
+#: now); the sweeper leaves it to that ring instead of sending a second message.
+RING_GRACE_SECONDS = 2.0  #: seconds (or the sweep interval, when that is shorter)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0)
+def process_events(ids: list[int]) -> None:
+    """Apply these outbox rows (those still due), and a few more due ones."""
+    process_pass(runtime.current(), ids)
+
+
+def ring_events(ids: Sequence[int]) -> None:
+    """Send `process_events` messages for these ids; raises when the broker cannot take them."""
+    ids = list(ids)
+    for start in range(0, len(ids), IDS_PER_MESSAGE):
+        process_events.send(ids[start : start + IDS_PER_MESSAGE])
+
+
+class EventsDoorbell:
+    """The ingress's doorbell (outbox.doorbell.Doorbell): one message per few ids."""
+
+    def ring(self, event_ids: Sequence[int]) -> None:
+        ring_events(event_ids)
+
+
+def _due_events(session: Session, now: datetime, limit: int) -> list[int]:
+    grace = min(RING_GRACE_SECONDS, runtime.current().settings.sweep_interval_seconds)
+    return store.due_ids(session, now=now - timedelta(seconds=grace), limit=limit)
+
+
+register_sweep_source(SweepSource("webhook_events", find_due=_due_events, enqueue=ring_events))

@@ -1,0 +1,71 @@
+"""What the actors of one process share: settings, database sessions, retry policy, handlers.
+
+An actor runs inside a Dramatiq worker thread and receives only ids, so it finds the rest
+here. `current()` builds the runtime from the environment on first use (in each worker
+process, after Dramatiq forked it); `outbox dev` and tests call `configure()` with their
+own settings first.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from outbox.db import make_engine, make_sessionmaker
+from outbox.handling import HandlerTable
+from outbox.retry import RetryPolicy
+from outbox.settings import Settings, get_settings
+from processors.dispatch import load_handler_table
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    owns_engine: bool = False
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = make_sessionmaker(self.engine)
+
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy.from_settings(self.settings)
+
+    @cached_property
+    def handlers(self) -> HandlerTable:
+        return load_handler_table(self.settings)
+
+    def close(self) -> None:
+        if self.owns_engine:
+            self.engine.dispose()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def configure(settings: Settings, *, engine: Engine | None = None) -> Runtime:
+    """Make `settings` (and `engine`, else a new one) what this process's actors use."""
+    with _lock:
+        return _replace(settings, engine)
+
+
+def current() -> Runtime:
+    """This process's runtime, built from the environment when nothing configured one."""
+    with _lock:
+        return _current or _replace(get_settings(), None)
+
+
+def _replace(settings: Settings, engine: Engine | None) -> Runtime:
+    global _current
+    if _current is not None:
+        _current.close()
+    _current = Runtime(
+        settings, engine or make_engine(settings.database_url), owns_engine=engine is None
+    )
+    return _current

@@ -1,0 +1,21 @@
+"""The entry point Dramatiq's own CLI loads in each worker process (`outbox worker` runs it).
+
+    dramatiq processors.worker:setup --processes 2 --threads 8
+
+Dramatiq forks the worker processes first and calls `setup` in each, so every process
+makes its own database engine and Redis connections.
+"""
+
+from __future__ import annotations
+
+from outbox.logs import configure_logging
+from outbox.settings import get_settings
+from processors import runtime
+from processors.broker import setup_broker
+
+
+def setup() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    runtime.configure(settings)
+    setup_broker(settings, in_process=False)

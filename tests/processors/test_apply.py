@@ -1,0 +1,160 @@
+"""The apply step, in this process, on SQLite and Postgres: each row ends in the right state."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from outbox.db import utcnow
+from outbox.models import EventFailure, Status, WebhookEvent
+from processors import runtime as runtimes
+from processors.apply import EXTRA_DUE_PER_PASS, Outcome, process_pass
+from tests.factories import record
+from tests.processors.handlers import effect_counts, effect_rows, scripted_event
+
+
+def row(runtime, event_id: int) -> WebhookEvent:
+    with runtime.sessions() as session:
+        return session.get_one(WebhookEvent, event_id)
+
+
+def stored(runtime, *items) -> list[int]:
+    return [r.id for r in record(runtime.engine, *items)]
+
+
+def test_an_event_is_applied_once_and_its_row_is_done(runtime):
+    [event_id] = stored(runtime, scripted_event())
+    assert process_pass(runtime, [event_id]) == {Outcome.DONE: 1}
+    assert process_pass(runtime, [event_id]) == {}  # a second ring finds nothing to do
+    done = row(runtime, event_id)
+    assert done.status == Status.DONE and done.attempts == 1 and done.processed_at is not None
+    assert done.lease_owner is None and done.last_error is None
+    assert effect_counts(runtime.engine) == {event_id: 1}
+
+
+def test_an_event_type_without_handler_is_skipped_with_the_reason(runtime):
+    item = scripted_event()
+    [event_id] = stored(runtime, type(item)(**{**item.__dict__, "event_type": "nobody.cares"}))
+    assert process_pass(runtime, [event_id]) == {Outcome.SKIPPED: 1}
+    skipped = row(runtime, event_id)
+    assert skipped.status == Status.SKIPPED
+    assert skipped.last_error == "no handler for stripe nobody.cares"
+    assert effect_counts(runtime.engine) == {}
+
+
+def test_a_stripe_event_of_the_other_mode_is_skipped_never_applied(runtime, proc_settings):
+    live_runtime = runtimes.configure(
+        proc_settings.model_copy(update={"stripe_mode": "live"}), engine=runtime.engine
+    )
+    test_mode, no_mode, live = stored(
+        runtime,
+        scripted_event(livemode=False),
+        scripted_event(livemode=None),
+        scripted_event(livemode=True),
+    )
+    counts = process_pass(live_runtime, [test_mode, no_mode, live])
+    assert counts == {Outcome.SKIPPED: 2, Outcome.DONE: 1}
+    assert row(runtime, test_mode).last_error == "test-mode event; STRIPE_MODE=live"
+    assert row(runtime, no_mode).last_error == "event has no livemode; STRIPE_MODE=live"
+    assert effect_counts(runtime.engine) == {live: 1}
+
+
+def test_a_github_event_is_applied_whatever_the_stripe_mode(runtime, proc_settings):
+    live_runtime = runtimes.configure(
+        proc_settings.model_copy(update={"stripe_mode": "live"}), engine=runtime.engine
+    )
+    [event_id] = stored(runtime, scripted_event(source="github"))
+    assert process_pass(live_runtime, [event_id]) == {Outcome.DONE: 1}
+
+
+def test_a_body_that_is_not_json_is_dead_at_once(runtime):
+    item = scripted_event()
+    [event_id] = stored(runtime, type(item)(**{**item.__dict__, "raw_body": b"{not json"}))
+    assert process_pass(runtime, [event_id]) == {Outcome.DEAD: 1}
+    dead = row(runtime, event_id)
+    assert dead.status == Status.DEAD and dead.attempts == 1
+    assert dead.last_error.startswith("permanent: PermanentFailure: unprocessable: body is not")
+
+
+def test_a_permanent_failure_is_dead_at_once_with_its_reason(runtime):
+    [event_id] = stored(runtime, scripted_event(script={"fail": "permanent"}))
+    assert process_pass(runtime, [event_id]) == {Outcome.DEAD: 1}
+    dead = row(runtime, event_id)
+    assert dead.status == Status.DEAD and dead.attempts == 1
+    assert dead.last_error == "permanent: PermanentFailure: the test says: never"
+    assert dead.next_attempt_at is None
+
+
+def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attempt(runtime):
+    [event_id] = stored(runtime, scripted_event(script={"fail": "retry"}))
+    before = utcnow()
+    assert process_pass(runtime, [event_id]) == {Outcome.RETRY: 1}
+    waiting = row(runtime, event_id)
+    assert waiting.status == Status.PENDING and waiting.attempts == 1
+    assert waiting.last_error == "RetryLater: the test says: not yet"
+    assert waiting.next_attempt_at > before
+    assert process_pass(runtime, [event_id]) == {}  # not due yet: nothing claimed
+    outcomes = []
+    deadline = time.monotonic() + 10
+    while row(runtime, event_id).status == Status.PENDING and time.monotonic() < deadline:
+        outcomes += list(process_pass(runtime, [event_id]))
+        time.sleep(0.02)
+    dead = row(runtime, event_id)
+    assert outcomes == [Outcome.RETRY, Outcome.DEAD]
+    assert dead.status == Status.DEAD and dead.attempts == 3  # retry_max_attempts
+    with runtime.sessions() as session:
+        failures = session.scalars(
+            select(EventFailure.outcome).where(EventFailure.event_id == event_id)
+        ).all()
+    assert failures == ["retry", "retry", "dead"]
+    assert effect_counts(runtime.engine) == {}
+
+
+def test_an_unexpected_error_is_retried_and_the_event_applied_once_when_it_passes(runtime):
+    [event_id] = stored(runtime, scripted_event(script={"fail_until": 2}))
+    assert process_pass(runtime, [event_id]) == {Outcome.RETRY: 1}
+    assert row(runtime, event_id).last_error == "RuntimeError: the test says: fail attempt 1"
+    time.sleep(0.3)
+    assert process_pass(runtime, [event_id]) == {Outcome.DONE: 1}
+    assert row(runtime, event_id).attempts == 2
+    assert effect_counts(runtime.engine) == {event_id: 1}
+
+
+def test_a_worker_whose_lease_ran_out_applies_nothing(runtime, proc_settings):
+    short = runtimes.configure(
+        proc_settings.model_copy(update={"lease_seconds": 1}), engine=runtime.engine
+    )
+    [event_id] = stored(runtime, scripted_event(script={"sleep": 1.3}))
+    assert process_pass(short, [event_id]) == {Outcome.LEASE_LOST: 1}
+    assert effect_counts(runtime.engine) == {}  # the effect was rolled back with the txn
+    lost = row(runtime, event_id)
+    assert lost.status == Status.PROCESSING  # the sweeper gives it back (test_sweeper)
+
+
+def test_a_pass_also_claims_a_few_due_rows_nobody_rang(runtime):
+    ids = stored(runtime, *(scripted_event() for _ in range(EXTRA_DUE_PER_PASS + 3)))
+    assert process_pass(runtime, ids[:1]) == {Outcome.DONE: 1 + EXTRA_DUE_PER_PASS}
+    assert process_pass(runtime, []) == {Outcome.DONE: 2}
+    assert set(effect_counts(runtime.engine)) == set(ids)
+
+
+def test_events_of_one_object_are_applied_in_created_order_whatever_the_rings(runtime):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    items = [scripted_event(object_id="sub_1", created=t0 + timedelta(seconds=n)) for n in range(4)]
+    ids = stored(runtime, *reversed(items))[::-1]  # stored newest first
+    assert process_pass(runtime, [ids[3]]) == {Outcome.DONE: 4}
+    assert [r.event_id for r in effect_rows(runtime.engine)] == ids
+
+
+def test_an_earlier_dead_event_no_longer_holds_up_its_object(runtime):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first, second = stored(
+        runtime,
+        scripted_event(object_id="cus_1", created=t0, script={"fail": "permanent"}),
+        scripted_event(object_id="cus_1", created=t0 + timedelta(seconds=1)),
+    )
+    assert process_pass(runtime, [second]) == {Outcome.DEAD: 1, Outcome.DONE: 1}
+    assert row(runtime, first).status == Status.DEAD
+    assert effect_counts(runtime.engine) == {second: 1}

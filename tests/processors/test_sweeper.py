@@ -1,0 +1,77 @@
+"""The sweeper pass: expired leases come back, due rows are rung again, other areas' sources too."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from outbox import store
+from outbox.db import transaction, utcnow
+from outbox.models import Status, WebhookEvent
+from processors import sweeper
+from processors.sweeper import SweepSource, sweep_once
+from tests.factories import record
+from tests.processors.handlers import scripted_event
+
+
+class Ringer:
+    def __init__(self, fail: bool = False) -> None:
+        self.rung: list[int] = []
+        self.fail = fail
+
+    def __call__(self, ids: list[int]) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.rung += ids
+
+
+def events_source(ringer: Ringer) -> SweepSource:
+    return SweepSource(
+        "webhook_events",
+        find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+        enqueue=ringer,
+    )
+
+
+def test_a_pass_rings_every_due_row_and_leaves_the_others(runtime):
+    due, later = (r.id for r in record(runtime.engine, scripted_event(), scripted_event()))
+    with transaction(runtime.sessions) as session:
+        session.get_one(WebhookEvent, later).next_attempt_at = utcnow() + timedelta(hours=1)
+    ringer = Ringer()
+    report = sweep_once(runtime, sources=[events_source(ringer)])
+    assert ringer.rung == [due]
+    assert report.rung == {"webhook_events": 1} and report.released == 0 and report.ok
+
+
+def test_a_pass_gives_back_rows_whose_lease_ran_out(runtime):
+    [event_id] = (r.id for r in record(runtime.engine, scripted_event()))
+    with transaction(runtime.sessions) as session:
+        assert store.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[event_id])
+    ringer = Ringer()
+    report = sweep_once(runtime, sources=[events_source(ringer)])
+    assert report.released == 1 and ringer.rung == [event_id]
+    with runtime.sessions() as session:
+        back = session.get_one(WebhookEvent, event_id)
+    assert back.status == Status.PENDING and back.lease_owner is None
+    assert back.last_error == "lease expired after attempt 1: the worker stopped or hung"
+
+
+def test_a_broker_that_is_down_fails_its_step_only(runtime):
+    record(runtime.engine, scripted_event())
+    jobs = Ringer()
+    jobs_source = SweepSource("pr_jobs", find_due=lambda s, now, limit: [7, 8], enqueue=jobs)
+    report = sweep_once(runtime, sources=[events_source(Ringer(fail=True)), jobs_source])
+    assert report.errors == {"webhook_events": "ConnectionError: broker down"}
+    assert not report.ok and jobs.rung == [7, 8] and report.rung == {"pr_jobs": 2}
+    assert "webhook_events failed: ConnectionError: broker down" in report.summary()
+
+
+def test_registered_sources_include_the_events_and_any_other_area(runtime):
+    jobs = Ringer()
+    sweeper.register_sweep_source(
+        SweepSource("test_jobs", find_due=lambda s, now, limit: [1], enqueue=jobs)
+    )
+    try:
+        names = [s.name for s in sweeper.registered_sweep_sources()]
+        assert "webhook_events" in names and "test_jobs" in names
+    finally:
+        sweeper._sources.pop("test_jobs")
