@@ -285,6 +285,10 @@ def report_failed(
     return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+def record_id_for_job(session: Session, job_id: int) -> int | None:
+    return session.scalar(select(UsageRecord.id).where(UsageRecord.job_id == job_id))
+
+
 def list_usage(
     session: Session,
     *,

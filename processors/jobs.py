@@ -9,6 +9,10 @@ A crash between 2 and 3 leaves the job `running` under a lease that runs out; th
 claim opens nothing new, because GitHub's pull request is found by the job's head branch.
 
 `report_usage_record` does the same for one usage record and the Stripe meter.
+
+The actors `run_pr_job` and `report_usage` are rung by the sweeper (sweep sources
+"pr_jobs" and "usage_records", registered below) and, after a job's success, by the job's
+own actor for its usage record. Messages carry ids only: the rows are the truth.
 """
 
 from __future__ import annotations
@@ -19,19 +23,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+import dramatiq
 import stripe
 from githubkit import AppAuthStrategy, GitHub
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import jobs, usage
-from domain.clients import NotConfigured
+from domain.clients import NotConfigured, github_app, stripe_client
 from domain.pull_requests import GitHubRefused, GitHubUnavailable, open_pull_request
 from outbox.db import transaction, utcnow
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings
 from outbox.store import new_lease_owner
+from processors import runtime
+from processors.runtime import Runtime
+from processors.sweeper import SweepSource, register_sweep_source
 
 log = logging.getLogger("outbox.jobs")
+
+JOBS_QUEUE = "pr_jobs"
+USAGE_QUEUE = "usage"
 
 Clock = Callable[[], datetime]
 
@@ -151,3 +162,49 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     if not done:
         return UsageOutcome.LEASE_LOST
     return UsageOutcome.REPORTED if accepted else UsageOutcome.ALREADY_REPORTED
+
+
+# --- actors ----------------------------------------------------------------------------------
+
+
+def _work(current: Runtime) -> JobWork:
+    return JobWork(
+        sessions=current.sessions,
+        settings=current.settings,
+        policy=current.policy,
+        github=lambda: github_app(current.settings),
+        stripe=lambda: stripe_client(current.settings),
+    )
+
+
+@dramatiq.actor(queue_name=JOBS_QUEUE, max_retries=0)
+def run_pr_job(job_id: int) -> None:
+    """One attempt at a PR job; on success, ring the report of its usage."""
+    work = _work(runtime.current())
+    if work_on_job(work, job_id) is JobOutcome.SUCCESS:
+        with work.sessions() as session:
+            record_id = usage.record_id_for_job(session, job_id)
+        if record_id is not None:
+            report_usage.send(record_id)
+
+
+@dramatiq.actor(queue_name=USAGE_QUEUE, max_retries=0)
+def report_usage(record_id: int) -> None:
+    """Report one usage record to the Stripe meter."""
+    report_usage_record(_work(runtime.current()), record_id)
+
+
+def ring_jobs(ids: list[int]) -> None:
+    for job_id in ids:
+        run_pr_job.send(job_id)
+
+
+def ring_usage(ids: list[int]) -> None:
+    for record_id in ids:
+        report_usage.send(record_id)
+
+
+register_sweep_source(SweepSource("pr_jobs", find_due=jobs.due_job_ids, enqueue=ring_jobs))
+register_sweep_source(
+    SweepSource("usage_records", find_due=usage.due_usage_ids, enqueue=ring_usage)
+)
