@@ -310,6 +310,44 @@ def repositories_of(session: Session, installation_id: int) -> Sequence[Installa
     ).all()
 
 
+def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
+    """What a webhook event last changed here (for `outbox events show`)."""
+    found: list[dict[str, object]] = []
+    for row in session.scalars(select(Installation).where(Installation.event_id == event_id)):
+        found.append(
+            {
+                "table": "installations",
+                "id": row.id,
+                "account_id": row.account_id,
+                "status": row.status,
+            }
+        )
+    repositories = select(InstallationRepository).where(InstallationRepository.event_id == event_id)
+    for repo in session.scalars(repositories.order_by(InstallationRepository.id)):
+        found.append(
+            {
+                "table": "installation_repositories",
+                "id": repo.id,
+                "installation_id": repo.installation_id,
+                "full_name": repo.full_name,
+                "removed": repo.removed_at is not None,
+            }
+        )
+    revocations = select(AuthorizationRevocation).where(
+        AuthorizationRevocation.event_id == event_id
+    )
+    for revoked in session.scalars(revocations):
+        found.append(
+            {
+                "table": "github_authorization_revocations",
+                "id": revoked.id,
+                "user_id": revoked.user_id,
+                "login": revoked.login,
+            }
+        )
+    return found
+
+
 def _repositories_by_id(
     session: Session, installation_id: int
 ) -> dict[int, InstallationRepository]:

@@ -631,3 +631,49 @@ def list_jobs(
     if account_id is not None:
         query = query.where(PrJob.account_id == account_id)
     return session.scalars(query).all()
+
+
+def describe(job: PrJob) -> dict[str, Any]:
+    """A job as plain values, for the CLI and `--json`."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "origin": job.origin,
+        "key": job.key,
+        "account_id": job.account_id,
+        "installation_id": job.installation_id,
+        "repository": job.repository,
+        "base_branch": job.base_branch or None,
+        "head_branch": job.head_branch,
+        "title": job.title,
+        "files": [f["path"] + (" (delete)" if f.get("delete") else "") for f in job.files],
+        "required_credits": str(job.required_credits),
+        "attempts": job.attempts,
+        "next_attempt_at": job.next_attempt_at,
+        "last_error": job.last_error,
+        "pr_number": job.pr_number,
+        "pr_url": job.pr_url,
+        "hold_key": job.hold_key,
+        "charge_key": charge_key(job.id) if job.status == JobStatus.SUCCESS else None,
+        "created_at": job.created_at,
+        "validated_at": job.validated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "event_id": job.event_id,
+    }
+
+
+def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
+    """The PR jobs a webhook event made (for `outbox events show`)."""
+    rows = session.scalars(select(PrJob).where(PrJob.event_id == event_id).order_by(PrJob.id))
+    return [
+        {
+            "table": "pr_jobs",
+            "id": job.id,
+            "status": job.status,
+            "repository": job.repository,
+            "origin": job.origin,
+            "pr_number": job.pr_number,
+        }
+        for job in rows
+    ]

@@ -11,7 +11,6 @@ reported once the account is linked to one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -295,11 +294,59 @@ def list_usage(
     unreported: bool = False,
     account_id: int | None = None,
     limit: int = 100,
-) -> Sequence[UsageRecord]:
-    """Usage records, newest first."""
-    query = select(UsageRecord).order_by(UsageRecord.id.desc()).limit(limit)
+) -> list[dict[str, object]]:
+    """Usage records as plain values, newest first, each with where its report stands."""
+    query = (
+        select(UsageRecord, Account.stripe_customer_id)
+        .outerjoin(Account, Account.id == UsageRecord.account_id)
+        .order_by(UsageRecord.id.desc())
+        .limit(limit)
+    )
     if unreported:
         query = query.where(UsageRecord.reported_at.is_(None))
     if account_id is not None:
         query = query.where(UsageRecord.account_id == account_id)
-    return session.scalars(query).all()
+    return [_describe(record, customer) for record, customer in session.execute(query).all()]
+
+
+def _describe(record: UsageRecord, customer: str | None) -> dict[str, object]:
+    if record.reported_at is not None:
+        state = "reported"
+    elif customer is None:
+        state = "waiting for a Stripe customer"
+    else:
+        state = "retrying" if record.last_error else "due"
+    return {
+        "id": record.id,
+        "key": record.key,
+        "identifier": record.identifier,
+        "account_id": record.account_id,
+        "job_id": record.job_id,
+        "quantity": str(record.quantity),
+        "meter_event_name": record.meter_event_name,
+        "state": state,
+        "stripe_customer_id": record.stripe_customer_id or customer,
+        "created_at": record.created_at,
+        "reported_at": record.reported_at,
+        "attempts": record.attempts,
+        "next_attempt_at": record.next_attempt_at,
+        "last_error": record.last_error,
+        "event_id": record.event_id,
+    }
+
+
+def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
+    """The usage records of jobs a webhook event made (for `outbox events show`)."""
+    rows = session.scalars(
+        select(UsageRecord).where(UsageRecord.event_id == event_id).order_by(UsageRecord.id)
+    )
+    return [
+        {
+            "table": "usage_records",
+            "id": r.id,
+            "key": r.key,
+            "quantity": str(r.quantity),
+            "reported_at": r.reported_at,
+        }
+        for r in rows
+    ]

@@ -28,8 +28,6 @@ from tests.domain.jobs_world import (
     spec,
 )
 
-pytest_plugins = ["tests.domain.jobs_world"]  # the `world` fixture
-
 
 def test_a_job_opens_its_pull_request_and_is_charged_once(world: World) -> None:
     world.install()
