@@ -30,18 +30,20 @@ Effect = Callable[[Session, EventContext, inst.Installation], None]
 def github_handlers(settings: Settings) -> HandlerTable:
     """The GitHub entries of the dispatch table; other GitHub events are skipped."""
 
-    def installation_event(name: str, effect: Effect) -> Handler:
+    def installation_event(name: str, effect: Effect, *, makes_account: bool = True) -> Handler:
         def apply(session: Session, event: EventContext, _prepared: Any) -> None:
             facts = installation_facts(event.payload)
-            # The installer is the SaaS account: made (with its welcome grant) exactly once.
-            ensure_account(
-                session,
-                facts.account_id,
-                login=facts.account_login,
-                kind=facts.account_type,
-                now=event.now,
-                welcome_credits=settings.welcome_credits,
-            )
+            if makes_account:
+                # The installer is the SaaS account: made (with its welcome grant) once.
+                # An uninstall or a suspension of an App we never saw installed makes none.
+                ensure_account(
+                    session,
+                    facts.account_id,
+                    login=facts.account_login,
+                    kind=facts.account_type,
+                    now=event.now,
+                    welcome_credits=settings.welcome_credits,
+                )
             installation, _ = inst.record_installation(
                 session, facts, now=event.now, event_id=event.id
             )
@@ -116,8 +118,12 @@ def github_handlers(settings: Settings) -> HandlerTable:
 
     entries = {
         "installation.created": installation_event("record_installation", created),
-        "installation.deleted": installation_event("delete_installation", deleted),
-        "installation.suspend": installation_event("suspend_installation", suspend),
+        "installation.deleted": installation_event(
+            "delete_installation", deleted, makes_account=False
+        ),
+        "installation.suspend": installation_event(
+            "suspend_installation", suspend, makes_account=False
+        ),
         "installation.unsuspend": installation_event("unsuspend_installation", unsuspend),
         "installation.new_permissions_accepted": installation_event(
             "accept_installation_permissions", permissions

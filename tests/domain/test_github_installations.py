@@ -103,6 +103,17 @@ def test_every_corpus_example_is_applied_or_left_to_be_skipped(
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(inst.Installation)) == 3
         assert session.scalar(select(func.count()).select_from(inst.AuthorizationRevocation)) == 1
+        assert sorted(session.scalars(select(Account.login))) == ["Codertocat", "octocat"]
+
+
+def test_an_uninstall_of_an_app_never_seen_installed_makes_no_account(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    deliver(sessions, settings, "installation/deleted.payload.json")
+    deliver(sessions, settings, "installation/suspend.payload.json")
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0
+        assert session.scalar(select(func.count()).select_from(inst.Installation)) == 2
 
 
 def test_created_records_installation_account_with_welcome_credits_and_repositories(
