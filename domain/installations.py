@@ -190,29 +190,7 @@ def add_repositories(
     event_id: int | None,
 ) -> list[InstallationRepository]:
     """Record repositories as reachable; returns those that were not already (new or re-added)."""
-    existing = _repositories_by_id(session, installation_id)
-    added: list[InstallationRepository] = []
-    for repo in repositories:
-        row = existing.get(repo.id)
-        if row is None:
-            row = InstallationRepository(
-                installation_id=installation_id,
-                repository_id=repo.id,
-                added_at=now,
-            )
-            session.add(row)
-            existing[repo.id] = row
-        elif row.removed_at is None:
-            row.full_name = _cap(repo.full_name) or row.full_name
-            continue
-        row.full_name = _cap(repo.full_name) or ""
-        row.private = repo.private
-        row.added_at = now
-        row.removed_at = None
-        row.event_id = event_id
-        added.append(row)
-    session.flush()
-    return added
+    return _change_repositories(session, installation_id, repositories, now, event_id, True)
 
 
 def remove_repositories(
@@ -223,29 +201,43 @@ def remove_repositories(
     now: datetime,
     event_id: int | None,
 ) -> list[InstallationRepository]:
-    """Record repositories as no longer reachable; returns those that were reachable."""
+    """Record repositories as no longer reachable; returns those that were reachable.
+
+    A repository removed before we ever saw it added is kept too, so a job naming it is
+    refused with the reason.
+    """
+    return _change_repositories(session, installation_id, repositories, now, event_id, False)
+
+
+def _change_repositories(
+    session: Session,
+    installation_id: int,
+    repositories: Iterable[RepositoryFacts],
+    now: datetime,
+    event_id: int | None,
+    reachable: bool,
+) -> list[InstallationRepository]:
     existing = _repositories_by_id(session, installation_id)
-    removed: list[InstallationRepository] = []
+    changed: list[InstallationRepository] = []
     for repo in repositories:
         row = existing.get(repo.id)
         if row is None:
-            # Removed before we ever saw it added: keep the fact, so a job naming it is refused.
             row = InstallationRepository(
-                installation_id=installation_id,
-                repository_id=repo.id,
-                full_name=_cap(repo.full_name) or "",
-                private=repo.private,
-                added_at=now,
+                installation_id=installation_id, repository_id=repo.id, added_at=now
             )
             session.add(row)
             existing[repo.id] = row
-        elif row.removed_at is not None:
-            continue
-        row.removed_at = now
+        elif (row.removed_at is None) == reachable:
+            continue  # already so (a replay, or a list that repeats what we know)
+        row.full_name = _cap(repo.full_name) or ""
+        row.private = repo.private
+        if reachable:
+            row.added_at = now
+        row.removed_at = None if reachable else now
         row.event_id = event_id
-        removed.append(row)
+        changed.append(row)
     session.flush()
-    return removed
+    return changed
 
 
 def record_revocation(
