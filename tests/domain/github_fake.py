@@ -13,8 +13,11 @@ import hashlib
 import itertools
 import json
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -62,14 +65,56 @@ class Failure:
 
 
 class FakeGitHub:
-    def __init__(self, router: respx.MockRouter, base_url: str = API_URL) -> None:
+    """GitHub in memory: through `router` (respx), or over HTTP (`serve_http()`) for processes."""
+
+    def __init__(self, router: respx.MockRouter | None, base_url: str = API_URL) -> None:
         self.base = base_url.rstrip("/")
         self.repos: dict[str, Repo] = {}
         self.tokens_minted: list[int] = []
         self.calls: list[tuple[str, str]] = []
         self._failures: list[Failure] = []
         self._ids = itertools.count(100)
-        router.route(url__regex=rf"^{re.escape(self.base)}/.*").mock(side_effect=self._serve)
+        self._lock = threading.Lock()
+        if router is not None:
+            router.route(url__regex=rf"^{re.escape(self.base)}/.*").mock(side_effect=self._serve)
+
+    def serve_http(self) -> tuple[str, Callable[[], None]]:
+        """Serve on a free local port; returns the base URL and a function that stops it."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = httpx.Request(
+                    self.command,
+                    f"http://{self.headers['host']}{self.path}",
+                    headers=dict(self.headers.items()),
+                    content=self.rfile.read(length) if length else b"",
+                )
+                response = fake._serve(request)
+                body = response.read()
+                self.send_response(response.status_code)
+                for name, value in response.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+
+        return f"http://127.0.0.1:{server.server_port}", stop
 
     # --- set up ---------------------------------------------------------------------------
 
@@ -115,6 +160,10 @@ class FakeGitHub:
     # --- serving ----------------------------------------------------------------------------
 
     def _serve(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._serve_one(request)
+
+    def _serve_one(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         method = request.method
         self.calls.append((method, path))
