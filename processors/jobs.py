@@ -26,6 +26,7 @@ from enum import StrEnum
 import dramatiq
 import stripe
 from githubkit import AppAuthStrategy, GitHub
+from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import jobs, usage
@@ -43,6 +44,13 @@ log = logging.getLogger("outbox.jobs")
 
 JOBS_QUEUE = "pr_jobs"
 USAGE_QUEUE = "usage"
+
+JOB_ATTEMPTS = Counter(
+    "outbox_pr_job_attempts", "PR job attempts by outcome (success, retry, failed, …)", ["outcome"]
+)
+USAGE_REPORTS = Counter(
+    "outbox_usage_reports", "Meter event reports by outcome (reported, retry, …)", ["outcome"]
+)
 
 Clock = Callable[[], datetime]
 
@@ -181,7 +189,9 @@ def _work(current: Runtime) -> JobWork:
 def run_pr_job(job_id: int) -> None:
     """One attempt at a PR job; on success, ring the report of its usage."""
     work = _work(runtime.current())
-    if work_on_job(work, job_id) is JobOutcome.SUCCESS:
+    outcome = work_on_job(work, job_id)
+    JOB_ATTEMPTS.labels(outcome.value).inc()
+    if outcome is JobOutcome.SUCCESS:
         with work.sessions() as session:
             record_id = usage.record_id_for_job(session, job_id)
         if record_id is not None:
@@ -191,7 +201,7 @@ def run_pr_job(job_id: int) -> None:
 @dramatiq.actor(queue_name=USAGE_QUEUE, max_retries=0)
 def report_usage(record_id: int) -> None:
     """Report one usage record to the Stripe meter."""
-    report_usage_record(_work(runtime.current()), record_id)
+    USAGE_REPORTS.labels(report_usage_record(_work(runtime.current()), record_id).value).inc()
 
 
 def ring_jobs(ids: list[int]) -> None:

@@ -282,3 +282,27 @@ def test_onboarding_job_once_per_repository_free_on_a_fixed_branch(
         assert first.files == [{"path": "renovate.json", "content": content}]
         assert first.event_id == created.id
         assert first.key == "onboarding:957387:186853002"
+
+
+def test_effects_of_an_installation_event_list_its_rows(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    from domain import jobs, usage
+
+    onboarding = settings.model_copy(update={"onboarding_pr_enabled": True})
+    event = deliver(sessions, onboarding, "installation/created.payload.json")
+    other = deliver(sessions, onboarding, "installation/suspend.payload.json")
+
+    with sessions() as session:
+        found = (
+            inst.effects_of_event(session, event.id)
+            + jobs.effects_of_event(session, event.id)
+            + usage.effects_of_event(session, event.id)
+        )
+        assert [(e["table"], e["id"]) for e in found] == [
+            ("installations", 957387),
+            ("installation_repositories", 1),
+            ("pr_jobs", 1),
+        ]
+        assert [e["table"] for e in inst.effects_of_event(session, other.id)] == ["installations"]
+        assert jobs.effects_of_event(session, other.id) == []
