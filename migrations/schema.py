@@ -7,5 +7,8 @@ import domain.accounts
 import domain.installations
 import domain.jobs
 import domain.ledger
+import domain.packs
+import domain.purchases
+import domain.subscriptions
 import domain.usage  # noqa: F401
 import outbox.models  # noqa: F401

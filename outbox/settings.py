@@ -55,6 +55,10 @@ class Settings(BaseSettings):
 
     welcome_credits: Decimal = Field(default=Decimal("50"), ge=0)
 
+    # Billing (domain/subscriptions.py): a past-due subscription keeps its paid features
+    # this many days after it became past due, while Stripe retries the payment.
+    past_due_grace_days: float = Field(default=3.0, ge=0)
+
     #: Processing: how long a claimed row stays owned by its worker before others may take it.
     lease_seconds: int = Field(default=300, ge=1)
     #: Retry policy (see outbox/retry.py): first delay, cap, and attempts before a row is dead.
