@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from domain import ledger, purchases, subscriptions
+from domain import installations, jobs, ledger, purchases, subscriptions, usage
 
 #: `finder(session, event_id)` -> the effect rows of that event, as plain dicts.
 EffectFinder = Callable[[Session, int], list[dict[str, Any]]]
@@ -29,6 +29,9 @@ EFFECT_FINDERS: dict[str, EffectFinder] = {
     "credit_ledger": ledger.effects_of_event,
     "credit_purchases": purchases.effects_of_event,
     "subscriptions": subscriptions.effects_of_event,
+    "installations": installations.effects_of_event,  # and their repositories, revocations
+    "pr_jobs": jobs.effects_of_event,
+    "usage_records": usage.effects_of_event,
 }
 
 
@@ -48,11 +51,16 @@ def rows_naming_event(model: Any) -> EffectFinder:
 
 
 def effects_of_event(session: Session, event_id: int) -> list[dict[str, Any]]:
-    """Every effect row of `event_id`, each with its `kind`, grouped by kind in name order."""
+    """Every effect row of `event_id`, each with its `kind` (its table), finder by finder.
+
+    A finder may name each row's table itself (`"table": …`, when it covers several).
+    """
     effects: list[dict[str, Any]] = []
-    for kind in sorted(EFFECT_FINDERS):
-        for row in EFFECT_FINDERS[kind](session, event_id):
-            effects.append({"kind": kind, **row})
+    for name in sorted(EFFECT_FINDERS):
+        for row in EFFECT_FINDERS[name](session, event_id):
+            fields = dict(row)
+            kind = fields.pop("table", name)
+            effects.append({"kind": kind, **{k: _plain(v) for k, v in fields.items()}})
     return effects
 
 

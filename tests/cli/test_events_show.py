@@ -156,3 +156,26 @@ def test_billing_effects_are_wired_in_ledger_entries_shown_with_exact_amounts(
     kill(sessions, event_id)
     plan = cli("events", "replay", "--dry-run", "evt_paid").stdout
     assert "credit_ledger: " in plan and "key=pack:cs_9" in plan
+
+
+def test_every_table_that_records_an_effect_is_wired_into_the_registry(engine, sessions):
+    from sqlalchemy import event as sa_event
+
+    from outbox.db import Base
+
+    with_event_id = {t.name for t in Base.metadata.sorted_tables if "event_id" in t.c} - {
+        "webhook_event_failures"
+    }  # the outbox's own log of attempts, not an effect
+    queried: list[str] = []
+
+    def remember(conn, cursor, statement, *args):
+        queried.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", remember)
+    try:
+        with sessions() as session:
+            effects_of_event(session, 1)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", remember)
+    asked = " ".join(queried)
+    assert {name for name in with_event_id if f"FROM {name}" not in asked} == set()
