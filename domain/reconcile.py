@@ -47,7 +47,6 @@ STRIPE_EVENT_RETENTION = timedelta(days=30)
 GITHUB_REDELIVERY_WINDOW = timedelta(days=3)
 STRIPE_TYPES_PER_REQUEST = 20  #: Stripe's limit on the `types` filter of one listing
 PAGE_SIZE = 100  #: items per API page, the most either provider gives
-RECORD_BATCH = 100  #: backfilled events stored per statement
 #: `verified_by` of a backfilled row: fetched with our API key, so Stripe itself vouches for it.
 BACKFILL_VERIFIED_BY = "stripe-api"
 
@@ -61,12 +60,14 @@ def handled_stripe_types(table: HandlerTable) -> list[str]:
     return types or list(FALLBACK_STRIPE_TYPES)
 
 
-def fetch_stripe_events(
+def fetch_stripe_pages(
     client: stripe.StripeClient, *, since: datetime, types: Sequence[str]
-) -> Iterator[dict[str, Any]]:
-    """Every event of `types` created at or after `since`, as the API returned its JSON.
+) -> Iterator[list[dict[str, Any]]]:
+    """Every event of `types` created at or after `since`, a page at a time, as the API's JSON.
 
-    Newest first within each group of at most 20 types; paged with `starting_after`.
+    Newest first within each group of at most 20 types; paged with `starting_after`. Pages
+    come one by one so that the caller stores each before asking for the next: no database
+    transaction is held open while Stripe answers.
     """
     for start in range(0, len(types), STRIPE_TYPES_PER_REQUEST):
         params: dict[str, Any] = {
@@ -79,7 +80,8 @@ def fetch_stripe_events(
             # The page's own JSON, not the SDK's objects: the stored body is what Stripe sent.
             response = page.last_response
             data = json.loads(response.body)["data"] if response is not None else []
-            yield from data
+            if data:
+                yield data
             if not page.has_more or not data:
                 break
             params = {**params, "starting_after": data[-1]["id"]}
@@ -110,7 +112,7 @@ class Backfill:
 
 def backfill_stripe(
     session: Session,
-    events: Iterable[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
     *,
     mode: StripeMode,
     now: datetime,
@@ -119,30 +121,11 @@ def backfill_stripe(
     """Store each listed event not stored yet, as the ingress would have; the caller commits.
 
     Idempotent: the outbox's unique (source, delivery id) makes a second run, or a webhook
-    that arrives meanwhile, a duplicate.
+    that arrives meanwhile, a duplicate. In a dry run nothing is written.
     """
-    done: list[Backfill] = []
-    batch: list[dict[str, Any]] = []
-    for event in events:
-        batch.append(event)
-        if len(batch) == RECORD_BATCH:
-            done += _backfill_batch(session, batch, mode, now, dry_run)
-            batch = []
-    if batch:
-        done += _backfill_batch(session, batch, mode, now, dry_run)
-    return done
-
-
-def _backfill_batch(
-    session: Session,
-    batch: list[dict[str, Any]],
-    mode: StripeMode,
-    now: datetime,
-    dry_run: bool,
-) -> list[Backfill]:
     incoming = [
         incoming_stripe_event(_event_bytes(e), {}, BACKFILL_VERIFIED_BY, mode, backfilled=True)
-        for e in batch
+        for e in events
     ]
     if dry_run:
         known = known_deliveries(session, Source.STRIPE, [i.delivery_id for i in incoming])

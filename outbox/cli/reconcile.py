@@ -29,12 +29,12 @@ from outbox.cli.ringing import ProcessorsBell
 from outbox.cli.timespec import DURATION_HELP, parse_moment
 from outbox.db import transaction, utcnow
 from outbox.models import Status
-from outbox.settings import get_settings
+from outbox.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from githubkit import AppAuthStrategy, GitHub
 
-    from domain.reconcile import Delivery, Redelivery
+    from domain.reconcile import Backfill, Delivery, Redelivery
 
 reconcile_app = typer.Typer(
     name="reconcile",
@@ -85,14 +85,21 @@ def reconcile_stripe(
         types = reconcile.handled_stripe_types(load_handler_table(settings))
     except (NotConfigured, HandlerTableNotFound) as exc:
         usage_error(str(exc))
-    with open_database(settings) as (_, sessions), transaction(sessions) as session:
+    results: list[Backfill] = []
+    with open_database(settings) as (_, sessions):
         try:
-            listed = reconcile.fetch_stripe_events(client, since=start, types=types)
-            results = reconcile.backfill_stripe(
-                session, listed, mode=settings.stripe_mode, now=now, dry_run=dry_run
-            )
+            for page in reconcile.fetch_stripe_pages(client, since=start, types=types):
+                with transaction(sessions) as session:
+                    results += reconcile.backfill_stripe(
+                        session, page, mode=settings.stripe_mode, now=now, dry_run=dry_run
+                    )
         except stripe.StripeError as exc:
-            fail(f"Stripe API: {exc.user_message or type(exc).__name__}; nothing was stored")
+            reason = exc.user_message or type(exc).__name__
+            stored = _ring_stored(settings, results, err_console)
+            fail(
+                f"Stripe API: {reason}; {stored} event(s) were stored before it "
+                "(reconcile is idempotent: run it again)"
+            )
     new = [r for r in results if r.outcome in ("stored", "missing")]
     if as_json:
         print_json_lines(r.as_json() for r in results)
@@ -119,9 +126,16 @@ def reconcile_stripe(
         highlight=False,
     )
     if not dry_run:
-        due = [r.row_id for r in new if r.row_id is not None and r.status == Status.PENDING]
-        if due:
-            out.print(ProcessorsBell(settings).ring(due).note, highlight=False)
+        _ring_stored(settings, results, out)
+
+
+def _ring_stored(settings: Settings, results: list[Backfill], out: Console) -> int:
+    """Ring the processors for the rows just stored (and say so); how many were stored."""
+    stored = [r for r in results if r.outcome == "stored"]
+    due = [r.row_id for r in stored if r.row_id is not None and r.status == Status.PENDING]
+    if due:
+        out.print(ProcessorsBell(settings).ring(due).note, highlight=False)
+    return len(stored)
 
 
 @reconcile_app.command("github")

@@ -177,7 +177,7 @@ def test_stored_events_are_rung_or_left_to_the_sweeper(stripe_cli, engine):
 
 
 @respx.mock
-def test_a_stripe_error_exits_1_and_stores_nothing(stripe_cli, engine):
+def test_a_stripe_error_exits_1_keeping_the_pages_stored_before_it(stripe_cli, engine):
     respx.get(EVENTS_URL).mock(
         side_effect=[
             page([event("evt_first_page")], has_more=True),
@@ -187,8 +187,8 @@ def test_a_stripe_error_exits_1_and_stores_nothing(stripe_cli, engine):
     ran = stripe_cli()
     assert ran.code == 1
     assert "Stripe API: Invalid API Key provided" in ran.stderr
-    assert "nothing was stored" in ran.stderr
-    assert rows(engine) == {}
+    assert "1 event(s) were stored before it" in ran.stderr and "run it again" in ran.stderr
+    assert set(rows(engine)) == {"evt_first_page"}
 
 
 def test_usage_errors_exit_2(stripe_cli, cli, engine):
@@ -206,12 +206,12 @@ def test_more_than_twenty_types_are_asked_for_in_groups_stripe_accepts():
     from datetime import UTC, datetime
 
     from domain.clients import stripe_client
-    from domain.reconcile import fetch_stripe_events
+    from domain.reconcile import fetch_stripe_pages
 
     route = respx.get(EVENTS_URL).mock(return_value=page([event("evt_x")]))
     client = stripe_client(Settings(stripe_api_key="sk_test_groups"))
     types = [f"type.{n}" for n in range(25)]
-    listed = list(fetch_stripe_events(client, since=datetime.now(UTC), types=types))
-    assert [e["id"] for e in listed] == ["evt_x", "evt_x"]  # one page per group
+    listed = list(fetch_stripe_pages(client, since=datetime.now(UTC), types=types))
+    assert [[e["id"] for e in p] for p in listed] == [["evt_x"], ["evt_x"]]  # a page a group
     groups = [[k for k in query(c) if k.startswith("types")] for c in route.calls]
     assert [len(g) for g in groups] == [20, 5]
