@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli import run, send, work
+from outbox.cli import accounts, credits, packs, run, send, work
 
 app = typer.Typer(
     name="outbox",
@@ -21,6 +21,9 @@ app = typer.Typer(
 run.register(app)
 send.register(app)
 work.register(app)
+credits.register(app)
+packs.register(app)
+accounts.register(app)
 
 
 def main() -> None:
