@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from outbox.cli.billing_common import account_named, billing_session
+from outbox.cli.billing_common import account_named, billing_session, print_table
 from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
 from outbox.settings import get_settings
 
@@ -39,21 +39,15 @@ def list_(
             {**_account_row(a), "balance": str(ledger.balance(session, a.id))}
             for a in list_accounts(session, limit=limit)
         ]
+    if not rows:
+        fail("no accounts")
     if json_output:
         print_json_lines(rows)
         return
-    if not rows:
-        fail("no accounts")
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "login", "kind", "stripe customer", "balance")
-    for row in rows:
-        table.add_row(
-            str(row["id"]), row["login"] or "", row["kind"] or "",
-            row["stripe_customer_id"] or "", row["balance"],
-        )  # fmt: skip
-    Console().print(table)
+    print_table(
+        ("id", "login", "kind", "stripe customer", "balance"),
+        [[r["id"], r["login"], r["kind"], r["stripe_customer_id"], r["balance"]] for r in rows],
+    )
 
 
 @accounts_app.command("show")

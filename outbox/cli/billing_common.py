@@ -3,7 +3,7 @@ configured database, and the one mapping of billing's errors to CLI messages and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -71,3 +71,14 @@ def credits_argument(text: str) -> Decimal:
         return parse_credits(text)
     except InvalidAmount as exc:
         usage_error(f"{exc} (write an amount such as 12, -3 or 0.25)")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A listing for people (`--json` is for scripts): one row per item, blanks for None."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console().print(table)

@@ -7,7 +7,12 @@ from typing import Any
 
 import typer
 
-from outbox.cli.billing_common import account_named, billing_session, credits_argument
+from outbox.cli.billing_common import (
+    account_named,
+    billing_session,
+    credits_argument,
+    print_table,
+)
 from outbox.cli.common import friendly_errors, print_json_lines, usage_error
 
 credits_app = typer.Typer(
@@ -68,17 +73,14 @@ def history(
     if not rows:
         typer.echo(f"account {found.id} has no ledger entries")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "time", "amount", "debt", "reason", "key", "event", "job")
-    for row in rows:
-        table.add_row(
-            str(row["id"]), f"{row['created_at']:%Y-%m-%d %H:%M:%S}", _plain(row["amount"]),
-            _plain(row["debt_change"]), row["reason"], row["key"],
-            str(row["event_id"] or ""), str(row["job_id"] or ""),
-        )  # fmt: skip
-    Console().print(table)
+    print_table(
+        ("id", "time", "amount", "debt", "reason", "key", "event", "job"),
+        [
+            [r["id"], f"{r['created_at']:%Y-%m-%d %H:%M:%S}", _plain(r["amount"]),
+             _plain(r["debt_change"]), r["reason"], r["key"], r["event_id"], r["job_id"]]
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 @credits_app.command(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from outbox.cli.billing_common import billing_session
+from outbox.cli.billing_common import billing_session, print_table
 from outbox.cli.common import fail, friendly_errors, print_json_lines
 
 packs_app = typer.Typer(
@@ -31,21 +31,24 @@ def list_(
 
     with billing_session() as session:
         rows = [pack.as_dict() for pack in list_packs(session, include_retired=include_retired)]
+    if not rows:
+        fail("no credit packs; add one with `outbox packs set` or `outbox packs load FILE`")
     if json_output:
         print_json_lines(rows)
         return
-    if not rows:
-        fail("no credit packs; add one with `outbox packs set` or `outbox packs load FILE`")
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("price id", "name", "credits", "price", "on sale")
-    for row in rows:
-        table.add_row(
-            row["price_id"], row["name"], row["credits"], row["price"] or "",
-            "yes" if row["active"] else "retired",
-        )  # fmt: skip
-    Console().print(table)
+    print_table(
+        ("price id", "name", "credits", "price", "on sale"),
+        [
+            [
+                r["price_id"],
+                r["name"],
+                r["credits"],
+                r["price"],
+                "yes" if r["active"] else "retired",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @packs_app.command("set")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 from starlette.testclient import TestClient
 
 from domain import ledger
@@ -21,14 +20,7 @@ from tests.domain.billing_support import (
     subscription_object,
 )
 from tests.factories import stripe_event_body, stripe_headers
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the worker")
-        time.sleep(0.05)
+from tests.services import wait_until
 
 
 def statuses(sessions) -> list[str]:
@@ -42,6 +34,7 @@ def post(client: TestClient, body: bytes) -> dict:
     return answer.json()
 
 
+@pytest.mark.slow
 def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings, engine):
     sessions = make_sessionmaker(engine)
     seed(sessions, 77, welcome="50")
@@ -66,6 +59,7 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
         assert s.get(ledger.Account, 77).stripe_customer_id == "cus_e2e"
 
 
+@pytest.mark.slow
 def test_a_subscription_for_an_account_created_later_is_retried_until_it_applies(settings, engine):
     sessions = make_sessionmaker(engine)
     seed(sessions)
