@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 from domain import ledger
 from domain.subscriptions import subscription
 from ingress.app import create_app
-from outbox.db import make_sessionmaker, transaction
+from outbox import store
+from outbox.db import make_sessionmaker, transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from processors.inprocess import InProcessProcessors
 from tests.domain.billing_support import (
@@ -52,10 +53,14 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
                 False, True, False,
             )  # fmt: skip
             wait_until(lambda: statuses(sessions) == [Status.DONE, Status.DONE])
+            replayed_at = utcnow()
+            with transaction(sessions) as s:  # an operator replays both events
+                assert store.replay(s, [first["id"], other["id"]], now=replayed_at)
+            wait_until(lambda: _done_since(sessions, replayed_at) == 2)
     with transaction(sessions) as s:
         assert ledger.balance(s, 77) == Decimal(50 + 85)
         grants = [e for e in ledger.history(s, 77) if e.key.startswith("pack:")]
-        assert len(grants) == 1 and grants[0].event_id == first["id"]
+        assert len(grants) == 1 and grants[0].event_id in (first["id"], other["id"])
         assert s.get(ledger.Account, 77).stripe_customer_id == "cus_e2e"
 
 
@@ -82,6 +87,12 @@ def test_a_subscription_for_an_account_created_later_is_retried_until_it_applies
             wait_until(lambda: statuses(sessions) == [Status.DONE])
     with transaction(sessions) as s:
         assert subscription(s, "sub_late").account_id == 88
+
+
+def _done_since(sessions, since) -> int:
+    with transaction(sessions) as s:
+        rows = s.query(WebhookEvent).all()
+        return sum(r.status == Status.DONE and r.processed_at >= since for r in rows)
 
 
 def _last_error(sessions, event_id: int) -> str:
