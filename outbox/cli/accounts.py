@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import typer
@@ -60,6 +61,7 @@ def show(
     from datetime import timedelta
 
     from domain import ledger
+    from domain.credits import format_credits
     from domain.subscriptions import subscriptions_of
     from outbox.db import utcnow
 
@@ -81,6 +83,8 @@ def show(
         print_json_lines([row])
         return
     for name, value in row.items():
+        if name in ("balance", "available", "debt"):
+            value = format_credits(Decimal(value))
         if name != "subscriptions":
             typer.echo(f"{name:<20}{_text(value)}")
     for sub in subs:

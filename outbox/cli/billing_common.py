@@ -13,6 +13,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from outbox.cli.common import fail, usage_error
 from outbox.settings import get_settings
 
+CUT_WIDTH = 40  #: characters of a free-text column (a reason) shown in a listing
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -73,12 +75,21 @@ def credits_argument(text: str) -> Decimal:
         usage_error(f"{exc} (write an amount such as 12, -3 or 0.25)")
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A listing for people (`--json` is for scripts): one row per item, blanks for None."""
-    from rich.console import Console
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, cut: Sequence[str] = ()
+) -> None:
+    """A listing for people (`--json` is for scripts): one row per item, blanks for None.
+    Ids, keys and amounts are printed whole; only the columns named in `cut` may be cut."""
     from rich.table import Table
 
-    table = Table(*headers)
+    from outbox.cli.jobs import wide_console
+
+    table = Table()
+    for name in headers:
+        if name in cut:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=CUT_WIDTH)
+        else:
+            table.add_column(name, no_wrap=True)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(table)
+    wide_console().print(table)

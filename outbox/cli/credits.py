@@ -80,6 +80,7 @@ def history(
              _plain(r["debt_change"]), r["reason"], r["key"], r["event_id"], r["job_id"]]
             for r in rows
         ],
+        cut=("reason",),
     )  # fmt: skip
 
 
