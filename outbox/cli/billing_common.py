@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from outbox.cli.common import fail, usage_error
-from outbox.settings import get_settings
 
 CUT_WIDTH = 40  #: characters of a free-text column (a reason) shown in a listing
 
@@ -29,11 +28,10 @@ def billing_session() -> Iterator[Session]:
     from domain.credits import InvalidAmount
     from domain.ledger import InsufficientCredits
     from domain.packs import InvalidPack
-    from outbox.db import make_engine, make_sessionmaker, transaction
+    from outbox.cli.jobs import command_session
 
-    engine = make_engine(get_settings().database_url, pool_size=1)
     try:
-        with transaction(make_sessionmaker(engine)) as session:
+        with command_session() as session:
             yield session
     except (UnknownAccount, InsufficientCredits, CustomerAlreadyLinked) as exc:
         fail(str(exc))
@@ -43,8 +41,6 @@ def billing_session() -> Iterator[Session]:
         if _missing_table(exc):
             fail("the database has no billing tables yet: run `outbox migrate`")
         raise
-    finally:
-        engine.dispose()
 
 
 def _missing_table(exc: Exception) -> bool:
