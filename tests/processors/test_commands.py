@@ -135,3 +135,20 @@ def _sessions(engine):
     from outbox.db import make_sessionmaker
 
     return make_sessionmaker(engine)
+
+
+def test_every_procfile_process_is_a_command_that_exists():
+    from typer.testing import CliRunner
+
+    from outbox.cli import app
+    from tests.services import ROOT
+
+    procfile = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert set(procfile) == {"web", "worker", "sweeper", "release"}
+    for command in procfile.values():
+        words = command.split()
+        assert words[0] == "outbox"
+        shown = CliRunner().invoke(app, [words[1], "--help"])
+        assert shown.exit_code == 0, shown.output

@@ -263,7 +263,8 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
     workers = [
         # Two threads each, handlers of 80 ms: one worker alone cannot keep up with three
         # objects, so both take part.
-        OutboxProcess(["worker", "-p", "1", "-t", "2"], env, log_dir=tmp_path) for _ in range(2)
+        OutboxProcess(["worker", "-p", "1", "-t", "2"], env, log_dir=tmp_path)
+        for _ in range(2)
     ]
     sweeper = OutboxProcess(["sweep"], env, log_dir=tmp_path)
     created: dict[str, list[tuple[datetime, int]]] = {name: [] for name in objects}
