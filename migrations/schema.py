@@ -3,4 +3,12 @@
 Alembic's environment and the test fixtures import this; add a line when a package grows tables.
 """
 
+import domain.accounts
+import domain.installations
+import domain.jobs
+import domain.ledger
+import domain.packs
+import domain.purchases
+import domain.subscriptions
+import domain.usage  # noqa: F401
 import outbox.models  # noqa: F401

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
 
     welcome_credits: Decimal = Field(default=Decimal("50"), ge=0)
 
+    # Billing (domain/subscriptions.py): a past-due subscription keeps its paid features
+    # this many days after it became past due, while Stripe retries the payment.
+    past_due_grace_days: float = Field(default=3.0, ge=0)
+
     #: Processing: how long a claimed row stays owned by its worker before others may take it.
     lease_seconds: int = Field(default=300, ge=1)
     #: Retry policy (see outbox/retry.py): first delay, cap, and attempts before a row is dead.
@@ -72,6 +76,19 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=8, ge=1, le=256)
 
     log_level: str = "INFO"
+
+    # --- GitHub pull-request jobs and usage reporting (issue 5) ---
+    #: Head branches of PR jobs are "<prefix>/job-<id>-<digest>"; onboarding "<prefix>/onboarding".
+    github_branch_prefix: str = Field(default="outbox", min_length=1, max_length=64)
+    #: Open an onboarding pull request in each repository the App is installed on (free).
+    onboarding_pr_enabled: bool = False
+    onboarding_pr_path: str = Field(default=".github/outbox.yml", min_length=1)
+    onboarding_pr_content: str = "# Configuration for the outbox GitHub App.\nenabled: true\n"
+    onboarding_pr_title: str = "Configure the outbox GitHub App"
+    onboarding_pr_body: str = (
+        "This pull request adds the App's configuration file. Merge it to start, "
+        "or close it to keep the defaults."
+    )
 
     @field_validator("stripe_mode", mode="before")
     @classmethod

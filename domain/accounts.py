@@ -1,0 +1,157 @@
+"""Accounts: the SaaS's customers, GitHub users or organisations, and their Stripe customer.
+
+An account's id is the numeric id of the GitHub user or organisation that installed the
+App (stable across renames); its login is kept for people and the CLI. A Stripe checkout
+session or customer names its account with `client_reference_id` or
+`metadata.github_account_id`; the link to the Stripe customer is recorded the first time
+both are named together, or by an operator (`outbox accounts link`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, String, UniqueConstraint, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from outbox.db import Base, UTCDateTime
+
+#: Ledger key of an account's welcome grant: one per account, ever.
+WELCOME_KEY = "welcome:{account_id}"
+
+
+class UnknownAccount(LookupError):
+    """No account has this id, login or Stripe customer."""
+
+
+class CustomerAlreadyLinked(ValueError):
+    """The Stripe customer belongs to another account, or the account to another customer."""
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    #: The GitHub user or organisation id (not generated here).
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    login: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: "User" or "Organization", as GitHub says.
+    kind: Mapped[str | None] = mapped_column(String(32))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    customer_linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("stripe_customer_id", name="uq_accounts_stripe_customer_id"),
+    )
+
+
+def ensure_account(
+    session: Session,
+    account_id: int,
+    *,
+    login: str | None = None,
+    kind: str | None = None,
+    now: datetime,
+    welcome_credits: Decimal,
+) -> tuple[Account, bool]:
+    """The account, created if new (with its welcome grant, once); True when it was created.
+
+    Safe when two transactions create the same account at once: one inserts, the other
+    waits for it and finds the row. A login or kind given for an existing account updates it
+    (GitHub logins change on rename; the id does not).
+    """
+    from domain import ledger  # the ledger's entries reference accounts
+
+    values = {"id": account_id, "login": login, "kind": kind, "created_at": now}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = insert(Account).values(values).on_conflict_do_nothing(index_elements=["id"])
+    created = session.execute(inserted.returning(Account.id)).first() is not None
+    account = session.execute(
+        select(Account).where(Account.id == account_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    if not created:
+        if login is not None and account.login != login:
+            account.login = login
+        if kind is not None and account.kind != kind:
+            account.kind = kind
+        return account, False
+    if welcome_credits > 0:
+        ledger.credit(
+            session,
+            account_id,
+            welcome_credits,
+            key=WELCOME_KEY.format(account_id=account_id),
+            reason="welcome grant",
+            now=now,
+        )
+    return account, True
+
+
+def find_account(session: Session, ref: str) -> Account | None:
+    """The account named by `ref`: its numeric id, or its login (case-insensitive, as GitHub)."""
+    ref = ref.strip()
+    if ref.isdigit():
+        found = session.get(Account, int(ref))
+        if found is not None:
+            return found
+    matches = (
+        session.execute(select(Account).where(func.lower(Account.login) == ref.lower()).limit(2))
+        .scalars()
+        .all()
+    )
+    # Two accounts may carry one login (a rename, then the old name taken): no guessing.
+    return matches[0] if len(matches) == 1 else None
+
+
+def get_account(session: Session, ref: str) -> Account:
+    """`find_account`, or UnknownAccount naming what was asked for."""
+    account = find_account(session, ref)
+    if account is None:
+        raise UnknownAccount(f"no account with id or login {ref!r}")
+    return account
+
+
+def account_for_customer(session: Session, stripe_customer_id: str) -> Account | None:
+    return session.execute(
+        select(Account).where(Account.stripe_customer_id == stripe_customer_id)
+    ).scalar_one_or_none()
+
+
+def link_customer(
+    session: Session,
+    account_id: int,
+    stripe_customer_id: str,
+    *,
+    now: datetime,
+    replace: bool = False,
+) -> bool:
+    """Record that `stripe_customer_id` pays for `account_id`; False when it already did.
+
+    A customer belongs to one account. An account already linked to another customer keeps
+    it unless `replace` (an operator's explicit relink).
+    """
+    account = session.get(Account, account_id)
+    if account is None:
+        raise UnknownAccount(f"no account with id {account_id}")
+    if account.stripe_customer_id == stripe_customer_id:
+        return False
+    owner = account_for_customer(session, stripe_customer_id)
+    if owner is not None:
+        raise CustomerAlreadyLinked(
+            f"Stripe customer {stripe_customer_id} is linked to account {owner.id}"
+        )
+    if account.stripe_customer_id is not None and not replace:
+        raise CustomerAlreadyLinked(
+            f"account {account_id} is linked to Stripe customer {account.stripe_customer_id}"
+        )
+    account.stripe_customer_id = stripe_customer_id
+    account.customer_linked_at = now
+    session.flush()
+    return True
+
+
+def list_accounts(session: Session, *, limit: int = 100) -> list[Account]:
+    return list(session.execute(select(Account).order_by(Account.id).limit(limit)).scalars())

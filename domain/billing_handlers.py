@@ -1,0 +1,296 @@
+"""Stripe events billing applies, as entries of the domain's dispatch table.
+
+checkout.session.completed (paid) and checkout.session.async_payment_succeeded -> grant_pack
+charge.refunded                                                   -> take_back_refund
+customer.subscription.created / .updated / .deleted               -> apply_subscription
+invoice.paid / invoice.payment_failed                             -> apply_invoice
+
+`prepare` reads Stripe (line items, the current subscription) outside the transaction;
+`apply` writes only. An event naming an account that does not exist yet is RetryLater (kept
+and retried, never dropped); one that can never apply (unknown pack, malformed) is
+PermanentFailure, dead and replayable once an operator has fixed the cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from domain import purchases, stripe_objects, stripe_reads
+from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
+from domain.purchases import Checkout, LineItem, UnknownPack
+from domain.subscriptions import Change, SubscriptionState, apply_change, subscription
+from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure, RetryLater
+from outbox.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAID = "paid"
+ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+
+
+def billing_handlers(settings: Settings) -> HandlerTable:
+    """Billing's entries of the dispatch table, configured from `settings`."""
+    fetch = settings.stripe_api_key is not None
+    grant = Handler("grant_pack", apply=apply_checkout, prepare=_checkout_reader(settings))
+    refund = Handler(
+        "take_back_refund",
+        apply=apply_refund,
+        prepare=_refund_reader(settings) if fetch else None,
+    )
+    sub = Handler(
+        "apply_subscription",
+        apply=apply_subscription,
+        prepare=_subscription_reader(settings) if fetch else None,
+    )
+    invoice = Handler(
+        "apply_invoice",
+        apply=apply_invoice,
+        prepare=_subscription_reader(settings) if fetch else None,
+    )
+    return {
+        ("stripe", "checkout.session.completed"): grant,
+        ("stripe", ASYNC_SUCCEEDED): grant,
+        ("stripe", "charge.refunded"): refund,
+        ("stripe", "customer.subscription.created"): sub,
+        ("stripe", "customer.subscription.updated"): sub,
+        ("stripe", "customer.subscription.deleted"): sub,
+        ("stripe", "invoice.paid"): invoice,
+        ("stripe", "invoice.payment_failed"): invoice,
+    }
+
+
+def past_due_grace(settings: Settings) -> timedelta:
+    return timedelta(days=settings.past_due_grace_days)
+
+
+# --- checkout: grant a pack once per session ------------------------------------------
+
+
+def _is_paid_pack_purchase(event: EventContext, obj: dict[str, Any]) -> bool:
+    paid = event.event_type == ASYNC_SUCCEEDED or obj.get("payment_status") == PAID
+    return paid and obj.get("mode", "payment") == "payment"
+
+
+def _checkout_reader(settings: Settings) -> Any:
+    def prepare(event: EventContext) -> tuple[LineItem, ...] | None:
+        """The session's line items from Stripe, when the event names no pack itself."""
+        obj = stripe_objects.event_object(event)
+        if not _is_paid_pack_purchase(event, obj) or stripe_objects.checkout_lines(obj):
+            return None
+        session_id = stripe_objects.required_text(obj, "id")
+        return stripe_objects.line_items(stripe_reads.checkout_line_items(settings, session_id))
+
+    return prepare
+
+
+def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
+    obj = stripe_objects.event_object(event)
+    session_id = stripe_objects.required_text(obj, "id")
+    customer = stripe_objects.object_id(obj.get("customer"))
+    if not _is_paid_pack_purchase(event, obj):
+        # Not (yet) paid, or a subscription's checkout: nothing to grant, but a session
+        # that names both an existing account and its customer still links them.
+        account_id = stripe_objects.named_account(obj)
+        if account_id is not None and session.get(Account, account_id) is not None:
+            _link(session, account_id, customer, event)
+        return
+    account_id = _checkout_account(session, obj, customer)
+    _link(session, account_id, customer, event)
+    if purchases.purchase_for_session(session, session_id) is not None:
+        return
+    lines = stripe_objects.checkout_lines(obj) or fetched
+    if not lines:
+        raise RetryLater(f"line items of checkout session {session_id} were not read yet")
+    checkout = Checkout(
+        session_id=session_id,
+        account_id=account_id,
+        lines=tuple(lines),
+        payment_intent_id=stripe_objects.object_id(obj.get("payment_intent")),
+        stripe_customer_id=customer,
+        amount_total=obj.get("amount_total") if isinstance(obj.get("amount_total"), int) else None,
+        currency=stripe_objects.optional_text(obj, "currency"),
+    )
+    try:
+        purchases.grant_pack(session, checkout, now=event.now, event_id=event.id)
+    except UnknownPack as exc:
+        raise PermanentFailure(
+            f"checkout session {session_id}: {exc}; add it with `outbox packs set` and replay"
+        ) from None
+
+
+def _checkout_account(session: Session, obj: dict[str, Any], customer: str | None) -> int:
+    account_id = stripe_objects.named_account(obj)
+    if account_id is not None:
+        return _existing(session, account_id)
+    if customer is not None:
+        owner = account_for_customer(session, customer)
+        if owner is not None:
+            return owner.id
+        raise RetryLater(
+            f"checkout session names no account and Stripe customer {customer} is linked to "
+            "none yet (`outbox accounts link`)"
+        )
+    raise PermanentFailure(
+        "checkout session names no account: set client_reference_id or "
+        f"metadata.{stripe_objects.ACCOUNT_KEY} to the GitHub account id"
+    )
+
+
+def _existing(session: Session, account_id: int) -> int:
+    if session.get(Account, account_id) is None:
+        raise RetryLater(f"account {account_id} does not exist yet")
+    return account_id
+
+
+def _link(session: Session, account_id: int, customer: str | None, event: EventContext) -> None:
+    """Link the customer an event names to its account, unless either is linked elsewhere
+    (an operator's link or an earlier one stands; the event is still applied)."""
+    if customer is None:
+        return
+    try:
+        link_customer(session, account_id, customer, now=event.now)
+    except CustomerAlreadyLinked as exc:
+        log.info("not linking from event %s: %s", event.delivery_id, exc)
+
+
+# --- refunds: take back the refunded share once ---------------------------------------
+
+
+def _refund_reader(settings: Settings) -> Any:
+    def prepare(event: EventContext) -> list[dict[str, Any]] | None:
+        """The checkout sessions behind the charge's payment: none means it bought no pack."""
+        charge = stripe_objects.event_object(event)
+        payment_intent = stripe_objects.object_id(charge.get("payment_intent"))
+        if payment_intent is None:
+            return None
+        return stripe_reads.checkout_sessions_for_payment(settings, payment_intent)
+
+    return prepare
+
+
+def apply_refund(session: Session, event: EventContext, sessions: Any) -> None:
+    charge = stripe_objects.event_object(event)
+    if stripe_objects.object_id(charge.get("payment_intent")) is None:
+        return  # not a Checkout payment: no pack was bought with it
+    refund = stripe_objects.refund_of(charge)
+    purchase = purchases.purchase_for_payment(session, refund.payment_intent_id)
+    if purchase is None:
+        if _not_a_pack_payment(charge, sessions):
+            return
+        raise RetryLater(f"no credit purchase recorded yet for payment {refund.payment_intent_id}")
+    purchases.take_back_refund(session, purchase, refund, now=event.now, event_id=event.id)
+
+
+def _not_a_pack_payment(charge: dict[str, Any], sessions: list[dict[str, Any]] | None) -> bool:
+    if stripe_objects.object_id(charge.get("invoice")) is not None:
+        return True  # a subscription's invoice payment
+    if sessions is None:
+        return False  # unknown without the Stripe API: wait for the purchase
+    return not any(s.get("mode", "payment") == "payment" for s in sessions)
+
+
+# --- subscriptions: the newest news per subscription ----------------------------------
+
+
+def _subscription_reader(settings: Settings) -> Any:
+    def prepare(event: EventContext) -> dict[str, Any] | None:
+        """The subscription as Stripe has it now, rather than the event's possibly old copy."""
+        obj = stripe_objects.event_object(event)
+        if event.event_type.startswith("invoice."):
+            subscription_id = stripe_objects.invoice_subscription(obj)
+            if subscription_id is None:
+                return None
+        else:
+            subscription_id = stripe_objects.required_text(obj, "id")
+        return stripe_reads.subscription(settings, subscription_id)
+
+    return prepare
+
+
+def apply_subscription(session: Session, event: EventContext, fetched: Any) -> None:
+    obj = fetched if fetched is not None else stripe_objects.event_object(event)
+    state = stripe_objects.subscription_state(obj)
+    _apply_state(session, event, state, obj, fresh=fetched is not None)
+
+
+def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
+    invoice = stripe_objects.event_object(event)
+    subscription_id = stripe_objects.invoice_subscription(invoice)
+    if subscription_id is None:
+        return  # a one-off invoice: nothing about subscriptions
+    if fetched is not None:
+        state = stripe_objects.subscription_state(fetched)
+        _apply_state(session, event, state, fetched, fresh=True)
+        return
+    account_id = _subscription_account(
+        session,
+        subscription_id,
+        stripe_objects.named_account(invoice, *stripe_objects.INVOICE_ACCOUNT_PATHS),
+        stripe_objects.object_id(invoice.get("customer")),
+    )
+    change = Change(
+        subscription_id=subscription_id,
+        account_id=account_id,
+        at=stripe_objects.event_time(event),
+        status=_status_after_invoice(event.event_type, invoice),
+    )
+    apply_change(session, change, now=event.now, event_id=event.id)
+
+
+def _status_after_invoice(event_type: str, invoice: dict[str, Any]) -> str:
+    """What Stripe does to a subscription when its invoice is paid or fails: a paid one is
+    active; a failed first invoice leaves it incomplete, a failed renewal makes it past due."""
+    if event_type == "invoice.paid":
+        return "active"
+    if invoice.get("billing_reason") == "subscription_create":
+        return "incomplete"
+    return "past_due"
+
+
+def _apply_state(
+    session: Session,
+    event: EventContext,
+    state: SubscriptionState,
+    obj: dict[str, Any],
+    *,
+    fresh: bool,
+) -> None:
+    named = stripe_objects.named_account(obj)
+    account_id = _subscription_account(
+        session, state.subscription_id, named, state.stripe_customer_id
+    )
+    if named is not None:
+        _link(session, account_id, state.stripe_customer_id, event)
+    change = Change(
+        subscription_id=state.subscription_id,
+        account_id=account_id,
+        at=stripe_objects.event_time(event),
+        status=state.status,
+        state=state,
+        fresh=fresh,
+    )
+    apply_change(session, change, now=event.now, event_id=event.id)
+
+
+def _subscription_account(
+    session: Session, subscription_id: str, named: int | None, customer: str | None
+) -> int:
+    """The subscription's account: as already recorded, else named by metadata, else its
+    customer's; RetryLater until one of these exists."""
+    known = subscription(session, subscription_id)
+    if known is not None:
+        return known.account_id
+    if named is not None:
+        return _existing(session, named)
+    if customer is not None:
+        owner = account_for_customer(session, customer)
+        if owner is not None:
+            return owner.id
+    raise RetryLater(
+        f"subscription {subscription_id}: no account yet for Stripe customer {customer} "
+        f"(set metadata.{stripe_objects.ACCOUNT_KEY}, or `outbox accounts link`)"
+    )

@@ -1,0 +1,449 @@
+"""The credit ledger: every change of an account's credits, append-only, each entry once.
+
+An entry's `amount` is what it did to the balance (signed); the balance is the sum of an
+account's amounts, and never goes below zero. Each entry has a unique idempotency `key`
+(`pack:<checkout session>`, `welcome:<account>`, `job:<id>`), so applying the same thing
+twice writes nothing the second time.
+
+Debt: a refund may take back more than the account still has. It then takes what is
+available, and the rest is recorded as debt on the same entry (`debt_change` > 0); later
+credits pay the debt first (`debt_change` < 0 on their entry) and only the remainder reaches
+the balance. The debt, too, is a sum over the ledger.
+
+Holds reserve credits for work in progress (a PR job): `available` is the balance minus the
+open holds, and spends, holds and refunds only ever take from `available`, so capturing a
+hold can never drive the balance below zero.
+
+Every write first locks the account's row (`SELECT … FOR UPDATE` on Postgres; SQLite
+serialises writers with BEGIN IMMEDIATE, see outbox/db.py), then checks the key, then the
+balance: two concurrent spends of one account run one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from domain.accounts import Account, UnknownAccount
+from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
+from outbox.db import Base, UTCDateTime
+from outbox.models import BigId
+
+__all__ = [
+    "CreditEntry",
+    "CreditHold",
+    "InsufficientCredits",
+    "InvalidAmount",
+    "available",
+    "balance",
+    "capture_hold",
+    "credit",
+    "debt",
+    "hold",
+    "lock_account",
+    "parse_credits",
+    "release_hold",
+    "spend",
+]
+
+ZERO = Decimal("0.0000")
+
+
+class InsufficientCredits(Exception):
+    """The account's available credits are short of what was asked."""
+
+    def __init__(self, account_id: int, wanted: Decimal, available: Decimal) -> None:
+        super().__init__(f"account {account_id} has {available} credits available, {wanted} needed")
+        self.account_id = account_id
+        self.wanted = wanted
+        self.available = available
+
+
+class CreditEntry(Base):
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: Idempotency key: what this entry is the effect of ("pack:cs_…", "job:42").
+    key: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"))
+    #: Change of the balance, signed.
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    #: Change of the debt, signed: > 0 a refund the balance could not cover, < 0 debt paid.
+    debt_change: Mapped[Decimal] = mapped_column(Credits(), default=ZERO)
+    reason: Mapped[str] = mapped_column(String(255))
+    #: The webhook_events.id or PR job it came from, if any.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_credit_ledger_key"),
+        Index("ix_credit_ledger_account", "account_id", "id"),
+        Index("ix_credit_ledger_event", "event_id"),
+        Index("ix_credit_ledger_job", "job_id"),
+    )
+
+
+class CreditHold(Base):
+    """Credits reserved for work in progress; released (nothing taken) or captured (debited)."""
+
+    __tablename__ = "credit_holds"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(Credits())
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The ledger key of the debit a capture wrote.
+    ledger_key: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_credit_holds_key"),
+        CheckConstraint("amount > 0", name="ck_credit_holds_amount_positive"),
+        Index("ix_credit_holds_open", "account_id", "released_at", "captured_at"),
+    )
+
+    @property
+    def is_open(self) -> bool:
+        return self.released_at is None and self.captured_at is None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An account's credits at one moment."""
+
+    balance: Decimal
+    held: Decimal
+    debt: Decimal
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.held
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+def lock_account(session: Session, account_id: int) -> Account:
+    """The account's row, locked until the transaction ends (UnknownAccount if none).
+
+    On Postgres this is `SELECT … FOR UPDATE`: every writer of one account's credits waits
+    here for the previous one to commit, then reads the balance that one left. SQLite
+    has no row locks, but a transaction there already holds the database's write lock.
+    """
+    account = session.execute(
+        select(Account)
+        .where(Account.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if account is None:
+        raise UnknownAccount(f"no account with id {account_id}")
+    return account
+
+
+def balance(session: Session, account_id: int) -> Decimal:
+    """The sum of the account's ledger entries."""
+    total = session.execute(
+        select(func.coalesce(func.sum(CreditEntry.amount), ZERO)).where(
+            CreditEntry.account_id == account_id
+        )
+    ).scalar_one()
+    return Decimal(total).quantize(ZERO)
+
+
+def held(session: Session, account_id: int) -> Decimal:
+    """Credits reserved by the account's open holds."""
+    total = session.execute(
+        select(func.coalesce(func.sum(CreditHold.amount), ZERO)).where(
+            CreditHold.account_id == account_id,
+            CreditHold.released_at.is_(None),
+            CreditHold.captured_at.is_(None),
+        )
+    ).scalar_one()
+    return Decimal(total).quantize(ZERO)
+
+
+def debt(session: Session, account_id: int) -> Decimal:
+    """Credits refunded beyond what the account had, not yet paid back by later credits."""
+    total = session.execute(
+        select(func.coalesce(func.sum(CreditEntry.debt_change), ZERO)).where(
+            CreditEntry.account_id == account_id
+        )
+    ).scalar_one()
+    return Decimal(total).quantize(ZERO)
+
+
+def available(session: Session, account_id: int) -> Decimal:
+    """What the account may spend or hold now: its balance minus its open holds."""
+    return balance(session, account_id) - held(session, account_id)
+
+
+def standing(session: Session, account_id: int) -> Standing:
+    return Standing(
+        balance(session, account_id), held(session, account_id), debt(session, account_id)
+    )
+
+
+def entry_for_key(session: Session, key: str) -> CreditEntry | None:
+    return session.execute(select(CreditEntry).where(CreditEntry.key == key)).scalar_one_or_none()
+
+
+def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
+    """The account's entries, oldest first (the last `limit` of them when given)."""
+    query = select(CreditEntry).where(CreditEntry.account_id == account_id)
+    if limit is None:
+        return list(session.execute(query.order_by(CreditEntry.id)).scalars())
+    newest = session.execute(query.order_by(CreditEntry.id.desc()).limit(limit)).scalars()
+    return list(reversed(list(newest)))
+
+
+def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
+    """The ledger entries a webhook event wrote (for `outbox events show`)."""
+    rows = session.execute(
+        select(CreditEntry).where(CreditEntry.event_id == event_id).order_by(CreditEntry.id)
+    ).scalars()
+    return [
+        {
+            "table": "credit_ledger",
+            "id": row.id,
+            "account_id": row.account_id,
+            "amount": str(row.amount),
+            "debt_change": str(row.debt_change),
+            "key": row.key,
+            "reason": row.reason,
+        }
+        for row in rows
+    ]
+
+
+# --- writes --------------------------------------------------------------------------
+
+
+def credit(
+    session: Session,
+    account_id: int,
+    amount: Decimal | int | str,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    event_id: int | None = None,
+    job_id: int | None = None,
+) -> CreditEntry | None:
+    """Add credits (debt is paid first); None when `key` was already applied.
+
+    The entry's `amount` is what reached the balance, its `debt_change` what paid debt.
+    """
+    amount = positive_credits(amount)
+    lock_account(session, account_id)
+    if entry_for_key(session, key) is not None:
+        return None
+    owed = debt(session, account_id)
+    paid = min(owed, amount)
+    return _append(
+        session, account_id, amount - paid, -paid, key=key, reason=reason, now=now,
+        event_id=event_id, job_id=job_id,
+    )  # fmt: skip
+
+
+def spend(
+    session: Session,
+    account_id: int,
+    amount: Decimal | int | str,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    event_id: int | None = None,
+    job_id: int | None = None,
+) -> CreditEntry | None:
+    """Take credits; InsufficientCredits if `available` is short; None when `key` was applied."""
+    amount = positive_credits(amount)
+    lock_account(session, account_id)
+    if entry_for_key(session, key) is not None:
+        return None
+    _require_available(session, account_id, amount)
+    return _append(
+        session, account_id, -amount, ZERO, key=key, reason=reason, now=now,
+        event_id=event_id, job_id=job_id,
+    )  # fmt: skip
+
+
+def take_back(
+    session: Session,
+    account_id: int,
+    amount: Decimal,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    event_id: int | None = None,
+) -> CreditEntry | None:
+    """Take back credits granted earlier (a refund): what is available, the rest as debt.
+
+    Never refuses and never goes below zero; None when `key` was already applied.
+    """
+    amount = positive_credits(amount)
+    lock_account(session, account_id)
+    if entry_for_key(session, key) is not None:
+        return None
+    taken = max(ZERO, min(amount, available(session, account_id)))
+    return _append(
+        session, account_id, -taken, amount - taken, key=key, reason=reason, now=now,
+        event_id=event_id,
+    )  # fmt: skip
+
+
+def adjust(
+    session: Session,
+    account_id: int,
+    amount: Decimal | int | str,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+) -> CreditEntry | None:
+    """An operator's correction, either sign: a positive one pays debt first, like any credit;
+    a negative one is refused (InsufficientCredits) if it would leave less than zero available."""
+    amount = parse_credits(amount)
+    if amount == 0:
+        raise InvalidAmount("an adjustment of zero credits changes nothing")
+    if amount > 0:
+        return credit(session, account_id, amount, key=key, reason=reason, now=now)
+    return spend(session, account_id, -amount, key=key, reason=reason, now=now)
+
+
+def hold(
+    session: Session,
+    account_id: int,
+    amount: Decimal | int | str,
+    *,
+    key: str,
+    now: datetime,
+    job_id: int | None = None,
+) -> CreditHold:
+    """Reserve credits (InsufficientCredits if short); the same key returns the same hold."""
+    amount = positive_credits(amount)
+    lock_account(session, account_id)
+    existing = _hold_for_key(session, key)
+    if existing is not None:
+        return existing
+    _require_available(session, account_id, amount)
+    row = CreditHold(key=key, account_id=account_id, amount=amount, job_id=job_id, created_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def release_hold(session: Session, key: str, *, now: datetime) -> bool:
+    """Give a hold's credits back; False if there is no such open hold (released or captured)."""
+    row = _open_hold_locked(session, key)
+    if row is None:
+        return False
+    row.released_at = now
+    session.flush()
+    return True
+
+
+def capture_hold(
+    session: Session,
+    key: str,
+    *,
+    ledger_key: str,
+    reason: str,
+    now: datetime,
+    job_id: int | None = None,
+) -> CreditEntry | None:
+    """Turn an open hold into one debit of its amount; None when it was already captured.
+
+    A hold released before its capture (its work came back after all) is charged as a plain
+    spend, which raises InsufficientCredits if the credits have gone meanwhile. No hold
+    with this key at all: LookupError.
+    """
+    row = _hold_for_key(session, key)
+    if row is None:
+        raise LookupError(f"no credit hold with key {key!r}")
+    lock_account(session, row.account_id)
+    session.refresh(row)
+    if row.captured_at is not None or entry_for_key(session, ledger_key) is not None:
+        return None
+    job_id = job_id if job_id is not None else row.job_id
+    if row.released_at is not None:
+        return spend(
+            session, row.account_id, row.amount, key=ledger_key, reason=reason, now=now,
+            job_id=job_id,
+        )  # fmt: skip
+    # The held amount is already counted out of `available`, and the balance covers every
+    # open hold, so this debit cannot drive the balance below zero.
+    row.captured_at = now
+    row.ledger_key = ledger_key
+    return _append(
+        session, row.account_id, -row.amount, ZERO, key=ledger_key, reason=reason, now=now,
+        job_id=job_id,
+    )  # fmt: skip
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+def _require_available(session: Session, account_id: int, amount: Decimal) -> None:
+    have = available(session, account_id)
+    if have < amount:
+        raise InsufficientCredits(account_id, amount, have)
+
+
+def _hold_for_key(session: Session, key: str) -> CreditHold | None:
+    return session.execute(select(CreditHold).where(CreditHold.key == key)).scalar_one_or_none()
+
+
+def _open_hold_locked(session: Session, key: str) -> CreditHold | None:
+    row = _hold_for_key(session, key)
+    if row is None:
+        return None
+    lock_account(session, row.account_id)
+    session.refresh(row)
+    return row if row.is_open else None
+
+
+def _append(
+    session: Session,
+    account_id: int,
+    amount: Decimal,
+    debt_change: Decimal,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    event_id: int | None = None,
+    job_id: int | None = None,
+) -> CreditEntry:
+    row = CreditEntry(
+        key=key,
+        account_id=account_id,
+        amount=amount,
+        debt_change=debt_change,
+        reason=reason,
+        event_id=event_id,
+        job_id=job_id,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row

@@ -1,0 +1,214 @@
+"""Credit pack purchases: a paid checkout session grants its packs once; a refund takes back
+its share once.
+
+One `credit_purchases` row per checkout session, written in the same transaction as its
+ledger entry (key `pack:<checkout session id>`), whichever of `checkout.session.completed`
+or `checkout.session.async_payment_succeeded` comes first, however often either comes.
+
+Refunds are cumulative: Stripe's `charge.refunded` carries the charge's total
+`amount_refunded` so far. The credits to take back are that share of what the purchase
+granted, less what earlier refunds already took; so a duplicate, or an older refund event
+arriving after a newer one, takes nothing more. What the account no longer has becomes
+debt (see domain/ledger.py), never a negative balance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from domain import ledger
+from domain.credits import QUANTUM, Credits, format_credits
+from domain.packs import CreditPack, pack_for_price
+from outbox.db import Base, UTCDateTime
+from outbox.models import BigId
+
+#: Ledger key of a checkout session's grant.
+PACK_KEY = "pack:{session_id}"
+#: Ledger key of one refund state of a charge (its cumulative refunded amount).
+REFUND_KEY = "refund:{charge_id}:{amount_refunded}"
+
+
+class UnknownPack(LookupError):
+    """A checkout line names a price that is not in the pack catalog."""
+
+
+class CreditPurchase(Base):
+    __tablename__ = "credit_purchases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    checkout_session_id: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"))
+    #: What was bought, as granted: "Pro x2" and the credits that came with it.
+    description: Mapped[str] = mapped_column(String(255))
+    credits: Mapped[Decimal] = mapped_column(Credits())
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    #: What the customer paid, in the currency's minor unit.
+    amount_total: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    #: Refunds so far: the charge's cumulative refunded amount, and the credits it took back.
+    refunded_amount: Mapped[int] = mapped_column(Integer, default=0)
+    refunded_credits: Mapped[Decimal] = mapped_column(Credits(), default=Decimal(0))
+    event_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("checkout_session_id", name="uq_credit_purchases_checkout_session"),
+    )
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One line of a checkout session: a Stripe price, bought `quantity` times."""
+
+    price_id: str
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A paid checkout session, as the grant needs it."""
+
+    session_id: str
+    account_id: int
+    lines: tuple[LineItem, ...]
+    payment_intent_id: str | None = None
+    stripe_customer_id: str | None = None
+    amount_total: int | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A charge's refund state: of `amount` charged, `amount_refunded` so far."""
+
+    charge_id: str
+    payment_intent_id: str
+    amount: int
+    amount_refunded: int
+
+
+def price_packs(session: Session, lines: tuple[LineItem, ...]) -> list[tuple[CreditPack, int]]:
+    """The pack of each line; UnknownPack naming every price the catalog lacks."""
+    found = [(pack_for_price(session, line.price_id), line.quantity) for line in lines]
+    missing = sorted(
+        {line.price_id for line, (pack, _) in zip(lines, found, strict=True) if pack is None}
+    )
+    if missing or not lines:
+        raise UnknownPack(
+            "no credit pack for price " + ", ".join(missing) if missing else "no line items"
+        )
+    return [(pack, quantity) for pack, quantity in found if pack is not None]
+
+
+def grant_pack(
+    session: Session, checkout: Checkout, *, now: datetime, event_id: int | None = None
+) -> CreditPurchase | None:
+    """Credit the packs a paid checkout session bought; None when it was already granted."""
+    key = PACK_KEY.format(session_id=checkout.session_id)
+    ledger.lock_account(session, checkout.account_id)
+    if purchase_for_session(session, checkout.session_id) is not None:
+        return None
+    bought = price_packs(session, checkout.lines)
+    credits = sum((pack.credits * quantity for pack, quantity in bought), Decimal(0))
+    description = ", ".join(
+        pack.name if quantity == 1 else f"{pack.name} x{quantity}" for pack, quantity in bought
+    )
+    purchase = CreditPurchase(
+        checkout_session_id=checkout.session_id,
+        account_id=checkout.account_id,
+        description=description[:255],
+        credits=credits,
+        payment_intent_id=checkout.payment_intent_id,
+        stripe_customer_id=checkout.stripe_customer_id,
+        amount_total=checkout.amount_total,
+        currency=checkout.currency,
+        refunded_amount=0,
+        refunded_credits=Decimal(0),
+        event_id=event_id,
+        created_at=now,
+    )
+    session.add(purchase)
+    ledger.credit(
+        session,
+        checkout.account_id,
+        credits,
+        key=key,
+        reason=f"pack {description} ({checkout.session_id})"[:255],
+        now=now,
+        event_id=event_id,
+    )
+    return purchase
+
+
+def purchase_for_session(session: Session, session_id: str) -> CreditPurchase | None:
+    return session.execute(
+        select(CreditPurchase).where(CreditPurchase.checkout_session_id == session_id)
+    ).scalar_one_or_none()
+
+
+def purchase_for_payment(session: Session, payment_intent_id: str) -> CreditPurchase | None:
+    return session.execute(
+        select(CreditPurchase).where(CreditPurchase.payment_intent_id == payment_intent_id)
+    ).scalar_one_or_none()
+
+
+def refunded_share(purchase: CreditPurchase, refund: Refund) -> Decimal:
+    """The credits a refund state stands for: the refunded fraction of what was granted."""
+    if refund.amount <= 0:
+        return Decimal(0)
+    fraction = Decimal(min(refund.amount_refunded, refund.amount)) / Decimal(refund.amount)
+    return (purchase.credits * fraction).quantize(QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def take_back_refund(
+    session: Session,
+    purchase: CreditPurchase,
+    refund: Refund,
+    *,
+    now: datetime,
+    event_id: int | None = None,
+) -> ledger.CreditEntry | None:
+    """Take back what this refund state adds to the earlier ones; None when it adds nothing."""
+    ledger.lock_account(session, purchase.account_id)
+    session.refresh(purchase)
+    target = refunded_share(purchase, refund)
+    more = target - purchase.refunded_credits
+    if more <= 0:
+        return None
+    entry = ledger.take_back(
+        session,
+        purchase.account_id,
+        more,
+        key=REFUND_KEY.format(charge_id=refund.charge_id, amount_refunded=refund.amount_refunded),
+        reason=f"refund of {purchase.description}: {format_credits(more)} credits"[:255],
+        now=now,
+        event_id=event_id,
+    )
+    if entry is not None:
+        purchase.refunded_credits = target
+        purchase.refunded_amount = max(purchase.refunded_amount, refund.amount_refunded)
+    return entry
+
+
+def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
+    """The purchases a webhook event recorded (for `outbox events show`)."""
+    rows = session.execute(
+        select(CreditPurchase).where(CreditPurchase.event_id == event_id)
+    ).scalars()
+    return [
+        {
+            "table": "credit_purchases",
+            "id": row.id,
+            "account_id": row.account_id,
+            "checkout_session_id": row.checkout_session_id,
+            "credits": str(row.credits),
+            "description": row.description,
+        }
+        for row in rows
+    ]

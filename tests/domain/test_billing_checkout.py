@@ -1,0 +1,234 @@
+"""Credit packs bought through Stripe Checkout: granted once per session, whatever arrives."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import pytest
+import respx
+
+from domain import ledger
+from domain.accounts import account_for_customer, ensure_account, link_customer
+from domain.packs import PackSpec, set_pack
+from domain.purchases import purchase_for_session
+from outbox.db import transaction
+from outbox.handling import PermanentFailure, RetryLater
+from tests.domain.billing_support import (
+    NOW,
+    ORGANISME,
+    PRO,
+    STRIPE_BASE,
+    checkout_session,
+    deliver,
+    line_item,
+    seed,
+    stripe_event,
+    table_for,
+)
+
+COMPLETED = "checkout.session.completed"
+ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+
+
+@pytest.fixture
+def table(database_url):
+    return table_for(database_url)
+
+
+def balance(sessions, account_id=1):
+    with transaction(sessions) as s:
+        return ledger.balance(s, account_id)
+
+
+def test_a_paid_checkout_grants_its_pack_once_however_often_it_arrives(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, pack=PRO)
+    completed = stripe_event(COMPLETED, obj)
+    for event in (completed, completed, stripe_event(COMPLETED, obj)):  # redelivery, then a copy
+        deliver(sessions, table, event)
+    deliver(sessions, table, stripe_event(ASYNC_SUCCEEDED, obj))
+    assert balance(sessions) == Decimal(85)
+    with transaction(sessions) as s:
+        (entry,) = ledger.history(s, 1)
+        assert entry.key == f"pack:{obj['id']}"
+        assert entry.event_id == completed.id
+        assert purchase_for_session(s, obj["id"]).description == "Pro"
+
+
+def test_an_async_payment_grants_when_it_succeeds_not_when_the_session_completes(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, pack=ORGANISME, payment_status="unpaid")
+    deliver(sessions, table, stripe_event(COMPLETED, obj))
+    assert balance(sessions) == 0
+    paid = dict(obj, payment_status="paid")
+    deliver(sessions, table, stripe_event(ASYNC_SUCCEEDED, paid))
+    deliver(sessions, table, stripe_event(COMPLETED, paid))
+    deliver(sessions, table, stripe_event(ASYNC_SUCCEEDED, paid))
+    assert balance(sessions) == Decimal(250)
+
+
+def test_the_succeeded_event_first_then_the_completed_one_still_grants_once(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, pack=PRO)
+    deliver(sessions, table, stripe_event(ASYNC_SUCCEEDED, obj, created=1_780_000_100))
+    deliver(sessions, table, stripe_event(COMPLETED, obj, created=1_780_000_000))
+    assert balance(sessions) == Decimal(85)
+
+
+def test_a_subscription_checkout_grants_nothing_but_links_the_customer(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, customer="cus_sub", mode="subscription", subscription="sub_1")
+    deliver(sessions, table, stripe_event(COMPLETED, obj))
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 1) == 0
+        assert account_for_customer(s, "cus_sub").id == 1
+
+
+def test_line_items_are_fetched_from_stripe_when_the_event_does_not_carry_them(
+    sessions, database_url
+):
+    seed(sessions, 1)
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    obj = checkout_session(1)
+    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
+        route = stripe.get(f"/v1/checkout/sessions/{obj['id']}/line_items").respond(
+            json={
+                "object": "list",
+                "url": f"/v1/checkout/sessions/{obj['id']}/line_items",
+                "has_more": False,
+                "data": [line_item(PRO, 2), line_item(ORGANISME)],
+            }
+        )
+        deliver(sessions, table, stripe_event(COMPLETED, obj))
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk_test_x"
+    assert balance(sessions) == Decimal(85 * 2 + 250)
+    with transaction(sessions) as s:
+        assert purchase_for_session(s, obj["id"]).description == "Pro x2, Organisme"
+
+
+def test_line_items_the_event_carries_need_no_stripe_call(sessions, database_url):
+    seed(sessions, 1)
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    obj = checkout_session(
+        1, line_items={"object": "list", "has_more": False, "data": [line_item(PRO)]}
+    )
+    with respx.mock(base_url=STRIPE_BASE) as stripe:
+        deliver(sessions, table, stripe_event(COMPLETED, obj))
+    assert not stripe.calls
+    assert balance(sessions) == Decimal(85)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (httpx.Response(500, json={"error": {"message": "boom"}}), RetryLater),
+        (httpx.Response(429, json={"error": {"message": "slow down"}}), RetryLater),
+        (httpx.Response(404, json={"error": {"message": "No such session"}}), PermanentFailure),
+        (httpx.ConnectError("refused"), RetryLater),
+    ],
+)
+def test_a_failed_line_items_read_is_retried_or_dead_and_grants_nothing(
+    sessions, database_url, answer, outcome
+):
+    seed(sessions, 1)
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    obj = checkout_session(1)
+    with respx.mock(base_url=STRIPE_BASE) as stripe:
+        route = stripe.get(f"/v1/checkout/sessions/{obj['id']}/line_items")
+        if isinstance(answer, Exception):
+            route.side_effect = answer
+        else:
+            route.return_value = answer
+        with pytest.raises(outcome):
+            deliver(sessions, table, stripe_event(COMPLETED, obj))
+    assert route.call_count == 1  # no retry hidden inside the client
+    assert balance(sessions) == 0
+
+
+def test_without_an_api_key_a_session_without_a_pack_waits(sessions, table):
+    seed(sessions, 1)
+    with pytest.raises(RetryLater, match="STRIPE_API_KEY"):
+        deliver(sessions, table, stripe_event(COMPLETED, checkout_session(1)))
+
+
+def test_an_unknown_pack_is_a_permanent_failure_until_the_operator_adds_it(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, pack="price_unknown")
+    event = stripe_event(COMPLETED, obj)
+    with pytest.raises(PermanentFailure, match="no credit pack for price price_unknown"):
+        deliver(sessions, table, event)
+    assert balance(sessions) == 0
+    with transaction(sessions) as s:
+        assert purchase_for_session(s, obj["id"]) is None
+        set_pack(s, PackSpec("price_unknown", "Essai", Decimal("2.5")), now=NOW)
+    deliver(sessions, table, event)  # the operator's replay
+    deliver(sessions, table, event)
+    assert balance(sessions) == Decimal("2.5")
+
+
+def test_a_retired_pack_is_still_granted_when_paid(sessions, table):
+    seed(sessions, 1)
+    with transaction(sessions) as s:
+        from domain.packs import retire_pack
+
+        assert retire_pack(s, PRO, now=NOW)
+    deliver(sessions, table, stripe_event(COMPLETED, checkout_session(1, pack=PRO)))
+    assert balance(sessions) == Decimal(85)
+
+
+def test_a_session_for_an_account_not_yet_known_is_retried_then_granted(sessions, table):
+    seed(sessions)
+    event = stripe_event(COMPLETED, checkout_session(5, pack=PRO, customer="cus_5"))
+    with pytest.raises(RetryLater, match="account 5 does not exist yet"):
+        deliver(sessions, table, event)
+    with transaction(sessions) as s:
+        ensure_account(s, 5, login="late", now=NOW, welcome_credits=Decimal(50))
+    deliver(sessions, table, event)
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 5) == Decimal(135)
+        assert account_for_customer(s, "cus_5").id == 5
+
+
+def test_the_account_may_be_named_by_metadata_or_by_its_linked_customer(sessions, table):
+    seed(sessions, 1, 2)
+    by_metadata = checkout_session(None, pack=PRO)
+    by_metadata["metadata"]["github_account_id"] = "2"
+    deliver(sessions, table, stripe_event(COMPLETED, by_metadata))
+    by_customer = checkout_session(None, pack=PRO, customer="cus_1")
+    with pytest.raises(RetryLater, match="cus_1 is linked to none"):
+        deliver(sessions, table, stripe_event(COMPLETED, by_customer))
+    with transaction(sessions) as s:
+        link_customer(s, 1, "cus_1", now=NOW)
+    deliver(sessions, table, stripe_event(COMPLETED, by_customer))
+    assert (balance(sessions, 1), balance(sessions, 2)) == (Decimal(85), Decimal(85))
+
+
+@pytest.mark.parametrize("ref", ["octocat", "12abc", "-3"])
+def test_a_session_naming_no_usable_account_is_dead_with_a_reason(sessions, table, ref):
+    seed(sessions, 1)
+    with pytest.raises(PermanentFailure, match="not a GitHub account id"):
+        deliver(sessions, table, stripe_event(COMPLETED, checkout_session(ref, pack=PRO)))
+    with pytest.raises(PermanentFailure, match="names no account"):
+        deliver(sessions, table, stripe_event(COMPLETED, checkout_session(None, pack=PRO)))
+
+
+def test_a_customer_already_linked_elsewhere_is_not_stolen(sessions, table):
+    seed(sessions, 1, 2)
+    with transaction(sessions) as s:
+        link_customer(s, 1, "cus_shared", now=NOW)
+    deliver(
+        sessions,
+        table,
+        stripe_event(COMPLETED, checkout_session(2, pack=PRO, customer="cus_shared")),
+    )
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_shared").id == 1
+        assert ledger.balance(s, 2) == Decimal(85)
+
+
+def test_an_event_without_a_session_object_is_dead(sessions, table):
+    event = stripe_event(COMPLETED, {})
+    event.payload["data"] = {}
+    with pytest.raises(PermanentFailure):
+        deliver(sessions, table, event)

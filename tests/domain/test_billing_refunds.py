@@ -1,0 +1,127 @@
+"""charge.refunded takes the refunded share of a pack back, once, and never below zero."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import respx
+
+from domain import ledger
+from domain.purchases import purchase_for_session
+from outbox.db import transaction
+from outbox.handling import RetryLater
+from tests.domain.billing_support import (
+    NOW,
+    PACK_CENTS,
+    PRO,
+    STRIPE_BASE,
+    charge,
+    checkout_session,
+    deliver,
+    seed,
+    stripe_event,
+    table_for,
+)
+
+REFUNDED = "charge.refunded"
+D = Decimal
+
+
+@pytest.fixture
+def table(database_url):
+    return table_for(database_url)
+
+
+def bought_pro(sessions, table, account_id=1):
+    obj = checkout_session(account_id, pack=PRO)
+    deliver(sessions, table, stripe_event("checkout.session.completed", obj))
+    return obj["payment_intent"]
+
+
+def refund(sessions, table, payment_intent, refunded, cents=PACK_CENTS[PRO]):
+    event = stripe_event(REFUNDED, charge(payment_intent, cents, refunded))
+    deliver(sessions, table, event)
+    return event
+
+
+def standing(sessions, account_id=1):
+    with transaction(sessions) as s:
+        return ledger.balance(s, account_id), ledger.debt(s, account_id)
+
+
+def test_a_full_refund_takes_the_whole_pack_back_once(sessions, table):
+    seed(sessions, 1, welcome="10")
+    pi = bought_pro(sessions, table)
+    event = refund(sessions, table, pi, 1499)
+    deliver(sessions, table, event)  # redelivered
+    refund(sessions, table, pi, 1499)  # the same refund state, as another event
+    assert standing(sessions) == (D(10), D(0))
+
+
+def test_partial_refunds_take_back_their_cumulative_share_in_any_order(sessions, table):
+    seed(sessions, 1)
+    pi = bought_pro(sessions, table)
+    refund(sessions, table, pi, 500)  # 500/1499 of 85 credits
+    assert standing(sessions)[0] == D(85) - D("28.3522")
+    refund(sessions, table, pi, 1499)
+    refund(sessions, table, pi, 500)  # old news, after the newer state: takes nothing more
+    assert standing(sessions) == (D(0), D(0))
+    with transaction(sessions) as s:
+        keys = [e.key for e in ledger.history(s, 1)]
+    assert keys[1:] == [f"refund:ch_{pi}:500", f"refund:ch_{pi}:1499"]
+
+
+def test_a_refund_larger_than_the_balance_leaves_a_debt_later_purchases_pay_first(sessions, table):
+    seed(sessions, 1)
+    pi = bought_pro(sessions, table)
+    with transaction(sessions) as s:
+        ledger.spend(s, 1, 80, key="job:1", reason="jobs", now=NOW)
+    refund(sessions, table, pi, 1499)
+    assert standing(sessions) == (D(0), D(80))
+    bought_pro(sessions, table)  # 85 credits: 80 pay the debt, 5 reach the balance
+    assert standing(sessions) == (D(5), D(0))
+
+
+def test_a_refund_never_takes_credits_reserved_by_a_hold(sessions, table):
+    seed(sessions, 1)
+    pi = bought_pro(sessions, table)
+    with transaction(sessions) as s:
+        ledger.hold(s, 1, 30, key="hold:job:1", now=NOW)
+    refund(sessions, table, pi, 1499)
+    with transaction(sessions) as s:
+        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (30, 0, 30)
+        assert ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert ledger.balance(s, 1) == 0
+
+
+def test_a_refund_before_its_purchase_is_recorded_waits_for_it(sessions, table):
+    seed(sessions, 1)
+    obj = checkout_session(1, pack=PRO)
+    early = stripe_event(REFUNDED, charge(obj["payment_intent"], 1499, 1499))
+    with pytest.raises(RetryLater, match="no credit purchase recorded yet"):
+        deliver(sessions, table, early)
+    deliver(sessions, table, stripe_event("checkout.session.completed", obj))
+    deliver(sessions, table, early)
+    assert standing(sessions) == (D(0), D(0))
+    with transaction(sessions) as s:
+        purchase = purchase_for_session(s, obj["id"])
+        assert (purchase.refunded_amount, purchase.refunded_credits) == (1499, D(85))
+
+
+def test_a_refund_of_a_subscription_invoice_is_not_a_pack_refund(sessions, table):
+    seed(sessions, 1, welcome="10")
+    deliver(sessions, table, stripe_event(REFUNDED, charge("pi_inv", 2000, 2000, invoice="in_1")))
+    deliver(sessions, table, stripe_event(REFUNDED, charge(None, 2000, 2000)))
+    assert standing(sessions) == (D(10), D(0))
+
+
+def test_with_the_api_a_charge_no_checkout_made_is_left_alone(sessions, database_url):
+    seed(sessions, 1, welcome="10")
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
+        stripe.get("/v1/checkout/sessions", params={"payment_intent": "pi_other"}).respond(
+            json={"object": "list", "url": "/v1/checkout/sessions", "has_more": False, "data": []}
+        )
+        deliver(sessions, table, stripe_event(REFUNDED, charge("pi_other", 2000, 2000)))
+    assert standing(sessions) == (D(10), D(0))

@@ -1,0 +1,246 @@
+"""Subscriptions: one record per Stripe subscription, where old news never wins."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import respx
+
+from domain.accounts import link_customer
+from domain.subscriptions import may_use_paid_features, subscription, subscriptions_of
+from outbox.db import transaction
+from outbox.handling import RetryLater
+from tests.domain.billing_support import (
+    NOW,
+    STRIPE_BASE,
+    deliver,
+    invoice_object,
+    seed,
+    stripe_event,
+    subscription_object,
+    table_for,
+)
+
+T0 = int(NOW.timestamp()) - 3600  #: seconds; Stripe `created` of a sequence's first event
+GRACE = timedelta(days=3)
+CUSTOMER = "cus_QXg1o8vcGmoR32"
+
+
+@pytest.fixture
+def table(database_url):
+    return table_for(database_url)
+
+
+@pytest.fixture
+def account(sessions):
+    seed(sessions, 1)
+    with transaction(sessions) as s:
+        link_customer(s, 1, CUSTOMER, now=NOW)
+    return 1
+
+
+def sub_event(kind, status, at, sub_id, **changes):
+    return stripe_event(
+        f"customer.subscription.{kind}",
+        subscription_object(CUSTOMER, status, sub_id=sub_id, **changes),
+        created=T0 + at,
+    )
+
+
+def invoice_event(kind, at, sub_id, **changes):
+    return stripe_event(
+        f"invoice.{kind}", invoice_object(CUSTOMER, sub_id, **changes), created=T0 + at
+    )
+
+
+def record(sessions, sub_id):
+    with transaction(sessions) as s:
+        row = subscription(s, sub_id)
+        return None if row is None else row.as_dict(NOW, GRACE)
+
+
+#: A subscription's life: signed up, first payment, renewal failed then recovered, cancelled
+#: at period end, then deleted.
+def renewal_then_cancel(sub_id):
+    return [
+        sub_event("created", "incomplete", 0, sub_id),
+        invoice_event("paid", 10, sub_id, billing_reason="subscription_create"),
+        sub_event("updated", "active", 11, sub_id),
+        invoice_event("payment_failed", 20, sub_id),
+        sub_event("updated", "past_due", 21, sub_id, period_end=1_900_000_000),
+        sub_event(
+            "updated",
+            "active",
+            30,
+            sub_id,
+            cancel_at_period_end=True,
+            price="price_pro",
+            period_end=1_900_000_000,
+        ),
+        sub_event(
+            "deleted",
+            "canceled",
+            40,
+            sub_id,
+            cancel_at_period_end=True,
+            price="price_pro",
+            period_end=1_900_000_000,
+        ),
+    ]
+
+
+#: A renewal that failed and was not paid yet: the account is in its grace period.
+def failing_renewal(sub_id):
+    return [
+        sub_event("created", "active", 0, sub_id),
+        invoice_event("paid", 1, sub_id, billing_reason="subscription_create"),
+        sub_event("updated", "active", 5, sub_id, cancel_at_period_end=True),
+        invoice_event("payment_failed", 20, sub_id),
+        sub_event("updated", "past_due", 21, sub_id, period_end=1_900_000_000),
+    ]
+
+
+def test_each_subscription_event_keeps_the_record_current(sessions, table, account):
+    sub_id = "sub_life"
+    expected = [
+        ("incomplete", False), ("active", True), ("active", True), ("past_due", True),
+        ("past_due", True), ("active", True), ("canceled", False),
+    ]  # fmt: skip
+    for event, (status, paid) in zip(renewal_then_cancel(sub_id), expected, strict=True):
+        deliver(sessions, table, event)
+        deliver(sessions, table, event)  # a duplicate changes nothing
+        row = record(sessions, sub_id)
+        assert (row["status"], row["paid_features"]) == (status, paid), event.event_type
+    assert row["price_id"] == "price_pro"
+    assert row["cancel_at_period_end"] is True
+    assert row["account_id"] == 1
+
+
+#: Where each sequence ends: status, past due since (seconds after T0), cancel flag, price.
+ENDS = {
+    "renewal_then_cancel": ("canceled", None, True, "price_pro"),
+    "failing_renewal": ("past_due", 20, False, "price_monthly"),
+}
+
+
+@pytest.mark.parametrize("sequence", [renewal_then_cancel, failing_renewal])
+def test_out_of_order_delivery_in_every_order_ends_where_the_in_order_one_does(
+    sessions, table, account, sequence
+):
+    in_order = sequence("sub_in_order")
+    for event in in_order:
+        deliver(sessions, table, event)
+    want = record(sessions, "sub_in_order")
+    status, since, cancel, price = ENDS[sequence.__name__]
+    assert (want["status"], want["cancel_at_period_end"], want["price_id"]) == (
+        status,
+        cancel,
+        price,
+    )
+    assert want["past_due_since"] == (
+        None if since is None else datetime.fromtimestamp(T0 + since, UTC)
+    )
+    assert want["current_period_end"] == datetime.fromtimestamp(1_900_000_000, UTC)
+
+    n_events = len(in_order)
+    orders = list(itertools.permutations(range(n_events)))
+    if n_events > 5:
+        # Every one of the 5040 orders of seven events would take a minute: take the
+        # orders that start with the first or the last event, and every 7th of those.
+        orders = [order for order in orders if order[0] in (0, n_events - 1)][::7]
+    for n, order in enumerate(orders):
+        sub_id = f"sub_perm_{n}"
+        events = sequence(sub_id)
+        for index in order:
+            deliver(sessions, table, events[index])
+        got = record(sessions, sub_id)
+        assert {**got, "subscription": None} == {**want, "subscription": None}, order
+
+
+def test_an_older_event_does_not_overwrite_a_newer_state(sessions, table, account):
+    deliver(sessions, table, sub_event("updated", "canceled", 50, "sub_x"))
+    deliver(sessions, table, sub_event("updated", "active", 10, "sub_x"))
+    deliver(sessions, table, invoice_event("paid", 60, "sub_x"))  # canceled is final
+    assert record(sessions, "sub_x")["status"] == "canceled"
+    deliver(sessions, table, sub_event("updated", "active", 5, "sub_y"))
+    deliver(sessions, table, sub_event("updated", "past_due", 6, "sub_y"))
+    deliver(sessions, table, sub_event("updated", "active", 5, "sub_y"))
+    assert record(sessions, "sub_y")["status"] == "past_due"
+
+
+def test_past_due_keeps_paid_features_until_the_grace_period_ends(sessions, table, account):
+    deliver(sessions, table, sub_event("updated", "past_due", 0, "sub_due"))
+    since = datetime.fromtimestamp(T0, UTC)
+    with transaction(sessions) as s:
+        assert may_use_paid_features(s, 1, now=since + GRACE - timedelta(seconds=1), grace=GRACE)
+        assert not may_use_paid_features(s, 1, now=since + GRACE, grace=GRACE)
+        assert not may_use_paid_features(s, 1, now=since, grace=timedelta(0))
+
+
+@pytest.mark.parametrize(
+    ("status", "paid"),
+    [("active", True), ("trialing", True), ("canceled", False), ("unpaid", False),
+     ("incomplete", False), ("incomplete_expired", False), ("paused", False)],
+)  # fmt: skip
+def test_which_statuses_may_use_paid_features(sessions, table, account, status, paid):
+    deliver(sessions, table, sub_event("updated", status, 0, "sub_s"))
+    with transaction(sessions) as s:
+        assert may_use_paid_features(s, 1, now=NOW, grace=GRACE) is paid
+
+
+def test_a_new_subscription_after_a_cancelled_one_gives_the_account_paid_features(
+    sessions, table, account
+):
+    deliver(sessions, table, sub_event("deleted", "canceled", 0, "sub_old"))
+    deliver(sessions, table, sub_event("created", "active", 100, "sub_new"))
+    deliver(sessions, table, sub_event("updated", "canceled", 50, "sub_old"))
+    with transaction(sessions) as s:
+        assert may_use_paid_features(s, 1, now=NOW, grace=GRACE)
+        assert [row.id for row in subscriptions_of(s, 1)] == ["sub_new", "sub_old"]
+
+
+def test_a_subscription_of_an_unknown_customer_waits_for_its_account(sessions, table):
+    seed(sessions)
+    event = stripe_event(
+        "customer.subscription.created",
+        subscription_object(
+            "cus_new", "active", sub_id="sub_new", metadata={"github_account_id": "9"}
+        ),
+        created=T0,
+    )
+    with pytest.raises(RetryLater, match="account 9 does not exist yet"):
+        deliver(sessions, table, event)
+    orphan = stripe_event("invoice.paid", invoice_object("cus_nobody", "sub_orphan"), created=T0)
+    with pytest.raises(RetryLater, match="no account yet for Stripe customer cus_nobody"):
+        deliver(sessions, table, orphan)
+    seed(sessions, 9)
+    deliver(sessions, table, event)
+    with transaction(sessions) as s:
+        assert subscription(s, "sub_new").account_id == 9
+        from domain.accounts import account_for_customer
+
+        assert account_for_customer(s, "cus_new").id == 9  # named both: linked
+
+
+def test_a_one_off_invoice_changes_no_subscription(sessions, table, account):
+    invoice = invoice_object(CUSTOMER, "sub_z")
+    invoice["parent"] = None
+    deliver(sessions, table, stripe_event("invoice.paid", invoice))
+    assert record(sessions, "sub_z") is None
+
+
+def test_with_the_api_the_current_subscription_is_fetched_instead_of_an_old_payload(
+    sessions, database_url, account
+):
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    stale = sub_event("updated", "active", 0, "sub_api")
+    current = subscription_object(CUSTOMER, "past_due", sub_id="sub_api", price="price_pro")
+    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
+        route = stripe.get("/v1/subscriptions/sub_api").respond(json=current)
+        deliver(sessions, table, stale)
+        deliver(sessions, table, invoice_event("paid", -100, "sub_api"))  # older still
+    assert route.call_count == 2
+    row = record(sessions, "sub_api")
+    assert (row["status"], row["price_id"]) == ("past_due", "price_pro")

@@ -1,0 +1,251 @@
+"""The credit ledger: exact amounts, once per key, never below zero, holds, debt."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from domain import ledger
+from domain.accounts import (
+    CustomerAlreadyLinked,
+    UnknownAccount,
+    account_for_customer,
+    ensure_account,
+    find_account,
+    link_customer,
+)
+from domain.credits import InvalidAmount, format_credits, parse_credits
+from domain.ledger import InsufficientCredits
+from outbox.db import Base, make_engine, make_sessionmaker, transaction
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+D = Decimal
+
+
+def new_account(sessions, account_id=1, *, welcome="0", login="octocat"):
+    with transaction(sessions) as s:
+        account, _ = ensure_account(
+            s, account_id, login=login, kind="User", now=NOW, welcome_credits=D(welcome)
+        )
+    return account
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12", "12"), ("0.2", "0.2"), ("-3.75", "-3.75"), ("0.0001", "0.0001"), ("1.50000", "1.5"),
+     (" 7 ", "7"), (".5", "0.5")],
+)  # fmt: skip
+def test_parse_credits_is_exact_to_a_ten_thousandth(text, expected):
+    assert parse_credits(text) == D(expected)
+    assert format_credits(parse_credits(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["1e3", "0.00001", "abc", "nan", "NaN", "inf", "", "1,5", "--1", "1_000",
+            "100000000000000", 0.1, True, None, D("NaN"), D("1E-7")],
+)  # fmt: skip
+def test_parse_credits_refuses_floats_exponents_and_too_many_decimals(bad):
+    with pytest.raises(InvalidAmount):
+        parse_credits(bad)
+
+
+def test_amounts_survive_the_database_exactly(sessions):
+    new_account(sessions)
+    with transaction(sessions) as s:
+        for i in range(10):
+            ledger.credit(s, 1, "0.1", key=f"tenth:{i}", reason="test", now=NOW)
+        ledger.credit(s, 1, "12345678901.2345", key="big", reason="test", now=NOW)
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 1) == D("12345678902.2345")
+        amounts = [e.amount for e in ledger.history(s, 1)]
+    assert amounts[:10] == [D("0.1")] * 10
+    assert all(isinstance(a, Decimal) for a in amounts)
+
+
+def test_welcome_grant_is_given_once_when_the_account_is_created(sessions):
+    with transaction(sessions) as s:
+        _, created = ensure_account(s, 7, login="acme", now=NOW, welcome_credits=D(50))
+        assert created
+    with transaction(sessions) as s:
+        _, created = ensure_account(s, 7, login="acme-renamed", now=NOW, welcome_credits=D(50))
+        assert not created
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 7) == D(50)
+        assert [e.key for e in ledger.history(s, 7)] == ["welcome:7"]
+        assert find_account(s, "ACME-renamed").id == 7
+        assert find_account(s, "7").login == "acme-renamed"
+        assert find_account(s, "acme") is None
+
+
+def test_accounts_link_one_stripe_customer_each(sessions):
+    new_account(sessions, 1)
+    new_account(sessions, 2, login="other")
+    with transaction(sessions) as s:
+        assert link_customer(s, 1, "cus_A", now=NOW)
+        assert not link_customer(s, 1, "cus_A", now=NOW)
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_A").id == 1
+        with pytest.raises(CustomerAlreadyLinked):
+            link_customer(s, 2, "cus_A", now=NOW)
+        with pytest.raises(CustomerAlreadyLinked):
+            link_customer(s, 1, "cus_B", now=NOW)
+        assert link_customer(s, 1, "cus_B", now=NOW, replace=True)
+        with pytest.raises(UnknownAccount):
+            link_customer(s, 99, "cus_C", now=NOW)
+
+
+def test_an_entry_is_applied_once_per_key(sessions):
+    new_account(sessions)
+    with transaction(sessions) as s:
+        assert ledger.credit(s, 1, 10, key="pack:cs_1", reason="pack", now=NOW) is not None
+        assert ledger.credit(s, 1, 10, key="pack:cs_1", reason="pack", now=NOW) is None
+        assert ledger.spend(s, 1, "2.5", key="job:1", reason="job", now=NOW, job_id=1)
+        assert ledger.spend(s, 1, "2.5", key="job:1", reason="job", now=NOW, job_id=1) is None
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 1) == D("7.5")
+
+
+def test_spending_more_than_the_balance_is_refused_and_writes_nothing(sessions):
+    new_account(sessions, welcome="1")
+    with transaction(sessions) as s, pytest.raises(InsufficientCredits) as err:
+        ledger.spend(s, 1, "1.0001", key="job:1", reason="job", now=NOW)
+    assert err.value.available == D(1)
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 1) == D(1)
+        assert len(ledger.history(s, 1)) == 1
+
+
+@pytest.mark.parametrize("amount", ["0", "-1", 0, "abc"])
+def test_spends_and_credits_must_be_positive(sessions, amount):
+    new_account(sessions, welcome="5")
+    with transaction(sessions) as s:
+        with pytest.raises(InvalidAmount):
+            ledger.spend(s, 1, amount, key="x", reason="x", now=NOW)
+        with pytest.raises(InvalidAmount):
+            ledger.credit(s, 1, amount, key="y", reason="y", now=NOW)
+
+
+def test_writing_to_an_unknown_account_is_an_error(sessions):
+    with transaction(sessions) as s, pytest.raises(UnknownAccount):
+        ledger.credit(s, 404, 1, key="k", reason="r", now=NOW)
+
+
+def test_holds_reserve_credits_until_released_or_captured_once(sessions):
+    new_account(sessions, welcome="10")
+    with transaction(sessions) as s:
+        first = ledger.hold(s, 1, 6, key="hold:job:1", now=NOW, job_id=1)
+        assert ledger.hold(s, 1, 6, key="hold:job:1", now=NOW).id == first.id
+        assert ledger.available(s, 1) == D(4)
+        with pytest.raises(InsufficientCredits):
+            ledger.hold(s, 1, 5, key="hold:job:2", now=NOW)
+        with pytest.raises(InsufficientCredits):
+            ledger.spend(s, 1, 5, key="spend", reason="x", now=NOW)
+        ledger.hold(s, 1, 4, key="hold:job:2", now=NOW, job_id=2)
+    with transaction(sessions) as s:
+        assert ledger.release_hold(s, "hold:job:2", now=NOW)
+        assert not ledger.release_hold(s, "hold:job:2", now=NOW)
+        assert not ledger.release_hold(s, "hold:none", now=NOW)
+        entry = ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert entry is not None and entry.amount == D(-6) and entry.job_id == 1
+        again = ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert again is None
+        assert not ledger.release_hold(s, "hold:job:1", now=NOW)
+    with transaction(sessions) as s:
+        assert ledger.balance(s, 1) == D(4)
+        assert ledger.available(s, 1) == D(4)
+        with pytest.raises(LookupError):
+            ledger.capture_hold(s, "hold:none", ledger_key="job:9", reason="job", now=NOW)
+
+
+def test_capturing_a_released_hold_charges_it_only_if_the_credits_are_still_there(sessions):
+    new_account(sessions, welcome="10")
+    with transaction(sessions) as s:
+        ledger.hold(s, 1, 6, key="h1", now=NOW)
+        ledger.release_hold(s, "h1", now=NOW)
+        ledger.spend(s, 1, 5, key="other", reason="x", now=NOW)
+    with transaction(sessions) as s, pytest.raises(InsufficientCredits):
+        ledger.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
+    with transaction(sessions) as s:
+        ledger.credit(s, 1, 1, key="topup", reason="x", now=NOW)
+        assert ledger.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
+        assert ledger.balance(s, 1) == D(0)
+
+
+def test_a_refund_beyond_the_balance_leaves_a_debt_that_later_credits_pay_first(sessions):
+    new_account(sessions, welcome="10")
+    with transaction(sessions) as s:
+        ledger.hold(s, 1, 3, key="h", now=NOW)
+        entry = ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW)
+        assert (entry.amount, entry.debt_change) == (D(-7), D(18))
+        assert ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW) is None
+        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (3, 0, 18)
+    with transaction(sessions) as s:
+        paid = ledger.credit(s, 1, 10, key="pack:a", reason="pack", now=NOW)
+        assert (paid.amount, paid.debt_change) == (D(0), D(-10))
+        paid = ledger.credit(s, 1, 25, key="pack:b", reason="pack", now=NOW)
+        assert (paid.amount, paid.debt_change) == (D(17), D(-8))
+        assert (ledger.balance(s, 1), ledger.debt(s, 1)) == (D(20), D(0))
+
+
+def test_operator_adjustments_may_not_make_the_balance_negative(sessions):
+    new_account(sessions, welcome="2")
+    with transaction(sessions) as s:
+        with pytest.raises(InsufficientCredits):
+            ledger.adjust(s, 1, "-2.0001", key="op:1", reason="oops", now=NOW)
+        with pytest.raises(InvalidAmount):
+            ledger.adjust(s, 1, "0", key="op:1", reason="oops", now=NOW)
+        ledger.adjust(s, 1, "-2", key="op:2", reason="fix", now=NOW)
+        ledger.adjust(s, 1, "0.5", key="op:3", reason="gift", now=NOW)
+        assert ledger.balance(s, 1) == D("0.5")
+
+
+def test_the_migrated_schema_matches_the_models(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+@pytest.mark.postgres
+def test_fifty_concurrent_spends_never_drive_the_balance_below_zero(postgres_url):
+    """50 threads, each its own connection and transaction, spend 1 of 30 credits at once."""
+    engine = make_engine(postgres_url, pool_size=25)
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as s:
+            ensure_account(s, 42, login="race", now=NOW, welcome_credits=D(30))
+        start = threading.Barrier(50)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def spender(n: int) -> None:
+            try:
+                with sessions() as s, s.begin():
+                    s.connection()  # its own connection and transaction, before the start
+                    start.wait()
+                    ledger.spend(s, 42, 1, key=f"race:{n}", reason="race", now=NOW)
+                outcome = "spent"
+            except InsufficientCredits:
+                outcome = "refused"
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=spender, args=(n,)) for n in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes).count("spent") == 30
+        assert outcomes.count("refused") == 20
+        with transaction(sessions) as s:
+            assert ledger.balance(s, 42) == D(0)
+            assert len(ledger.history(s, 42)) == 31
+    finally:
+        engine.dispose()
+        from tests.conftest import _empty_postgres
+
+        _empty_postgres(postgres_url)
