@@ -20,7 +20,7 @@ from tests.factories import stripe_event_body, stripe_headers
 from tests.processors.handlers import TEST_EVENT_TYPE, effect_counts
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
