@@ -4,8 +4,11 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 """
 
 import domain.accounts
+import domain.installations
+import domain.jobs
 import domain.ledger
 import domain.packs
 import domain.purchases
-import domain.subscriptions  # noqa: F401
+import domain.subscriptions
+import domain.usage  # noqa: F401
 import outbox.models  # noqa: F401

@@ -77,6 +77,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # --- GitHub pull-request jobs and usage reporting (issue 5) ---
+    #: Head branches of PR jobs are "<prefix>/job-<id>-<digest>"; onboarding "<prefix>/onboarding".
+    github_branch_prefix: str = Field(default="outbox", min_length=1, max_length=64)
+    #: Open an onboarding pull request in each repository the App is installed on (free).
+    onboarding_pr_enabled: bool = False
+    onboarding_pr_path: str = Field(default=".github/outbox.yml", min_length=1)
+    onboarding_pr_content: str = "# Configuration for the outbox GitHub App.\nenabled: true\n"
+    onboarding_pr_title: str = "Configure the outbox GitHub App"
+    onboarding_pr_body: str = (
+        "This pull request adds the App's configuration file. Merge it to start, "
+        "or close it to keep the defaults."
+    )
+
     @field_validator("stripe_mode", mode="before")
     @classmethod
     def _lower_mode(cls, value: object) -> object:

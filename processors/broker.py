@@ -24,7 +24,7 @@ from dramatiq.middleware import Middleware, Retries, default_middleware
 from outbox.settings import Settings
 
 #: Modules whose actors every process binds to its broker.
-ACTOR_MODULES: list[str] = ["processors.events"]
+ACTOR_MODULES: list[str] = ["processors.events", "processors.jobs"]
 
 REDIS_CONNECT_TIMEOUT = 2.0  #: seconds; Redis down must turn into a dropped ring, not a hang
 REDIS_SOCKET_TIMEOUT = 10.0  #: seconds; Dramatiq's Redis fetch is a script call, never blocking

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli import run, send, work
+from outbox.cli import jobs, run, send, usage, work
 
 app = typer.Typer(
     name="outbox",
@@ -21,6 +21,8 @@ app = typer.Typer(
 run.register(app)
 send.register(app)
 work.register(app)
+jobs.register(app)
+usage.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,50 @@
+"""`outbox usage list`: usage records of successful jobs and where their Stripe report stands."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from outbox.cli.common import fail, friendly_errors, print_json_lines
+from outbox.cli.jobs import account_id_of, command_session
+
+usage_app = typer.Typer(help="Usage records reported to the Stripe meter.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(usage_app, name="usage")
+
+
+@usage_app.command("list")
+@friendly_errors
+def list_usage(
+    unreported: bool = typer.Option(False, "--unreported", help="Only those Stripe lacks."),
+    account: str | None = typer.Option(None, help="Only this account's (id or login)."),
+    limit: int = typer.Option(100, min=1, max=10_000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """List usage records, newest first (exit 1 when none match)."""
+    from domain import usage
+
+    with command_session() as session:
+        account_id = account_id_of(session, account)
+        rows = usage.list_usage(session, unreported=unreported, account_id=account_id, limit=limit)
+    if not rows:
+        fail("no unreported usage records" if unreported else "no usage records")
+    if as_json:
+        print_json_lines(rows)
+    else:
+        table = Table("id", "key", "account", "quantity", "state", "created", "reported", "note")
+        for row in rows:
+            table.add_row(
+                str(row["id"]),
+                str(row["key"]),
+                str(row["account_id"]),
+                str(row["quantity"]),
+                str(row["state"]),
+                f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+                f"{row['reported_at']:%Y-%m-%d %H:%M:%S}" if row["reported_at"] else "",
+                str(row["last_error"] or ""),
+            )
+        Console().print(table)

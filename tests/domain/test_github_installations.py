@@ -1,0 +1,308 @@
+"""Installation events keep installations, their accounts and repositories; every example fits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import installations as inst
+from domain import ledger
+from domain.accounts import Account
+from domain.handlers import handler_table
+from domain.jobs import JobStatus, PrJob
+from outbox.handling import EventContext, PermanentFailure
+from outbox.settings import Settings
+from tests.conftest import CORPUS
+
+GITHUB_CORPUS = CORPUS / "github"
+NOW = datetime(2026, 12, 1, 21, 0, tzinfo=UTC)
+HANDLED = {
+    "installation.created",
+    "installation.deleted",
+    "installation.suspend",
+    "installation.unsuspend",
+    "installation.new_permissions_accepted",
+    "installation_repositories.added",
+    "installation_repositories.removed",
+    "github_app_authorization.revoked",
+}
+_event_ids = itertools.count(1)
+
+
+def example(relative: str) -> dict[str, Any]:
+    return json.loads((GITHUB_CORPUS / relative).read_text())  # type: ignore[no-any-return]
+
+
+def event_type_of(path: Path, payload: dict[str, Any]) -> str:
+    action = payload.get("action")
+    return f"{path.parent.name}.{action}" if isinstance(action, str) else path.parent.name
+
+
+def context(
+    event_type: str, payload: dict[str, Any], *, now: datetime = NOW, event_id: int | None = None
+) -> EventContext:
+    return EventContext(
+        id=event_id or next(_event_ids),
+        source="github",
+        delivery_id=f"delivery-{event_id}",
+        event_type=event_type,
+        payload=payload,
+        livemode=None,
+        provider_created_at=None,
+        installation_id=None,
+        stripe_account=None,
+        account_id=None,
+        attempts=1,
+        backfilled=False,
+        now=now,
+    )
+
+
+def apply(
+    sessions: sessionmaker[Session], settings: Settings, event: EventContext
+) -> bool:  # fmt: skip
+    """Apply one event as the processors would (False: no handler, it would be skipped)."""
+    handler = handler_table(settings).get(("github", event.event_type))
+    if handler is None:
+        return False
+    with sessions() as session, session.begin():
+        handler.apply(session, event, None)
+    return True
+
+
+def deliver(
+    sessions: sessionmaker[Session], settings: Settings, relative: str, **kwargs: Any
+) -> EventContext:
+    payload = example(relative)
+    event = context(event_type_of(GITHUB_CORPUS / relative, payload), payload, **kwargs)
+    assert apply(sessions, settings, event)
+    return event
+
+
+def test_every_corpus_example_is_applied_or_left_to_be_skipped(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    table = handler_table(settings)
+    assert {t for (source, t) in table if source == "github"} == HANDLED
+    seen: set[str] = set()
+    for path in sorted(GITHUB_CORPUS.glob("*/*.json")):
+        payload = json.loads(path.read_text())
+        event_type = event_type_of(path, payload)
+        handled = apply(sessions, settings, context(event_type, payload))
+        assert handled == (event_type in HANDLED), path
+        seen.add(event_type)
+    assert seen >= HANDLED  # the corpus has an example of every event handled
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(inst.Installation)) == 3
+        assert session.scalar(select(func.count()).select_from(inst.AuthorizationRevocation)) == 1
+        assert sorted(session.scalars(select(Account.login))) == ["Codertocat", "octocat"]
+
+
+def test_an_uninstall_of_an_app_never_seen_installed_makes_no_account(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    deliver(sessions, settings, "installation/deleted.payload.json")
+    deliver(sessions, settings, "installation/suspend.payload.json")
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Account)) == 0
+        assert session.scalar(select(func.count()).select_from(inst.Installation)) == 2
+
+
+def test_created_records_installation_account_with_welcome_credits_and_repositories(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    deliver(sessions, settings, "installation/created.payload.json")
+
+    with sessions() as session:
+        installation = session.get(inst.Installation, 957387)
+        assert installation is not None
+        assert (installation.account_id, installation.account_login) == (21031067, "Codertocat")
+        assert installation.status == inst.InstallationStatus.ACTIVE
+        assert installation.permissions["pull_requests"] == "write"
+        [repo] = inst.repositories_of(session, 957387)
+        assert (repo.full_name, repo.repository_id, repo.removed_at) == (
+            "Codertocat/Hello-World",
+            186853002,
+            None,
+        )
+        account = session.get(Account, 21031067)
+        assert account is not None and account.login == "Codertocat"
+        assert ledger.balance(session, 21031067) == settings.welcome_credits
+        assert inst.why_unusable(session, 957387, "codertocat/hello-world") is None
+
+
+def test_replaying_created_changes_nothing_more(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    first = deliver(sessions, settings, "installation/created.payload.json")
+    assert apply(sessions, settings, first)
+    deliver(sessions, settings, "installation/created.with-requester.payload.json")
+
+    with sessions() as session:
+        assert len(inst.repositories_of(session, 957387)) == 1
+        assert ledger.balance(session, 21031067) == settings.welcome_credits
+        assert session.scalar(select(func.count()).select_from(Account)) == 1
+
+
+def test_suspend_then_unsuspend(sessions: sessionmaker[Session], settings: Settings) -> None:
+    deliver(sessions, settings, "installation/suspend.payload.json")
+    with sessions() as session:
+        installation = session.get(inst.Installation, 16598467)
+        assert installation is not None
+        assert installation.status == inst.InstallationStatus.SUSPENDED
+        assert installation.suspended_at is not None
+
+    deliver(sessions, settings, "installation/unsuspend.payload.json")
+    with sessions() as session:
+        installation = session.get(inst.Installation, 16598467)
+        assert installation is not None
+        assert (installation.status, installation.suspended_at) == ("active", None)
+
+
+def test_deleted_installation_stays_deleted_and_refuses_work(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    deliver(sessions, settings, "installation/created.payload.json")
+    deleted = example("installation/deleted.payload.json")
+    deleted["installation"] = example("installation/created.payload.json")["installation"]
+    assert apply(sessions, settings, context("installation.deleted", deleted))
+    unsuspend = example("installation/unsuspend.payload.json")
+    unsuspend["installation"]["id"] = 957387
+    assert apply(sessions, settings, context("installation.unsuspend", unsuspend))
+
+    with sessions() as session:
+        installation = session.get(inst.Installation, 957387)
+        assert installation is not None and installation.status == "deleted"
+        reason = inst.why_unusable(session, 957387, "Codertocat/Hello-World")
+        assert reason == "installation 957387 was removed (the App was uninstalled)"
+
+
+def test_repositories_added_and_removed(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    deliver(sessions, settings, "installation_repositories/added.payload.json")
+    deliver(sessions, settings, "installation_repositories/removed.payload.json")
+
+    with sessions() as session:
+        assert inst.why_unusable(session, 957387, "Codertocat/Space") is None
+        assert inst.why_unusable(session, 2, "octocat/Hello-World") == (
+            "repository octocat/Hello-World was removed from installation 2"
+        )
+        assert inst.why_unusable(session, 957387, "Codertocat/Other") == (
+            "repository Codertocat/Other is not part of installation 957387"
+        )
+        assert inst.why_unusable(session, 5, "a/b") == (
+            "installation 5 is unknown (no installation event received)"
+        )
+
+
+def test_a_removed_repository_added_again_is_usable(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    added = example("installation_repositories/added.payload.json")
+    removed = dict(added, action="removed", repositories_removed=added["repositories_added"])
+    removed["repositories_added"] = []
+    for n, (kind, payload) in enumerate([("added", added), ("removed", removed), ("added", added)]):
+        event = context(f"installation_repositories.{kind}", payload, now=NOW + timedelta(n))
+        assert apply(sessions, settings, event)
+    with sessions() as session:
+        assert inst.why_unusable(session, 957387, "Codertocat/Space") is None
+
+
+def test_revocation_is_recorded_once_per_event(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    event = deliver(sessions, settings, "github_app_authorization/revoked.payload.json")
+    assert apply(sessions, settings, event)
+    with sessions() as session:
+        [row] = session.scalars(select(inst.AuthorizationRevocation)).all()
+        assert (row.user_id, row.login, row.event_id) == (1, "octocat", event.id)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.pop("installation"), "installation is missing"),
+        (lambda p: p["installation"].pop("account"), "installation.account is missing"),
+        (lambda p: p["installation"].update(id="x"), "installation.id is missing or not"),
+        (lambda p: p.update(repositories=[{"id": 1}]), r"repositories\[0\].full_name"),
+        (lambda p: p.update(repositories="all"), "repositories is not a list"),
+    ],
+)
+def test_malformed_installation_event_is_a_permanent_failure(
+    sessions: sessionmaker[Session], settings: Settings, change: Any, message: str
+) -> None:
+    payload = example("installation/created.payload.json")
+    change(payload)
+    with pytest.raises(PermanentFailure, match=message):
+        apply(sessions, settings, context("installation.created", payload))
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(inst.Installation)) == 0
+
+
+def test_no_onboarding_job_unless_enabled(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    assert settings.onboarding_pr_enabled is False
+    deliver(sessions, settings, "installation/created.payload.json")
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(PrJob)) == 0
+
+
+def test_onboarding_job_once_per_repository_free_on_a_fixed_branch(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    onboarding = settings.model_copy(
+        update={"onboarding_pr_enabled": True, "onboarding_pr_path": "renovate.json"}
+    )
+    created = deliver(sessions, onboarding, "installation/created.payload.json")
+    assert apply(sessions, onboarding, created)  # a replay
+    deliver(sessions, onboarding, "installation_repositories/added.payload.json")
+
+    with sessions() as session:
+        jobs = session.scalars(select(PrJob).order_by(PrJob.id)).all()
+        assert [j.repository for j in jobs] == ["Codertocat/Hello-World", "Codertocat/Space"]
+        first = jobs[0]
+        assert (first.origin, first.status, first.required_credits) == (
+            "onboarding",
+            JobStatus.PENDING,
+            Decimal(0),
+        )
+        assert first.head_branch == "outbox/onboarding"
+        assert first.base_branch == ""  # the repository's default branch
+        content = onboarding.onboarding_pr_content
+        assert first.files == [{"path": "renovate.json", "content": content}]
+        assert first.event_id == created.id
+        assert first.key == "onboarding:957387:186853002"
+
+
+def test_effects_of_an_installation_event_list_its_rows(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    from domain import jobs, usage
+
+    onboarding = settings.model_copy(update={"onboarding_pr_enabled": True})
+    event = deliver(sessions, onboarding, "installation/created.payload.json")
+    other = deliver(sessions, onboarding, "installation/suspend.payload.json")
+
+    with sessions() as session:
+        found = (
+            inst.effects_of_event(session, event.id)
+            + jobs.effects_of_event(session, event.id)
+            + usage.effects_of_event(session, event.id)
+        )
+        assert [(e["table"], e["id"]) for e in found] == [
+            ("installations", 957387),
+            ("installation_repositories", 1),
+            ("pr_jobs", 1),
+        ]
+        assert [e["table"] for e in inst.effects_of_event(session, other.id)] == ["installations"]
+        assert jobs.effects_of_event(session, other.id) == []
