@@ -270,7 +270,8 @@ class HookDeliveries:
             headers = {}
             if start + per_page < len(newest):
                 base = str(request.url.copy_with(query=None))
-                headers["link"] = f'<{base}?per_page={per_page}&cursor={start + per_page}>; rel="next"'
+                after = start + per_page
+                headers["link"] = f'<{base}?per_page={per_page}&cursor={after}>; rel="next"'
             return httpx.Response(200, json=page, headers=headers)
         attempt = re.fullmatch(r"/app/hook/deliveries/(\d+)/attempts", path)
         if attempt and method == "POST":
@@ -312,9 +313,14 @@ class FakeProviders:
     def rate_limit_github(self, method: str, path_suffix: str, *, times: int = 1) -> None:
         """GitHub's primary rate limit: 403 with no requests remaining until a reset."""
         reset = str(int(time.time()) + 1)
-        self.github.fail(method, path_suffix, status=403, times=times,
-                         headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
-                         body={"message": "API rate limit exceeded for installation ID 1."})  # fmt: skip
+        self.github.fail(
+            method,
+            path_suffix,
+            status=403,
+            times=times,
+            headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
+            body={"message": "API rate limit exceeded for installation ID 1."},
+        )
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """One call, answered by whichever fake owns its path (one at a time)."""
@@ -330,9 +336,8 @@ class FakeProviders:
         )
         answer = self.handle(forwarded)
         content = answer.read()
-        headers = {
-            k: v for k, v in answer.headers.items() if k not in ("content-length", "content-encoding")
-        }
+        dropped = ("content-length", "content-encoding")
+        headers = {k: v for k, v in answer.headers.items() if k not in dropped}
         return Response(content, answer.status_code, headers=headers)
 
     def app(self) -> Starlette:
