@@ -470,14 +470,24 @@ def release_expired(
     return released
 
 
-def due_ids(session: Session, *, now: datetime, limit: int = 1000) -> list[int]:
-    """Ids of pending rows whose time has come, oldest first: the sweeper rings for these."""
+def due_ids(
+    session: Session, *, now: datetime, limit: int = 1000, fresh_grace: timedelta | None = None
+) -> list[int]:
+    """Ids of pending rows whose time has come, oldest first: the sweeper rings for these.
+
+    `fresh_grace` leaves out rows never tried and received less than that long ago: the
+    ingress rang them a moment ago. Retries and released rows are due the moment they are.
+    """
     query = (
         select(WebhookEvent.id)
         .where(WebhookEvent.status == Status.PENDING.value, WebhookEvent.next_attempt_at <= now)
         .order_by(WebhookEvent.next_attempt_at)
         .limit(limit)
     )
+    if fresh_grace is not None:
+        query = query.where(
+            ~((WebhookEvent.attempts == 0) & (WebhookEvent.received_at > now - fresh_grace))
+        )
     return list(session.scalars(query))
 
 

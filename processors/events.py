@@ -22,8 +22,8 @@ from processors.sweeper import SweepSource, register_sweep_source
 QUEUE = "events"
 #: Ids carried by one message: small enough that the worker threads share a burst.
 IDS_PER_MESSAGE = 10
-#: A row due for less than this was just rung by the ingress (or is being retried right
-#: now); the sweeper leaves it to that ring instead of sending a second message.
+#: A new row received less than this ago was just rung by the ingress; the sweeper leaves
+#: it to that ring instead of sending a second message. Retries are rung once due.
 RING_GRACE_SECONDS = 2.0  #: seconds (or the sweep interval, when that is shorter)
 
 
@@ -49,7 +49,7 @@ class EventsDoorbell:
 
 def _due_events(session: Session, now: datetime, limit: int) -> list[int]:
     grace = min(RING_GRACE_SECONDS, runtime.current().settings.sweep_interval_seconds)
-    return store.due_ids(session, now=now - timedelta(seconds=grace), limit=limit)
+    return store.due_ids(session, now=now, limit=limit, fresh_grace=timedelta(seconds=grace))
 
 
 register_sweep_source(SweepSource("webhook_events", find_due=_due_events, enqueue=ring_events))

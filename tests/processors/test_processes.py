@@ -261,7 +261,9 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     objects = ["sub_a", "sub_b", "cus_c"]
     workers = [
-        OutboxProcess(["worker", "-p", "1", "-t", "4"], env, log_dir=tmp_path) for _ in range(2)
+        # Two threads each, handlers of 80 ms: one worker alone cannot keep up with three
+        # objects, so both take part.
+        OutboxProcess(["worker", "-p", "1", "-t", "2"], env, log_dir=tmp_path) for _ in range(2)
     ]
     sweeper = OutboxProcess(["sweep"], env, log_dir=tmp_path)
     created: dict[str, list[tuple[datetime, int]]] = {name: [] for name in objects}
@@ -277,7 +279,7 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
                 for name in objects
             ]
             stored = record(engine, *(
-                scripted_event(object_id=name, created=at, script={"sleep": 0.03})
+                scripted_event(object_id=name, created=at, script={"sleep": 0.08})
                 for name, at in batch
             ))  # fmt: skip
             for (name, at), result in zip(batch, stored, strict=True):
