@@ -230,6 +230,20 @@ def _order_key(table: Any) -> Any:
     return tuple_(func.coalesce(table.provider_created_at, table.received_at), table.id)
 
 
+# Built once: an alias proxies every column, and building two per claim cost more Python
+# time than the statement takes on the server.
+_CANDIDATE = aliased(WebhookEvent, name="candidate")
+_EARLIER = aliased(WebhookEvent, name="earlier")
+_BLOCKED_BY_EARLIER = exists().where(
+    and_(
+        _EARLIER.source == _CANDIDATE.source,
+        _EARLIER.object_id == _CANDIDATE.object_id,
+        _EARLIER.status.in_([s.value for s in IN_LINE]),
+        _order_key(_EARLIER) < _order_key(_CANDIDATE),
+    )
+)
+
+
 def claim(
     session: Session,
     *,
@@ -246,22 +260,13 @@ def claim(
     Postgres skips rows another worker is claiming; SQLite has one writer at a time.
     """
     owner = owner or new_lease_owner()
-    candidate = aliased(WebhookEvent, name="candidate")
-    earlier = aliased(WebhookEvent, name="earlier")
-    blocked_by_earlier = exists().where(
-        and_(
-            earlier.source == candidate.source,
-            earlier.object_id == candidate.object_id,
-            earlier.status.in_([s.value for s in IN_LINE]),
-            _order_key(earlier) < _order_key(candidate),
-        )
-    )
+    candidate = _CANDIDATE
     due = (
         select(candidate.id)
         .where(
             candidate.status == Status.PENDING.value,
             candidate.next_attempt_at <= now,
-            ~(candidate.object_id.is_not(None) & blocked_by_earlier),
+            ~(candidate.object_id.is_not(None) & _BLOCKED_BY_EARLIER),
         )
         .order_by(candidate.next_attempt_at, candidate.id)
         .limit(limit)

@@ -64,6 +64,7 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     quietly: the rows are still pending (or their lease runs out), and the sweeper rings again.
     """
     counts: dict[Outcome, int] = {}
+    runtime.handlers  # noqa: B018  (a table that cannot be built fails the pass, not the rows)
     try:
         if ids:
             _apply_all(runtime, _claim(runtime, ids=list(ids), limit=len(ids)), counts)

@@ -43,6 +43,7 @@ class InProcessProcessors:
     ) -> None:
         self.settings = settings
         self.runtime = runtime.configure(settings, engine=engine)
+        self.runtime.handlers  # noqa: B018  (a bad HANDLER_TABLE fails here, not on each event)
         self.broker = setup_broker(settings, in_process=True)
         default_threads = SQLITE_THREADS if settings.is_sqlite else settings.worker_threads
         self.worker = dramatiq.Worker(self.broker, worker_threads=threads or default_threads)

@@ -17,5 +17,5 @@ from processors.broker import setup_broker
 def setup() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
-    runtime.configure(settings)
+    runtime.configure(settings).handlers  # noqa: B018  (a bad HANDLER_TABLE stops the boot)
     setup_broker(settings, in_process=False)

@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
 from outbox.settings import get_settings
 
+TABLE_WIDTH = 140  #: characters; wide enough for every column of a listing uncut
+
 jobs_app = typer.Typer(help="Pull-request jobs: list, show, retry, submit.", no_args_is_help=True)
 
 
@@ -84,7 +86,10 @@ def list_jobs(
     if as_json:
         print_json_lines(rows)
         return
-    table = Table("id", "status", "account", "repository", "credits", "tries", "PR", "note")
+    table = Table()
+    for name in ("id", "status", "account", "repository", "credits", "tries", "PR"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -96,7 +101,7 @@ def list_jobs(
             f"#{row['pr_number']}" if row["pr_number"] else "",
             _short(row["last_error"]),
         )
-    Console().print(table)
+    wide_console().print(table)
 
 
 @jobs_app.command("show")
@@ -175,6 +180,11 @@ def submit_job(
         typer.echo(f"job {row['id']} submitted ({row['status']}), branch {row['head_branch']}")
     else:
         typer.echo(f"job {row['id']} was already submitted with key {spec.key!r}: {row['status']}")
+
+
+def wide_console() -> Console:
+    """A console at least TABLE_WIDTH wide: ids and names are never cut (a pipe is 80)."""
+    return Console(width=max(Console().width, TABLE_WIDTH))
 
 
 def _short(text: Any, width: int = 60) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from outbox.cli.common import fail, friendly_errors, print_json_lines
-from outbox.cli.jobs import account_id_of, command_session
+from outbox.cli.jobs import account_id_of, command_session, wide_console
 
 usage_app = typer.Typer(help="Usage records reported to the Stripe meter.", no_args_is_help=True)
 
@@ -35,7 +34,10 @@ def list_usage(
     if as_json:
         print_json_lines(rows)
     else:
-        table = Table("id", "key", "account", "quantity", "state", "created", "reported", "note")
+        table = Table()
+        for name in ("id", "key", "account", "quantity", "state", "created", "reported"):
+            table.add_column(name, no_wrap=True)
+        table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
         for row in rows:
             table.add_row(
                 str(row["id"]),
@@ -47,4 +49,4 @@ def list_usage(
                 f"{row['reported_at']:%Y-%m-%d %H:%M:%S}" if row["reported_at"] else "",
                 str(row["last_error"] or ""),
             )
-        Console().print(table)
+        wide_console().print(table)

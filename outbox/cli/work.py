@@ -17,6 +17,9 @@ from outbox.settings import Settings, get_settings
 
 #: Milliseconds a stopping worker process lets running messages finish before it exits.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
+#: Milliseconds an idle worker waits at most before it looks at Redis again (Dramatiq's
+#: default, 1000, is what a webhook would wait for its worker after a quiet second).
+WORKER_IDLE_POLL_MS = 100
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +52,7 @@ def worker(
         "--worker-shutdown-timeout",
         str(WORKER_SHUTDOWN_TIMEOUT_MS),
     ]
+    os.environ.setdefault("dramatiq_worker_timeout", str(WORKER_IDLE_POLL_MS))
     sys.stdout.flush()
     sys.stderr.flush()
     # Dramatiq's own process model (a parent that forks the workers and stops them all when

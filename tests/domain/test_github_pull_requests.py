@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 
 import pytest
@@ -87,6 +87,25 @@ def test_two_calls_mint_one_installation_token(github: FakeGitHub) -> None:
 
     assert github.tokens_minted == [INSTALLATION]
     assert len(github.pulls(REPO)) == 2
+
+
+def test_an_expired_installation_token_is_minted_again(
+    github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import githubkit.cache.mem_cache as mem_cache
+
+    app = github_app(app_settings())
+    open_pull_request(app, plan("outbox/job-1-a"))
+
+    class TwoHoursLater(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return datetime.now(tz) + timedelta(hours=2)
+
+    monkeypatch.setattr(mem_cache, "datetime", TwoHoursLater)  # the token lives one hour
+    open_pull_request(app, plan("outbox/job-2-b"))
+
+    assert github.tokens_minted == [INSTALLATION, INSTALLATION]
 
 
 def test_a_second_run_finds_the_pull_request_instead_of_opening_another(

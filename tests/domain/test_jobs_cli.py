@@ -22,7 +22,6 @@ runner = CliRunner()
 @pytest.fixture
 def cli(world: World, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("COLUMNS", "200")  # rich tables at full width
     get_settings.cache_clear()
     world.install()
     yield world

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 import respx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +38,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_signed_installation_webhook_then_a_paid_job_end_to_end(
     settings: Settings, engine: Engine, sessions: sessionmaker[Session]
 ) -> None:

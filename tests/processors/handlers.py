@@ -4,6 +4,7 @@ Tests name it with `HANDLER_TABLE=tests.processors.handlers:handler_table`. What
 is read from the event's own payload, under "test":
 
     {"sleep": 0.5}            sleep inside the transaction, after writing the effect
+    {"hold": "/tmp/go"}       then wait (30 s at most) inside the transaction until that file exists
     {"announce": "/tmp/f"}    first append "<event id> <pid>" to that file (a test kills that pid)
     {"fail": "retry"}         raise RetryLater every time
     {"fail": "permanent"}     raise PermanentFailure
@@ -103,6 +104,8 @@ def record_effect(session: Session, event: EventContext, _prepared: Any) -> None
         )
     )
     time.sleep(float(script.get("sleep", 0)))
+    while script.get("hold") and not os.path.exists(script["hold"]) and time.time() < started + 30:
+        time.sleep(0.02)
     session.execute(
         effects.update()
         .where(effects.c.id == result.inserted_primary_key[0])

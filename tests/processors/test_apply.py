@@ -87,6 +87,16 @@ def test_a_permanent_failure_is_dead_at_once_with_its_reason(runtime):
     assert dead.next_attempt_at is None
 
 
+def run_until_finished(runtime, event_id: int, timeout: float = 20.0) -> list[Outcome]:
+    """Pass after pass until the row leaves `pending`: the outcome of each attempt."""
+    outcomes: list[Outcome] = []
+    deadline = time.monotonic() + timeout
+    while row(runtime, event_id).status == Status.PENDING and time.monotonic() < deadline:
+        outcomes += list(process_pass(runtime, [event_id]))
+        time.sleep(0.02)
+    return outcomes
+
+
 def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attempt(runtime):
     [event_id] = stored(runtime, scripted_event(script={"fail": "retry"}))
     before = utcnow()
@@ -95,14 +105,8 @@ def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attemp
     assert waiting.status == Status.PENDING and waiting.attempts == 1
     assert waiting.last_error == "RetryLater: the test says: not yet"
     assert waiting.next_attempt_at > before
-    assert process_pass(runtime, [event_id]) == {}  # not due yet: nothing claimed
-    outcomes = []
-    deadline = time.monotonic() + 10
-    while row(runtime, event_id).status == Status.PENDING and time.monotonic() < deadline:
-        outcomes += list(process_pass(runtime, [event_id]))
-        time.sleep(0.02)
+    assert run_until_finished(runtime, event_id) == [Outcome.RETRY, Outcome.DEAD]
     dead = row(runtime, event_id)
-    assert outcomes == [Outcome.RETRY, Outcome.DEAD]
     assert dead.status == Status.DEAD and dead.attempts == 3  # retry_max_attempts
     with runtime.sessions() as session:
         failures = session.scalars(
@@ -112,12 +116,21 @@ def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attemp
     assert effect_counts(runtime.engine) == {}
 
 
+def test_a_row_is_not_tried_again_before_its_backoff_delay(runtime, proc_settings):
+    patient = runtimes.configure(
+        proc_settings.model_copy(update={"retry_base_seconds": 60}), engine=runtime.engine
+    )
+    [event_id] = stored(runtime, scripted_event(script={"fail": "retry"}))
+    assert process_pass(patient, [event_id]) == {Outcome.RETRY: 1}
+    assert process_pass(patient, [event_id]) == {}  # not due for about a minute
+    assert row(runtime, event_id).attempts == 1
+
+
 def test_an_unexpected_error_is_retried_and_the_event_applied_once_when_it_passes(runtime):
     [event_id] = stored(runtime, scripted_event(script={"fail_until": 2}))
     assert process_pass(runtime, [event_id]) == {Outcome.RETRY: 1}
     assert row(runtime, event_id).last_error == "RuntimeError: the test says: fail attempt 1"
-    time.sleep(0.3)
-    assert process_pass(runtime, [event_id]) == {Outcome.DONE: 1}
+    assert run_until_finished(runtime, event_id) == [Outcome.DONE]
     assert row(runtime, event_id).attempts == 2
     assert effect_counts(runtime.engine) == {event_id: 1}
 

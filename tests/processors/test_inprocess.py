@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import dramatiq
 import pytest
@@ -18,14 +16,7 @@ from processors.events import EventsDoorbell
 from processors.inprocess import InProcessProcessors
 from tests.factories import stripe_event_body, stripe_headers
 from tests.processors.handlers import TEST_EVENT_TYPE, effect_counts
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
+from tests.services import wait_until
 
 
 def statuses(engine) -> dict[int, str]:
