@@ -29,8 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -40,24 +39,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.domain.github_fake import Failure as Fault
 from tests.domain.github_fake import FakeGitHub
-from tests.services import free_port, wait_for_port
+from tests.services import _Service, free_port, wait_for_port
 
 START_TIMEOUT = 10.0  #: seconds the server may take to accept connections
 STOP_TIMEOUT = 5.0  #: seconds the server thread may take to stop
-
-
-@dataclass
-class Fault:
-    """The next `times` calls of `method` on a path ending in `path_suffix` answer `status`."""
-
-    method: str
-    path_suffix: str
-    status: int
-    store: bool
-    times: int
-    headers: dict[str, str]
-    body: dict[str, Any]
 
 
 class Faults:
@@ -131,7 +118,7 @@ class FakeStripe:
     ) -> None:
         kind = "rate_limit_error" if status == 429 else "api_error"
         body = _stripe_error(status, "injected failure", kind=kind)
-        self.faults.add(Fault(method, path_suffix, status, store, times, headers or {}, body))
+        self.faults.add(Fault(method, path_suffix, status, store, headers or {}, body, times))
 
     def add_checkout_session(
         self, session: dict[str, Any], items: list[dict[str, Any]] | None = None
@@ -286,7 +273,7 @@ class HookDeliveries:
 # --- the server ---------------------------------------------------------------------------
 
 
-class FakeProviders:
+class FakeProviders(_Service):
     """GitHub and Stripe on one local port; see the module docstring."""
 
     def __init__(self) -> None:
@@ -361,14 +348,5 @@ class FakeProviders:
             self._thread.join(STOP_TIMEOUT)
         self._server = self._thread = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
