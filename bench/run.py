@@ -85,10 +85,18 @@ def main() -> None:
         help="run only these parts (repeatable)",
     )
     parser.add_argument("--backlog", type=int, help="override the processing backlog size")
+    parser.add_argument("--growth-events", type=int, help="override the growth drain size")
+    parser.add_argument("--memory-events", type=int, help="override the RSS run's webhooks")
+    parser.add_argument("--latency-rate", type=float, help="override the latency runs' rate")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    if args.backlog:
-        sizes = dataclasses.replace(sizes, backlog=args.backlog)
+    overrides = {
+        "backlog": args.backlog,
+        "growth_events": args.growth_events,
+        "memory_events": args.memory_events,
+        "latency_rate": args.latency_rate,
+    }
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v})
     parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "ingress": lambda: ingress_rows(sizes),
         "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
