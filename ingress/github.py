@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingress.errors import HeaderMissing
-from ingress.fields import as_int64, as_text, dig
+from outbox.fields import as_int64, as_text, dig
 from outbox.models import Source, Status
 from outbox.payload import UnreadablePayload, decode_body
 from outbox.store import IncomingEvent

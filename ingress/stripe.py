@@ -1,23 +1,18 @@
-"""Stripe webhooks: from a verified request to the row that stores it."""
+"""Stripe webhooks: from a verified request to the row that stores it.
+
+Reading the event itself is shared with `outbox reconcile stripe` (outbox/stripe_events.py);
+what is the ingress's own is which request headers are worth keeping.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from typing import Any
 
-from ingress.fields import as_int64, as_text, as_time, dig
-from outbox.models import Source, Status
-from outbox.modes import mode_mismatch
-from outbox.payload import UnreadablePayload, decode_body
 from outbox.settings import StripeMode
 from outbox.store import IncomingEvent
+from outbox.stripe_events import incoming_stripe_event
 
 KEPT_HEADERS = ("content-type", "user-agent", "stripe-signature")
-
-#: Invoice events are ordered with the subscription they bill, so a renewal and a
-#: cancellation of one subscription are never applied at the same time.
-_ORDER_BY_SUBSCRIPTION = ("invoice.",)
 
 
 def stripe_event(
@@ -25,57 +20,4 @@ def stripe_event(
 ) -> IncomingEvent:
     """The row for a verified Stripe delivery; a body that is not an event is kept, marked dead."""
     kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
-    try:
-        payload = decode_body(body)
-        event_id = as_text(payload.get("id"))
-        if event_id is None:
-            raise UnreadablePayload("event has no 'id'")
-    except UnreadablePayload as exc:
-        # Without an event id the body's hash is its identity, so a retry of it is a duplicate.
-        return IncomingEvent(
-            source=Source.STRIPE,
-            delivery_id="unreadable:" + hashlib.sha256(body).hexdigest(),
-            event_type="unknown",
-            raw_body=body,
-            headers=kept,
-            verified_by=verified_by,
-            status=Status.DEAD,
-            reason=f"unprocessable: {exc}",
-        )
-    event_type = as_text(payload.get("type")) or "unknown"
-    livemode = payload.get("livemode") if isinstance(payload.get("livemode"), bool) else None
-    skip_reason = mode_mismatch(livemode, mode)
-    return IncomingEvent(
-        source=Source.STRIPE,
-        delivery_id=event_id,
-        event_type=event_type,
-        raw_body=body,
-        headers=kept,
-        verified_by=verified_by,
-        livemode=livemode,
-        stripe_account=as_text(payload.get("account")),
-        account_id=account_of(payload),
-        object_id=object_of(event_type, payload),
-        provider_created_at=as_time(payload.get("created")),
-        api_version=as_text(payload.get("api_version")),
-        status=Status.SKIPPED if skip_reason else Status.PENDING,
-        reason=skip_reason,
-    )
-
-
-def account_of(payload: dict[str, Any]) -> int | None:
-    obj = dig(payload, "data", "object")
-    return as_int64(dig(obj, "client_reference_id")) or as_int64(
-        dig(obj, "metadata", "github_account_id")
-    )
-
-
-def object_of(event_type: str, payload: dict[str, Any]) -> str | None:
-    obj = dig(payload, "data", "object")
-    if event_type.startswith(_ORDER_BY_SUBSCRIPTION):
-        subscription = dig(obj, "subscription")
-        if isinstance(subscription, dict):
-            subscription = subscription.get("id")
-        if as_text(subscription):
-            return str(subscription)
-    return as_text(dig(obj, "id"))
+    return incoming_stripe_event(body, kept, verified_by, mode)

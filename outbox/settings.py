@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     worker_processes: int = Field(default=2, ge=1, le=64)
     worker_threads: int = Field(default=8, ge=1, le=256)
 
+    # --- operator CLI (outbox events / purge / reconcile) ---
+    #: Events per second a bulk `outbox events replay` puts back, unless --rate says otherwise.
+    replay_rate: float = Field(default=20.0, gt=0)
+
     log_level: str = "INFO"
 
     # --- GitHub pull-request jobs and usage reporting (issue 5) ---

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli import jobs, run, send, usage, work
+from outbox.cli import (
+    accounts,
+    credits,
+    events,
+    jobs,
+    packs,
+    purge,
+    reconcile,
+    run,
+    send,
+    usage,
+    work,
+)
 
 app = typer.Typer(
     name="outbox",
@@ -23,6 +35,12 @@ send.register(app)
 work.register(app)
 jobs.register(app)
 usage.register(app)
+events.register(app)
+purge.register(app)
+reconcile.register(app)
+credits.register(app)
+packs.register(app)
+accounts.register(app)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  #: something asked for failed, or nothing matched
@@ -22,6 +22,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 err_console = Console(stderr=True)
+
+#: The `--json` switch of every listing command: one JSON object per line on stdout.
+JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
 
 
 class CommandFailed(Exception):
@@ -59,12 +62,25 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
                     emoji=False,
                 )
             raise typer.Exit(EXIT_USAGE) from None
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            err_console.print(f"[red]error:[/red] database unreachable: {reason}", highlight=False)
+            if _missing_table(reason):
+                message = f"database not migrated ({reason}): run `outbox migrate`"
+            elif isinstance(exc, ProgrammingError):
+                raise
+            else:
+                message = f"database unreachable: {reason}"
+            err_console.print(f"[red]error:[/red] {message}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
+
+
+def _missing_table(reason: str) -> bool:
+    # SQLite says "no such table: x"; Postgres 'relation "x" does not exist'.
+    return reason.startswith("no such table") or (
+        reason.startswith("relation") and reason.endswith("does not exist")
+    )
 
 
 def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:

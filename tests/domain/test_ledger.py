@@ -249,3 +249,33 @@ def test_fifty_concurrent_spends_never_drive_the_balance_below_zero(postgres_url
         from tests.conftest import _empty_postgres
 
         _empty_postgres(postgres_url)
+
+
+@pytest.mark.postgres
+def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(postgres_url):
+    engine = make_engine(postgres_url, pool_size=10)
+    sessions = make_sessionmaker(engine)
+    start = threading.Barrier(10)
+    created: list[bool] = []
+    try:
+
+        def create() -> None:
+            with sessions() as s, s.begin():
+                s.connection()
+                start.wait()
+                _, new = ensure_account(s, 77, login="twins", now=NOW, welcome_credits=D(50))
+            created.append(new)
+
+        threads = [threading.Thread(target=create) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(created) == [False] * 9 + [True]
+        with transaction(sessions) as s:
+            assert ledger.balance(s, 77) == D(50)
+    finally:
+        engine.dispose()
+        from tests.conftest import _empty_postgres
+
+        _empty_postgres(postgres_url)

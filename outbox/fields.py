@@ -1,4 +1,4 @@
-"""Picking typed values out of untrusted JSON without ever raising."""
+"""Picking typed values out of untrusted JSON without ever raising (ingress and reconcile)."""
 
 from __future__ import annotations
 

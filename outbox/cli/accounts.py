@@ -1,0 +1,159 @@
+"""`outbox accounts`: the SaaS's accounts and the Stripe customers linked to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import typer
+
+from outbox.cli.billing_common import account_named, billing_session, print_table
+from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.settings import get_settings
+
+accounts_app = typer.Typer(
+    help="Accounts (GitHub users and organisations) and their Stripe customers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+KINDS = ("User", "Organization")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(accounts_app, name="accounts")
+
+
+@accounts_app.command("list")
+@friendly_errors
+def list_(
+    limit: int = typer.Option(100, min=1, help="At most this many accounts."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Accounts by id, with their balance and Stripe customer."""
+    from domain import ledger
+    from domain.accounts import list_accounts
+
+    with billing_session() as session:
+        rows = [
+            {**_account_row(a), "balance": str(ledger.balance(session, a.id))}
+            for a in list_accounts(session, limit=limit)
+        ]
+    if not rows:
+        fail("no accounts")
+    if json_output:
+        print_json_lines(rows)
+        return
+    print_table(
+        ("id", "login", "kind", "stripe customer", "balance"),
+        [[r["id"], r["login"], r["kind"], r["stripe_customer_id"], r["balance"]] for r in rows],
+    )
+
+
+@accounts_app.command("show")
+@friendly_errors
+def show(
+    account: str = typer.Argument(..., help="The account's numeric GitHub id or its login."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON object."),
+) -> None:
+    """One account: its Stripe customer, credits and subscriptions."""
+    from datetime import timedelta
+
+    from domain import ledger
+    from domain.credits import format_credits
+    from domain.subscriptions import subscriptions_of
+    from outbox.db import utcnow
+
+    grace = timedelta(days=get_settings().past_due_grace_days)
+    now = utcnow()
+    with billing_session() as session:
+        found = account_named(session, account)
+        standing = ledger.standing(session, found.id)
+        subs = [sub.as_dict(now, grace) for sub in subscriptions_of(session, found.id)]
+        row: dict[str, Any] = {
+            **_account_row(found),
+            "balance": str(standing.balance),
+            "available": str(standing.available),
+            "debt": str(standing.debt),
+            "paid_features": any(sub["paid_features"] for sub in subs),
+            "subscriptions": subs,
+        }
+    if json_output:
+        print_json_lines([row])
+        return
+    for name, value in row.items():
+        if name in ("balance", "available", "debt"):
+            value = format_credits(Decimal(value))
+        if name != "subscriptions":
+            typer.echo(f"{name:<20}{_text(value)}")
+    for sub in subs:
+        typer.echo(
+            f"subscription        {sub['subscription']} {sub['status']} price "
+            f"{sub['price_id'] or '-'} until {_text(sub['current_period_end'])}"
+            + (" (cancels at period end)" if sub["cancel_at_period_end"] else "")
+        )
+
+
+@accounts_app.command("add")
+@friendly_errors
+def add(
+    account_id: int = typer.Argument(..., min=1, help="The GitHub user or organisation id."),
+    login: str = typer.Option(..., help="The GitHub login."),
+    kind: str = typer.Option("User", help="User or Organization."),
+) -> None:
+    """Create an account by hand (installations create them too), with its welcome grant."""
+    from domain.accounts import ensure_account
+    from outbox.db import utcnow
+
+    if kind not in KINDS:
+        usage_error(f"--kind must be one of {', '.join(KINDS)}")
+    welcome = get_settings().welcome_credits
+    with billing_session() as session:
+        _, created = ensure_account(
+            session, account_id, login=login, kind=kind, now=utcnow(), welcome_credits=welcome
+        )
+    if created:
+        typer.echo(f"added account {account_id} ({login}) with {welcome} welcome credits")
+    else:
+        typer.echo(f"account {account_id} already exists; login set to {login}")
+
+
+@accounts_app.command("link")
+@friendly_errors
+def link(
+    account: str = typer.Argument(..., help="The account's numeric GitHub id or its login."),
+    customer_id: str = typer.Argument(..., help="The Stripe customer id (cus_…)."),
+    replace: bool = typer.Option(False, help="Replace the customer the account has now."),
+) -> None:
+    """Link a Stripe customer to an account: its subscriptions and payments become the account's."""
+    from domain.accounts import link_customer
+    from outbox.db import utcnow
+
+    if not customer_id.startswith("cus_"):
+        usage_error(f"{customer_id!r} is not a Stripe customer id (cus_…)")
+    with billing_session() as session:
+        found = account_named(session, account)
+        changed = link_customer(session, found.id, customer_id, now=utcnow(), replace=replace)
+    if changed:
+        typer.echo(f"linked Stripe customer {customer_id} to account {found.id}")
+    else:
+        typer.echo(f"Stripe customer {customer_id} was already linked to account {found.id}")
+
+
+def _account_row(account: Any) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "login": account.login,
+        "kind": account.kind,
+        "stripe_customer_id": account.stripe_customer_id,
+        "created_at": account.created_at,
+    }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)

@@ -1,0 +1,107 @@
+"""`outbox purge`: old bodies of finished events go, tombstones stay, unfinished rows stay."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from starlette.testclient import TestClient
+
+from ingress.app import create_app
+from outbox.db import utcnow
+from outbox.models import Status
+from outbox.store import IncomingEvent
+from tests.cli.conftest import claim_now, finish, kill, row, skip, stored
+from tests.factories import record, stripe_event_body, stripe_headers
+from tests.ingress.conftest import RecordingDoorbell
+
+OLD = timedelta(days=100)
+
+
+def test_purge_removes_old_finished_bodies_and_keeps_tombstones(cli, engine, sessions):
+    then = utcnow() - OLD
+    done = stored(engine, delivery_id="evt_old_done", event_type="invoice.paid", now=then)
+    finish(sessions, done, at=then)
+    skipped = stored(engine, now=then)
+    skip(sessions, skipped, at=then)
+    recent = stored(engine)
+    finish(sessions, recent)
+    ran = cli("purge", "--older-than", "90d")
+    assert ran.code == 0, ran.stderr
+    assert "removed the bodies of 2 done/skipped event(s)" in ran.stdout
+    tomb = row(sessions, done)
+    assert tomb.raw_body is None and tomb.headers == {} and tomb.purged_at is not None
+    assert (tomb.source, tomb.delivery_id, tomb.event_type) == ("stripe", "evt_old_done",
+                                                                "invoice.paid")  # fmt: skip
+    assert tomb.status == Status.DONE and tomb.received_at and tomb.processed_at
+    assert row(sessions, skipped).raw_body is None
+    assert row(sessions, recent).raw_body is not None
+
+
+def test_purge_never_touches_unfinished_rows(cli, engine, sessions):
+    then = utcnow() - OLD
+    pending = stored(engine, now=then)
+    processing = stored(engine, now=then)
+    claim_now(sessions, processing)
+    dead = stored(engine, now=then)
+    kill(sessions, dead, at=then)
+    finish(sessions, stored(engine, now=then), at=then)
+    ran = cli("purge", "--older-than", "90d", "--json")
+    assert ran.code == 0
+    [report] = ran.json_lines()
+    assert report["purged"] == 1 and report["unfinished_left_alone"] == 3
+    for event_id in (pending, processing, dead):
+        assert row(sessions, event_id).raw_body is not None
+        assert row(sessions, event_id).purged_at is None
+
+
+def test_dry_run_counts_and_changes_nothing(cli, engine, sessions):
+    then = utcnow() - OLD
+    done = stored(engine, now=then)
+    finish(sessions, done, at=then)
+    ran = cli("purge", "--older-than", "90d", "--dry-run")
+    assert ran.code == 0
+    assert "would remove the bodies of 1 done/skipped event(s)" in ran.stdout
+    assert row(sessions, done).raw_body is not None
+    [report] = cli("purge", "--older-than", "90d", "--dry-run", "--json").json_lines()
+    assert report["would_purge"] == 1 and report["purged"] == 0 and report["dry_run"] is True
+
+
+def test_nothing_to_purge_exits_1(cli, engine, sessions):
+    finish(sessions, stored(engine))
+    ran = cli("purge", "--older-than", "90d")
+    assert ran.code == 1
+    assert "nothing to purge" in ran.stderr
+
+
+def test_bad_or_too_short_ages_are_usage_errors(cli, engine):
+    assert cli("purge").code == 2  # the age is never implied
+    bad = cli("purge", "--older-than", "ninety days")
+    assert bad.code == 2 and "bad duration for --older-than" in bad.stderr
+    short = cli("purge", "--older-than", "90m")
+    assert short.code == 2 and "under 1d" in short.stderr
+    assert cli("purge", "--older-than", "2026-01-01").code == 2  # an age, not a date
+
+
+def test_a_very_late_duplicate_of_a_purged_event_is_still_recognised_by_the_ingress(
+    cli, settings, engine, sessions
+):
+    then = utcnow() - OLD
+    body = stripe_event_body({"id": "cs_late", "object": "checkout.session"},
+                             "checkout.session.completed", event_id="evt_late")  # fmt: skip
+    from outbox.stripe_events import incoming_stripe_event
+
+    first: IncomingEvent = incoming_stripe_event(body, {}, "stripe#0", "any")
+    [stored_first] = record(engine, first, now=then)
+    finish(sessions, stored_first.id, at=then)
+    assert cli("purge", "--older-than", "90d").code == 0
+
+    doorbell = RecordingDoorbell()
+    with TestClient(create_app(settings, engine=engine, doorbell=doorbell)) as client:
+        response = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+    assert response.status_code == 200
+    assert response.json() == {"id": stored_first.id, "duplicate": True}
+    tomb = row(sessions, stored_first.id)
+    assert tomb.status == Status.DONE and tomb.raw_body is None  # not applied again
+    assert doorbell.rung_ids(wait=0.3) == set()  # a done row is not rung
+    assert json.loads(body)["id"] == tomb.delivery_id
