@@ -61,15 +61,26 @@ def main() -> None:
     )
     parser.add_argument("--log-level", default="INFO", help="the ingress's LOG_LEVEL")
     args = parser.parse_args()
+    rows, meta = measure(args.seconds, args.rate, args.log_level)
+    print_table(rows)
+    for key, value in meta.items():
+        print(f"{key}: {value}")
+    write_results("ingress", rows, meta)
+
+
+def measure(
+    seconds: float, rate: float, log_level: str = "INFO"
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Closed loops at 16 and 64 senders (bare endpoint, then ingress), then a steady rate."""
 
     rows: list[dict[str, object]] = []
     bare_port, ingress_port = free_port(), free_port()
-    per_run = int(args.seconds * 20_000)
+    per_run = int(seconds * 20_000)
     with postgres_database() as url:
         env = {
             "DATABASE_URL": url,
             "GITHUB_WEBHOOK_SECRET": SECRET,
-            "LOG_LEVEL": args.log_level,
+            "LOG_LEVEL": log_level,
             "BENCH_GITHUB_SECRET": SECRET,
             "REDIS_URL": "redis://127.0.0.1:1/0",
         }
@@ -89,18 +100,14 @@ def main() -> None:
                     ("ingress (Postgres)", ingress_port),
                 ):
                     reqs = signed_requests(port, per_run, f"c{concurrency}-{uuid.uuid4().hex[:6]}")
-                    result = asyncio.run(
-                        closed_loop("127.0.0.1", port, reqs, concurrency, args.seconds)
-                    )
+                    result = asyncio.run(closed_loop("127.0.0.1", port, reqs, concurrency, seconds))
                     rows.append({"senders": concurrency, **figures(name, result)})
             reqs = signed_requests(
-                ingress_port, int(args.rate * args.seconds), f"steady-{uuid.uuid4().hex[:6]}"
+                ingress_port, int(rate * seconds), f"steady-{uuid.uuid4().hex[:6]}"
             )
-            steady = asyncio.run(
-                open_loop("127.0.0.1", ingress_port, reqs, args.rate, args.seconds)
-            )
+            steady = asyncio.run(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
             rows.append(
-                {"senders": f"steady {int(args.rate)}/s", **figures("ingress (Postgres)", steady)}
+                {"senders": f"steady {int(rate)}/s", **figures("ingress (Postgres)", steady)}
             )
         engine = create_engine(url)
         with engine.connect() as conn:
@@ -123,15 +130,12 @@ def main() -> None:
         "cores": os.cpu_count(),
         "postgres": version,
         "body_bytes": BODY_BYTES,
-        "seconds_per_run": args.seconds,
-        "ingress_log_level": args.log_level,
+        "seconds_per_run": seconds,
+        "ingress_log_level": log_level,
         "rows_stored_vs_2xx_answered": f"{stored} stored / {answered_2xx} answered 2xx (+ warm-up)",
         **ratios,
     }
-    print_table(rows)
-    for key, value in meta.items():
-        print(f"{key}: {value}")
-    write_results("ingress", rows, meta)
+    return rows, meta
 
 
 if __name__ == "__main__":

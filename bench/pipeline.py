@@ -1,0 +1,377 @@
+"""Processing benchmarks: real `outbox worker` processes on Postgres and a private Redis,
+every event a credit-pack purchase that makes a real ledger grant.
+
+    .venv/bin/python -m bench.pipeline [--events 100000]   (backlog drain vs bare SQL loop)
+
+- backlog: N purchases stored, drained by 2 worker processes, rung once each as the ingress
+  would; in the same run and on the same table, a bare SQL claim-and-mark loop
+  (bench/bare_claims.py,
+  2 processes x 8 threads like the workers) drains the same rows first;
+- growth: the rate with 1,000,000 finished rows in the table vs an empty one, and the RSS of
+  the ingress and the workers over a long stream of webhooks through the ingress;
+- latency: a steady rate of webhooks through the ingress; from `received_at` (set before the
+  ingress commits and answers) to `processed_at` (set in the transaction of the effect),
+  with the doorbell, and with the ingress's Redis stopped so only the sweeper rings.
+
+Every process is on 127.0.0.1; every wait is bounded. bench/run.py runs them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, create_engine, func, select
+
+from bench.common import postgres_database, print_table, python, write_results
+from bench.loadgen import closed_loop, open_loop
+from bench.workload import STRIPE_SECRET, chunks, grants, seed, signed_purchases, store_backlog
+from outbox.models import Status, WebhookEvent
+from outbox.settings import Settings
+from tests.services import (
+    ROOT,
+    WORKER_READY,
+    OutboxProcess,
+    RedisServer,
+    free_port,
+    outbox_env,
+    wait_until,
+)
+
+WORKER_PROCESSES = 2  #: `outbox worker -p 2`, as issue 7 asks
+BARE_THREADS = 8  #: threads of each bare-loop process, as many as a worker process has
+SWEEP_INTERVAL = 1.0  #: seconds between sweeper passes in the benchmarks
+FINISHED_ROWS = 1_000_000  #: done rows put in the table for the growth measurement
+SEND_CHUNK = 20_000  #: webhooks signed at once (Stripe signatures age: 300 s tolerance)
+POLL = 0.25  #: seconds between two looks at the table while waiting
+
+
+@dataclass
+class Stack:
+    """The running service for one measurement: workers, maybe an ingress and a sweeper."""
+
+    url: str
+    engine: Engine
+    redis: RedisServer
+    env: dict[str, str]
+    workers: OutboxProcess
+    ingress_port: int | None = None
+    ingress: OutboxProcess | None = None
+    processes: list[OutboxProcess] = field(default_factory=list)
+
+    def ring(self, ids: list[int]) -> None:
+        """Send the doorbell messages for `ids`, as the ingress does after each commit."""
+        from processors.broker import setup_broker
+        from processors.events import ring_events
+
+        settings = Settings(redis_url=self.redis.url, redis_namespace=self.env["REDIS_NAMESPACE"])
+        setup_broker(settings, in_process=False)
+        ring_events(ids)
+
+
+@contextmanager
+def stack(
+    url: str, *, ingress: bool = False, ingress_redis_down: bool = False, sweeper: bool = False
+) -> Iterator[Stack]:
+    """Workers (and an ingress, a sweeper) on database `url` and a private redis-server."""
+    with ExitStack() as exit_stack:
+        redis = exit_stack.enter_context(RedisServer())
+        env = outbox_env(
+            url,
+            redis_url=redis.url,
+            stripe_webhook_secret=STRIPE_SECRET,
+            stripe_mode="any",
+            log_level="INFO",
+            sweep_interval_seconds=SWEEP_INTERVAL,
+            welcome_credits=0,
+        )
+        engine = create_engine(url)
+        exit_stack.callback(engine.dispose)
+        workers = OutboxProcess(["worker", "-p", str(WORKER_PROCESSES)], env)
+        exit_stack.enter_context(workers)
+        workers.wait_for_output(WORKER_READY, count=WORKER_PROCESSES, timeout=60)
+        result = Stack(url, engine, redis, env, workers)
+        if sweeper:
+            exit_stack.enter_context(OutboxProcess(["sweep"], env))
+        if ingress:
+            port = free_port()
+            ingress_env = dict(env)
+            if ingress_redis_down:
+                ingress_env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing there
+            result.ingress_port = port
+            result.ingress = exit_stack.enter_context(
+                OutboxProcess(["serve", "--port", str(port)], ingress_env, port=port)
+            )
+        yield result
+
+
+def unfinished(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                select(func.count())
+                .select_from(WebhookEvent)
+                .where(WebhookEvent.status.in_([Status.PENDING.value, Status.PROCESSING.value]))
+            )
+            or 0
+        )
+
+
+def wait_drained(engine: Engine, timeout: float) -> None:
+    wait_until(lambda: unfinished(engine) == 0, timeout=timeout, interval=POLL,
+               what="every event processed")  # fmt: skip
+
+
+def due_ids(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        query = select(WebhookEvent.id).where(WebhookEvent.status == Status.PENDING.value)
+        return list(conn.scalars(query.order_by(WebhookEvent.id)))
+
+
+def drain_rate(s: Stack, count: int) -> float:
+    """Ring every pending row once, wait until all are done; events per second."""
+    ids = due_ids(s.engine)
+    started = datetime.now(UTC)
+    s.ring(ids)
+    wait_drained(s.engine, timeout=max(120.0, count / 100))
+    with s.engine.connect() as conn:
+        last = conn.scalar(select(func.max(WebhookEvent.processed_at)))
+    assert last is not None
+    return len(ids) / max(1e-6, (last - started).total_seconds())
+
+
+def conninfo(url: str) -> str:
+    rest = url.split("://", 1)[1]
+    userhost, dbname = rest.rsplit("/", 1)
+    user, hostport = userhost.split("@")
+    host, port = hostport.split(":")
+    return f"host={host} port={port} user={user} dbname={dbname}"
+
+
+def bare_rate(url: str, count: int) -> float:
+    """Drain the pending rows with the bare claim-and-mark loop; rows per second."""
+    argv = [python(), "-m", "bench.bare_claims", conninfo(url), str(BARE_THREADS)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env) for _ in range(WORKER_PROCESSES)]
+    for proc in procs:
+        proc.wait(timeout=max(120.0, count / 200))
+    return count / (time.perf_counter() - started)
+
+
+def reset_to_pending(url: str) -> None:
+    """Put the rows the bare loop finished back to pending, and vacuum what that left."""
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE webhook_events SET status = 'pending', attempts = 0, "
+            "next_attempt_at = received_at, lease_owner = NULL, lease_expires_at = NULL, "
+            "processed_at = NULL"
+        )
+        conn.execute("VACUUM ANALYZE webhook_events")
+
+
+def measure_backlog(url: str, count: int) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        seed(engine)
+        store_backlog(engine, uuid.uuid4().hex[:6], count)
+        reset_to_pending(url)  # the same vacuumed start for both
+        bare = bare_rate(url, count)
+        reset_to_pending(url)
+        with stack(url) as s:
+            real = drain_rate(s, count)
+        entries, credits = grants(engine)
+    finally:
+        engine.dispose()
+    exact = (entries, credits) == (count, 85 * count)
+    return [
+        {"benchmark": "processing", "measure": f"bare SQL claim-and-mark, {count} rows",
+         "figure": f"{bare:,.0f}/s", "target": "(baseline)", "pass": ""},
+        {"benchmark": "processing", "measure": f"2 workers, {count} credit-pack grants",
+         "figure": f"{real:,.0f}/s", "target": ">= 2,000/s", "pass": real >= 2000},
+        {"benchmark": "processing", "measure": "workers / bare loop",
+         "figure": f"{real / bare:.2f}x", "target": ">= 0.5x", "pass": real / bare >= 0.5},
+        {"benchmark": "processing", "measure": "ledger grants exactly once",
+         "figure": f"{entries} entries, {credits} credits", "target": f"{count}, {85 * count}",
+         "pass": exact},
+    ]  # fmt: skip
+
+
+INSERT_FINISHED = """
+INSERT INTO webhook_events (source, delivery_id, event_type, livemode, raw_body, headers,
+    received_at, verified_by, backfilled, status, attempts, next_attempt_at, processed_at)
+SELECT 'stripe', 'evt_old_' || g, 'checkout.session.completed', false, '\\x7b7d'::bytea, '{}',
+       now() - interval '2 days', 'stripe#0', false, 'done', 1, NULL, now() - interval '2 days'
+  FROM generate_series(1, %(rows)s) AS g
+"""
+
+
+def measure_growth(url: str, count: int, finished: int = FINISHED_ROWS) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        seed(engine)
+        with stack(url) as s:
+            store_backlog(engine, "empty" + uuid.uuid4().hex[:6], count)
+            empty = drain_rate(s, count)
+            with psycopg.connect(conninfo(url), autocommit=True) as conn:
+                conn.execute(INSERT_FINISHED, {"rows": finished})
+                conn.execute("VACUUM ANALYZE webhook_events")  # what autovacuum does next
+            store_backlog(engine, "full" + uuid.uuid4().hex[:6], count)
+            full = drain_rate(s, count)
+    finally:
+        engine.dispose()
+    ratio = full / empty
+    return [
+        {"benchmark": "growth", "measure": f"rate, empty table ({count} events)",
+         "figure": f"{empty:,.0f}/s", "target": "(baseline)", "pass": ""},
+        {"benchmark": "growth", "measure": f"rate, {finished:,} done rows in the table",
+         "figure": f"{full:,.0f}/s", "target": "(measured)", "pass": ""},
+        {"benchmark": "growth", "measure": "full / empty table", "figure": f"{ratio:.2f}x",
+         "target": ">= 0.8x", "pass": ratio >= 0.8},
+    ]  # fmt: skip
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` and all its children (a Dramatiq parent and its workers)."""
+    total = 0
+    for candidate in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{candidate}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(entry))
+    return found
+
+
+def send(port: int, run: str, start: int, count: int, senders: int = 16) -> int:
+    """Deliver purchases start..start+count through the ingress; how many got 2xx."""
+    ok = 0
+    for first, size in chunks(count, SEND_CHUNK):
+        requests = signed_purchases(port, run, start + first, size)
+        result = asyncio.run(closed_loop("127.0.0.1", port, requests, senders, 600.0))
+        ok += result.statuses.get(200, 0)
+    return ok
+
+
+def measure_memory(url: str, total: int) -> list[dict[str, Any]]:
+    warm = min(SEND_CHUNK, total // 10)
+    run = "mem" + uuid.uuid4().hex[:6]
+    engine = create_engine(url)
+    try:
+        seed(engine)
+        with stack(url, ingress=True, sweeper=True) as s:
+            assert s.ingress is not None and s.ingress_port is not None
+            send(s.ingress_port, run, 0, warm)
+            wait_drained(engine, timeout=300)
+            before = rss_kib(s.ingress.pid), rss_kib(s.workers.pid)
+            ok = send(s.ingress_port, run, warm, total - warm)
+            wait_drained(engine, timeout=900)
+            after = rss_kib(s.ingress.pid), rss_kib(s.workers.pid)
+    finally:
+        engine.dispose()
+    rows = []
+    for name, b, a in (("ingress", before[0], after[0]), ("workers", before[1], after[1])):
+        growth = (a - b) / b
+        rows.append({
+            "benchmark": "growth",
+            "measure": f"{name} RSS over {total:,} events (after {warm:,} warm-up)",
+            "figure": f"{b / 1024:.0f} -> {a / 1024:.0f} MiB ({growth:+.1%})",
+            "target": "< +10%", "pass": growth < 0.10,
+        })  # fmt: skip
+    rows.append({"benchmark": "growth", "measure": "2xx answers in the memory run",
+                 "figure": f"{ok + warm:,} of {total:,} sent", "target": "(all)",
+                 "pass": ok == total - warm})  # fmt: skip
+    return rows
+
+
+def latency(url: str, rate: float, seconds: float, *, doorbell: bool) -> dict[str, float]:
+    """p50/p99 seconds from received to effect committed at a steady `rate` per second."""
+    run = ("bell" if doorbell else "sweep") + uuid.uuid4().hex[:6]
+    engine = create_engine(url)
+    try:
+        with stack(url, ingress=True, ingress_redis_down=not doorbell, sweeper=True) as s:
+            assert s.ingress_port is not None
+            count = int(rate * seconds)
+            requests = signed_purchases(s.ingress_port, run, 0, count)
+            result = asyncio.run(open_loop("127.0.0.1", s.ingress_port, requests, rate, seconds))
+            wait_drained(engine, timeout=120)
+        with engine.connect() as conn:
+            lag = func.extract("epoch", WebhookEvent.processed_at - WebhookEvent.received_at)
+            p50, p99, done = conn.execute(
+                select(
+                    func.percentile_cont(0.5).within_group(lag),
+                    func.percentile_cont(0.99).within_group(lag),
+                    func.count(),
+                ).where(WebhookEvent.delivery_id.like(f"evt_{run}_%"),
+                        WebhookEvent.status == Status.DONE.value)
+            ).one()  # fmt: skip
+    finally:
+        engine.dispose()
+    return {"p50": float(p50), "p99": float(p99), "done": int(done), "sent": result.sent,
+            "ok": result.statuses.get(200, 0)}  # fmt: skip
+
+
+def measure_latency(url: str, rate: float, seconds: float) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        seed(engine)
+    finally:
+        engine.dispose()
+    bell = latency(url, rate, seconds, doorbell=True)
+    swept = latency(url, rate, seconds, doorbell=False)
+    bound = SWEEP_INTERVAL + 0.25
+    rows = []
+    for name, figures, target, limit in (
+        ("doorbell", bell, "p99 < 250 ms", 0.25),
+        ("Redis stopped for the ingress, sweeper only", swept,
+         f"p99 < {bound * 1000:.0f} ms (interval {SWEEP_INTERVAL:.0f} s + 250 ms)", bound),
+    ):  # fmt: skip
+        rows.append({
+            "benchmark": "latency",
+            "measure": f"{int(rate)}/s for {seconds:.0f} s, {name} "
+                       f"({figures['done']}/{figures['sent']} done)",
+            "figure": f"p50 {figures['p50'] * 1000:.0f} ms, p99 {figures['p99'] * 1000:.0f} ms",
+            "target": target,
+            "pass": figures["p99"] < limit and figures["done"] == figures["sent"],
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000, help="backlog size")
+    args = parser.parse_args()
+    with postgres_database() as url:
+        rows = measure_backlog(url, args.events)
+    print_table(rows)
+    write_results("pipeline", rows, {"cores": os.cpu_count(), "events": args.events})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Every benchmark of issue 7 in one command: one table, each target with pass or fail.
+
+    .venv/bin/python -m bench.run            # the sizes issue 7 names (about 20-40 minutes)
+    .venv/bin/python -m bench.run --quick    # small sizes: a smoke run of every step
+
+Writes bench/results/summary.json and summary.md (and ingress.json/.md). Each target is a
+ratio against a baseline measured in the same run, or a figure; the machine is shared, so
+the table records the core count and the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import ingress, pipeline
+from bench.common import postgres_database, print_table, write_results
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ingress_seconds: float  #: seconds of each closed-loop and steady ingress run
+    ingress_rate: float  #: webhooks per second of the steady ingress run
+    backlog: int  #: credit-pack events in the processing backlog
+    growth_events: int  #: events drained for each side of the growth ratio
+    finished_rows: int  #: done rows in the table for the growth ratio
+    memory_events: int  #: webhooks through the ingress for the RSS growth
+    latency_rate: float  #: webhooks per second of the latency runs
+    latency_seconds: float  #: seconds of each latency run
+
+
+FULL = Sizes(10.0, 1000.0, 100_000, 20_000, 1_000_000, 200_000, 200.0, 30.0)
+QUICK = Sizes(3.0, 1000.0, 5_000, 3_000, 100_000, 20_000, 200.0, 5.0)
+
+
+def ingress_rows(sizes: Sizes) -> list[dict[str, Any]]:
+    rows, meta = ingress.measure(sizes.ingress_seconds, sizes.ingress_rate)
+    write_results("ingress", rows, meta)
+    out = []
+    for senders in (16, 64):
+        bare = next(r for r in rows if r["senders"] == senders and "bare" in str(r["target"]))
+        ours = next(r for r in rows if r["senders"] == senders and "ingress" in str(r["target"]))
+        ratio = float(meta[f"ratio_{senders}"])  # type: ignore[arg-type]
+        out += [
+            {"benchmark": "ingress", "measure": f"bare HMAC endpoint, {senders} senders",
+             "figure": f"{bare['per_second']:,}/s (p99 {bare['p99_ms']} ms)",
+             "target": "(baseline)", "pass": ""},
+            {"benchmark": "ingress", "measure": f"ingress on Postgres, {senders} senders",
+             "figure": f"{ours['per_second']:,}/s committed (p50 {ours['p50_ms']} ms, "
+                       f"p99 {ours['p99_ms']} ms)", "target": "(measured)", "pass": ""},
+            {"benchmark": "ingress", "measure": f"ingress / bare, {senders} senders",
+             "figure": f"{ratio:.2f}x", "target": ">= 0.5x", "pass": ratio >= 0.5},
+        ]  # fmt: skip
+    steady = next(r for r in rows if str(r["senders"]).startswith("steady"))
+    p99 = float(steady["p99_ms"])  # type: ignore[arg-type]
+    out.append({"benchmark": "ingress",
+                "measure": f"steady {int(sizes.ingress_rate)}/s, answer time "
+                           f"({steady['2xx']}/{steady['answered']} 2xx)",
+                "figure": f"p50 {steady['p50_ms']} ms, p99 {p99} ms", "target": "p99 < 50 ms",
+                "pass": p99 < 50 and steady["2xx"] == steady["answered"]})  # fmt: skip
+    out.append({"benchmark": "ingress", "measure": "rows stored vs 2xx answered",
+                "figure": meta["rows_stored_vs_2xx_answered"], "target": "(all 2xx stored)",
+                "pass": ""})  # fmt: skip
+    return out
+
+
+def in_database(measure: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    with postgres_database("outbox_bench_run") as url:
+        return measure(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument(
+        "--only",
+        choices=["ingress", "processing", "growth", "memory", "latency"],
+        action="append",
+        help="run only these parts (repeatable)",
+    )
+    parser.add_argument("--backlog", type=int, help="override the processing backlog size")
+    parser.add_argument("--growth-events", type=int, help="override the growth drain size")
+    parser.add_argument("--memory-events", type=int, help="override the RSS run's webhooks")
+    parser.add_argument("--latency-rate", type=float, help="override the latency runs' rate")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    overrides = {
+        "backlog": args.backlog,
+        "growth_events": args.growth_events,
+        "memory_events": args.memory_events,
+        "latency_rate": args.latency_rate,
+    }
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v})
+    parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "ingress": lambda: ingress_rows(sizes),
+        "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
+        "growth": lambda: in_database(
+            lambda u: pipeline.measure_growth(u, sizes.growth_events, sizes.finished_rows)
+        ),
+        "memory": lambda: in_database(lambda u: pipeline.measure_memory(u, sizes.memory_events)),
+        "latency": lambda: in_database(
+            lambda u: pipeline.measure_latency(u, sizes.latency_rate, sizes.latency_seconds)
+        ),
+    }
+    started, load_before = time.time(), os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    for name, part in parts.items():
+        if args.only and name not in args.only:
+            continue
+        part_started = time.time()
+        try:
+            rows += part()
+        except Exception as exc:
+            rows.append({"benchmark": name, "measure": "did not complete",
+                         "figure": f"{type(exc).__name__}: {str(exc)[:200]}",
+                         "target": "", "pass": False})  # fmt: skip
+        print(f"[{name}: {time.time() - part_started:.0f} s]", flush=True)
+    for row in rows:
+        row["pass"] = {True: "pass", False: "FAIL"}.get(row["pass"], row["pass"])
+    meta = {
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+        "cores": os.cpu_count(),
+        "load_average_before": " ".join(f"{x:.1f}" for x in load_before),
+        "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "minutes": round((time.time() - started) / 60, 1),
+        "sizes": sizes.__dict__,
+        "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on)",
+        "redis": "a private redis-server per measurement",
+    }
+    print_table(rows)
+    for key, value in meta.items():
+        print(f"{key}: {value}")
+    write_results("summary" + ("-quick" if args.quick else ""), rows, meta)
+
+
+if __name__ == "__main__":
+    main()
