@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -160,32 +161,28 @@ def lock_account(session: Session, account_id: int) -> Account:
 
 def balance(session: Session, account_id: int) -> Decimal:
     """The sum of the account's ledger entries."""
-    total = session.execute(
-        select(func.coalesce(func.sum(CreditEntry.amount), ZERO)).where(
-            CreditEntry.account_id == account_id
-        )
-    ).scalar_one()
-    return Decimal(total).quantize(ZERO)
+    return _sum(session, CreditEntry.amount, CreditEntry.account_id == account_id)
 
 
 def held(session: Session, account_id: int) -> Decimal:
     """Credits reserved by the account's open holds."""
-    total = session.execute(
-        select(func.coalesce(func.sum(CreditHold.amount), ZERO)).where(
-            CreditHold.account_id == account_id,
-            CreditHold.released_at.is_(None),
-            CreditHold.captured_at.is_(None),
-        )
-    ).scalar_one()
-    return Decimal(total).quantize(ZERO)
+    return _sum(
+        session,
+        CreditHold.amount,
+        CreditHold.account_id == account_id,
+        CreditHold.released_at.is_(None),
+        CreditHold.captured_at.is_(None),
+    )
 
 
 def debt(session: Session, account_id: int) -> Decimal:
     """Credits refunded beyond what the account had, not yet paid back by later credits."""
+    return _sum(session, CreditEntry.debt_change, CreditEntry.account_id == account_id)
+
+
+def _sum(session: Session, column: Any, *conditions: Any) -> Decimal:
     total = session.execute(
-        select(func.coalesce(func.sum(CreditEntry.debt_change), ZERO)).where(
-            CreditEntry.account_id == account_id
-        )
+        select(func.coalesce(func.sum(column), ZERO)).where(*conditions)
     ).scalar_one()
     return Decimal(total).quantize(ZERO)
 
