@@ -147,7 +147,12 @@ def lock_account(session: Session, account_id: int) -> Account:
     On Postgres this is `SELECT … FOR UPDATE`: every writer of one account's credits waits
     here for the previous one to commit, then reads the balance that one left. SQLite
     has no row locks, but a transaction there already holds the database's write lock.
+    A second call in the same transaction (a grant that then credits) asks nothing again:
+    the lock is already held until that transaction ends.
     """
+    locked = _locks_of_this_transaction(session).get(account_id)
+    if locked is not None:
+        return locked
     account = session.execute(
         select(Account)
         .where(Account.id == account_id)
@@ -156,7 +161,30 @@ def lock_account(session: Session, account_id: int) -> Account:
     ).scalar_one_or_none()
     if account is None:
         raise UnknownAccount(f"no account with id {account_id}")
+    if not session.in_nested_transaction():
+        # A lock taken inside a savepoint is released if the savepoint rolls back.
+        _locks_of_this_transaction(session)[account_id] = account
     return account
+
+
+_LOCKS = "ledger_account_locks"
+
+
+def _locks_of_this_transaction(session: Session) -> dict[int, Account]:
+    """The accounts locked in the session's current transaction (none outside a transaction).
+
+    The rows are kept here, not looked up again: the session's identity map holds objects
+    weakly, so an account a caller did not keep would be read from the database anew.
+    """
+    transaction = session.get_transaction()
+    if transaction is None:
+        return {}
+    remembered = session.info.get(_LOCKS)
+    if remembered is None or remembered[0] is not transaction:
+        remembered = (transaction, {})
+        session.info[_LOCKS] = remembered
+    locks: dict[int, Account] = remembered[1]
+    return locks
 
 
 def balance(session: Session, account_id: int) -> Decimal:

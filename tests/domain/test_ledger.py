@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import event
 
 from domain import ledger
 from domain.accounts import (
@@ -279,3 +280,29 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
         from tests.conftest import _empty_postgres
 
         _empty_postgres(postgres_url)
+
+
+def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_locks_again(
+    sessions, engine
+):
+    with transaction(sessions) as session:
+        ensure_account(session, 4242, login="locker", now=NOW, welcome_credits=D(0))
+    statements: list[str] = []
+
+    def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        with sessions() as session:
+            with session.begin():
+                ledger.lock_account(session, 4242)
+                ledger.lock_account(session, 4242)
+            in_first = len([s for s in statements if "accounts" in s])
+            with session.begin():
+                ledger.lock_account(session, 4242)
+            in_both = len([s for s in statements if "accounts" in s])
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert in_first == 1
+    assert in_both == 2
