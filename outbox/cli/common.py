@@ -21,7 +21,8 @@ EXIT_USAGE = 2  #: the command line itself is wrong
 P = ParamSpec("P")
 R = TypeVar("R")
 
-err_console = Console(stderr=True)
+#: Errors are one line whatever the terminal's width (scripts grep them): never wrapped.
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: The `--json` switch of every listing command: one JSON object per line on stdout.
 JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
