@@ -95,6 +95,11 @@ def store_backlog(engine: Engine, run: str, count: int) -> None:
         ]
         with engine.begin() as conn:
             store.record(conn, batch, datetime.now(UTC))
+    with engine.begin() as conn:
+        # What autovacuum does within a minute of such a burst; before that the planner has
+        # no statistics for a table that was empty, and may plan claims for an empty table.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE webhook_events")
 
 
 def grants(engine: Engine) -> tuple[int, int]:
