@@ -14,12 +14,13 @@ PermanentFailure, dead and replayable once an operator has fixed the cause.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import purchases, stripe_objects, stripe_reads
+from domain import ledger, purchases, stripe_objects, stripe_reads
 from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
 from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscriptions import Change, SubscriptionState, apply_change, subscription
@@ -35,7 +36,12 @@ ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
 def billing_handlers(settings: Settings) -> HandlerTable:
     """Billing's entries of the dispatch table, configured from `settings`."""
     fetch = settings.stripe_api_key is not None
-    grant = Handler("grant_pack", apply=apply_checkout, prepare=_checkout_reader(settings))
+    grant = Handler(
+        "grant_pack",
+        apply=apply_checkout,
+        prepare=_checkout_reader(settings),
+        apply_many=apply_checkouts,
+    )
     refund = Handler(
         "take_back_refund",
         apply=apply_refund,
@@ -105,21 +111,94 @@ def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
     lines = stripe_objects.checkout_lines(obj) or fetched
     if not lines:
         raise RetryLater(f"line items of checkout session {session_id} were not read yet")
-    checkout = Checkout(
-        session_id=session_id,
-        account_id=account_id,
-        lines=tuple(lines),
-        payment_intent_id=stripe_objects.object_id(obj.get("payment_intent")),
-        stripe_customer_id=customer,
-        amount_total=obj.get("amount_total") if isinstance(obj.get("amount_total"), int) else None,
-        currency=stripe_objects.optional_text(obj, "currency"),
-    )
+    checkout = _checkout(obj, account_id, tuple(lines))
     try:
         purchases.grant_pack(session, checkout, now=event.now, event_id=event.id)
     except UnknownPack as exc:
-        raise PermanentFailure(
-            f"checkout session {session_id}: {exc}; add it with `outbox packs set` and replay"
-        ) from None
+        raise _unknown_pack(session_id, exc) from None
+
+
+def _checkout(obj: dict[str, Any], account_id: int, lines: Any) -> Checkout:
+    amount_total = obj.get("amount_total")
+    return Checkout(
+        session_id=stripe_objects.required_text(obj, "id"),
+        account_id=account_id,
+        lines=tuple(lines),
+        payment_intent_id=stripe_objects.object_id(obj.get("payment_intent")),
+        stripe_customer_id=stripe_objects.object_id(obj.get("customer")),
+        amount_total=amount_total if isinstance(amount_total, int) else None,
+        currency=stripe_objects.optional_text(obj, "currency"),
+    )
+
+
+def _unknown_pack(session_id: str, exc: UnknownPack) -> PermanentFailure:
+    return PermanentFailure(
+        f"checkout session {session_id}: {exc}; add it with `outbox packs set` and replay"
+    )
+
+
+def apply_checkouts(
+    session: Session, items: Sequence[tuple[EventContext, Any]]
+) -> list[BaseException | None]:
+    """`apply_checkout` for many events in one go (the processors' batches).
+
+    The usual event, a paid pack purchase that names its account and its packs, is granted
+    with the others in a few statements (purchases.grant_packs); any other one is applied
+    alone, in a savepoint of its own. One result per event: None, or why it failed.
+    """
+    results: list[BaseException | None] = [None] * len(items)
+    grants: list[tuple[int, EventContext, purchases.PackGrant]] = []
+    for index, (event, fetched) in enumerate(items):
+        try:
+            grant = _plain_grant(event, fetched)
+        except PermanentFailure as exc:
+            results[index] = exc
+            continue
+        if grant is None:
+            results[index] = _apply_alone(session, event, fetched)
+        else:
+            grants.append((index, event, grant))
+    if not grants:
+        return results
+    accounts = ledger.lock_accounts(session, (g.checkout.account_id for _, _, g in grants))
+    ready = []
+    for index, event, grant in grants:
+        if grant.checkout.account_id not in accounts:
+            results[index] = RetryLater(f"account {grant.checkout.account_id} does not exist yet")
+            continue
+        _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
+        ready.append((index, event, grant))
+    if not ready:
+        return results
+    now = max(event.now for _, event, _ in ready)  # the batch's attempt time
+    granted = purchases.grant_packs(session, [grant for _, _, grant in ready], now=now)
+    for (index, _, grant), outcome in zip(ready, granted, strict=True):
+        if isinstance(outcome, UnknownPack):
+            results[index] = _unknown_pack(grant.checkout.session_id, outcome)
+        elif isinstance(outcome, Exception):
+            results[index] = RetryLater(str(outcome))
+    return results
+
+
+def _plain_grant(event: EventContext, fetched: Any) -> purchases.PackGrant | None:
+    """The grant of a paid purchase that names its account and packs; None for any other."""
+    obj = stripe_objects.event_object(event)
+    if not _is_paid_pack_purchase(event, obj):
+        return None
+    account_id = stripe_objects.named_account(obj)
+    lines = stripe_objects.checkout_lines(obj) or fetched
+    if account_id is None or not lines:
+        return None
+    return purchases.PackGrant(_checkout(obj, account_id, lines), event.id)
+
+
+def _apply_alone(session: Session, event: EventContext, fetched: Any) -> BaseException | None:
+    try:
+        with session.begin_nested():
+            apply_checkout(session, event, fetched)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _checkout_account(session: Session, obj: dict[str, Any], customer: str | None) -> int:

@@ -21,6 +21,7 @@ balance: two concurrent spends of one account run one after the other.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -52,9 +53,11 @@ __all__ = [
     "balance",
     "capture_hold",
     "credit",
+    "credit_many",
     "debt",
     "hold",
     "lock_account",
+    "lock_accounts",
     "parse_credits",
     "release_hold",
     "spend",
@@ -150,41 +153,68 @@ def lock_account(session: Session, account_id: int) -> Account:
     A second call in the same transaction (a grant that then credits) asks nothing again:
     the lock is already held until that transaction ends.
     """
-    locked = _locks_of_this_transaction(session).get(account_id)
-    if locked is not None:
-        return locked
-    account = session.execute(
-        select(Account)
-        .where(Account.id == account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    account = lock_accounts(session, [account_id]).get(account_id)
     if account is None:
         raise UnknownAccount(f"no account with id {account_id}")
-    if not session.in_nested_transaction():
-        # A lock taken inside a savepoint is released if the savepoint rolls back.
-        _locks_of_this_transaction(session)[account_id] = account
     return account
+
+
+def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Account]:
+    """The rows of these accounts, locked until the transaction ends; an unknown id is absent.
+
+    One statement, locking in ascending id order: two transactions that lock overlapping
+    sets of accounts this way wait for each other instead of deadlocking.
+    """
+    held, own = _held_locks(session)
+    wanted = sorted(set(account_ids))
+    locked = {i: held[i] for i in wanted if i in held}
+    missing = [i for i in wanted if i not in locked]
+    if missing:
+        rows = session.execute(
+            select(Account)
+            .where(Account.id.in_(missing))
+            .order_by(Account.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalars()
+        fresh = {account.id: account for account in rows}
+        own.update(fresh)
+        locked.update(fresh)
+    return locked
 
 
 _LOCKS = "ledger_account_locks"
 
 
-def _locks_of_this_transaction(session: Session) -> dict[int, Account]:
-    """The accounts locked in the session's current transaction (none outside a transaction).
+def _held_locks(session: Session) -> tuple[dict[int, Account], dict[int, Account]]:
+    """The accounts locked by the session's current transaction or a savepoint still open in
+    it, and the record that locks taken now go to (the innermost savepoint's).
 
-    The rows are kept here, not looked up again: the session's identity map holds objects
-    weakly, so an account a caller did not keep would be read from the database anew.
+    A lock taken inside a savepoint is released if that savepoint rolls back, so each
+    savepoint keeps its own record, forgotten once it has ended. The rows are kept here,
+    not looked up again: the identity map holds objects weakly, so an account a caller did
+    not keep would be read from the database anew.
     """
-    transaction = session.get_transaction()
-    if transaction is None:
-        return {}
-    remembered = session.info.get(_LOCKS)
-    if remembered is None or remembered[0] is not transaction:
-        remembered = (transaction, {})
-        session.info[_LOCKS] = remembered
-    locks: dict[int, Account] = remembered[1]
-    return locks
+    innermost = session.get_nested_transaction() or session.get_transaction()
+    if innermost is None:
+        return {}, {}
+    open_ones: list[Any] = []
+    step: Any = innermost
+    while step is not None:
+        open_ones.append(step)
+        step = step.parent
+    records: dict[int, tuple[Any, dict[int, Account]]] = session.info.setdefault(_LOCKS, {})
+    for key in [k for k, (t, _) in records.items() if not any(t is o for o in open_ones)]:
+        del records[key]
+    held: dict[int, Account] = {}
+    for transaction in reversed(open_ones):
+        record = records.get(id(transaction))
+        if record is not None and record[0] is transaction:
+            held.update(record[1])
+    if records.get(id(innermost), (None,))[0] is not innermost:
+        records[id(innermost)] = (innermost, {})
+    own = records[id(innermost)][1]
+    return held, own
 
 
 def balance(session: Session, account_id: int) -> Decimal:
@@ -208,6 +238,17 @@ def debt(session: Session, account_id: int) -> Decimal:
     return _sum(session, CreditEntry.debt_change, CreditEntry.account_id == account_id)
 
 
+def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
+    """The debt of each of these accounts that has any, in one statement."""
+    rows = session.execute(
+        select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
+        .where(CreditEntry.account_id.in_(sorted(set(account_ids))))
+        .group_by(CreditEntry.account_id)
+    )
+    owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
+    return {account_id: total for account_id, total in owed.items() if total != 0}
+
+
 def _sum(session: Session, column: Any, *conditions: Any) -> Decimal:
     total = session.execute(
         select(func.coalesce(func.sum(column), ZERO)).where(*conditions)
@@ -228,6 +269,11 @@ def standing(session: Session, account_id: int) -> Standing:
 
 def entry_for_key(session: Session, key: str) -> CreditEntry | None:
     return session.execute(select(CreditEntry).where(CreditEntry.key == key)).scalar_one_or_none()
+
+
+def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    """Those of these keys that already have a ledger entry."""
+    return set(session.scalars(select(CreditEntry.key).where(CreditEntry.key.in_(set(keys)))))
 
 
 def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
@@ -261,6 +307,18 @@ def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]
 # --- writes --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NewCredit:
+    """Credits to add to an account, once per key (see `credit_many`)."""
+
+    account_id: int
+    amount: Decimal
+    key: str
+    reason: str
+    event_id: int | None = None
+    job_id: int | None = None
+
+
 def credit(
     session: Session,
     account_id: int,
@@ -276,16 +334,48 @@ def credit(
 
     The entry's `amount` is what reached the balance, its `debt_change` what paid debt.
     """
-    amount = positive_credits(amount)
-    lock_account(session, account_id)
-    if entry_for_key(session, key) is not None:
-        return None
-    owed = debt(session, account_id)
-    paid = min(owed, amount)
-    return _append(
-        session, account_id, amount - paid, -paid, key=key, reason=reason, now=now,
-        event_id=event_id, job_id=job_id,
-    )  # fmt: skip
+    [entry] = credit_many(
+        session,
+        [NewCredit(account_id, positive_credits(amount), key, reason, event_id, job_id)],
+        now=now,
+    )
+    return entry
+
+
+def credit_many(
+    session: Session, credits: Sequence[NewCredit], *, now: datetime
+) -> list[CreditEntry | None]:
+    """`credit` for many entries at once: a few statements whatever their number.
+
+    Locks every account first (UnknownAccount if one is missing), then skips the keys
+    already applied (None in their place), then pays each account's debt first, in the
+    order given, and writes the entries in one flush.
+    """
+    amounts = [positive_credits(item.amount) for item in credits]
+    if not credits:
+        return []
+    accounts = lock_accounts(session, (c.account_id for c in credits))
+    for item in credits:
+        if item.account_id not in accounts:
+            raise UnknownAccount(f"no account with id {item.account_id}")
+    applied = applied_keys(session, (c.key for c in credits))
+    owed = debts(session, accounts)
+    entries: list[CreditEntry | None] = []
+    for item, amount in zip(credits, amounts, strict=True):
+        if item.key in applied:
+            entries.append(None)
+            continue
+        applied.add(item.key)
+        paid = min(owed.get(item.account_id, ZERO), amount)
+        owed[item.account_id] = owed.get(item.account_id, ZERO) - paid
+        entry = _entry(
+            item.account_id, amount - paid, -paid, key=item.key, reason=item.reason, now=now,
+            event_id=item.event_id, job_id=item.job_id,
+        )  # fmt: skip
+        entries.append(entry)
+    session.add_all([entry for entry in entries if entry is not None])
+    session.flush()
+    return entries
 
 
 def spend(
@@ -459,7 +549,27 @@ def _append(
     event_id: int | None = None,
     job_id: int | None = None,
 ) -> CreditEntry:
-    row = CreditEntry(
+    row = _entry(
+        account_id, amount, debt_change, key=key, reason=reason, now=now,
+        event_id=event_id, job_id=job_id,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _entry(
+    account_id: int,
+    amount: Decimal,
+    debt_change: Decimal,
+    *,
+    key: str,
+    reason: str,
+    now: datetime,
+    event_id: int | None = None,
+    job_id: int | None = None,
+) -> CreditEntry:
+    return CreditEntry(
         key=key,
         account_id=account_id,
         amount=amount,
@@ -469,6 +579,3 @@ def _append(
         job_id=job_id,
         created_at=now,
     )
-    session.add(row)
-    session.flush()
-    return row

@@ -14,6 +14,7 @@ debt (see domain/ledger.py), never a negative balance.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,8 +23,9 @@ from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain import ledger
+from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
-from domain.packs import CreditPack, pack_for_price
+from domain.packs import CreditPack
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -93,28 +95,93 @@ class Refund:
     amount_refunded: int
 
 
-def price_packs(session: Session, lines: tuple[LineItem, ...]) -> list[tuple[CreditPack, int]]:
-    """The pack of each line; UnknownPack naming every price the catalog lacks."""
-    found = [(pack_for_price(session, line.price_id), line.quantity) for line in lines]
-    missing = sorted(
-        {line.price_id for line, (pack, _) in zip(lines, found, strict=True) if pack is None}
-    )
-    if missing or not lines:
-        raise UnknownPack(
-            "no credit pack for price " + ", ".join(missing) if missing else "no line items"
-        )
-    return [(pack, quantity) for pack, quantity in found if pack is not None]
+@dataclass(frozen=True)
+class PackGrant:
+    """One paid checkout session to grant, and the event that reports it."""
+
+    checkout: Checkout
+    event_id: int | None = None
+
+
+#: What became of one PackGrant: the purchase it recorded, None when the session was
+#: granted before, or why it could not be granted (it wrote nothing then).
+GrantResult = CreditPurchase | None | UnknownPack | UnknownAccount
 
 
 def grant_pack(
     session: Session, checkout: Checkout, *, now: datetime, event_id: int | None = None
 ) -> CreditPurchase | None:
     """Credit the packs a paid checkout session bought; None when it was already granted."""
-    key = PACK_KEY.format(session_id=checkout.session_id)
-    ledger.lock_account(session, checkout.account_id)
-    if purchase_for_session(session, checkout.session_id) is not None:
-        return None
-    bought = price_packs(session, checkout.lines)
+    [result] = grant_packs(session, [PackGrant(checkout, event_id)], now=now)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def grant_packs(
+    session: Session, grants: Sequence[PackGrant], *, now: datetime
+) -> list[GrantResult]:
+    """`grant_pack` for many checkout sessions at once, a few statements for all of them.
+
+    The accounts are locked first (all of them, in id order), then sessions granted before
+    are passed over, then each grant is priced from the catalog and credited (key
+    `pack:<session id>`) with its `credit_purchases` row. A grant whose account is
+    missing or whose price the catalog lacks writes nothing and says why in its place.
+    """
+    accounts = ledger.lock_accounts(session, (g.checkout.account_id for g in grants))
+    granted = _purchased_sessions(session, (g.checkout.session_id for g in grants))
+    prices = (line.price_id for grant in grants for line in grant.checkout.lines)
+    catalog = packs_for_prices(session, prices)
+    results: list[GrantResult] = []
+    credits: list[ledger.NewCredit] = []
+    for grant in grants:
+        checkout = grant.checkout
+        if checkout.account_id not in accounts:
+            results.append(UnknownAccount(f"no account with id {checkout.account_id}"))
+            continue
+        if checkout.session_id in granted:
+            results.append(None)
+            continue
+        try:
+            bought = _priced(checkout.lines, catalog)
+        except UnknownPack as exc:
+            results.append(exc)
+            continue
+        granted.add(checkout.session_id)
+        purchase, credit = _purchase(grant, bought, now)
+        results.append(purchase)
+        credits.append(credit)
+    session.add_all([r for r in results if isinstance(r, CreditPurchase)])
+    ledger.credit_many(session, credits, now=now)
+    return results
+
+
+def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, CreditPack]:
+    """The catalog's packs for these prices, on sale or retired, by price id."""
+    wanted = set(price_ids)
+    if not wanted:
+        return {}
+    query = select(CreditPack).where(CreditPack.price_id.in_(wanted))
+    return {pack.price_id: pack for pack in session.scalars(query)}
+
+
+def _priced(
+    lines: tuple[LineItem, ...], catalog: dict[str, CreditPack]
+) -> list[tuple[CreditPack, int]]:
+    """The pack of each line; UnknownPack naming every price the catalog lacks."""
+    missing = sorted({line.price_id for line in lines if line.price_id not in catalog})
+    if missing or not lines:
+        raise UnknownPack(
+            "no credit pack for price " + ", ".join(missing) if missing else "no line items"
+        )
+    return [(catalog[line.price_id], line.quantity) for line in lines]
+
+
+def _purchase(
+    grant: PackGrant, bought: list[tuple[CreditPack, int]], now: datetime
+) -> tuple[CreditPurchase, ledger.NewCredit]:
+    """The purchase row and the ledger credit of one priced checkout session."""
+    checkout = grant.checkout
     credits = sum((pack.credits * quantity for pack, quantity in bought), Decimal(0))
     description = ", ".join(
         pack.name if quantity == 1 else f"{pack.name} x{quantity}" for pack, quantity in bought
@@ -130,20 +197,24 @@ def grant_pack(
         currency=checkout.currency,
         refunded_amount=0,
         refunded_credits=Decimal(0),
-        event_id=event_id,
+        event_id=grant.event_id,
         created_at=now,
     )
-    session.add(purchase)
-    ledger.credit(
-        session,
+    credit = ledger.NewCredit(
         checkout.account_id,
         credits,
-        key=key,
+        key=PACK_KEY.format(session_id=checkout.session_id),
         reason=f"pack {description} ({checkout.session_id})"[:255],
-        now=now,
-        event_id=event_id,
+        event_id=grant.event_id,
     )
-    return purchase
+    return purchase, credit
+
+
+def _purchased_sessions(session: Session, session_ids: Iterable[str]) -> set[str]:
+    query = select(CreditPurchase.checkout_session_id).where(
+        CreditPurchase.checkout_session_id.in_(set(session_ids))
+    )
+    return set(session.scalars(query))
 
 
 def purchase_for_session(session: Session, session_id: str) -> CreditPurchase | None:

@@ -7,7 +7,7 @@ event's database effects and its `done` commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +45,9 @@ class RetryLater(Exception):
 
 Apply = Callable[[Session, EventContext, Any], None]
 Prepare = Callable[[EventContext], Any]
+#: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
+#: None when it was applied, else the exception that stopped it (it wrote nothing then).
+ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | None]]
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,16 @@ class Handler:
     :param apply: `apply(session, event, prepared)`: database writes only, no network.
     :param prepare: optional `prepare(event) -> prepared`: network reads (a Stripe object
         fetched fresh), run before the transaction; its result is passed to `apply`.
+    :param apply_many: optional set-based `apply` for many events of this kind in one
+        transaction (a few statements for the lot instead of a few per event). It must
+        give the same effects as `apply` on each event in turn; if it raises, the
+        processors roll it back and use `apply` on each event instead.
     """
 
     name: str
     apply: Apply
     prepare: Prepare | None = None
+    apply_many: ApplyMany | None = None
 
 
 #: The dispatch table's shape: (source, event type) -> handler.

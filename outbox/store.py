@@ -2,7 +2,7 @@
 
 record    -- insert deliveries, once each (ingress)
 claim     -- take due rows under a lease (processors)
-mark_done / mark_skipped -- finish a claimed row, only while the lease is ours
+mark_done(_many) / mark_skipped -- finish claimed rows, only while the lease is ours
 fail      -- put a claimed row back with a later attempt, or make it dead
 release_expired -- give back rows whose worker vanished (sweeper)
 due_ids   -- rows that should be rung again (sweeper)
@@ -338,22 +338,52 @@ def _finish(
     stmt = (
         update(WebhookEvent)
         .where(_owned(event, now))
-        .values(
-            status=status.value,
-            processed_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            last_error=note,
-        )
+        .values(_finished_values(status, note, now))
         .execution_options(synchronize_session=False)
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
 
+def _finished_values(status: Status, note: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "status": status.value,
+        "processed_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "next_attempt_at": None,
+        "last_error": note,
+    }
+
+
 def mark_done(session: Session, event: ClaimedEvent, now: datetime) -> bool:
     """Finish a claimed row as done; False when the lease is no longer ours (do not commit then)."""
-    return _finish(session, event, Status.DONE, None, now)
+    return event.id in mark_done_many(session, [event], now)
+
+
+def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datetime) -> set[int]:
+    """Finish claimed rows as done, one statement per claim; the ids whose lease was still ours.
+
+    A row missing from the answer belongs to someone else now: do not commit then.
+    """
+    finished: set[int] = set()
+    by_owner: dict[str, list[int]] = {}
+    for event in claimed:
+        by_owner.setdefault(event.lease_owner, []).append(event.id)
+    for owner, ids in by_owner.items():
+        stmt = (
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.id.in_(ids),
+                WebhookEvent.status == Status.PROCESSING.value,
+                WebhookEvent.lease_owner == owner,
+                WebhookEvent.lease_expires_at > now,
+            )
+            .values(_finished_values(Status.DONE, None, now))
+            .returning(WebhookEvent.id)
+            .execution_options(synchronize_session=False)
+        )
+        finished.update(session.scalars(stmt))
+    return finished
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.db import transaction, utcnow
@@ -53,12 +56,8 @@ class Outcome(StrEnum):
     UNRECORDED = "unrecorded"
 
 
-class _LeaseLost(Exception):
-    pass
-
-
 def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
-    """Claim the named rows that are due, plus a few more due rows, and apply each one.
+    """Claim the named rows that are due, plus a few more due rows, and apply them.
 
     Returns how many rows ended each way. A database that cannot be reached ends the pass
     quietly: the rows are still pending (or their lease runs out), and the sweeper rings again.
@@ -67,14 +66,14 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     runtime.handlers  # noqa: B018  (a table that cannot be built fails the pass, not the rows)
     try:
         if ids:
-            _apply_all(runtime, _claim(runtime, ids=list(ids), limit=len(ids)), counts)
+            _apply_batch(runtime, _claim(runtime, ids=list(ids), limit=len(ids)), counts)
         budget = EXTRA_DUE_PER_PASS
         while budget > 0:
             extra = _claim(runtime, ids=None, limit=budget)
             if not extra:
                 break
             budget -= len(extra)
-            _apply_all(runtime, extra, counts)
+            _apply_batch(runtime, extra, counts)
     except SQLAlchemyError as exc:
         log.warning(
             "database unavailable; the sweeper will ring these rows again",
@@ -94,39 +93,181 @@ def _claim(runtime: Runtime, *, ids: list[int] | None, limit: int) -> list[Claim
         )
 
 
-def _apply_all(runtime: Runtime, claimed: list[ClaimedEvent], counts: dict[Outcome, int]) -> None:
-    for event in claimed:
-        outcome = process_claimed(runtime, event)
-        counts[outcome] = counts.get(outcome, 0) + 1
+@dataclass
+class _Step:
+    """One claimed row on its way through a batch: what applies it, and how it ended."""
 
-
-def process_claimed(runtime: Runtime, event: ClaimedEvent) -> Outcome:
-    """Take one claimed row to its next state; never raises for the handler's sake."""
-    started = time.perf_counter()
+    event: ClaimedEvent
+    started: float
     handler: Handler | None = None
+    context: EventContext | None = None
+    prepared: Any = None
+    #: Why the row is skipped (no handler, the other Stripe mode): never applied.
+    skip_reason: str | None = None
+    #: Reading the row or `prepare` failed: nothing to apply, the failure is recorded.
+    prepare_error: BaseException | None = None
+    #: `apply` failed in this round's transaction (its savepoint was rolled back).
+    apply_error: BaseException | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.prepare_error or self.apply_error
+
+
+class _LeaseLost(Exception):
+    def __init__(self, ids: set[int]) -> None:
+        super().__init__(f"lease lost on rows {sorted(ids)}")
+        self.ids = ids
+
+
+def _apply_batch(runtime: Runtime, claimed: list[ClaimedEvent], counts: dict[Outcome, int]) -> None:
+    """Apply claimed rows together: one transaction holds all their effects and end states.
+
+    Each row's effects run in a savepoint of their own (or in its handler's `apply_many`
+    for the rows of that handler), so a failing row rolls back only itself. The statement
+    that marks the rows done is guarded by their leases: if a lease turned out lost, the
+    whole transaction is rolled back, that row is left to its new owner, and the rows
+    still ours go round again.
+    """
+    attempted_at = utcnow()  # one attempt time for the whole batch
+    steps = [_prepared_step(runtime, event, attempted_at) for event in claimed]
+    in_play = steps
+    while in_play:
+        try:
+            _commit_batch(runtime, in_play)
+            break
+        except _LeaseLost as lost:
+            for step in in_play:
+                step.apply_error = None
+                if step.event.id in lost.ids:
+                    step.outcome = Outcome.LEASE_LOST
+            in_play = [step for step in in_play if step.outcome is None]
+        except SQLAlchemyError as exc:
+            # Nothing of the batch committed; the leases run out and the rows come back.
+            log.error(
+                "could not commit a batch; its rows come back when their leases run out",
+                extra={"count": len(in_play), "error": _describe(exc)[:300]},
+            )
+            for step in in_play:
+                step.outcome = Outcome.UNRECORDED
+            break
+    for step in steps:
+        outcome = step.outcome or Outcome.UNRECORDED
+        counts[outcome] = counts.get(outcome, 0) + 1
+        _log_step(step, outcome)
+
+
+def _prepared_step(runtime: Runtime, event: ClaimedEvent, now: datetime) -> _Step:
+    """Decode the row, find its handler and run its `prepare`, outside any transaction."""
+    step = _Step(event, time.perf_counter())
     try:
-        context_or_reason = _context(runtime, event)
+        context_or_reason = _context(runtime, event, now)
         if isinstance(context_or_reason, str):
-            outcome = _skip(runtime, event, context_or_reason)
-            return _logged(event, outcome, started, reason=context_or_reason)
-        context = context_or_reason
+            step.skip_reason = context_or_reason
+            return step
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
-            reason = f"no handler for {event.source} {event.event_type}"
-            return _logged(event, _skip(runtime, event, reason), started, reason=reason)
-        _apply(runtime, event, handler, context)
-        return _logged(event, Outcome.DONE, started, handler=handler.name)
-    except _LeaseLost:
-        return _logged(event, Outcome.LEASE_LOST, started, handler=_name(handler))
-    except PermanentFailure as exc:
-        outcome = _fail(runtime, event, f"permanent: {_describe(exc)}", permanent=True)
-        return _logged(event, outcome, started, handler=_name(handler), error=_describe(exc))
-    except Exception as exc:  # RetryLater, a bug, a network error: the policy decides
-        outcome = _fail(runtime, event, _describe(exc), permanent=False)
-        return _logged(event, outcome, started, handler=_name(handler), error=_describe(exc))
+            step.skip_reason = f"no handler for {event.source} {event.event_type}"
+            return step
+        step.handler, step.context = handler, context_or_reason
+        if handler.prepare is not None:
+            step.prepared = handler.prepare(context_or_reason)
+    except Exception as exc:  # PermanentFailure, a network error: recorded with the batch
+        step.prepare_error = exc
+    return step
 
 
-def _context(runtime: Runtime, event: ClaimedEvent) -> EventContext | str:
+def _commit_batch(runtime: Runtime, steps: list[_Step]) -> None:
+    """One transaction: every row's effects, then every row's end state; raises _LeaseLost."""
+    with transaction(runtime.sessions) as session:
+        appliable = [s for s in steps if s.handler and s.context and s.error is None]
+        # Rows of one account next to each other, accounts in ascending order: two batches
+        # that lock the same accounts take the locks in the same order and never deadlock.
+        appliable.sort(key=lambda s: (s.event.account_id or 0, s.event.id))
+        _apply_steps(session, appliable)
+        now = utcnow()
+        applied = [s for s in appliable if s.apply_error is None]
+        finished = store.mark_done_many(session, [s.event for s in applied], now)
+        lost = {s.event.id for s in applied} - finished
+        if lost:
+            raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
+        for step in steps:
+            if step in applied:
+                step.outcome = Outcome.DONE
+            elif step.skip_reason is not None:
+                skipped = store.mark_skipped(session, step.event, step.skip_reason, now)
+                step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
+            else:
+                step.outcome = _record_failure(runtime, session, step, now)
+
+
+def _apply_steps(session: Session, steps: list[_Step]) -> None:
+    """Run each step's `apply` in a savepoint; a handler's `apply_many` takes its rows at once."""
+    alone: list[_Step] = []
+    together: dict[str, list[_Step]] = {}
+    for step in steps:
+        assert step.handler is not None
+        if step.handler.apply_many is None:
+            alone.append(step)
+        else:
+            together.setdefault(step.handler.name, []).append(step)
+    for group in together.values():
+        alone += _apply_together(session, group)
+    for step in sorted(alone, key=steps.index):
+        assert step.handler is not None
+        try:
+            with session.begin_nested():
+                step.handler.apply(session, step.context, step.prepared)  # type: ignore[arg-type]
+        except SQLAlchemyError as exc:
+            if not session.is_active:
+                raise  # the connection itself failed: the whole batch waits for its leases
+            step.apply_error = exc
+        except Exception as exc:
+            step.apply_error = exc
+
+
+def _apply_together(session: Session, group: list[_Step]) -> list[_Step]:
+    """Apply one handler's rows with its `apply_many`; the rows it could not take, to do alone."""
+    handler = group[0].handler
+    assert handler is not None and handler.apply_many is not None
+    try:
+        with session.begin_nested():
+            errors = handler.apply_many(
+                session,
+                [(step.context, step.prepared) for step in group],  # type: ignore[misc]
+            )
+    except Exception as exc:
+        log.warning(
+            "applying rows together failed; applying them one by one",
+            extra={"handler": handler.name, "count": len(group), "error": _describe(exc)[:300]},
+        )
+        return group
+    for step, error in zip(group, errors, strict=True):
+        step.apply_error = error
+    return []
+
+
+def _record_failure(runtime: Runtime, session: Session, step: _Step, now: datetime) -> Outcome:
+    """Back to pending after the policy's delay, or dead: PermanentFailure or no tries left."""
+    exc = step.error
+    assert exc is not None
+    permanent = isinstance(exc, PermanentFailure)
+    text = f"permanent: {_describe(exc)}" if permanent else _describe(exc)
+    status = store.fail(
+        session,
+        step.event,
+        text[:ERROR_CAP],
+        policy=runtime.policy,
+        now=now,
+        permanent=permanent,
+    )
+    if status is None:
+        return Outcome.LEASE_LOST
+    return Outcome.DEAD if status == Status.DEAD else Outcome.RETRY
+
+
+def _context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventContext | str:
     """The handler's view of the row, or the reason it must be skipped."""
     if event.raw_body is None:
         raise PermanentFailure("the body was purged")
@@ -151,44 +292,20 @@ def _context(runtime: Runtime, event: ClaimedEvent) -> EventContext | str:
         account_id=event.account_id,
         attempts=event.attempts,
         backfilled=event.backfilled,
-        now=utcnow(),
+        now=now,
     )
 
 
-def _apply(runtime: Runtime, event: ClaimedEvent, handler: Handler, context: EventContext) -> None:
-    prepared = handler.prepare(context) if handler.prepare is not None else None
-    with transaction(runtime.sessions) as session:
-        handler.apply(session, context, prepared)
-        if not store.mark_done(session, event, utcnow()):
-            raise _LeaseLost  # rolls the handler's writes back with the transaction
-
-
-def _skip(runtime: Runtime, event: ClaimedEvent, reason: str) -> Outcome:
-    with transaction(runtime.sessions) as session:
-        finished = store.mark_skipped(session, event, reason, utcnow())
-    return Outcome.SKIPPED if finished else Outcome.LEASE_LOST
-
-
-def _fail(runtime: Runtime, event: ClaimedEvent, error: str, *, permanent: bool) -> Outcome:
-    try:
-        with transaction(runtime.sessions) as session:
-            status = store.fail(
-                session,
-                event,
-                error[:ERROR_CAP],
-                policy=runtime.policy,
-                now=utcnow(),
-                permanent=permanent,
-            )
-    except SQLAlchemyError as exc:
-        log.error(
-            "could not record a failed attempt; the row's lease will run out and it comes back",
-            extra={"event_id": event.id, "error": _describe(exc)[:300]},
-        )
-        return Outcome.UNRECORDED
-    if status is None:
-        return Outcome.LEASE_LOST
-    return Outcome.DEAD if status == Status.DEAD else Outcome.RETRY
+def _log_step(step: _Step, outcome: Outcome) -> None:
+    error = step.error
+    _logged(
+        step.event,
+        outcome,
+        step.started,
+        handler=_name(step.handler),
+        reason=step.skip_reason,
+        error=_describe(error) if error is not None and outcome != Outcome.DONE else None,
+    )
 
 
 def _logged(
