@@ -38,9 +38,10 @@ from processors.runtime import Runtime
 
 log = logging.getLogger("outbox.processors")
 
-#: Due rows a pass claims at most besides the ones its message named, so a backlog drains
-#: even when rings were lost, and the next event of an object follows the one just finished.
-EXTRA_DUE_PER_PASS = 5
+#: Rows one pass applies at most: the rows its message named, then due rows nobody rang
+#: (a backlog drains in batches even when rings were lost, and the next event of an object
+#: follows the one just finished). Each claim's rows are applied in one transaction.
+EVENTS_PER_PASS = 50
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
 
@@ -57,7 +58,7 @@ class Outcome(StrEnum):
 
 
 def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
-    """Claim the named rows that are due, plus a few more due rows, and apply them.
+    """Claim the named rows that are due, and more due rows up to EVENTS_PER_PASS; apply them.
 
     Returns how many rows ended each way. A database that cannot be reached ends the pass
     quietly: the rows are still pending (or their lease runs out), and the sweeper rings again.
@@ -65,15 +66,14 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     counts: dict[Outcome, int] = {}
     runtime.handlers  # noqa: B018  (a table that cannot be built fails the pass, not the rows)
     try:
-        if ids:
-            _apply_batch(runtime, _claim(runtime, ids=list(ids), limit=len(ids)), counts)
-        budget = EXTRA_DUE_PER_PASS
-        while budget > 0:
-            extra = _claim(runtime, ids=None, limit=budget)
-            if not extra:
+        budget = max(EVENTS_PER_PASS, len(ids))
+        claimed = _claim(runtime, ids=list(ids), limit=budget)
+        while claimed:
+            _apply_batch(runtime, claimed, counts)
+            budget -= len(claimed)
+            if budget <= 0:
                 break
-            budget -= len(extra)
-            _apply_batch(runtime, extra, counts)
+            claimed = _claim(runtime, ids=[], limit=budget)
     except SQLAlchemyError as exc:
         log.warning(
             "database unavailable; the sweeper will ring these rows again",
@@ -82,15 +82,22 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     return counts
 
 
-def _claim(runtime: Runtime, *, ids: list[int] | None, limit: int) -> list[ClaimedEvent]:
+def _claim(runtime: Runtime, *, ids: list[int], limit: int) -> list[ClaimedEvent]:
+    """Up to `limit` due rows under one lease: those of `ids` first, then any others."""
+    lease = timedelta(seconds=runtime.settings.lease_seconds)
+    owner = store.new_lease_owner()
     with transaction(runtime.sessions) as session:
-        return store.claim(
-            session,
-            now=utcnow(),
-            lease=timedelta(seconds=runtime.settings.lease_seconds),
-            limit=limit,
-            ids=ids,
+        now = utcnow()
+        claimed = (
+            store.claim(session, now=now, lease=lease, limit=len(ids), ids=ids, owner=owner)
+            if ids
+            else []
         )
+        if len(claimed) < limit:
+            claimed += store.claim(
+                session, now=now, lease=lease, limit=limit - len(claimed), owner=owner
+            )
+        return claimed
 
 
 @dataclass

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from outbox.db import utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from processors import runtime as runtimes
-from processors.apply import EXTRA_DUE_PER_PASS, Outcome, process_pass
+from processors.apply import EVENTS_PER_PASS, Outcome, process_pass
 from tests.factories import record
 from tests.processors.handlers import effect_counts, effect_rows, scripted_event
 
@@ -146,10 +146,11 @@ def test_a_worker_whose_lease_ran_out_applies_nothing(runtime, proc_settings):
     assert lost.status == Status.PROCESSING  # the sweeper gives it back (test_sweeper)
 
 
-def test_a_pass_also_claims_a_few_due_rows_nobody_rang(runtime):
-    ids = stored(runtime, *(scripted_event() for _ in range(EXTRA_DUE_PER_PASS + 3)))
-    assert process_pass(runtime, ids[:1]) == {Outcome.DONE: 1 + EXTRA_DUE_PER_PASS}
-    assert process_pass(runtime, []) == {Outcome.DONE: 2}
+def test_a_pass_also_claims_due_rows_nobody_rang_up_to_its_batch(runtime):
+    ids = stored(runtime, *(scripted_event() for _ in range(EVENTS_PER_PASS + 3)))
+    assert process_pass(runtime, ids[-1:]) == {Outcome.DONE: EVENTS_PER_PASS}
+    assert row(runtime, ids[-1]).status == Status.DONE  # the rung row first, though newest
+    assert process_pass(runtime, []) == {Outcome.DONE: 3}
     assert set(effect_counts(runtime.engine)) == set(ids)
 
 
@@ -171,3 +172,28 @@ def test_an_earlier_dead_event_no_longer_holds_up_its_object(runtime):
     assert process_pass(runtime, [second]) == {Outcome.DEAD: 1, Outcome.DONE: 1}
     assert row(runtime, first).status == Status.DEAD
     assert effect_counts(runtime.engine) == {second: 1}
+
+
+def test_a_failing_event_of_a_batch_rolls_back_only_its_own_effects(runtime):
+    ok_1, failing, crashing, ok_2 = stored(
+        runtime,
+        scripted_event(),
+        scripted_event(script={"fail": "retry"}),
+        scripted_event(script={"fail": "crash"}),
+        scripted_event(),
+    )
+    counts = process_pass(runtime, [ok_1, failing, crashing, ok_2])
+    assert counts == {Outcome.DONE: 2, Outcome.RETRY: 2}
+    assert effect_counts(runtime.engine) == {ok_1: 1, ok_2: 1}
+    assert row(runtime, failing).status == Status.PENDING
+    assert row(runtime, crashing).last_error == "RuntimeError: the test says: crash"
+
+
+def test_a_batch_that_outlived_its_lease_applies_none_of_its_rows(runtime, proc_settings):
+    short = runtimes.configure(
+        proc_settings.model_copy(update={"lease_seconds": 1}), engine=runtime.engine
+    )
+    slow, quick = stored(runtime, scripted_event(script={"sleep": 1.3}), scripted_event())
+    assert process_pass(short, [slow, quick]) == {Outcome.LEASE_LOST: 2}
+    assert effect_counts(runtime.engine) == {}  # the quick row's effect went with the batch
+    assert {row(runtime, i).status for i in (slow, quick)} == {Status.PROCESSING}
