@@ -41,7 +41,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
 from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
-from outbox.db import Base, UTCDateTime
+from outbox.db import Base, UTCDateTime, insert_rows, one_of
 from outbox.models import BigId
 
 __all__ = [
@@ -172,7 +172,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
     if missing:
         rows = session.execute(
             select(Account)
-            .where(Account.id.in_(missing))
+            .where(one_of(session, Account.id, missing))
             .order_by(Account.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -242,7 +242,7 @@ def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
     rows = session.execute(
         select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(CreditEntry.account_id.in_(sorted(set(account_ids))))
+        .where(one_of(session, CreditEntry.account_id, sorted(set(account_ids))))
         .group_by(CreditEntry.account_id)
     )
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
@@ -273,7 +273,8 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return set(session.scalars(select(CreditEntry.key).where(CreditEntry.key.in_(set(keys)))))
+    query = select(CreditEntry.key).where(one_of(session, CreditEntry.key, set(keys)))
+    return set(session.scalars(query))
 
 
 def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
@@ -349,7 +350,8 @@ def credit_many(
 
     Locks every account first (UnknownAccount if one is missing), then skips the keys
     already applied (None in their place), then pays each account's debt first, in the
-    order given, and writes the entries in one flush.
+    order given, and writes the entries with one executemany. The entries returned are
+    what was written; they are not attached to the session (their ids are not read back).
     """
     amounts = [positive_credits(item.amount) for item in credits]
     if not credits:
@@ -373,8 +375,7 @@ def credit_many(
             event_id=item.event_id, job_id=item.job_id,
         )  # fmt: skip
         entries.append(entry)
-    session.add_all([entry for entry in entries if entry is not None])
-    session.flush()
+    insert_rows(session, CreditEntry, [entry for entry in entries if entry is not None])
     return entries
 
 

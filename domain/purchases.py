@@ -26,7 +26,7 @@ from domain import ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, UTCDateTime
+from outbox.db import Base, UTCDateTime, insert_rows, one_of
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -123,36 +123,37 @@ def grant_packs(
 ) -> list[GrantResult]:
     """`grant_pack` for many checkout sessions at once, a few statements for all of them.
 
-    The accounts are locked first (all of them, in id order), then sessions granted before
-    are passed over, then each grant is priced from the catalog and credited (key
-    `pack:<session id>`) with its `credit_purchases` row. A grant whose account is
-    missing or whose price the catalog lacks writes nothing and says why in its place.
+    The accounts are locked first (all of them, in id order); each grant is priced from
+    the catalog and credited under its key `pack:<session id>`, which the ledger applies
+    once: a session whose key is there already was granted before, and gets no second
+    `credit_purchases` row. A grant whose account is missing, or whose price the catalog
+    lacks (unless it was granted before), writes nothing and says why in its place.
     """
     accounts = ledger.lock_accounts(session, (g.checkout.account_id for g in grants))
-    granted = _purchased_sessions(session, (g.checkout.session_id for g in grants))
     prices = (line.price_id for grant in grants for line in grant.checkout.lines)
     catalog = packs_for_prices(session, prices)
-    results: list[GrantResult] = []
-    credits: list[ledger.NewCredit] = []
-    for grant in grants:
+    results: list[GrantResult] = [None] * len(grants)
+    priced: list[tuple[int, CreditPurchase, ledger.NewCredit]] = []
+    unpriced: list[tuple[int, UnknownPack, str]] = []
+    for index, grant in enumerate(grants):
         checkout = grant.checkout
         if checkout.account_id not in accounts:
-            results.append(UnknownAccount(f"no account with id {checkout.account_id}"))
-            continue
-        if checkout.session_id in granted:
-            results.append(None)
+            results[index] = UnknownAccount(f"no account with id {checkout.account_id}")
             continue
         try:
             bought = _priced(checkout.lines, catalog)
         except UnknownPack as exc:
-            results.append(exc)
+            unpriced.append((index, exc, PACK_KEY.format(session_id=checkout.session_id)))
             continue
-        granted.add(checkout.session_id)
-        purchase, credit = _purchase(grant, bought, now)
-        results.append(purchase)
-        credits.append(credit)
-    session.add_all([r for r in results if isinstance(r, CreditPurchase)])
-    ledger.credit_many(session, credits, now=now)
+        priced.append((index, *_purchase(grant, bought, now)))
+    if unpriced:  # a price gone from the catalog does not matter to a session granted before
+        granted_before = ledger.applied_keys(session, (key for _, _, key in unpriced))
+        for index, refusal, key in unpriced:
+            results[index] = None if key in granted_before else refusal
+    entries = ledger.credit_many(session, [credit for _, _, credit in priced], now=now)
+    for (index, purchase, _), entry in zip(priced, entries, strict=True):
+        results[index] = purchase if entry is not None else None
+    insert_rows(session, CreditPurchase, [r for r in results if isinstance(r, CreditPurchase)])
     return results
 
 
@@ -161,7 +162,7 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Cr
     wanted = set(price_ids)
     if not wanted:
         return {}
-    query = select(CreditPack).where(CreditPack.price_id.in_(wanted))
+    query = select(CreditPack).where(one_of(session, CreditPack.price_id, wanted))
     return {pack.price_id: pack for pack in session.scalars(query)}
 
 
@@ -208,13 +209,6 @@ def _purchase(
         event_id=grant.event_id,
     )
     return purchase, credit
-
-
-def _purchased_sessions(session: Session, session_ids: Iterable[str]) -> set[str]:
-    query = select(CreditPurchase.checkout_session_id).where(
-        CreditPurchase.checkout_session_id.in_(set(session_ids))
-    )
-    return set(session.scalars(query))
 
 
 def purchase_for_session(session: Session, session_id: str) -> CreditPurchase | None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -83,6 +93,31 @@ def _make_sqlite_safe_for_concurrent_writers(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values`, as one array parameter on Postgres.
+
+    An IN list of N parameters is another statement text for every N: the driver parses
+    it anew each time (psycopg caches none over 50 parameters) and the server plans it
+    anew. `= ANY(array)` is one text whatever the count. SQLite has no arrays: plain IN.
+    """
+    listed = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, listed, type_=postgresql.ARRAY(column.type))
+        return column == any_(array)  # type: ignore[no-any-return]
+    return column.in_(listed)  # type: ignore[no-any-return]
+
+
+def insert_rows(session: Session, model: type[Base], rows: Sequence[Base]) -> None:
+    """Insert these new ORM objects with one executemany (one statement text, pipelined on
+    Postgres) instead of a flush that renders a VALUES list as long as the batch. The
+    objects stay outside the session: server defaults such as ids are not read back."""
+    if not rows:
+        return
+    table = model.__table__
+    columns = [c.key for c in table.columns if c.key in rows[0].__dict__]
+    session.execute(insert(model), [{c: getattr(row, c) for c in columns} for row in rows])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
