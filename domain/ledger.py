@@ -33,15 +33,17 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     String,
+    Table,
     UniqueConstraint,
     func,
+    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
 from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
-from outbox.db import Base, UTCDateTime, insert_rows, one_of
+from outbox.db import Base, UTCDateTime, one_of
 from outbox.models import BigId
 
 __all__ = [
@@ -99,6 +101,9 @@ class CreditEntry(Base):
         Index("ix_credit_ledger_event", "event_id"),
         Index("ix_credit_ledger_job", "job_id"),
     )
+
+
+_ledger: Table = CreditEntry.__table__  # type: ignore[assignment]
 
 
 class CreditHold(Base):
@@ -309,6 +314,21 @@ def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A ledger entry as `credit` and `credit_many` wrote it (not read back: it has no id)."""
+
+    key: str
+    account_id: int
+    #: What reached the balance, and what paid debt (negative), as on CreditEntry.
+    amount: Decimal
+    debt_change: Decimal
+    reason: str
+    event_id: int | None
+    job_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class NewCredit:
     """Credits to add to an account, once per key (see `credit_many`)."""
 
@@ -335,23 +355,39 @@ def credit(
 
     The entry's `amount` is what reached the balance, its `debt_change` what paid debt.
     """
-    [entry] = credit_many(
-        session,
-        [NewCredit(account_id, positive_credits(amount), key, reason, event_id, job_id)],
-        now=now,
-    )
-    return entry
+    one = NewCredit(account_id, positive_credits(amount), key, reason, event_id, job_id)
+    [entry] = _credit_entries(session, [one], now)
+    if entry is None:
+        return None
+    row = CreditEntry(**vars(entry))
+    session.add(row)
+    session.flush()
+    return row
 
 
 def credit_many(
     session: Session, credits: Sequence[NewCredit], *, now: datetime
-) -> list[CreditEntry | None]:
+) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
+
+    The entries are written with one executemany (one statement text, sent in one
+    pipeline on Postgres) and are not read back: those returned have no id.
+    """
+    entries = _credit_entries(session, credits, now)
+    written = [vars(entry) for entry in entries if entry is not None]
+    if written:
+        session.execute(insert(_ledger), written)
+    return entries
+
+
+def _credit_entries(
+    session: Session, credits: Sequence[NewCredit], now: datetime
+) -> list[Entry | None]:
+    """The entries that credit these amounts, not yet written.
 
     Locks every account first (UnknownAccount if one is missing), then skips the keys
     already applied (None in their place), then pays each account's debt first, in the
-    order given, and writes the entries with one executemany. The entries returned are
-    what was written; they are not attached to the session (their ids are not read back).
+    order given.
     """
     amounts = [positive_credits(item.amount) for item in credits]
     if not credits:
@@ -362,7 +398,7 @@ def credit_many(
             raise UnknownAccount(f"no account with id {item.account_id}")
     applied = applied_keys(session, (c.key for c in credits))
     owed = debts(session, accounts)
-    entries: list[CreditEntry | None] = []
+    entries: list[Entry | None] = []
     for item, amount in zip(credits, amounts, strict=True):
         if item.key in applied:
             entries.append(None)
@@ -370,12 +406,11 @@ def credit_many(
         applied.add(item.key)
         paid = min(owed.get(item.account_id, ZERO), amount)
         owed[item.account_id] = owed.get(item.account_id, ZERO) - paid
-        entry = _entry(
-            item.account_id, amount - paid, -paid, key=item.key, reason=item.reason, now=now,
-            event_id=item.event_id, job_id=item.job_id,
+        entry = Entry(
+            item.key, item.account_id, amount - paid, -paid, item.reason, item.event_id,
+            item.job_id, now,
         )  # fmt: skip
         entries.append(entry)
-    insert_rows(session, CreditEntry, [entry for entry in entries if entry is not None])
     return entries
 
 
@@ -550,27 +585,7 @@ def _append(
     event_id: int | None = None,
     job_id: int | None = None,
 ) -> CreditEntry:
-    row = _entry(
-        account_id, amount, debt_change, key=key, reason=reason, now=now,
-        event_id=event_id, job_id=job_id,
-    )  # fmt: skip
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _entry(
-    account_id: int,
-    amount: Decimal,
-    debt_change: Decimal,
-    *,
-    key: str,
-    reason: str,
-    now: datetime,
-    event_id: int | None = None,
-    job_id: int | None = None,
-) -> CreditEntry:
-    return CreditEntry(
+    row = CreditEntry(
         key=key,
         account_id=account_id,
         amount=amount,
@@ -580,3 +595,6 @@ def _entry(
         job_id=job_id,
         created_at=now,
     )
+    session.add(row)
+    session.flush()
+    return row

@@ -18,15 +18,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain import ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, UTCDateTime, insert_rows, one_of
+from outbox.db import Base, UTCDateTime, one_of
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -62,6 +72,9 @@ class CreditPurchase(Base):
     __table_args__ = (
         UniqueConstraint("checkout_session_id", name="uq_credit_purchases_checkout_session"),
     )
+
+
+_purchases: Table = CreditPurchase.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -105,12 +118,22 @@ class PackGrant:
 
 #: What became of one PackGrant: the purchase it recorded, None when the session was
 #: granted before, or why it could not be granted (it wrote nothing then).
-GrantResult = CreditPurchase | None | UnknownPack | UnknownAccount
+@dataclass(frozen=True)
+class Granted:
+    """A checkout session granted now: its account, its packs and the credits they gave."""
+
+    session_id: str
+    account_id: int
+    description: str
+    credits: Decimal
+
+
+GrantResult = Granted | None | UnknownPack | UnknownAccount
 
 
 def grant_pack(
     session: Session, checkout: Checkout, *, now: datetime, event_id: int | None = None
-) -> CreditPurchase | None:
+) -> Granted | None:
     """Credit the packs a paid checkout session bought; None when it was already granted."""
     [result] = grant_packs(session, [PackGrant(checkout, event_id)], now=now)
     if isinstance(result, Exception):
@@ -133,7 +156,7 @@ def grant_packs(
     prices = (line.price_id for grant in grants for line in grant.checkout.lines)
     catalog = packs_for_prices(session, prices)
     results: list[GrantResult] = [None] * len(grants)
-    priced: list[tuple[int, CreditPurchase, ledger.NewCredit]] = []
+    priced: list[tuple[int, dict[str, Any], ledger.NewCredit]] = []
     unpriced: list[tuple[int, UnknownPack, str]] = []
     for index, grant in enumerate(grants):
         checkout = grant.checkout
@@ -151,9 +174,18 @@ def grant_packs(
         for index, refusal, key in unpriced:
             results[index] = None if key in granted_before else refusal
     entries = ledger.credit_many(session, [credit for _, _, credit in priced], now=now)
-    for (index, purchase, _), entry in zip(priced, entries, strict=True):
-        results[index] = purchase if entry is not None else None
-    insert_rows(session, CreditPurchase, [r for r in results if isinstance(r, CreditPurchase)])
+    written = []
+    for (index, purchase, credit), entry in zip(priced, entries, strict=True):
+        if entry is not None:  # None: the key was there, the session was granted before
+            written.append(purchase)
+            results[index] = Granted(
+                purchase["checkout_session_id"],
+                credit.account_id,
+                purchase["description"],
+                credit.amount,
+            )
+    if written:
+        session.execute(insert(_purchases), written)
     return results
 
 
@@ -180,27 +212,27 @@ def _priced(
 
 def _purchase(
     grant: PackGrant, bought: list[tuple[CreditPack, int]], now: datetime
-) -> tuple[CreditPurchase, ledger.NewCredit]:
-    """The purchase row and the ledger credit of one priced checkout session."""
+) -> tuple[dict[str, Any], ledger.NewCredit]:
+    """The `credit_purchases` row and the ledger credit of one priced checkout session."""
     checkout = grant.checkout
     credits = sum((pack.credits * quantity for pack, quantity in bought), Decimal(0))
     description = ", ".join(
         pack.name if quantity == 1 else f"{pack.name} x{quantity}" for pack, quantity in bought
     )
-    purchase = CreditPurchase(
-        checkout_session_id=checkout.session_id,
-        account_id=checkout.account_id,
-        description=description[:255],
-        credits=credits,
-        payment_intent_id=checkout.payment_intent_id,
-        stripe_customer_id=checkout.stripe_customer_id,
-        amount_total=checkout.amount_total,
-        currency=checkout.currency,
-        refunded_amount=0,
-        refunded_credits=Decimal(0),
-        event_id=grant.event_id,
-        created_at=now,
-    )
+    purchase = {
+        "checkout_session_id": checkout.session_id,
+        "account_id": checkout.account_id,
+        "description": description[:255],
+        "credits": credits,
+        "payment_intent_id": checkout.payment_intent_id,
+        "stripe_customer_id": checkout.stripe_customer_id,
+        "amount_total": checkout.amount_total,
+        "currency": checkout.currency,
+        "refunded_amount": 0,
+        "refunded_credits": Decimal(0),
+        "event_id": grant.event_id,
+        "created_at": now,
+    }
     credit = ledger.NewCredit(
         checkout.account_id,
         credits,

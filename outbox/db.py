@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +15,6 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    insert,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -107,17 +106,6 @@ def one_of(session: Session, column: Any, values: Iterable[Any]) -> ColumnElemen
         array = bindparam(None, listed, type_=postgresql.ARRAY(column.type))
         return column == any_(array)  # type: ignore[no-any-return]
     return column.in_(listed)  # type: ignore[no-any-return]
-
-
-def insert_rows(session: Session, model: type[Base], rows: Sequence[Base]) -> None:
-    """Insert these new ORM objects with one executemany (one statement text, pipelined on
-    Postgres) instead of a flush that renders a VALUES list as long as the batch. The
-    objects stay outside the session: server defaults such as ids are not read back."""
-    if not rows:
-        return
-    table = model.__table__
-    columns = [c.key for c in table.columns if c.key in rows[0].__dict__]
-    session.execute(insert(model), [{c: getattr(row, c) for c in columns} for row in rows])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
