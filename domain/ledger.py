@@ -149,8 +149,8 @@ class Standing:
 # --- reads ---------------------------------------------------------------------------
 
 
-def lock_account(session: Session, account_id: int) -> Account:
-    """The account's row, locked until the transaction ends (UnknownAccount if none).
+def lock_account(session: Session, account_id: int) -> None:
+    """Lock the account's row until the transaction ends (UnknownAccount if there is none).
 
     On Postgres this is `SELECT … FOR UPDATE`: every writer of one account's credits waits
     here for the previous one to commit, then reads the balance that one left. SQLite
@@ -158,68 +158,62 @@ def lock_account(session: Session, account_id: int) -> Account:
     A second call in the same transaction (a grant that then credits) asks nothing again:
     the lock is already held until that transaction ends.
     """
-    account = lock_accounts(session, [account_id]).get(account_id)
-    if account is None:
+    if account_id not in lock_accounts(session, [account_id]):
         raise UnknownAccount(f"no account with id {account_id}")
-    return account
 
 
-def lock_accounts(session: Session, account_ids: Iterable[int]) -> dict[int, Account]:
-    """The rows of these accounts, locked until the transaction ends; an unknown id is absent.
+def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
+    """Lock the rows of these accounts until the transaction ends; the ids that exist.
 
     One statement, locking in ascending id order: two transactions that lock overlapping
     sets of accounts this way wait for each other instead of deadlocking.
     """
     held, own = _held_locks(session)
-    wanted = sorted(set(account_ids))
-    locked = {i: held[i] for i in wanted if i in held}
-    missing = [i for i in wanted if i not in locked]
+    wanted = set(account_ids)
+    missing = sorted(wanted - held)
     if missing:
-        rows = session.execute(
-            select(Account)
-            .where(one_of(session, Account.id, missing))
-            .order_by(Account.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).scalars()
-        fresh = {account.id: account for account in rows}
+        fresh = set(
+            session.scalars(
+                select(Account.id)
+                .where(one_of(session, Account.id, missing))
+                .order_by(Account.id)
+                .with_for_update()
+            )
+        )
         own.update(fresh)
-        locked.update(fresh)
-    return locked
+        held |= fresh
+    return wanted & held
 
 
 _LOCKS = "ledger_account_locks"
 
 
-def _held_locks(session: Session) -> tuple[dict[int, Account], dict[int, Account]]:
+def _held_locks(session: Session) -> tuple[set[int], set[int]]:
     """The accounts locked by the session's current transaction or a savepoint still open in
     it, and the record that locks taken now go to (the innermost savepoint's).
 
     A lock taken inside a savepoint is released if that savepoint rolls back, so each
-    savepoint keeps its own record, forgotten once it has ended. The rows are kept here,
-    not looked up again: the identity map holds objects weakly, so an account a caller did
-    not keep would be read from the database anew.
+    savepoint keeps its own record, forgotten once it has ended.
     """
     innermost = session.get_nested_transaction() or session.get_transaction()
     if innermost is None:
-        return {}, {}
+        return set(), set()
     open_ones: list[Any] = []
     step: Any = innermost
     while step is not None:
         open_ones.append(step)
         step = step.parent
-    records: dict[int, tuple[Any, dict[int, Account]]] = session.info.setdefault(_LOCKS, {})
+    records: dict[int, tuple[Any, set[int]]] = session.info.setdefault(_LOCKS, {})
     for key in [k for k, (t, _) in records.items() if not any(t is o for o in open_ones)]:
         del records[key]
-    held: dict[int, Account] = {}
-    for transaction in reversed(open_ones):
+    held: set[int] = set()
+    for transaction in open_ones:
         record = records.get(id(transaction))
         if record is not None and record[0] is transaction:
-            held.update(record[1])
+            held |= record[1]
     if records.get(id(innermost), (None,))[0] is not innermost:
-        records[id(innermost)] = (innermost, {})
-    own = records[id(innermost)][1]
-    return held, own
+        records[id(innermost)] = (innermost, set())
+    return held, records[id(innermost)][1]
 
 
 def balance(session: Session, account_id: int) -> Decimal:

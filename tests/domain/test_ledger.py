@@ -306,3 +306,25 @@ def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_loc
         event.remove(engine, "before_cursor_execute", remember)
     assert in_first == 1
     assert in_both == 2
+
+
+def test_a_lock_taken_in_a_savepoint_that_rolled_back_is_taken_again(sessions, engine):
+    with transaction(sessions) as session:
+        ensure_account(session, 4343, login="saver", now=NOW, welcome_credits=D(0))
+    statements: list[str] = []
+
+    def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        with sessions() as session, session.begin():
+            savepoint = session.begin_nested()
+            assert ledger.lock_accounts(session, [4343, 404]) == {4343}  # 404: no such account
+            savepoint.rollback()  # the row lock went with the savepoint
+            ledger.lock_account(session, 4343)
+            with session.begin_nested():
+                ledger.lock_account(session, 4343)  # held by the transaction around it
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert len([s for s in statements if "FROM accounts" in s]) == 2

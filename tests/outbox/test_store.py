@@ -151,3 +151,10 @@ def test_replay_puts_finished_rows_back_and_purge_keeps_tombstones(engine, sessi
 def test_retry_policy_spans_about_a_day():
     span = RetryPolicy().total_span()
     assert timedelta(hours=18) < span < timedelta(hours=30)
+
+
+def test_a_claimed_row_is_built_from_the_claim_columns_in_field_order():
+    from dataclasses import fields
+
+    columns = [column.name for column in store._claimed_columns()]
+    assert columns == [f.name for f in fields(store.ClaimedEvent)][: len(columns)]
