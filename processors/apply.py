@@ -100,7 +100,7 @@ def _claim(runtime: Runtime, *, ids: list[int], limit: int) -> list[ClaimedEvent
         return claimed
 
 
-@dataclass
+@dataclass(eq=False)  # a step is itself: list lookups compare identity, not every field
 class _Step:
     """One claimed row on its way through a batch: what applies it, and how it ended."""
 
@@ -200,7 +200,7 @@ def _commit_batch(runtime: Runtime, steps: list[_Step]) -> None:
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
         for step in steps:
-            if step in applied:
+            if step.event.id in finished:
                 step.outcome = Outcome.DONE
             elif step.skip_reason is not None:
                 skipped = store.mark_skipped(session, step.event, step.skip_reason, now)
