@@ -23,8 +23,9 @@ QUEUE = "events"
 #: Ids carried by one message: small enough that the worker threads share a burst.
 IDS_PER_MESSAGE = 10
 #: A new row received less than this ago was just rung by the ingress; the sweeper leaves
-#: it to that ring instead of sending a second message. Retries are rung once due.
-RING_GRACE_SECONDS = 2.0  #: seconds (or the sweep interval, when that is shorter)
+#: it to that ring instead of sending a second message. Retries are rung once due. Short:
+#: when the ingress could not ring, a row waits up to one sweep interval plus this.
+RING_GRACE_SECONDS = 0.1  #: seconds (or the sweep interval, when that is shorter)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,8 +132,14 @@ def _failed(report: SweepReport, step: str, exc: Exception) -> None:
 
 
 def run_sweeper(runtime: Runtime, stop: threading.Event, interval: float | None = None) -> None:
-    """Sweep every `interval` seconds (SWEEP_INTERVAL_SECONDS) until `stop` is set."""
-    pause = interval if interval is not None else runtime.settings.sweep_interval_seconds
+    """Start a pass every `interval` seconds (SWEEP_INTERVAL_SECONDS) until `stop` is set.
+
+    Passes start on a fixed beat, so a pass's own time does not stretch the interval a
+    row may wait; a pass longer than the interval is followed by the next one at once.
+    """
+    period = interval if interval is not None else runtime.settings.sweep_interval_seconds
+    next_start = time.monotonic()
     while not stop.is_set():
         sweep_once(runtime)
-        stop.wait(pause)
+        next_start = max(next_start + period, time.monotonic())
+        stop.wait(next_start - time.monotonic())

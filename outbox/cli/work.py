@@ -18,8 +18,9 @@ from outbox.settings import Settings, get_settings
 #: Milliseconds a stopping worker process lets running messages finish before it exits.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
 #: Milliseconds an idle worker waits at most before it looks at Redis again (Dramatiq's
-#: default, 1000, is what a webhook would wait for its worker after a quiet second).
-WORKER_IDLE_POLL_MS = 100
+#: default, 1000, is what a webhook would wait for its worker after a quiet second; at
+#: 20, an idle process asks Redis about 100 times a second, one small script call each).
+WORKER_IDLE_POLL_MS = 20
 
 
 def register(app: typer.Typer) -> None:

@@ -78,7 +78,7 @@ def test_registered_sources_include_the_events_and_any_other_area(runtime):
 
 
 def test_the_events_source_leaves_just_received_rows_to_the_ingress_ring(runtime):
-    from processors.events import _due_events
+    from processors.events import RING_GRACE_SECONDS, _due_events
 
     # Times are given, not read from the clock, so a slow machine cannot age the fresh row.
     now = utcnow()
@@ -91,7 +91,7 @@ def test_the_events_source_leaves_just_received_rows_to_the_ingress_ring(runtime
         session.get_one(WebhookEvent, retried).attempts = 1
         session.get_one(WebhookEvent, replayed).next_attempt_at = now  # attempts stay 0
         session.get_one(WebhookEvent, fresh).next_attempt_at = old
-    grace = runtime.settings.sweep_interval_seconds  # shorter than RING_GRACE_SECONDS here
+    grace = min(RING_GRACE_SECONDS, runtime.settings.sweep_interval_seconds)
     with runtime.sessions() as session:
         due = _due_events(session, now + timedelta(seconds=grace / 2), 100)
     assert sorted(due) == sorted([retried, replayed])
