@@ -23,9 +23,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, exists, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -227,21 +238,50 @@ class ClaimedEvent:
 
 def _order_key(table: Any) -> Any:
     """Events of one object are applied in the provider's created order, then arrival order."""
-    return tuple_(func.coalesce(table.provider_created_at, table.received_at), table.id)
+    return tuple_(func.coalesce(table.c.provider_created_at, table.c.received_at), table.c.id)
 
 
-# Built once: an alias proxies every column, and building two per claim cost more Python
-# time than the statement takes on the server.
-_CANDIDATE = aliased(WebhookEvent, name="candidate")
-_EARLIER = aliased(WebhookEvent, name="earlier")
-_BLOCKED_BY_EARLIER = exists().where(
-    and_(
-        _EARLIER.source == _CANDIDATE.source,
-        _EARLIER.object_id == _CANDIDATE.object_id,
-        _EARLIER.status.in_([s.value for s in IN_LINE]),
-        _order_key(_EARLIER) < _order_key(_CANDIDATE),
+def _claim_statement(*, among_ids: bool) -> Any:
+    """The guarded claim, built once: SQLAlchemy then reuses its compiled form (building and
+    compiling it for every claim cost more Python time than the claim takes on the server).
+
+    Parameters: now, limit, owner, expires, and `ids` when `among_ids`.
+    """
+    candidate, earlier = events.alias("candidate"), events.alias("earlier")
+    blocked_by_earlier = exists().where(
+        earlier.c.source == candidate.c.source,
+        earlier.c.object_id == candidate.c.object_id,
+        earlier.c.status.in_([s.value for s in IN_LINE]),
+        _order_key(earlier) < _order_key(candidate),
     )
-)
+    due = (
+        select(candidate.c.id)
+        .where(
+            candidate.c.status == Status.PENDING.value,
+            candidate.c.next_attempt_at <= bindparam("now"),
+            ~(candidate.c.object_id.is_not(None) & blocked_by_earlier),
+        )
+        .order_by(candidate.c.next_attempt_at, candidate.c.id)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    if among_ids:
+        due = due.where(candidate.c.id.in_(bindparam("ids", expanding=True)))
+    # A CTE runs once; an IN (subquery) may be run again per row, each time picking
+    # other rows among equal due times, and so claim more than `limit`.
+    due_rows = due.cte("due")
+    return (
+        update(events)
+        .where(events.c.id.in_(select(due_rows.c.id)))
+        .where(events.c.status == Status.PENDING.value)
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("expires"),
+            attempts=events.c.attempts + 1,
+        )
+        .returning(*_claimed_columns())
+    )
 
 
 def claim(
@@ -259,41 +299,18 @@ def claim(
     event of the same object is still pending or processing (a dead one does not block).
     Postgres skips rows another worker is claiming; SQLite has one writer at a time.
     """
-    owner = owner or new_lease_owner()
-    candidate = _CANDIDATE
-    due = (
-        select(candidate.id)
-        .where(
-            candidate.status == Status.PENDING.value,
-            candidate.next_attempt_at <= now,
-            ~(candidate.object_id.is_not(None) & _BLOCKED_BY_EARLIER),
-        )
-        .order_by(candidate.next_attempt_at, candidate.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "owner": owner or new_lease_owner(),
+        "expires": now + lease,
+    }
+    statement = _CLAIM_DUE
     if ids is not None:
         if not ids:
             return []
-        due = due.where(candidate.id.in_(list(ids)))
-    # A CTE runs once; an IN (subquery) may be run again per row, each time picking
-    # other rows among equal due times, and so claim more than `limit`.
-    due_rows = due.cte("due")
-    expires = now + lease
-    stmt = (
-        update(WebhookEvent)
-        .where(WebhookEvent.id.in_(select(due_rows.c.id)))
-        .where(WebhookEvent.status == Status.PENDING.value)
-        .values(
-            status=Status.PROCESSING.value,
-            lease_owner=owner,
-            lease_expires_at=expires,
-            attempts=WebhookEvent.attempts + 1,
-        )
-        .returning(*_claimed_columns())
-        .execution_options(synchronize_session=False)
-    )
-    rows = session.execute(stmt).all()
+        statement, params["ids"] = _CLAIM_DUE_AMONG_IDS, list(ids)
+    rows = session.execute(statement, params).all()
     return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
 
@@ -317,6 +334,10 @@ def _claimed_columns() -> list[Any]:
         c.provider_created_at,
         c.backfilled,
     ]
+
+
+_CLAIM_DUE = _claim_statement(among_ids=False)
+_CLAIM_DUE_AMONG_IDS = _claim_statement(among_ids=True)
 
 
 def _claimed(row: Any) -> ClaimedEvent:
@@ -372,20 +393,30 @@ def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datet
     for event in claimed:
         by_owner.setdefault(event.lease_owner, []).append(event.id)
     for owner, ids in by_owner.items():
-        stmt = (
-            update(WebhookEvent)
-            .where(
-                WebhookEvent.id.in_(ids),
-                WebhookEvent.status == Status.PROCESSING.value,
-                WebhookEvent.lease_owner == owner,
-                WebhookEvent.lease_expires_at > now,
-            )
-            .values(_finished_values(Status.DONE, None, now))
-            .returning(WebhookEvent.id)
-            .execution_options(synchronize_session=False)
-        )
-        finished.update(session.scalars(stmt))
+        params = {"ids": ids, "owner": owner, "now": now, "finished_at": now}
+        finished.update(session.scalars(_MARK_DONE, params))
     return finished
+
+
+#: Built once, like the claim. Parameters: ids, owner, now, finished_at.
+_MARK_DONE = (
+    update(events)
+    .where(
+        events.c.id.in_(bindparam("ids", expanding=True)),
+        events.c.status == Status.PROCESSING.value,
+        events.c.lease_owner == bindparam("owner"),
+        events.c.lease_expires_at > bindparam("now"),
+    )
+    .values(
+        status=Status.DONE.value,
+        processed_at=bindparam("finished_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+        last_error=None,
+    )
+    .returning(events.c.id)
+)
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
