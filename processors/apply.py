@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import store
 from outbox.db import transaction, utcnow
@@ -66,14 +66,13 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     counts: dict[Outcome, int] = {}
     runtime.handlers  # noqa: B018  (a table that cannot be built fails the pass, not the rows)
     try:
-        budget = max(EVENTS_PER_PASS, len(ids))
-        claimed = _claim(runtime, ids=list(ids), limit=budget)
-        while claimed:
-            _apply_batch(runtime, claimed, counts)
-            budget -= len(claimed)
-            if budget <= 0:
-                break
-            claimed = _claim(runtime, ids=[], limit=budget)
+        with runtime.one_connection() as sessions:
+            budget = max(EVENTS_PER_PASS, len(ids))
+            with transaction(sessions) as session:
+                claimed = _claim(runtime, session, ids=list(ids), limit=budget)
+            while claimed:
+                budget -= len(claimed)
+                claimed = _apply_batch(runtime, sessions, claimed, counts, claim_next=budget)
     except SQLAlchemyError as exc:
         log.warning(
             "database unavailable; the sweeper will ring these rows again",
@@ -82,22 +81,23 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     return counts
 
 
-def _claim(runtime: Runtime, *, ids: list[int], limit: int) -> list[ClaimedEvent]:
+def _claim(runtime: Runtime, session: Session, *, ids: list[int], limit: int) -> list[ClaimedEvent]:
     """Up to `limit` due rows under one lease: those of `ids` first, then any others."""
+    if limit <= 0:
+        return []
     lease = timedelta(seconds=runtime.settings.lease_seconds)
     owner = store.new_lease_owner()
-    with transaction(runtime.sessions) as session:
-        now = utcnow()
-        claimed = (
-            store.claim(session, now=now, lease=lease, limit=len(ids), ids=ids, owner=owner)
-            if ids
-            else []
+    now = utcnow()
+    claimed = (
+        store.claim(session, now=now, lease=lease, limit=len(ids), ids=ids, owner=owner)
+        if ids
+        else []
+    )
+    if len(claimed) < limit:
+        claimed += store.claim(
+            session, now=now, lease=lease, limit=limit - len(claimed), owner=owner
         )
-        if len(claimed) < limit:
-            claimed += store.claim(
-                session, now=now, lease=lease, limit=limit - len(claimed), owner=owner
-            )
-        return claimed
+    return claimed
 
 
 @dataclass(eq=False)  # a step is itself: list lookups compare identity, not every field
@@ -128,21 +128,31 @@ class _LeaseLost(Exception):
         self.ids = ids
 
 
-def _apply_batch(runtime: Runtime, claimed: list[ClaimedEvent], counts: dict[Outcome, int]) -> None:
-    """Apply claimed rows together: one transaction holds all their effects and end states.
+def _apply_batch(
+    runtime: Runtime,
+    sessions: sessionmaker[Session],
+    claimed: list[ClaimedEvent],
+    counts: dict[Outcome, int],
+    *,
+    claim_next: int,
+) -> list[ClaimedEvent]:
+    """Apply claimed rows together: one transaction holds all their effects and end states,
+    and claims the next batch (up to `claim_next` rows), which is returned.
 
     Each row's effects run in a savepoint of their own (or in its handler's `apply_many`
     for the rows of that handler), so a failing row rolls back only itself. The statement
     that marks the rows done is guarded by their leases: if a lease turned out lost, the
     whole transaction is rolled back, that row is left to its new owner, and the rows
-    still ours go round again.
+    still ours go round again. Claiming the next rows in the same transaction saves a
+    transaction per batch, and lets the next event of an object follow the one just done.
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
     steps = [_prepared_step(runtime, event, attempted_at) for event in claimed]
     in_play = steps
+    following: list[ClaimedEvent] = []
     while in_play:
         try:
-            _commit_batch(runtime, in_play)
+            following = _commit_batch(runtime, sessions, in_play, claim_next)
             break
         except _LeaseLost as lost:
             for step in in_play:
@@ -163,6 +173,7 @@ def _apply_batch(runtime: Runtime, claimed: list[ClaimedEvent], counts: dict[Out
         outcome = step.outcome or Outcome.UNRECORDED
         counts[outcome] = counts.get(outcome, 0) + 1
         _log_step(step, outcome)
+    return following
 
 
 def _prepared_step(runtime: Runtime, event: ClaimedEvent, now: datetime) -> _Step:
@@ -185,9 +196,12 @@ def _prepared_step(runtime: Runtime, event: ClaimedEvent, now: datetime) -> _Ste
     return step
 
 
-def _commit_batch(runtime: Runtime, steps: list[_Step]) -> None:
-    """One transaction: every row's effects, then every row's end state; raises _LeaseLost."""
-    with transaction(runtime.sessions) as session:
+def _commit_batch(
+    runtime: Runtime, sessions: sessionmaker[Session], steps: list[_Step], claim_next: int
+) -> list[ClaimedEvent]:
+    """One transaction: every row's effects, every row's end state, then the next claim;
+    raises _LeaseLost."""
+    with transaction(sessions) as session:
         appliable = [s for s in steps if s.handler and s.context and s.error is None]
         # Rows of one account next to each other, accounts in ascending order: two batches
         # that lock the same accounts take the locks in the same order and never deadlock.
@@ -207,6 +221,7 @@ def _commit_batch(runtime: Runtime, steps: list[_Step]) -> None:
                 step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
             else:
                 step.outcome = _record_failure(runtime, session, step, now)
+        return _claim(runtime, session, ids=[], limit=claim_next)
 
 
 def _apply_steps(session: Session, steps: list[_Step]) -> None:

@@ -9,6 +9,8 @@ own settings first.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -39,6 +41,13 @@ class Runtime:
     @cached_property
     def handlers(self) -> HandlerTable:
         return load_handler_table(self.settings)
+
+    @contextmanager
+    def one_connection(self) -> Iterator[sessionmaker[Session]]:
+        """Sessions that all use one pooled connection, checked out (and pinged) once: the
+        claim and apply transactions of one pass, one after the other."""
+        with self.engine.connect() as connection:
+            yield sessionmaker(bind=connection, expire_on_commit=False)
 
     def close(self) -> None:
         if self.owns_engine:
