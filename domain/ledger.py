@@ -43,7 +43,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
 from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
-from outbox.db import Base, UTCDateTime, one_of
+from outbox.db import Base, ListQuery, UTCDateTime
 from outbox.models import BigId
 
 __all__ = [
@@ -172,20 +172,18 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = set(
-            session.scalars(
-                select(Account.id)
-                .where(one_of(session, Account.id, missing))
-                .order_by(Account.id)
-                .with_for_update()
-            )
-        )
+        fresh = set(session.scalars(_LOCK_ACCOUNTS.on(session), {"values": missing}))
         own.update(fresh)
         held |= fresh
     return wanted & held
 
 
 _LOCKS = "ledger_account_locks"
+_LOCK_ACCOUNTS = ListQuery(
+    lambda one_of: (
+        select(Account.id).where(one_of(Account.id)).order_by(Account.id).with_for_update()
+    )
+)
 
 
 def _held_locks(session: Session) -> tuple[set[int], set[int]]:
@@ -239,13 +237,18 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    rows = session.execute(
-        select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(one_of(session, CreditEntry.account_id, sorted(set(account_ids))))
-        .group_by(CreditEntry.account_id)
-    )
+    rows = session.execute(_DEBTS.on(session), {"values": sorted(set(account_ids))})
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
     return {account_id: total for account_id, total in owed.items() if total != 0}
+
+
+_DEBTS = ListQuery(
+    lambda one_of: (
+        select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
+        .where(one_of(CreditEntry.account_id))
+        .group_by(CreditEntry.account_id)
+    )
+)
 
 
 def _sum(session: Session, column: Any, *conditions: Any) -> Decimal:
@@ -272,8 +275,10 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    query = select(CreditEntry.key).where(one_of(session, CreditEntry.key, set(keys)))
-    return set(session.scalars(query))
+    return set(session.scalars(_APPLIED_KEYS.on(session), {"values": list(set(keys))}))
+
+
+_APPLIED_KEYS = ListQuery(lambda one_of: select(CreditEntry.key).where(one_of(CreditEntry.key)))
 
 
 def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:

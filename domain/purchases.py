@@ -36,7 +36,7 @@ from domain import ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, UTCDateTime, one_of
+from outbox.db import Base, ListQuery, UTCDateTime
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -194,8 +194,11 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Cr
     wanted = set(price_ids)
     if not wanted:
         return {}
-    query = select(CreditPack).where(one_of(session, CreditPack.price_id, wanted))
-    return {pack.price_id: pack for pack in session.scalars(query)}
+    packs = session.scalars(_PACKS.on(session), {"values": list(wanted)})
+    return {pack.price_id: pack for pack in packs}
+
+
+_PACKS = ListQuery(lambda one_of: select(CreditPack).where(one_of(CreditPack.price_id)))
 
 
 def _priced(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -94,18 +94,39 @@ def _make_sqlite_safe_for_concurrent_writers(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def one_of(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column IN values`, as one array parameter on Postgres.
+class ListQuery:
+    """A statement with one list parameter, `values`, built once per database dialect.
 
-    An IN list of N parameters is another statement text for every N: the driver parses
-    it anew each time (psycopg caches none over 50 parameters) and the server plans it
-    anew. `= ANY(array)` is one text whatever the count. SQLite has no arrays: plain IN.
+    `build(one_of)` makes the statement; `one_of(column)` stands for `column IN values`.
+    On Postgres that is `= ANY(array)`, one parameter: an IN list of N parameters is
+    another statement text for every N, which the driver parses anew each time (psycopg
+    caches none over 50 parameters) and the server plans anew. SQLite has no arrays, so
+    there it is an expanding IN. Built once, SQLAlchemy also reuses the compiled form.
+
+        _FIND = ListQuery(lambda one_of: select(T.c.id).where(one_of(T.c.key)))
+        session.scalars(_FIND.on(session), {"values": keys})
     """
-    listed = list(values)
-    if session.get_bind().dialect.name == "postgresql":
-        array = bindparam(None, listed, type_=postgresql.ARRAY(column.type))
-        return column == any_(array)  # type: ignore[no-any-return]
-    return column.in_(listed)  # type: ignore[no-any-return]
+
+    def __init__(self, build: Callable[[Callable[[Any], ColumnElement[bool]]], Any]) -> None:
+        self._build = build
+        self._built: dict[str, Any] = {}
+
+    def on(self, session: Session) -> Any:
+        dialect = session.get_bind().dialect.name
+        statement = self._built.get(dialect)
+        if statement is None:
+            statement = self._built[dialect] = self._build(_one_of_for(dialect))
+        return statement
+
+
+def _one_of_for(dialect: str) -> Callable[[Any], ColumnElement[bool]]:
+    def one_of(column: Any) -> ColumnElement[bool]:
+        if dialect == "postgresql":
+            array = bindparam("values", type_=postgresql.ARRAY(column.type))
+            return column == any_(array)  # type: ignore[no-any-return]
+        return column.in_(bindparam("values", expanding=True))  # type: ignore[no-any-return]
+
+    return one_of
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
