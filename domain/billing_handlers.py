@@ -24,7 +24,14 @@ from domain import ledger, purchases, stripe_objects, stripe_reads
 from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
 from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscriptions import Change, SubscriptionState, apply_change, subscription
-from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure, RetryLater
+from outbox.handling import (
+    ApplyAlone,
+    EventContext,
+    Handler,
+    HandlerTable,
+    PermanentFailure,
+    RetryLater,
+)
 from outbox.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,8 +150,9 @@ def apply_checkouts(
     """`apply_checkout` for many events in one go (the processors' batches).
 
     The usual event, a paid pack purchase that names its account and its packs, is granted
-    with the others in a few statements (purchases.grant_packs); any other one is applied
-    alone, in a savepoint of its own. One result per event: None, or why it failed.
+    with the others in a few statements (purchases.grant_packs), every account locked in
+    one statement first; any other one is left to `apply_checkout` (ApplyAlone). One
+    result per event: None, ApplyAlone, or why it failed.
     """
     results: list[BaseException | None] = [None] * len(items)
     grants: list[tuple[int, EventContext, purchases.PackGrant]] = []
@@ -155,7 +163,7 @@ def apply_checkouts(
             results[index] = exc
             continue
         if grant is None:
-            results[index] = _apply_alone(session, event, fetched)
+            results[index] = ApplyAlone()
         else:
             grants.append((index, event, grant))
     if not grants:
@@ -190,15 +198,6 @@ def _plain_grant(event: EventContext, fetched: Any) -> purchases.PackGrant | Non
     if account_id is None or not lines:
         return None
     return purchases.PackGrant(_checkout(obj, account_id, lines), event.id)
-
-
-def _apply_alone(session: Session, event: EventContext, fetched: Any) -> BaseException | None:
-    try:
-        with session.begin_nested():
-            apply_checkout(session, event, fetched)
-    except Exception as exc:
-        return exc
-    return None
 
 
 def _checkout_account(session: Session, obj: dict[str, Any], customer: str | None) -> int:

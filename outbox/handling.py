@@ -39,6 +39,12 @@ class PermanentFailure(Exception):
     """This event can never be applied (malformed for its type, unknown pack): dead at once."""
 
 
+class ApplyAlone(Exception):
+    """Returned (never raised) by `apply_many` for an event it leaves to `apply`, which the
+    processors then run in a transaction of its own (an unusual shape of event, whose
+    locks must not be taken inside the batch's transaction)."""
+
+
 class RetryLater(Exception):
     """Not possible yet (the account it names does not exist yet): try again per the policy."""
 
@@ -46,7 +52,8 @@ class RetryLater(Exception):
 Apply = Callable[[Session, EventContext, Any], None]
 Prepare = Callable[[EventContext], Any]
 #: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
-#: None when it was applied, else the exception that stopped it (it wrote nothing then).
+#: None when it was applied; ApplyAlone when it is left to `apply`, in a transaction of
+#: its own; else the exception that stopped it (it wrote nothing then).
 ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | None]]
 
 

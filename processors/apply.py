@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.handling import EventContext, Handler, PermanentFailure
+from outbox.handling import ApplyAlone, EventContext, Handler, PermanentFailure
 from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
@@ -115,6 +115,8 @@ class _Step:
     prepare_error: BaseException | None = None
     #: `apply` failed in this round's transaction (its savepoint was rolled back).
     apply_error: BaseException | None = None
+    #: Applied on its own, in a transaction of its own (no `apply_many`, or it declined).
+    alone: bool = False
     outcome: Outcome | None = None
 
     @property
@@ -139,11 +141,15 @@ def _apply_batch(
     """Apply claimed rows together: one transaction holds all their effects and end states,
     and claims the next batch (up to `claim_next` rows), which is returned.
 
-    Each row's effects run in a savepoint of their own (or in its handler's `apply_many`
-    for the rows of that handler), so a failing row rolls back only itself. The statement
-    that marks the rows done is guarded by their leases: if a lease turned out lost, the
-    whole transaction is rolled back, that row is left to its new owner, and the rows
-    still ours go round again. Claiming the next rows in the same transaction saves a
+    The batch transaction holds the rows whose handler has an `apply_many` (a set-based
+    apply that locks every account it writes in one statement, in id order, so two
+    batches wait for each other and never deadlock), each handler's rows in a savepoint;
+    the end state of every row; and the next claim. Every other row (its handler has no
+    `apply_many`, or declined or failed the row) is applied alone afterwards, in a
+    transaction of its own: in a batch it would hold its locks while others are taken.
+    The statement that marks rows done is guarded by their leases: if a lease turned out
+    lost, the whole transaction is rolled back, that row is left to its new owner, and the
+    rows still ours go round again. Claiming the next rows in the same transaction saves a
     transaction per batch, and lets the next event of an object follow the one just done.
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
@@ -169,6 +175,15 @@ def _apply_batch(
             for step in in_play:
                 step.outcome = Outcome.UNRECORDED
             break
+    alone = [step for step in steps if step.outcome is None]
+    for step in alone:
+        _commit_alone(runtime, sessions, step)
+    if alone and claim_next > 0:
+        try:
+            with transaction(sessions) as session:
+                following = _claim(runtime, session, ids=[], limit=claim_next)
+        except SQLAlchemyError:
+            following = []  # the sweeper rings what is left
     for step in steps:
         outcome = step.outcome or Outcome.UNRECORDED
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -202,13 +217,16 @@ def _commit_batch(
     """One transaction: every row's effects, every row's end state, then the next claim;
     raises _LeaseLost."""
     with transaction(sessions) as session:
-        appliable = [s for s in steps if s.handler and s.context and s.error is None]
-        # Rows of one account next to each other, accounts in ascending order: two batches
-        # that lock the same accounts take the locks in the same order and never deadlock.
-        appliable.sort(key=lambda s: (s.event.account_id or 0, s.event.id))
-        _apply_steps(session, appliable)
+        together = [s for s in steps if _batchable(s)]
+        together.sort(key=lambda s: (s.event.account_id or 0, s.event.id))
+        by_handler: dict[str, list[_Step]] = {}
+        for step in together:
+            assert step.handler is not None
+            by_handler.setdefault(step.handler.name, []).append(step)
+        for group in by_handler.values():
+            _apply_together(session, group)
         now = utcnow()
-        applied = [s for s in appliable if s.apply_error is None]
+        applied = [s for s in together if not s.alone and s.apply_error is None]
         finished = store.mark_done_many(session, [s.event for s in applied], now)
         lost = {s.event.id for s in applied} - finished
         if lost:
@@ -219,55 +237,78 @@ def _commit_batch(
             elif step.skip_reason is not None:
                 skipped = store.mark_skipped(session, step.event, step.skip_reason, now)
                 step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
-            else:
+            elif step.error is not None:
                 step.outcome = _record_failure(runtime, session, step, now)
+            else:
+                step.alone = True  # applied after this transaction, in one of its own
+        if any(step.alone for step in steps):
+            return []  # claimed after those: the next event of their object waits for them
         return _claim(runtime, session, ids=[], limit=claim_next)
 
 
-def _apply_steps(session: Session, steps: list[_Step]) -> None:
-    """Run each step's `apply` in a savepoint; a handler's `apply_many` takes its rows at once."""
-    alone: list[_Step] = []
-    together: dict[str, list[_Step]] = {}
-    for step in steps:
-        assert step.handler is not None
-        if step.handler.apply_many is None:
-            alone.append(step)
-        else:
-            together.setdefault(step.handler.name, []).append(step)
-    for group in together.values():
-        alone += _apply_together(session, group)
-    for step in sorted(alone, key=steps.index):
-        assert step.handler is not None
-        try:
-            with session.begin_nested():
-                step.handler.apply(session, step.context, step.prepared)  # type: ignore[arg-type]
-        except SQLAlchemyError as exc:
-            if not session.is_active:
-                raise  # the connection itself failed: the whole batch waits for its leases
-            step.apply_error = exc
-        except Exception as exc:
-            step.apply_error = exc
+def _batchable(step: _Step) -> bool:
+    return (
+        step.handler is not None
+        and step.handler.apply_many is not None
+        and step.context is not None
+        and step.error is None
+        and step.skip_reason is None
+        and not step.alone
+    )
 
 
-def _apply_together(session: Session, group: list[_Step]) -> list[_Step]:
-    """Apply one handler's rows with its `apply_many`; the rows it could not take, to do alone."""
+def _commit_alone(runtime: Runtime, sessions: sessionmaker[Session], step: _Step) -> None:
+    """Apply one row in a transaction of its own, then record how it ended."""
+    assert step.handler is not None and step.context is not None
+    try:
+        with transaction(sessions) as session:
+            step.handler.apply(session, step.context, step.prepared)
+            if not store.mark_done(session, step.event, utcnow()):
+                raise _LeaseLost({step.event.id})  # rolls the row's effects back
+        step.outcome = Outcome.DONE
+        return
+    except _LeaseLost:
+        step.outcome = Outcome.LEASE_LOST
+        return
+    except Exception as exc:  # RetryLater, PermanentFailure, a bug, a deadlock: recorded
+        step.apply_error = exc
+    try:
+        with transaction(sessions) as session:
+            step.outcome = _record_failure(runtime, session, step, utcnow())
+    except SQLAlchemyError as exc:
+        log.error(
+            "could not record a failed attempt; the row's lease will run out and it comes back",
+            extra={"event_id": step.event.id, "error": _describe(exc)[:300]},
+        )
+        step.outcome = Outcome.UNRECORDED
+
+
+def _apply_together(session: Session, group: list[_Step]) -> None:
+    """Apply one handler's rows with its `apply_many`, in a savepoint. A row it leaves
+    (ApplyAlone), and every row when it fails as a whole, is marked to apply alone."""
     handler = group[0].handler
     assert handler is not None and handler.apply_many is not None
     try:
         with session.begin_nested():
-            errors = handler.apply_many(
+            results = handler.apply_many(
                 session,
                 [(step.context, step.prepared) for step in group],  # type: ignore[misc]
             )
     except Exception as exc:
+        if isinstance(exc, SQLAlchemyError) and not session.is_active:
+            raise  # the connection itself failed: the whole batch waits for its leases
         log.warning(
             "applying rows together failed; applying them one by one",
             extra={"handler": handler.name, "count": len(group), "error": _describe(exc)[:300]},
         )
-        return group
-    for step, error in zip(group, errors, strict=True):
-        step.apply_error = error
-    return []
+        for step in group:
+            step.alone = True
+        return
+    for step, result in zip(group, results, strict=True):
+        if isinstance(result, ApplyAlone):
+            step.alone = True
+        else:
+            step.apply_error = result
 
 
 def _record_failure(runtime: Runtime, session: Session, step: _Step, now: datetime) -> Outcome:
