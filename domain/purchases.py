@@ -116,8 +116,6 @@ class PackGrant:
     event_id: int | None = None
 
 
-#: What became of one PackGrant: the purchase it recorded, None when the session was
-#: granted before, or why it could not be granted (it wrote nothing then).
 @dataclass(frozen=True)
 class Granted:
     """A checkout session granted now: its account, its packs and the credits they gave."""
@@ -128,6 +126,8 @@ class Granted:
     credits: Decimal
 
 
+#: What became of one PackGrant: granted now, None when the session was granted before,
+#: or why it could not be granted (it wrote nothing then).
 GrantResult = Granted | None | UnknownPack | UnknownAccount
 
 

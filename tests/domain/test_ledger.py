@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -282,11 +283,9 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
         _empty_postgres(postgres_url)
 
 
-def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_locks_again(
-    sessions, engine
-):
-    with transaction(sessions) as session:
-        ensure_account(session, 4242, login="locker", now=NOW, welcome_credits=D(0))
+@contextmanager
+def recorded_statements(engine):  # type: ignore[no-untyped-def]
+    """The SQL sent through `engine` while the block runs."""
     statements: list[str] = []
 
     def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
@@ -294,16 +293,24 @@ def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_loc
 
     event.listen(engine, "before_cursor_execute", remember)
     try:
-        with sessions() as session:
-            with session.begin():
-                ledger.lock_account(session, 4242)
-                ledger.lock_account(session, 4242)
-            in_first = len([s for s in statements if "accounts" in s])
-            with session.begin():
-                ledger.lock_account(session, 4242)
-            in_both = len([s for s in statements if "accounts" in s])
+        yield statements
     finally:
         event.remove(engine, "before_cursor_execute", remember)
+
+
+def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_locks_again(
+    sessions, engine
+):
+    with transaction(sessions) as session:
+        ensure_account(session, 4242, login="locker", now=NOW, welcome_credits=D(0))
+    with recorded_statements(engine) as statements, sessions() as session:
+        with session.begin():
+            ledger.lock_account(session, 4242)
+            ledger.lock_account(session, 4242)
+        in_first = len([s for s in statements if "accounts" in s])
+        with session.begin():
+            ledger.lock_account(session, 4242)
+        in_both = len([s for s in statements if "accounts" in s])
     assert in_first == 1
     assert in_both == 2
 
@@ -311,20 +318,11 @@ def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_loc
 def test_a_lock_taken_in_a_savepoint_that_rolled_back_is_taken_again(sessions, engine):
     with transaction(sessions) as session:
         ensure_account(session, 4343, login="saver", now=NOW, welcome_credits=D(0))
-    statements: list[str] = []
-
-    def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
-        with sessions() as session, session.begin():
-            savepoint = session.begin_nested()
-            assert ledger.lock_accounts(session, [4343, 404]) == {4343}  # 404: no such account
-            savepoint.rollback()  # the row lock went with the savepoint
-            ledger.lock_account(session, 4343)
-            with session.begin_nested():
-                ledger.lock_account(session, 4343)  # held by the transaction around it
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
+    with recorded_statements(engine) as statements, sessions() as session, session.begin():
+        savepoint = session.begin_nested()
+        assert ledger.lock_accounts(session, [4343, 404]) == {4343}  # 404: no such account
+        savepoint.rollback()  # the row lock went with the savepoint
+        ledger.lock_account(session, 4343)
+        with session.begin_nested():
+            ledger.lock_account(session, 4343)  # held by the transaction around it
     assert len([s for s in statements if "FROM accounts" in s]) == 2
