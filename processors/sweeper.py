@@ -18,7 +18,10 @@ actor, so every process that imports `processors.broker.ACTOR_MODULES` knows it:
 
 `find_due(session, now, limit)` returns at most `limit` ids, oldest first, and only reads;
 `enqueue(ids)` sends the messages and may raise (broker down): the next pass tries again.
-Events (`webhook_events`) are registered the same way, by processors/events.py.
+A source may also say how to do the work here, in the sweeper's own process
+(`work_here(runtime, ids)`), for when the broker is down: then Redis being stopped
+delays its rows by about one sweep interval instead of until it is back. Events
+(`webhook_events`) are registered that way, by processors/events.py.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class SweepSource:
     name: str
     find_due: Callable[[Session, datetime, int], list[int]]
     enqueue: Callable[[list[int]], None]
+    #: Does the work of these ids in this process, for when `enqueue` fails.
+    work_here: Callable[[Runtime, list[int]], None] | None = None
 
 
 _sources: dict[str, SweepSource] = {}
@@ -74,6 +79,8 @@ class SweepReport:
 
     released: int = 0
     rung: dict[str, int] = field(default_factory=dict)
+    #: Ids a source worked here, in the sweeper, because its broker was down.
+    worked_here: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -83,6 +90,7 @@ class SweepReport:
     def summary(self) -> str:
         parts = [f"released {self.released} expired lease(s)"]
         parts += [f"rang {count} {name}" for name, count in self.rung.items()]
+        parts += [f"worked {count} {name} here" for name, count in self.worked_here.items()]
         parts += [f"{step} failed: {error}" for step, error in self.errors.items()]
         return "; ".join(parts)
 
@@ -115,7 +123,9 @@ def sweep_once(
             SWEEP_RUNG.labels(source.name).inc(len(ids))
         except Exception as exc:
             _failed(report, source.name, exc)
-    if report.released or any(report.rung.values()) or report.errors:
+            if ids and source.work_here is not None:
+                _work_here(runtime, source, ids, report)
+    if report.released or any(report.rung.values()) or report.worked_here or report.errors:
         log.log(
             logging.WARNING if report.errors else logging.INFO,
             "sweep: %s",
@@ -123,6 +133,15 @@ def sweep_once(
             extra={"released": report.released, "rung": report.rung},
         )
     return report
+
+
+def _work_here(runtime: Runtime, source: SweepSource, ids: list[int], report: SweepReport) -> None:
+    assert source.work_here is not None
+    try:
+        source.work_here(runtime, ids)
+        report.worked_here[source.name] = len(ids)
+    except Exception as exc:
+        _failed(report, f"{source.name} here", exc)
 
 
 def _failed(report: SweepReport, step: str, exc: Exception) -> None:

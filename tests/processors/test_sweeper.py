@@ -10,7 +10,7 @@ from outbox.models import Status, WebhookEvent
 from processors import sweeper
 from processors.sweeper import SweepSource, sweep_once
 from tests.factories import record
-from tests.processors.handlers import scripted_event
+from tests.processors.handlers import effect_counts, scripted_event
 
 
 class Ringer:
@@ -95,3 +95,22 @@ def test_the_events_source_leaves_just_received_rows_to_the_ingress_ring(runtime
     with runtime.sessions() as session:
         due = _due_events(session, now + timedelta(seconds=grace / 2), 100)
     assert sorted(due) == sorted([retried, replayed])
+
+
+def test_with_the_broker_down_the_sweeper_applies_due_events_itself(runtime):
+    from processors.events import _apply_here
+
+    ids = [r.id for r in record(runtime.engine, scripted_event(), scripted_event())]
+    source = SweepSource(
+        "webhook_events",
+        find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+        enqueue=Ringer(fail=True),
+        work_here=_apply_here,
+    )
+    report = sweep_once(runtime, sources=[source])
+    assert report.errors == {"webhook_events": "ConnectionError: broker down"}
+    assert report.worked_here == {"webhook_events": 2}
+    assert "worked 2 webhook_events here" in report.summary()
+    assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
+    with runtime.sessions() as session:
+        assert {session.get_one(WebhookEvent, i).status for i in ids} == {Status.DONE}
