@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from ingress.errors import NotConfigured, Rejection
 from ingress.github import github_event, required_headers
 from ingress.limits import read_body
 from ingress.metrics import HANDLING_SECONDS, REQUESTS
+from ingress.postgres_writer import PostgresGroupWriter
 from ingress.signatures import verify_github, verify_stripe
 from ingress.stripe import stripe_event
 from ingress.writer import GroupCommitWriter
@@ -45,7 +46,7 @@ def create_app(
     """The ingress for `settings`; `doorbell` is told about every row it stores."""
     engine = engine or make_engine(settings.database_url)
     bell = BackgroundBell(doorbell or SilentDoorbell())
-    writer = GroupCommitWriter(engine, bell.ring_later, writers=settings.ingress_writers)
+    writer = make_writer(engine, bell.ring_later, settings.ingress_writers)
 
     async def receive(
         request: Request, source: str, parse: Callable[[bytes], IncomingEvent]
@@ -123,7 +124,7 @@ def create_app(
         try:
             yield
         finally:
-            writer.stop()
+            await writer.stop()
             bell.stop()
 
     return Starlette(
@@ -136,6 +137,15 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def make_writer(
+    engine: Engine, on_committed: Callable[[Sequence[int]], None], writers: int
+) -> GroupCommitWriter | PostgresGroupWriter:
+    """Postgres through psycopg is written from the event loop; anything else from threads."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return PostgresGroupWriter(engine, on_committed, connections=writers)
+    return GroupCommitWriter(engine, on_committed, writers=writers)
 
 
 def _ping(engine: Engine) -> None:
