@@ -87,6 +87,7 @@ def _serve(
     doorbell: Doorbell | None,
     engine: Engine | None = None,
 ) -> None:
+    import gc
     import sys
 
     import uvicorn
@@ -96,6 +97,11 @@ def _serve(
     sys.setswitchinterval(0.0005)
 
     app = create_app(settings, engine=engine, doorbell=doorbell)
+    # Everything imported so far (SQLAlchemy, dramatiq, the SDKs: ~130,000 objects) lives
+    # as long as the process. Frozen, the collector stops walking it: a full collection
+    # took 275 ms of a busy loop, the ingress's p99 under load.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
