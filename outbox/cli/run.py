@@ -43,7 +43,7 @@ def serve(
 ) -> None:
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, buffered=True)
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
 
 
