@@ -75,7 +75,7 @@ class BufferedStderrHandler(logging.Handler):
         self._size += len(line)
         if record.levelno >= logging.WARNING or self._size >= BUFFER_BYTES:
             self._write()
-        else:
+        elif not self._pending.is_set():  # set() takes a lock and notifies: once per flush
             self._pending.set()
 
     def flush(self) -> None:
@@ -107,6 +107,12 @@ def configure_logging(level: str = "INFO", *, buffered: bool = False) -> None:
     """JSON lines on stderr at `level`; `buffered` for a long-running server (see above)."""
     handler = BufferedStderrHandler() if buffered else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    # The JSON lines print none of the caller's file and line, thread or process: the
+    # logging HOWTO's "Optimization" switches spare finding them for every record.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
