@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,8 @@ from ingress.bell import BackgroundBell
 from ingress.errors import NotConfigured, Rejection
 from ingress.github import github_event, required_headers
 from ingress.limits import read_body
-from ingress.metrics import HANDLING_SECONDS, REQUESTS
+from ingress.metrics import handling_seconds, requests_counter
+from ingress.postgres_writer import PostgresGroupWriter
 from ingress.signatures import verify_github, verify_stripe
 from ingress.stripe import stripe_event
 from ingress.writer import GroupCommitWriter
@@ -45,7 +46,7 @@ def create_app(
     """The ingress for `settings`; `doorbell` is told about every row it stores."""
     engine = engine or make_engine(settings.database_url)
     bell = BackgroundBell(doorbell or SilentDoorbell())
-    writer = GroupCommitWriter(engine, bell.ring_later, writers=settings.ingress_writers)
+    writer = make_writer(engine, bell.ring_later, settings.ingress_writers)
 
     async def receive(
         request: Request, source: str, parse: Callable[[bytes], IncomingEvent]
@@ -76,30 +77,35 @@ def create_app(
             delivery,
         )
 
+    # Read once: the settings object does not change under a running app, and splitting
+    # the secrets again for every request was measurable.
+    github_secrets = settings.github_secrets
+    stripe_secrets = settings.stripe_secrets
+
     async def github(request: Request) -> Response:
         def parse(body: bytes) -> IncomingEvent:
-            secrets = settings.github_secrets
-            if not secrets:
+            if not github_secrets:
                 raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
-            index = verify_github(body, request.headers.get("x-hub-signature-256"), secrets)
-            delivery, event = required_headers(request.headers)
-            return github_event(body, request.headers, delivery, event, f"github#{index}")
+            headers = request_headers(request)
+            index = verify_github(body, headers.get("x-hub-signature-256"), github_secrets)
+            delivery, event = required_headers(headers)
+            return github_event(body, headers, delivery, event, f"github#{index}")
 
         return await receive(request, "github", parse)
 
     async def stripe(request: Request) -> Response:
         def parse(body: bytes) -> IncomingEvent:
-            secrets = settings.stripe_secrets
-            if not secrets:
+            if not stripe_secrets:
                 raise NotConfigured("STRIPE_WEBHOOK_SECRET is not set")
+            headers = request_headers(request)
             index = verify_stripe(
                 body,
-                request.headers.get("stripe-signature"),
-                secrets,
+                headers.get("stripe-signature"),
+                stripe_secrets,
                 tolerance=settings.stripe_webhook_tolerance,
                 now=clock(),
             )
-            return stripe_event(body, request.headers, f"stripe#{index}", settings.stripe_mode)
+            return stripe_event(body, headers, f"stripe#{index}", settings.stripe_mode)
 
         return await receive(request, "stripe", parse)
 
@@ -123,7 +129,7 @@ def create_app(
         try:
             yield
         finally:
-            writer.stop()
+            await writer.stop()
             bell.stop()
 
     return Starlette(
@@ -136,6 +142,27 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, the first value of a repeated name winning.
+
+    Starlette's Headers scans the whole list at every lookup; a webhook is looked up
+    about twenty times (signature, ids, the headers worth keeping).
+    """
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in reversed(request.scope["headers"])
+    }
+
+
+def make_writer(
+    engine: Engine, on_committed: Callable[[Sequence[int]], None], writers: int
+) -> GroupCommitWriter | PostgresGroupWriter:
+    """Postgres through psycopg is written from the event loop; anything else from threads."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return PostgresGroupWriter(engine, on_committed, connections=writers)
+    return GroupCommitWriter(engine, on_committed, writers=writers)
 
 
 def _ping(engine: Engine) -> None:
@@ -151,9 +178,9 @@ def _answer(
     started: float,
     delivery: str | None,
 ) -> Response:
-    REQUESTS.labels(source, outcome).inc()
+    requests_counter(source, outcome).inc()
     elapsed = time.perf_counter() - started
-    HANDLING_SECONDS.labels(source).observe(elapsed)
+    handling_seconds(source).observe(elapsed)
     level = logging.INFO if status < 400 else logging.WARNING
     if log.isEnabledFor(level):
         log.log(

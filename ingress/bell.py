@@ -14,6 +14,10 @@ log = logging.getLogger("outbox.ingress.bell")
 
 MAX_WAITING = 10_000  #: rings held while the broker is slow; past that they are dropped
 MAX_IDS_PER_RING = 100  #: ids sent in one message at most
+#: seconds the bell rests after the broker failed. Rings queued meanwhile wait (or are
+#: dropped past MAX_WAITING; the sweeper rings for those rows): retrying at once cost a
+#: failed connection attempt per batch, on the interpreter the requests need.
+REST_AFTER_FAILURE = 1.0
 
 
 class BackgroundBell:
@@ -23,14 +27,17 @@ class BackgroundBell:
         self._doorbell = doorbell
         self._queue: queue.Queue[list[int] | None] = queue.Queue(MAX_WAITING)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         if self._thread is None:
+            self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="outbox-bell", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
@@ -58,11 +65,12 @@ class BackgroundBell:
                     break
                 ids.extend(more)
             for start in range(0, len(ids), MAX_IDS_PER_RING):
-                self._send(ids[start : start + MAX_IDS_PER_RING])
+                if not self._send(ids[start : start + MAX_IDS_PER_RING]):
+                    self._stopping.wait(REST_AFTER_FAILURE)
             if stop:
                 return
 
-    def _send(self, ids: list[int]) -> None:
+    def _send(self, ids: list[int]) -> bool:
         try:
             self._doorbell.ring(ids)
         except Exception as exc:
@@ -71,3 +79,5 @@ class BackgroundBell:
                 "doorbell failed; the sweeper will find the rows",
                 extra={"error": type(exc).__name__, "count": len(ids)},
             )
+            return False
+        return True

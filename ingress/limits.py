@@ -17,9 +17,13 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise HeaderMissing("Content-Length is not a number") from None
         if size > max_bytes:
             raise BodyTooLarge(f"body of {size} bytes is over the limit of {max_bytes}")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
+        size += len(chunk)
+        if size > max_bytes:
             raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
-    return bytes(body)
+        if chunk:
+            chunks.append(chunk)
+    # A webhook usually arrives in one chunk: then it is the body, with no copy.
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

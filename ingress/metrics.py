@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter(
@@ -19,3 +21,15 @@ DOORBELL_FAILURES = Counter(
     "outbox_doorbell_failures",
     "Rings that could not be sent (the sweeper picks those rows up later)",
 )
+
+
+# labels() takes a lock and builds a key at every call; the few children the ingress
+# uses are looked up once (both caches stay as small as sources x outcomes).
+@functools.cache
+def requests_counter(source: str, outcome: str) -> Counter:
+    return REQUESTS.labels(source, outcome)
+
+
+@functools.cache
+def handling_seconds(source: str) -> Histogram:
+    return HANDLING_SECONDS.labels(source)

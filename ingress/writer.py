@@ -1,8 +1,10 @@
-"""Group commit: concurrent requests share one INSERT and one COMMIT, and each is answered after it.
+"""Group commit on threads: concurrent requests share one INSERT and one COMMIT.
 
-One writer thread takes whatever has queued up while the previous commit ran, stores it
-in one statement, commits, and only then resolves each request's future. Under load the
-batches grow by themselves; alone, a request waits for its own single-row commit.
+The writer for SQLite (one thread, for its single write lock) and for any driver that the
+loop-driven Postgres writer (ingress/postgres_writer.py) does not cover. A writer thread
+takes whatever has queued up while the previous commit ran, stores it in one statement,
+commits, and only then resolves each request's future. Under load the batches grow by
+themselves; alone, a request waits for its own single-row commit.
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ class GroupCommitWriter:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Store what is queued, then end the threads (waited for off the loop)."""
+        await asyncio.to_thread(self._stop_threads)
+
+    def _stop_threads(self) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
         for thread in self._threads:
@@ -126,8 +132,7 @@ class GroupCommitWriter:
             return self._write_one_by_one(conn, batch, exc)
         except Exception as exc:  # a row the driver cannot send: not the database's fault
             return self._write_one_by_one(conn, batch, exc)
-        for request, result in zip(batch, results, strict=True):
-            _resolve(request, result)
+        _settle(batch, results)
         self._ring([r for r in results if r.status in RINGABLE])
         return conn
 
@@ -152,7 +157,7 @@ class GroupCommitWriter:
             self._fail_all([request], exc)
             _discard(conn)
             return None
-        _resolve(request, result)
+        _settle([request], [result])
         self._ring([result] if result.status in RINGABLE else [])
         return conn
 
@@ -165,8 +170,7 @@ class GroupCommitWriter:
         log.error(
             "could not store events", extra={"error": type(exc).__name__, "count": len(batch)}
         )
-        for request in batch:
-            _reject(request, DatabaseUnavailable("database unavailable, try again later"))
+        _settle(batch, [DatabaseUnavailable("database unavailable, try again later")] * len(batch))
 
     def _ring(self, results: list[Recorded]) -> None:
         if not results:
@@ -186,17 +190,24 @@ def _discard(conn: Connection | None) -> None:
             log.debug("closing a broken connection failed", exc_info=True)
 
 
-def _resolve(request: _Request, result: Recorded) -> None:
-    def settle() -> None:
-        if not request.future.done():
-            request.future.set_result(result)
+def _settle(batch: list[_Request], outcomes: Sequence[Recorded | BaseException]) -> None:
+    """Hand each request its result (or error) on its loop: one wake-up per loop and batch.
 
-    request.loop.call_soon_threadsafe(settle)
+    A wake-up per request cost the loop a pipe write and a callback each; the batch
+    finished together, so it is answered together.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Recorded | BaseException]]] = {}
+    for request, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(request.loop, []).append((request, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_set_outcomes, settled)
 
 
-def _reject(request: _Request, exc: BaseException) -> None:
-    def settle() -> None:
-        if not request.future.done():
-            request.future.set_exception(exc)
-
-    request.loop.call_soon_threadsafe(settle)
+def _set_outcomes(settled: list[tuple[_Request, Recorded | BaseException]]) -> None:
+    for request, outcome in settled:
+        if request.future.done():  # the request was given up on (client gone)
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)

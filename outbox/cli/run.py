@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 DEV_GITHUB_SECRET = "dev-github-secret"
 DEV_STRIPE_SECRET = "whsec_dev_secret"
 
+GC_YOUNG_OBJECTS = 20_000  #: objects allocated (net) between young collections in a server
+
 
 def register(app: typer.Typer) -> None:
     app.command()(migrate)
@@ -43,7 +45,7 @@ def serve(
 ) -> None:
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, buffered=True)
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
 
 
@@ -87,6 +89,7 @@ def _serve(
     doorbell: Doorbell | None,
     engine: Engine | None = None,
 ) -> None:
+    import gc
     import sys
 
     import uvicorn
@@ -96,6 +99,16 @@ def _serve(
     sys.setswitchinterval(0.0005)
 
     app = create_app(settings, engine=engine, doorbell=doorbell)
+    # Everything imported so far (SQLAlchemy, dramatiq, the SDKs: ~130,000 objects) lives
+    # as long as the process. Frozen, the collector stops walking it: a full collection
+    # took 275 ms of a busy loop, the ingress's p99 under load.
+    gc.collect()
+    gc.freeze()
+    # Webhooks waiting for their commit keep young objects alive (requests, futures,
+    # rows). At the default threshold (700) the collector ran every few requests, moved
+    # those survivors up and walked the older generations again; collecting less often
+    # cut ~15 % of the CPU per webhook under 64 senders (three paired runs).
+    gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

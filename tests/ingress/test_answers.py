@@ -215,3 +215,16 @@ def test_signed_body_with_a_lone_surrogate_in_a_field_is_stored_not_refused_fore
         stored = conn.execute(select(WebhookEvent.event_type, WebhookEvent.raw_body)).one()
     assert stored.raw_body == body
     assert stored.event_type.startswith("customer.") and stored.event_type.endswith("created")
+
+
+def test_request_headers_are_looked_up_like_starlettes_first_value_wins():
+    from starlette.requests import Request
+
+    from ingress.app import request_headers
+
+    raw = [(b"x-github-delivery", b"first"), (b"X-GitHub-Event", b"issues")]
+    raw.append((b"x-github-delivery", b"second"))
+    request = Request({"type": "http", "headers": raw})
+    headers = request_headers(request)
+    assert headers["x-github-delivery"] == request.headers["x-github-delivery"] == "first"
+    assert headers["x-github-event"] == "issues"
