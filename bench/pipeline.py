@@ -50,7 +50,7 @@ from tests.services import (
 )
 
 WORKER_PROCESSES = 2  #: `outbox worker -p 2`, as issue 7 asks
-BARE_THREADS = 8  #: threads of each bare-loop process, as many as a worker process has
+BARE_THREADS = 8  #: threads of each bare-loop process: its best rate here, a strict baseline
 SWEEP_INTERVAL = 1.0  #: seconds between sweeper passes in the benchmarks
 FINISHED_ROWS = 1_000_000  #: done rows put in the table for the growth measurement
 SEND_CHUNK = 20_000  #: webhooks signed at once (Stripe signatures age: 300 s tolerance)

@@ -21,10 +21,6 @@ WORKER_SHUTDOWN_TIMEOUT_MS = 30_000
 #: default, 1000, is what a webhook would wait for its worker after a quiet second; at
 #: 20, an idle process asks Redis about 100 times a second, one small script call each).
 WORKER_IDLE_POLL_MS = 20
-#: Messages a worker process holds for each of its threads. Dramatiq's default, 2, starves
-#: the threads: its consumer fetches again only once finished messages are acknowledged,
-#: and acknowledges only between polls, so threads waited on it with nothing to do.
-WORKER_PREFETCH_PER_THREAD = 8
 
 
 def register(app: typer.Typer) -> None:
@@ -58,8 +54,6 @@ def worker(
         str(WORKER_SHUTDOWN_TIMEOUT_MS),
     ]
     os.environ.setdefault("dramatiq_worker_timeout", str(WORKER_IDLE_POLL_MS))
-    prefetch = WORKER_PREFETCH_PER_THREAD * (threads or settings.worker_threads)
-    os.environ.setdefault("dramatiq_queue_prefetch", str(prefetch))
     sys.stdout.flush()
     sys.stderr.flush()
     # Dramatiq's own process model (a parent that forks the workers and stops them all when
