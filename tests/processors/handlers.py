@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -39,7 +40,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure, RetryLater
+from outbox.handling import (
+    ApplyAlone,
+    EventContext,
+    Handler,
+    HandlerTable,
+    PermanentFailure,
+    RetryLater,
+)
 from outbox.models import Source
 from outbox.settings import Settings
 from outbox.store import IncomingEvent
@@ -137,4 +145,41 @@ def scripted_event(
 
 def handler_table(_settings: Settings) -> HandlerTable:
     handler = Handler(name="record_effect", apply=record_effect)
+    return {("stripe", TEST_EVENT_TYPE): handler, ("github", TEST_EVENT_TYPE): handler}
+
+
+#: The batch-capable test handler's own marks, besides the script above:
+#:     {"alone": true}         its `apply_many` leaves the event to `apply` (ApplyAlone)
+#:     {"sink_batch": true}    its `apply_many` raises for the whole group
+BATCH_HANDLER_TABLE = "tests.processors.handlers:batch_handler_table"
+#: Each call of `record_effects` (the set-based apply) appends the event ids it applied.
+batches_applied: list[list[int]] = []
+
+
+def record_effects(
+    session: Session, items: Sequence[tuple[EventContext, Any]]
+) -> list[BaseException | None]:
+    """`record_effect` for many events at once, as a set-based handler would."""
+    if any((event.payload.get("test") or {}).get("sink_batch") for event, _ in items):
+        raise RuntimeError("the test says: not as a batch")
+    results: list[BaseException | None] = []
+    applied = []
+    for event, prepared in items:
+        if (event.payload.get("test") or {}).get("alone"):
+            results.append(ApplyAlone())
+            continue
+        try:
+            with session.begin_nested():
+                record_effect(session, event, prepared)
+        except Exception as exc:
+            results.append(exc)
+            continue
+        results.append(None)
+        applied.append(event.id)
+    batches_applied.append(applied)
+    return results
+
+
+def batch_handler_table(_settings: Settings) -> HandlerTable:
+    handler = Handler(name="record_effects", apply=record_effect, apply_many=record_effects)
     return {("stripe", TEST_EVENT_TYPE): handler, ("github", TEST_EVENT_TYPE): handler}

@@ -197,3 +197,40 @@ def test_a_batch_that_outlived_its_lease_applies_none_of_its_rows(runtime, proc_
     assert process_pass(short, [slow, quick]) == {Outcome.LEASE_LOST: 2}
     assert effect_counts(runtime.engine) == {}  # the quick row's effect went with the batch
     assert {row(runtime, i).status for i in (slow, quick)} == {Status.PROCESSING}
+
+
+def batch_runtime(runtime, proc_settings):  # type: ignore[no-untyped-def]
+    from tests.processors.handlers import BATCH_HANDLER_TABLE, batches_applied
+
+    batches_applied.clear()
+    settings = proc_settings.model_copy(update={"handler_table": BATCH_HANDLER_TABLE})
+    return runtimes.configure(settings, engine=runtime.engine), batches_applied
+
+
+def test_a_set_based_handler_applies_a_batch_at_once_and_its_declined_rows_alone(
+    runtime, proc_settings
+):
+    batched, batches = batch_runtime(runtime, proc_settings)
+    plain_1, declined, failing, plain_2 = stored(
+        runtime,
+        scripted_event(),
+        scripted_event(script={"alone": True}),
+        scripted_event(script={"fail": "retry"}),
+        scripted_event(),
+    )
+    counts = process_pass(batched, [plain_1, declined, failing, plain_2])
+    assert counts == {Outcome.DONE: 3, Outcome.RETRY: 1}
+    assert batches == [[plain_1, plain_2]]  # one call for the batch; the declined row not in it
+    assert effect_counts(runtime.engine) == {plain_1: 1, declined: 1, plain_2: 1}
+    assert row(runtime, declined).status == Status.DONE
+    assert row(runtime, failing).last_error == "RetryLater: the test says: not yet"
+
+
+def test_a_set_based_apply_that_fails_as_a_whole_leaves_every_row_to_apply_alone(
+    runtime, proc_settings
+):
+    batched, batches = batch_runtime(runtime, proc_settings)
+    ids = stored(runtime, scripted_event(), scripted_event(script={"sink_batch": True}))
+    assert process_pass(batched, ids) == {Outcome.DONE: 2}
+    assert batches == []  # nothing of the failed batch call survived its savepoint
+    assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
