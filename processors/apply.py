@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.db import transaction, utcnow
@@ -132,7 +132,7 @@ class _LeaseLost(Exception):
 
 def _apply_batch(
     runtime: Runtime,
-    sessions: sessionmaker[Session],
+    sessions: Callable[[], Session],
     claimed: list[ClaimedEvent],
     counts: dict[Outcome, int],
     *,
@@ -212,7 +212,7 @@ def _prepared_step(runtime: Runtime, event: ClaimedEvent, now: datetime) -> _Ste
 
 
 def _commit_batch(
-    runtime: Runtime, sessions: sessionmaker[Session], steps: list[_Step], claim_next: int
+    runtime: Runtime, sessions: Callable[[], Session], steps: list[_Step], claim_next: int
 ) -> list[ClaimedEvent]:
     """One transaction: every row's effects, every row's end state, then the next claim;
     raises _LeaseLost."""
@@ -257,7 +257,7 @@ def _batchable(step: _Step) -> bool:
     )
 
 
-def _commit_alone(runtime: Runtime, sessions: sessionmaker[Session], step: _Step) -> None:
+def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step) -> None:
     """Apply one row in a transaction of its own, then record how it ended."""
     assert step.handler is not None and step.context is not None
     try:

@@ -9,12 +9,12 @@ own settings first.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.db import make_engine, make_sessionmaker
@@ -43,15 +43,37 @@ class Runtime:
         return load_handler_table(self.settings)
 
     @contextmanager
-    def one_connection(self) -> Iterator[sessionmaker[Session]]:
-        """Sessions that all use one pooled connection, checked out (and pinged) once: the
-        claim and apply transactions of one pass, one after the other."""
-        with self.engine.connect() as connection:
-            yield sessionmaker(bind=connection, expire_on_commit=False)
+    def one_connection(self) -> Iterator[Callable[[], Session]]:
+        """Sessions that share one pooled connection, checked out (and pinged) once: the
+        claim and apply transactions of one pass, one after the other. A connection the
+        database dropped is replaced for the next session, so a restarted Postgres costs
+        the pass the transaction it was in, not every one after it."""
+        connections = _PassConnection(self.engine)
+        try:
+            yield connections.session
+        finally:
+            connections.close()
 
     def close(self) -> None:
         if self.owns_engine:
             self.engine.dispose()
+
+
+class _PassConnection:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def session(self) -> Session:
+        if self._connection is None or self._connection.invalidated or self._connection.closed:
+            self.close()
+            self._connection = self._engine.connect()
+        return Session(bind=self._connection, expire_on_commit=False)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 _lock = threading.Lock()

@@ -114,6 +114,7 @@ def sweep_once(
     except Exception as exc:
         _failed(report, "release_expired", exc)
     for source in registered_sweep_sources() if sources is None else sources:
+        ids: list[int] = []
         try:
             with runtime.sessions() as session:
                 ids = source.find_due(session, now, limit)

@@ -24,7 +24,9 @@ GIL_SWITCH_INTERVAL = 0.001
 
 def setup() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    # Buffered like `outbox serve`: a line per event outcome, written in blocks; warnings
+    # and errors are written at once.
+    configure_logging(settings.log_level, buffered=True)
     runtime.configure(settings).handlers  # noqa: B018  (a bad HANDLER_TABLE stops the boot)
     setup_broker(settings, in_process=False)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)

@@ -114,3 +114,16 @@ def test_with_the_broker_down_the_sweeper_applies_due_events_itself(runtime):
     assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
     with runtime.sessions() as session:
         assert {session.get_one(WebhookEvent, i).status for i in ids} == {Status.DONE}
+
+
+def test_a_source_whose_lookup_fails_fails_its_step_only_even_with_work_here(runtime):
+    def unreachable(session, now, limit):  # type: ignore[no-untyped-def]
+        raise ConnectionError("database down")
+
+    def never(runtime_, ids):  # type: ignore[no-untyped-def]
+        raise AssertionError("nothing was found, so nothing is worked here")
+
+    source = SweepSource("webhook_events", find_due=unreachable, enqueue=Ringer(), work_here=never)
+    report = sweep_once(runtime, sources=[source])
+    assert report.errors == {"webhook_events": "ConnectionError: database down"}
+    assert report.worked_here == {}
