@@ -167,11 +167,6 @@ def retire_pack(session: Session, price_id: str, *, now: datetime) -> bool:
     return True
 
 
-def pack_for_price(session: Session, price_id: str) -> CreditPack | None:
-    """The pack a price buys, on sale or retired."""
-    return session.get(CreditPack, price_id)
-
-
 def list_packs(session: Session, *, include_retired: bool = False) -> list[CreditPack]:
     query = select(CreditPack).order_by(CreditPack.credits, CreditPack.price_id)
     if not include_retired:
