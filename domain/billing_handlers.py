@@ -118,7 +118,7 @@ def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
     lines = stripe_objects.checkout_lines(obj) or fetched
     if not lines:
         raise RetryLater(f"line items of checkout session {session_id} were not read yet")
-    checkout = _checkout(obj, account_id, tuple(lines))
+    checkout = _checkout(obj, account_id, lines)
     try:
         purchases.grant_pack(session, checkout, now=event.now, event_id=event.id)
     except UnknownPack as exc:
@@ -172,7 +172,7 @@ def apply_checkouts(
     ready = []
     for index, event, grant in grants:
         if grant.checkout.account_id not in accounts:
-            results[index] = RetryLater(f"account {grant.checkout.account_id} does not exist yet")
+            results[index] = _no_account(grant.checkout.account_id)
             continue
         _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
         ready.append((index, event, grant))
@@ -220,8 +220,12 @@ def _checkout_account(session: Session, obj: dict[str, Any], customer: str | Non
 
 def _existing(session: Session, account_id: int) -> int:
     if session.get(Account, account_id) is None:
-        raise RetryLater(f"account {account_id} does not exist yet")
+        raise _no_account(account_id)
     return account_id
+
+
+def _no_account(account_id: int) -> RetryLater:
+    return RetryLater(f"account {account_id} does not exist yet")
 
 
 def _link(session: Session, account_id: int, customer: str | None, event: EventContext) -> None:

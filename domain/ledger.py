@@ -358,10 +358,10 @@ def credit(
     [entry] = _credit_entries(session, [one], now)
     if entry is None:
         return None
-    row = CreditEntry(**vars(entry))
-    session.add(row)
-    session.flush()
-    return row
+    return _append(
+        session, account_id, entry.amount, entry.debt_change, key=key, reason=reason, now=now,
+        event_id=event_id, job_id=job_id,
+    )  # fmt: skip
 
 
 def credit_many(

@@ -1,11 +1,13 @@
 """Applying claimed events: the one path from an outbox row to its effects and its end state.
 
-For each row this worker claimed:
+A pass claims a batch of rows (those its message named first, then other due rows), and
+for each row:
 1. decode the stored bytes, check the Stripe mode again, find the handler
    (none, or the wrong mode: `skipped`, never applied);
 2. run the handler's `prepare` outside any transaction (network reads);
-3. run `apply` and `mark_done` in ONE transaction, so the effects and `done` commit
-   together; if the lease is no longer ours, roll back and apply nothing;
+3. apply it so that its effects and `done` commit together: in the batch's one transaction
+   when its handler has a set-based `apply_many`, else alone in a transaction of its own;
+   if the lease is no longer ours, roll back and apply nothing;
 4. a failure goes through `store.fail` and the retry policy: `PermanentFailure` is dead at
    once, anything else is tried again later, and dead after the last attempt.
 
