@@ -10,10 +10,22 @@ import threading
 import time
 from typing import Any
 
+import orjson
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
-#: Built once: json.dumps(..., default=str) builds a new encoder at every call.
-_encode = json.JSONEncoder(default=str).encode
+#: The fallback for what orjson refuses (integers past 64 bits, lone surrogates); built
+#: once, as json.dumps(..., default=str) builds a new encoder at every call.
+_encode_slowly = json.JSONEncoder(default=str).encode
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    # orjson: a log line in a fifth of the time, which a line per webhook makes count.
+    try:
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return _encode_slowly(entry)
+
 
 FLUSH_INTERVAL = 0.1  #: seconds an INFO line may wait in a buffered handler's buffer
 BUFFER_BYTES = 64 * 1024  #: characters of log lines a buffered handler holds between writes

@@ -66,3 +66,14 @@ def test_a_warning_is_written_at_once_with_the_lines_before_it():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_line_with_values_the_fast_encoder_refuses_is_still_written():
+    record = logging.LogRecord("outbox.worker", logging.INFO, "", 0, "event %s", ("done",), None)
+    record.amount = 2**70  # past 64 bits
+    record.note = "lone \ud800 surrogate"
+    record.when = object()
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["amount"] == 2**70
+    assert entry["note"] == "lone \ud800 surrogate"
+    assert entry["when"].startswith("<object object")
