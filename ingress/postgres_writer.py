@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from ingress.batch_log import log_committed
 from ingress.errors import DatabaseUnavailable
 from outbox import store
 from outbox.db import POSTGRES_CONNECT_TIMEOUT, utcnow
@@ -149,9 +151,11 @@ class PostgresGroupWriter:
         self, conn: psycopg.AsyncConnection[Any] | None, batch: list[_Waiting]
     ) -> psycopg.AsyncConnection[Any] | None:
         """Store and answer one batch; returns the connection to use next (None: reconnect)."""
+        events = [w.event for w in batch]
+        started = time.perf_counter()
         try:
             conn = await self._connect(conn)
-            results = await store.record_async(conn, [w.event for w in batch], utcnow())
+            results = await store.record_async(conn, events, utcnow())
         except psycopg.OperationalError as exc:  # the server is down or the link broke
             _fail_all(batch, exc)
             await _discard(conn)
@@ -163,6 +167,7 @@ class PostgresGroupWriter:
                 return None
             return await self._write_one_by_one(conn, batch, exc)
         self._settle(batch, results)
+        log_committed(events, results, (time.perf_counter() - started) * 1000)
         return conn
 
     async def _write_one_by_one(
@@ -181,6 +186,7 @@ class PostgresGroupWriter:
     async def _write_one(
         self, conn: psycopg.AsyncConnection[Any] | None, waiting: _Waiting
     ) -> psycopg.AsyncConnection[Any] | None:
+        started = time.perf_counter()
         try:
             conn = await self._connect(conn)
             results = await store.record_async(conn, [waiting.event], utcnow())
@@ -191,6 +197,7 @@ class PostgresGroupWriter:
                 return None
             return conn
         self._settle([waiting], results)
+        log_committed([waiting.event], results, (time.perf_counter() - started) * 1000)
         return conn
 
     def _settle(self, batch: list[_Waiting], results: list[Recorded]) -> None:

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ingress.batch_log import log_committed
 from ingress.errors import DatabaseUnavailable
 from outbox import store
 from outbox.db import utcnow
@@ -117,9 +119,11 @@ class GroupCommitWriter:
 
     def _write(self, conn: Connection | None, batch: list[_Request]) -> Connection | None:
         """Store and answer one batch; returns the connection to use next (None: reconnect)."""
+        events = [r.event for r in batch]
+        started = time.perf_counter()
         try:
             conn = conn if conn is not None and not conn.closed else self._engine.connect()
-            results = self._commit(conn, [r.event for r in batch])
+            results = self._commit(conn, events)
         except (OperationalError, DatabaseUnavailable) as exc:
             self._fail_all(batch, exc)
             _discard(conn)
@@ -133,6 +137,7 @@ class GroupCommitWriter:
         except Exception as exc:  # a row the driver cannot send: not the database's fault
             return self._write_one_by_one(conn, batch, exc)
         _settle(batch, results)
+        log_committed(events, results, (time.perf_counter() - started) * 1000)
         self._ring([r for r in results if r.status in RINGABLE])
         return conn
 
@@ -150,6 +155,7 @@ class GroupCommitWriter:
         return conn
 
     def _write_one(self, conn: Connection | None, request: _Request) -> Connection | None:
+        started = time.perf_counter()
         try:
             conn = conn if conn is not None and not conn.closed else self._engine.connect()
             [result] = self._commit(conn, [request.event])
@@ -158,6 +164,7 @@ class GroupCommitWriter:
             _discard(conn)
             return None
         _settle([request], [result])
+        log_committed([request.event], [result], (time.perf_counter() - started) * 1000)
         self._ring([result] if result.status in RINGABLE else [])
         return conn
 

@@ -18,11 +18,12 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     Table,
@@ -74,6 +75,11 @@ class IncomingEvent:
     reason: str | None = None
 
     def row(self, now: datetime) -> dict[str, Any]:
+        """Every column the ingress fills."""
+        return {**self.fields(now), "raw_body": self.raw_body}
+
+    def fields(self, now: datetime) -> dict[str, Any]:
+        """The columns but the body, in the order of _POSTGRES_COLUMNS (the body aside)."""
         return {
             "source": self.source,
             "delivery_id": _clean(self.delivery_id),
@@ -86,7 +92,6 @@ class IncomingEvent:
             "provider_created_at": self.provider_created_at,
             "hook_id": _clean(self.hook_id, 64),
             "api_version": _clean(self.api_version, 64),
-            "raw_body": self.raw_body,
             "headers": {k: v.replace("\x00", "") for k, v in self.headers.items()},
             "received_at": now,
             "verified_by": self.verified_by,
@@ -125,20 +130,21 @@ def record(conn: Connection, incoming: Sequence[IncomingEvent], now: datetime) -
     """
     if not incoming:
         return []
-    unique = _first_of_each_key(incoming)
-    rows = [item.row(now) for item in unique.values()]
+    keys = [_key(item) for item in incoming]
+    unique = _first_of_each_key(keys, incoming)
     if conn.dialect.name == "postgresql":
-        returned = list(conn.exec_driver_sql(_POSTGRES_INSERT, _postgres_params(rows)))
+        params = _postgres_params(unique.values(), now)
+        returned = list(conn.exec_driver_sql(_POSTGRES_INSERT, params))
     else:
         stmt = (
             sqlite.insert(events)
             .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
             .returning(events.c.id, events.c.source, events.c.delivery_id, events.c.status)
         )
-        returned = list(conn.execute(stmt, rows))
+        returned = list(conn.execute(stmt, [item.row(now) for item in unique.values()]))
     inserted = _by_key(returned)
     existing = _existing(conn, [k for k in unique if k not in inserted])
-    return _answers(incoming, inserted, existing)
+    return _answers(keys, inserted, existing)
 
 
 async def record_async(
@@ -150,9 +156,9 @@ async def record_async(
     """
     if not incoming:
         return []
-    unique = _first_of_each_key(incoming)
-    rows = [item.row(now) for item in unique.values()]
-    cursor = await conn.execute(_POSTGRES_INSERT, _postgres_params(rows))
+    keys = [_key(item) for item in incoming]
+    unique = _first_of_each_key(keys, incoming)
+    cursor = await conn.execute(_POSTGRES_INSERT, _postgres_params(unique.values(), now))
     inserted = _by_key(await cursor.fetchall())
     missing = [k for k in unique if k not in inserted]
     existing: dict[tuple[str, str], tuple[int, str]] = {}
@@ -160,13 +166,15 @@ async def record_async(
         sources, deliveries = [s for s, _ in missing], [d for _, d in missing]
         cursor = await conn.execute(_POSTGRES_EXISTING, (sources, deliveries))
         existing = _by_key(await cursor.fetchall())
-    return _answers(incoming, inserted, existing)
+    return _answers(keys, inserted, existing)
 
 
-def _first_of_each_key(incoming: Sequence[IncomingEvent]) -> dict[tuple[str, str], IncomingEvent]:
+def _first_of_each_key(
+    keys: Sequence[tuple[str, str]], incoming: Sequence[IncomingEvent]
+) -> dict[tuple[str, str], IncomingEvent]:
     first_of_key: dict[tuple[str, str], IncomingEvent] = {}
-    for item in incoming:
-        first_of_key.setdefault(_key(item), item)
+    for key, item in zip(keys, incoming, strict=True):
+        first_of_key.setdefault(key, item)
     return first_of_key
 
 
@@ -176,15 +184,14 @@ def _by_key(returned: Sequence[Any]) -> dict[tuple[str, str], tuple[int, str]]:
 
 
 def _answers(
-    incoming: Sequence[IncomingEvent],
+    keys: Sequence[tuple[str, str]],
     inserted: dict[tuple[str, str], tuple[int, str]],
     existing: dict[tuple[str, str], tuple[int, str]],
 ) -> list[Recorded]:
-    """One answer per incoming item, in order: the first of a key inserted is new."""
+    """One answer per incoming key, in order: the first of a key inserted is new."""
     results: list[Recorded] = []
     answered: set[tuple[str, str]] = set()
-    for item in incoming:
-        key = _key(item)
+    for key in keys:
         if key in inserted and key not in answered:
             answered.add(key)
             results.append(Recorded(inserted[key][0], False, inserted[key][1]))
@@ -237,11 +244,22 @@ _POSTGRES_EXISTING = (
 )
 
 
-def _postgres_params(rows: list[dict[str, Any]]) -> tuple[str, list[bytes]]:
+def _postgres_params(items: Iterable[IncomingEvent], now: datetime) -> tuple[str, list[bytes]]:
     """The JSON rows (without their bodies) and the bodies, in the same order."""
-    bodies = [r["raw_body"] for r in rows]
-    fields = [{c: v for c, v in r.items() if c != "raw_body"} for r in rows]
+    fields, bodies = [], []
+    for item in items:
+        fields.append(item.fields(now))
+        bodies.append(item.raw_body)
     return _encode_rows(fields), bodies
+
+
+def _encode_rows(rows: list[dict[str, Any]]) -> str:
+    # orjson writes datetimes as ISO 8601 itself, at a tenth of json's cost per row; the
+    # fields are clean UTF-8 (_clean), so the fallback is for what nobody has seen yet.
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return _encode_rows_slowly(rows)
 
 
 def _iso(value: object) -> str:
@@ -250,7 +268,7 @@ def _iso(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-_encode_rows = json.JSONEncoder(default=_iso).encode
+_encode_rows_slowly = json.JSONEncoder(default=_iso).encode
 
 
 def _key(item: IncomingEvent) -> tuple[str, str]:

@@ -198,11 +198,35 @@ def test_logs_name_the_delivery_and_outcome_but_never_a_secret_or_body(client, c
         headers=github_headers(secret_body, "issues", delivery="log-delivery"),
     )
     client.post("/webhooks/stripe", content=STRIPE_BODY, headers=stripe_headers(STRIPE_BODY))
-    stored = [r for r in caplog.records if getattr(r, "delivery_id", None) == "log-delivery"]
-    assert stored and stored[0].outcome == "stored"
+    committed = [r for r in caplog.records if r.getMessage() == "webhooks committed"]
+    assert any("github:log-delivery" in r.stored for r in committed)
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in (GITHUB_SECRET, STRIPE_SECRET, "very-private-body-value"):
         assert secret not in text
+
+
+def test_a_redelivery_is_logged_as_a_duplicate_of_its_batch(client, caplog):
+    caplog.set_level(logging.INFO, logger="outbox")
+    body = b'{"action":"opened"}'
+    headers = github_headers(body, "issues", delivery="twice-delivered")
+    for _ in range(2):
+        assert client.post("/webhooks/github", content=body, headers=headers).status_code == 200
+    committed = [r for r in caplog.records if r.getMessage() == "webhooks committed"]
+    assert [r.stored for r in committed] == [["github:twice-delivered"], []]
+    assert [r.duplicates for r in committed] == [[], ["github:twice-delivered"]]
+
+
+def test_a_refused_request_is_a_warning_of_its_own(client, caplog):
+    caplog.set_level(logging.INFO, logger="outbox")
+    body = b'{"action":"opened"}'
+    headers = {
+        **github_headers(body, "issues", delivery="forged"),
+        "X-Hub-Signature-256": "sha256=" + "0" * 64,
+    }
+    assert client.post("/webhooks/github", content=body, headers=headers).status_code == 401
+    [refused] = [r for r in caplog.records if getattr(r, "delivery_id", None) == "forged"]
+    assert refused.levelno == logging.WARNING and refused.outcome == "unauthorized"
+    assert not [r for r in caplog.records if r.getMessage() == "webhooks committed"]
 
 
 def test_signed_body_with_a_lone_surrogate_in_a_field_is_stored_not_refused_forever(client, engine):
