@@ -8,7 +8,7 @@ from typing import Any
 from ingress.errors import HeaderMissing
 from outbox.fields import as_int64, as_text, dig
 from outbox.models import Source, Status
-from outbox.payload import UnreadablePayload, decode_body
+from outbox.payload import UnreadablePayload, peek_body
 from outbox.store import IncomingEvent
 
 KEPT_HEADERS = (
@@ -46,7 +46,7 @@ def github_event(
     """The row for a verified GitHub delivery; a body that is not JSON is kept, marked dead."""
     kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
     try:
-        payload = decode_body(body, headers.get("content-type"))
+        payload = peek_body(body, headers.get("content-type"))
     except UnreadablePayload as exc:
         return IncomingEvent(
             source=Source.GITHUB,

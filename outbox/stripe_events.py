@@ -13,7 +13,7 @@ from typing import Any
 from outbox.fields import as_int64, as_text, as_time, dig
 from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
-from outbox.payload import UnreadablePayload, decode_body
+from outbox.payload import UnreadablePayload, peek_body
 from outbox.settings import StripeMode
 from outbox.store import IncomingEvent
 
@@ -37,7 +37,7 @@ def incoming_stripe_event(
     :param backfilled: fetched from the API by reconcile rather than delivered.
     """
     try:
-        payload = decode_body(body)
+        payload = peek_body(body)
         event_id = as_text(payload.get("id"))
         if event_id is None:
             raise UnreadablePayload("event has no 'id'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import httpx
 import pytest
@@ -239,6 +240,18 @@ def test_signed_body_with_a_lone_surrogate_in_a_field_is_stored_not_refused_fore
         stored = conn.execute(select(WebhookEvent.event_type, WebhookEvent.raw_body)).one()
     assert stored.raw_body == body
     assert stored.event_type.startswith("customer.") and stored.event_type.endswith("created")
+
+
+@pytest.mark.parametrize("route", ["github", "stripe"])
+def test_signed_json_nested_too_deeply_to_read_is_stored_dead_not_a_500(client, engine, route):
+    depth = sys.getrecursionlimit() * 2
+    body = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    headers = github_headers(body, "issues") if route == "github" else stripe_headers(body)
+    answer = client.post(f"/webhooks/{route}", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    with engine.connect() as conn:
+        stored = conn.execute(select(WebhookEvent.status, WebhookEvent.last_error)).one()
+    assert stored.status == "dead" and "nested too deeply" in stored.last_error
 
 
 def test_request_headers_are_looked_up_like_starlettes_first_value_wins():
