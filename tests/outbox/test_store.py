@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from outbox import store
-from outbox.db import transaction, utcnow
+from outbox.db import make_engine, transaction, utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
+from tests.conftest import CORPUS
 from tests.factories import incoming, record
 
 LEASE = timedelta(minutes=5)
@@ -158,3 +161,26 @@ def test_a_claimed_row_is_built_from_the_claim_columns_in_field_order():
 
     columns = [column.name for column in store._claimed_columns()]
     assert columns == [f.name for f in fields(store.ClaimedEvent)][: len(columns)]
+
+
+@pytest.mark.postgres
+def test_bodies_are_compressed_with_lz4_on_postgres_and_read_back_whole(postgres_url):
+    engine = make_engine(postgres_url)
+    body = (CORPUS / "stripe" / "fixtures3.json").read_bytes()  # 188 KB: well past 2 KB
+    item = dataclasses.replace(incoming("evt_lz4"), raw_body=body)
+    try:
+        [recorded] = record(engine, item)
+        with engine.connect() as conn:
+            method = conn.execute(
+                text("SELECT pg_column_compression(raw_body) FROM webhook_events WHERE id = :id"),
+                {"id": recorded.id},
+            ).scalar()
+            stored = conn.execute(
+                select(WebhookEvent.raw_body).where(WebhookEvent.id == recorded.id)
+            ).scalar()
+        assert method == "lz4"
+        assert stored == body
+    finally:
+        with engine.begin() as conn:  # the run's database is shared by the tests after this one
+            conn.execute(text("DELETE FROM webhook_events WHERE delivery_id = 'evt_lz4'"))
+        engine.dispose()
