@@ -7,7 +7,6 @@ bare endpoint on the same stack that only checks the HMAC, measured in the same 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import uuid
@@ -16,6 +15,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench.common import free_port, postgres_database, print_table, python, server, write_results
 from bench.loadgen import LoadResult, build_request, closed_loop, open_loop
+from bench.loadgen import run as run_load
 from ingress.signatures import github_signature
 from outbox.models import WebhookEvent
 
@@ -92,20 +92,20 @@ def measure(
             ),
         ):
             warm = signed_requests(ingress_port, 2000, f"warm-{uuid.uuid4().hex[:6]}")
-            asyncio.run(closed_loop("127.0.0.1", ingress_port, warm, 16, 2.0))
-            asyncio.run(closed_loop("127.0.0.1", bare_port, warm, 16, 2.0))
+            run_load(closed_loop("127.0.0.1", ingress_port, warm, 16, 2.0))
+            run_load(closed_loop("127.0.0.1", bare_port, warm, 16, 2.0))
             for concurrency in (16, 64):
                 for name, port in (
                     ("bare HMAC endpoint", bare_port),
                     ("ingress (Postgres)", ingress_port),
                 ):
                     reqs = signed_requests(port, per_run, f"c{concurrency}-{uuid.uuid4().hex[:6]}")
-                    result = asyncio.run(closed_loop("127.0.0.1", port, reqs, concurrency, seconds))
+                    result = run_load(closed_loop("127.0.0.1", port, reqs, concurrency, seconds))
                     rows.append({"senders": concurrency, **figures(name, result)})
             reqs = signed_requests(
                 ingress_port, int(rate * seconds), f"steady-{uuid.uuid4().hex[:6]}"
             )
-            steady = asyncio.run(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
+            steady = run_load(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
             rows.append(
                 {"senders": f"steady {int(rate)}/s", **figures("ingress (Postgres)", steady)}
             )

@@ -9,8 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def run(load: Coroutine[Any, Any, T]) -> T:
+    """Run a load on uvloop, the loop the servers run on.
+
+    The senders share the machine with the servers they measure: on asyncio's own loop
+    they took ~33 µs of CPU a request, on uvloop ~27.
+    """
+    return uvloop.run(load)
 
 
 @dataclass

@@ -20,7 +20,6 @@ Every process is on 127.0.0.1; every wait is bounded. bench/run.py runs them all
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import time
@@ -36,6 +35,7 @@ from sqlalchemy import Engine, create_engine, func, select
 
 from bench.common import postgres_database, print_table, python, write_results
 from bench.loadgen import closed_loop, open_loop
+from bench.loadgen import run as run_load
 from bench.workload import STRIPE_SECRET, chunks, grants, seed, signed_purchases, store_backlog
 from outbox.models import Status, WebhookEvent
 from outbox.settings import Settings
@@ -270,7 +270,7 @@ def send(port: int, run: str, start: int, count: int, senders: int = 16) -> int:
     ok = 0
     for first, size in chunks(count, SEND_CHUNK):
         requests = signed_purchases(port, run, start + first, size)
-        result = asyncio.run(closed_loop("127.0.0.1", port, requests, senders, 600.0))
+        result = run_load(closed_loop("127.0.0.1", port, requests, senders, 600.0))
         ok += result.statuses.get(200, 0)
     return ok
 
@@ -317,7 +317,7 @@ def latency(url: str, rate: float, seconds: float, *, doorbell: bool) -> dict[st
                 s.redis.stop()  # for everyone: only the sweeper, working rows itself, is left
             count = int(rate * seconds)
             requests = signed_purchases(s.ingress_port, run, 0, count)
-            result = asyncio.run(open_loop("127.0.0.1", s.ingress_port, requests, rate, seconds))
+            result = run_load(open_loop("127.0.0.1", s.ingress_port, requests, rate, seconds))
             wait_drained(engine, timeout=120)
         with engine.connect() as conn:
             lag = func.extract("epoch", WebhookEvent.processed_at - WebhookEvent.received_at)

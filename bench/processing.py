@@ -52,6 +52,7 @@ from bench.common import (
 )
 from bench.ingress import SECRET, signed_requests
 from bench.loadgen import closed_loop
+from bench.loadgen import run as run_load
 from ingress.signatures import github_signature
 from outbox.handling import EventContext, Handler, HandlerTable
 from outbox.models import Status, WebhookEvent
@@ -187,7 +188,7 @@ def end_to_end(events: int, log_level: str) -> dict[str, Any]:
     """Webhooks sent as fast as 16 senders can while the workers apply them."""
     with deployment(with_ingress=True, log_level=log_level) as dep:
         requests = signed_requests(dep["port"], events, f"e2e-{uuid.uuid4().hex[:6]}")
-        result = asyncio.run(closed_loop("127.0.0.1", dep["port"], requests, 16, 600))
+        result = run_load(closed_loop("127.0.0.1", dep["port"], requests, 16, 600))
         ok = result.statuses.get(200, 0)
         wait_all_done(dep["engine"], ok)
         with dep["engine"].connect() as conn:
@@ -242,7 +243,7 @@ def steady(rate: float, seconds: float, log_level: str) -> dict[str, Any]:
     The ring goes out right after the commit, so on a starved sender the first figure can
     come out below zero: the second one cannot."""
     with deployment(with_ingress=True, log_level=log_level) as dep:
-        answered = asyncio.run(_steady_send(dep["port"], rate, seconds))
+        answered = run_load(_steady_send(dep["port"], rate, seconds))
         wait_all_done(dep["engine"], len(answered))
         with dep["engine"].connect() as conn:
             times = {
