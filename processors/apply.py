@@ -88,18 +88,7 @@ def _claim(runtime: Runtime, session: Session, *, ids: list[int], limit: int) ->
     if limit <= 0:
         return []
     lease = timedelta(seconds=runtime.settings.lease_seconds)
-    owner = store.new_lease_owner()
-    now = utcnow()
-    claimed = (
-        store.claim(session, now=now, lease=lease, limit=len(ids), ids=ids, owner=owner)
-        if ids
-        else []
-    )
-    if len(claimed) < limit:
-        claimed += store.claim(
-            session, now=now, lease=lease, limit=limit - len(claimed), owner=owner
-        )
-    return claimed
+    return store.claim_for_pass(session, now=utcnow(), lease=lease, limit=limit, ids=ids)
 
 
 @dataclass(eq=False)  # a step is itself: list lookups compare identity, not every field
