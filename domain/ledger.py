@@ -36,14 +36,13 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     func,
-    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
 from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
-from outbox.db import Base, ListQuery, UTCDateTime
+from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
 from outbox.models import BigId
 
 __all__ = [
@@ -369,13 +368,11 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one executemany (one statement text, sent in one
-    pipeline on Postgres) and are not read back: those returned have no id.
+    The entries are written with one statement (outbox.db.insert_rows) and are not read
+    back: those returned have no id.
     """
     entries = _credit_entries(session, credits, now)
-    written = [vars(entry) for entry in entries if entry is not None]
-    if written:
-        session.execute(insert(_ledger), written)
+    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
     return entries
 
 

@@ -27,7 +27,6 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    insert,
     select,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -36,7 +35,7 @@ from domain import ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, ListQuery, UTCDateTime
+from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -184,8 +183,7 @@ def grant_packs(
                 purchase["description"],
                 credit.amount,
             )
-    if written:
-        session.execute(insert(_purchases), written)
+    insert_rows(session, _purchases, written)
     return results
 
 
