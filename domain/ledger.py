@@ -171,7 +171,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = set(session.scalars(_LOCK_ACCOUNTS.on(session), {"values": missing}))
+        fresh = {account_id for (account_id,) in _LOCK_ACCOUNTS.rows(session, missing)}
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -236,7 +236,7 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    rows = session.execute(_DEBTS.on(session), {"values": sorted(set(account_ids))})
+    rows = _DEBTS.rows(session, sorted(set(account_ids)))
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
     return {account_id: total for account_id, total in owed.items() if total != 0}
 
@@ -274,7 +274,7 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return set(session.scalars(_APPLIED_KEYS.on(session), {"values": list(set(keys))}))
+    return {key for (key,) in _APPLIED_KEYS.rows(session, list(set(keys)))}
 
 
 _APPLIED_KEYS = ListQuery(lambda one_of: select(CreditEntry.key).where(one_of(CreditEntry.key)))

@@ -109,11 +109,29 @@ class ListQuery:
 
         _FIND = ListQuery(lambda one_of: select(T.c.id).where(one_of(T.c.key)))
         session.scalars(_FIND.on(session), {"values": keys})
+        _FIND.rows(session, keys)  # plain tuples, the statement sent as psycopg's own
     """
 
     def __init__(self, build: Callable[[Callable[[Any], ColumnElement[bool]]], Any]) -> None:
         self._build = build
         self._built: dict[str, Any] = {}
+        self._postgres_sql: str | None = None
+
+    def rows(self, session: Session, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The statement's rows as tuples. On Postgres it is compiled once to its SQL
+        text and sent on the session's psycopg connection (see postgres_driver), for
+        statements that run for every batch of events: the values are psycopg's own,
+        without SQLAlchemy's result processing, so only for columns where that changes
+        nothing on Postgres (ids, keys, numeric sums)."""
+        driver = postgres_driver(session)
+        if driver is None:
+            return [tuple(row) for row in session.execute(self.on(session), {"values": values})]
+        if self._postgres_sql is None:
+            compiled = self.on(session).compile(dialect=session.get_bind().dialect)
+            if set(compiled.params) != {"values"}:
+                raise TypeError("a ListQuery for rows() may have no parameter but `values`")
+            self._postgres_sql = str(compiled)
+        return driver.execute(self._postgres_sql, {"values": list(values)}).fetchall()  # type: ignore[no-any-return]
 
     def on(self, session: Session) -> Any:
         dialect = session.get_bind().dialect.name

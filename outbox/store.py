@@ -526,9 +526,13 @@ def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datet
     by_owner: dict[str, list[int]] = {}
     for event in claimed:
         by_owner.setdefault(event.lease_owner, []).append(event.id)
+    driver = postgres_driver(session) if by_owner else None
     for owner, ids in by_owner.items():
         params = {"ids": ids, "owner": owner, "now": now, "finished_at": now}
-        finished.update(session.scalars(_MARK_DONE, params))
+        if driver is None:
+            finished.update(session.scalars(_MARK_DONE, params))
+        else:
+            finished.update(id_ for (id_,) in driver.execute(_POSTGRES_MARK_DONE, params))
     return finished
 
 
@@ -551,6 +555,17 @@ _MARK_DONE = (
     )
     .returning(events.c.id)
 )
+
+
+#: _MARK_DONE on the session's psycopg connection (see outbox.db.postgres_driver), the ids
+#: as one array: it finishes every batch.
+_POSTGRES_MARK_DONE = """
+UPDATE webhook_events SET status = 'done', processed_at = %(finished_at)s,
+       lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = NULL
+ WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing'
+   AND lease_owner = %(owner)s AND lease_expires_at > %(now)s
+RETURNING id
+"""
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:

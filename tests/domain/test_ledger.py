@@ -6,7 +6,9 @@ import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from unittest.mock import patch
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -285,15 +287,23 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
 
 @contextmanager
 def recorded_statements(engine):  # type: ignore[no-untyped-def]
-    """The SQL sent through `engine` while the block runs."""
+    """The SQL sent through `engine` while the block runs, and straight on psycopg
+    connections (the statements outbox.db.postgres_driver sends)."""
     statements: list[str] = []
 
     def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
         statements.append(statement)
 
+    driver_execute = psycopg.Connection.execute
+
+    def execute(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        statements.append(str(query))
+        return driver_execute(self, query, *args, **kwargs)
+
     event.listen(engine, "before_cursor_execute", remember)
     try:
-        yield statements
+        with patch.object(psycopg.Connection, "execute", execute):
+            yield statements
     finally:
         event.remove(engine, "before_cursor_execute", remember)
 
