@@ -37,6 +37,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -77,6 +78,11 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
+#: Entries that changed a debt, written out (not a bound parameter) so that the planner
+#: matches it with the partial index.
+_HAS_DEBT_CHANGE = "debt_change <> 0"
+
+
 class CreditEntry(Base):
     __tablename__ = "credit_ledger"
 
@@ -99,6 +105,13 @@ class CreditEntry(Base):
         Index("ix_credit_ledger_account", "account_id", "id"),
         Index("ix_credit_ledger_event", "event_id"),
         Index("ix_credit_ledger_job", "job_id"),
+        # The few entries that changed a debt: `debts` sums only these (migration 0005).
+        Index(
+            "ix_credit_ledger_debt",
+            "account_id",
+            postgresql_where=text(_HAS_DEBT_CHANGE),
+            sqlite_where=text(_HAS_DEBT_CHANGE),
+        ),
     )
 
 
@@ -244,7 +257,7 @@ def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
 _DEBTS = ListQuery(
     lambda one_of: (
         select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(one_of(CreditEntry.account_id))
+        .where(one_of(CreditEntry.account_id), text(f"credit_ledger.{_HAS_DEBT_CHANGE}"))
         .group_by(CreditEntry.account_id)
     )
 )
