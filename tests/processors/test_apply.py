@@ -252,7 +252,8 @@ def test_every_row_of_a_batch_gets_its_own_json_outcome_line(runtime):
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("outbox.processors")
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         assert process_pass(runtime, ids) == {Outcome.DONE: 2, Outcome.SKIPPED: 1, Outcome.DEAD: 1}
     finally:
