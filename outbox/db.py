@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     DateTime,
     Engine,
     Table,
@@ -151,7 +152,7 @@ def _one_of_for(dialect: str) -> Callable[[Any], ColumnElement[bool]]:
     return one_of
 
 
-def postgres_driver(session: Session) -> Any | None:
+def postgres_driver(session: Session) -> DriverConnection | None:
     """The psycopg connection under the session's transaction, or None off Postgres.
 
     For the few statements run for every batch of events: a statement sent through
@@ -163,7 +164,25 @@ def postgres_driver(session: Session) -> Any | None:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return None
-    return connection.connection.driver_connection
+    return DriverConnection(connection)
+
+
+class DriverConnection:
+    """Statements sent straight on a SQLAlchemy connection's psycopg connection, whose
+    errors are SQLAlchemy's as if it had sent them: wrapped (an OperationalError, an
+    IntegrityError, ...), and a lost server invalidating the connection and the pool, so
+    callers handle a database gone the way they always did."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._driver = connection.connection.driver_connection
+
+    def execute(self, sql: str, params: Any) -> Any:
+        """psycopg's `execute`: a cursor holding the whole result."""
+        try:
+            return self._driver.execute(sql, params)  # type: ignore[union-attr]
+        except self._connection.dialect.loaded_dbapi.Error as exc:
+            self._connection._handle_dbapi_exception(exc, sql, params, None, None)
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
