@@ -36,14 +36,14 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     func,
-    insert,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
 from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
-from outbox.db import Base, ListQuery, UTCDateTime
+from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
 from outbox.models import BigId
 
 __all__ = [
@@ -78,6 +78,11 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
+#: Entries that changed a debt, written out (not a bound parameter) so that the planner
+#: matches it with the partial index.
+_HAS_DEBT_CHANGE = "debt_change <> 0"
+
+
 class CreditEntry(Base):
     __tablename__ = "credit_ledger"
 
@@ -100,6 +105,13 @@ class CreditEntry(Base):
         Index("ix_credit_ledger_account", "account_id", "id"),
         Index("ix_credit_ledger_event", "event_id"),
         Index("ix_credit_ledger_job", "job_id"),
+        # The few entries that changed a debt: `debts` sums only these (migration 0006).
+        Index(
+            "ix_credit_ledger_debt",
+            "account_id",
+            postgresql_where=text(_HAS_DEBT_CHANGE),
+            sqlite_where=text(_HAS_DEBT_CHANGE),
+        ),
     )
 
 
@@ -172,7 +184,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = set(session.scalars(_LOCK_ACCOUNTS.on(session), {"values": missing}))
+        fresh = {account_id for (account_id,) in _LOCK_ACCOUNTS.rows(session, missing)}
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -237,7 +249,7 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    rows = session.execute(_DEBTS.on(session), {"values": sorted(set(account_ids))})
+    rows = _DEBTS.rows(session, sorted(set(account_ids)))
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
     return {account_id: total for account_id, total in owed.items() if total != 0}
 
@@ -245,7 +257,7 @@ def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
 _DEBTS = ListQuery(
     lambda one_of: (
         select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(one_of(CreditEntry.account_id))
+        .where(one_of(CreditEntry.account_id), text(f"credit_ledger.{_HAS_DEBT_CHANGE}"))
         .group_by(CreditEntry.account_id)
     )
 )
@@ -275,7 +287,7 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return set(session.scalars(_APPLIED_KEYS.on(session), {"values": list(set(keys))}))
+    return {key for (key,) in _APPLIED_KEYS.rows(session, list(set(keys)))}
 
 
 _APPLIED_KEYS = ListQuery(lambda one_of: select(CreditEntry.key).where(one_of(CreditEntry.key)))
@@ -369,13 +381,11 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one executemany (one statement text, sent in one
-    pipeline on Postgres) and are not read back: those returned have no id.
+    The entries are written with one statement (outbox.db.insert_rows) and are not read
+    back: those returned have no id.
     """
     entries = _credit_entries(session, credits, now)
-    written = [vars(entry) for entry in entries if entry is not None]
-    if written:
-        session.execute(insert(_ledger), written)
+    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
     return entries
 
 

@@ -27,6 +27,13 @@ def _encode(entry: dict[str, Any]) -> str:
         return _encode_slowly(entry)
 
 
+#: The attribute of a record (set through `extra`) that carries one dict of fields per
+#: line: such a record is written as one JSON line per dict, each with the record's time,
+#: level, logger and message, exactly as that many records would be. A batch of events
+#: logs its outcomes with one pass through logging's machinery (record, handler lock,
+#: formatter) instead of one pass each, which cost more than writing the lines.
+LINES = "json_lines"
+
 FLUSH_INTERVAL = 0.1  #: seconds an INFO line may wait in a buffered handler's buffer
 BUFFER_BYTES = 64 * 1024  #: characters of log lines a buffered handler holds between writes
 
@@ -43,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        lines = record.__dict__.get(LINES)
+        if lines is not None:
+            return "\n".join(_encode({**entry, **fields}) for fields in lines)
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -17,7 +17,11 @@ class UnreadablePayload(ValueError):
 
 
 def decode_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
-    """The JSON object in a webhook body: plain JSON, or GitHub's form encoding (`payload=`)."""
+    """The JSON object in a webhook body: plain JSON, or GitHub's form encoding (`payload=`).
+
+    Read by json, exactly: orjson would be ~2 µs faster on a few-KB body, but it reads an
+    integer past 64 bits as a float, and the processors hand every value to handlers.
+    """
     return _decode(raw, content_type, json.loads)
 
 

@@ -1,7 +1,7 @@
 """The storage contract of the outbox: every operation on `webhook_events`, each one guarded.
 
 record    -- insert deliveries, once each (record_async: the same on the ingress's loop)
-claim     -- take due rows under a lease (processors)
+claim     -- take due rows under a lease (claim_for_pass: named rows first, then others)
 mark_done(_many) / mark_skipped -- finish claimed rows, only while the lease is ours
 fail      -- put a claimed row back with a later attempt, or make it dead
 release_expired -- give back rows whose worker vanished (sweeper)
@@ -20,7 +20,7 @@ import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +40,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from outbox import libpq
+from outbox.db import postgres_driver
 from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -417,6 +418,76 @@ def claim(
     return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
 
+def claim_for_pass(
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    ids: Sequence[int] = (),
+    owner: str | None = None,
+) -> list[ClaimedEvent]:
+    """Take the due rows among `ids` first, then other due rows, up to `limit` in all,
+    under one new lease (a processing pass: the rows its message named, then more).
+
+    `claim` twice in turn, as one statement on Postgres: a pass whose named rows are
+    already taken (most messages once a backlog is rung) then costs one round trip.
+    """
+    owner = owner or new_lease_owner()
+    driver = postgres_driver(session)
+    if driver is None:
+        claimed = claim(session, now=now, lease=lease, limit=limit, ids=ids, owner=owner)
+        if len(claimed) < limit:
+            claimed += claim(session, now=now, lease=lease, limit=limit - len(claimed), owner=owner)
+        return claimed
+    params = {"ids": list(ids), "now": now, "limit": limit, "owner": owner,
+              "expires": now + lease}  # fmt: skip
+    rows = driver.execute(_POSTGRES_CLAIM_FOR_PASS, params).fetchall()
+    return sorted((_claimed_from_driver(r) for r in rows), key=lambda c: c.id)
+
+
+#: A due row: pending, its time come, and no earlier event of its object still in line.
+_POSTGRES_DUE = """c.status = 'pending' AND c.next_attempt_at <= %(now)s
+       AND NOT (c.object_id IS NOT NULL AND EXISTS (
+           SELECT 1 FROM webhook_events AS e
+            WHERE e.source = c.source AND e.object_id = c.object_id
+              AND e.status IN ('pending', 'processing')
+              AND (coalesce(e.provider_created_at, e.received_at), e.id)
+                < (coalesce(c.provider_created_at, c.received_at), c.id)))"""
+#: `claim` among the ids, then `claim` of the others for what is left of the limit. Each
+#: CTE runs once and in this order (the second's LIMIT reads the first), so the rows
+#: locked are the rows updated; the ids are one array parameter, one statement text for
+#: any number of them (psycopg prepares it once per connection).
+_POSTGRES_CLAIM_FOR_PASS = f"""
+WITH named AS (
+    SELECT c.id FROM webhook_events AS c
+     WHERE c.id = ANY(%(ids)s::bigint[]) AND {_POSTGRES_DUE}
+     ORDER BY c.next_attempt_at, c.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), others AS (
+    SELECT c.id FROM webhook_events AS c
+     WHERE {_POSTGRES_DUE} AND c.id <> ALL(%(ids)s::bigint[])
+     ORDER BY c.next_attempt_at, c.id
+     LIMIT greatest(0, %(limit)s - (SELECT count(*) FROM named)) FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_events SET status = 'processing', lease_owner = %(owner)s,
+       lease_expires_at = %(expires)s, attempts = attempts + 1
+ WHERE id IN (SELECT id FROM named UNION ALL SELECT id FROM others) AND status = 'pending'
+RETURNING id, source, delivery_id, event_type, livemode, raw_body, headers, attempts,
+          lease_owner, lease_expires_at, installation_id, stripe_account, account_id,
+          object_id, provider_created_at, backfilled
+"""
+
+
+def _claimed_from_driver(row: Any) -> ClaimedEvent:
+    # The columns of _claimed_columns(), in order; psycopg gives aware datetimes in the
+    # session's time zone, which UTCDateTime would have put in UTC.
+    values = list(row)
+    for index in (9, 14):
+        if values[index] is not None:
+            values[index] = values[index].astimezone(UTC)
+    return ClaimedEvent(*values)
+
+
 def _claimed_columns() -> list[Any]:
     c = events.c
     return [
@@ -495,9 +566,13 @@ def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datet
     by_owner: dict[str, list[int]] = {}
     for event in claimed:
         by_owner.setdefault(event.lease_owner, []).append(event.id)
+    driver = postgres_driver(session) if by_owner else None
     for owner, ids in by_owner.items():
         params = {"ids": ids, "owner": owner, "now": now, "finished_at": now}
-        finished.update(session.scalars(_MARK_DONE, params))
+        if driver is None:
+            finished.update(session.scalars(_MARK_DONE, params))
+        else:
+            finished.update(id_ for (id_,) in driver.execute(_POSTGRES_MARK_DONE, params))
     return finished
 
 
@@ -520,6 +595,17 @@ _MARK_DONE = (
     )
     .returning(events.c.id)
 )
+
+
+#: _MARK_DONE on the session's psycopg connection (see outbox.db.postgres_driver), the ids
+#: as one array: it finishes every batch.
+_POSTGRES_MARK_DONE = """
+UPDATE webhook_events SET status = 'done', processed_at = %(finished_at)s,
+       lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = NULL
+ WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing'
+   AND lease_owner = %(owner)s AND lease_expires_at > %(now)s
+RETURNING id
+"""
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:

@@ -17,6 +17,7 @@ from types import ModuleType
 
 import dramatiq
 import redis
+from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, Retries, default_middleware
@@ -29,6 +30,12 @@ ACTOR_MODULES: list[str] = ["processors.events", "processors.jobs"]
 REDIS_CONNECT_TIMEOUT = 2.0  #: seconds; Redis down must turn into a dropped ring, not a hang
 REDIS_SOCKET_TIMEOUT = 10.0  #: seconds; Dramatiq's Redis fetch is a script call, never blocking
 REDIS_HEALTH_CHECK = 15  #: seconds a pooled connection idles before it is checked again
+#: Milliseconds an idle consumer of a delay queue waits at most before it asks Redis again
+#: (Dramatiq's default). Nothing here sends a delayed message (retries live on the rows),
+#: yet each queue has a delay queue and a consumer polling it: at the workers' idle poll
+#: (outbox/cli/work.py, 20 ms, for a ring's latency) those polls were half of an idle
+#: worker's ~10 % of a core, and went on while it drained a backlog.
+DELAY_QUEUE_POLL_MS = 1000
 
 
 def setup_broker(settings: Settings, *, in_process: bool) -> dramatiq.Broker:
@@ -47,7 +54,7 @@ def setup_broker(settings: Settings, *, in_process: bool) -> dramatiq.Broker:
             socket_timeout=REDIS_SOCKET_TIMEOUT,
             health_check_interval=REDIS_HEALTH_CHECK,
         )
-        broker = RedisBroker(
+        broker = _RedisBroker(
             client=client, namespace=settings.redis_namespace, middleware=_middleware()
         )
     dramatiq.set_broker(broker)
@@ -70,6 +77,15 @@ def declared_actors() -> list[dramatiq.Actor]:  # type: ignore[type-arg]
 def import_actor_modules() -> list[ModuleType]:
     """Import every module of `ACTOR_MODULES` (which also registers their sweep sources)."""
     return [importlib.import_module(name) for name in ACTOR_MODULES]
+
+
+class _RedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, whose delay queues are polled at DELAY_QUEUE_POLL_MS."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        if queue_name.endswith(".DQ"):
+            timeout = max(timeout, DELAY_QUEUE_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
 
 
 def _middleware() -> list[Middleware]:

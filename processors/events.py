@@ -21,8 +21,13 @@ from processors.runtime import Runtime
 from processors.sweeper import SweepSource, register_sweep_source
 
 QUEUE = "events"
-#: Ids carried by one message: small enough that the worker threads share a burst.
-IDS_PER_MESSAGE = 10
+#: Ids carried by one message: as many as one pass applies. A pass claims its message's
+#: rows and then other due rows up to EVENTS_PER_PASS, so with fewer ids per message the
+#: first pass of a big ring (a backlog, the sweeper's 1,000 due rows) took the rows the
+#: next messages named and walked the due index for them, and most messages then found
+#: nothing left: each still cost a Redis fetch and ack and a claim. A ring of a few ids
+#: (the ingress's usual commit) is one message either way.
+IDS_PER_MESSAGE = EVENTS_PER_PASS
 #: A new row received less than this ago was just rung by the ingress; the sweeper leaves
 #: it to that ring instead of sending a second message. Retries are rung once due. Short:
 #: when the ingress could not ring, a row waits up to one sweep interval plus this.

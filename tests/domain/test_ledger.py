@@ -6,7 +6,9 @@ import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from unittest.mock import patch
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -285,15 +287,23 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
 
 @contextmanager
 def recorded_statements(engine):  # type: ignore[no-untyped-def]
-    """The SQL sent through `engine` while the block runs."""
+    """The SQL sent through `engine` while the block runs, and straight on psycopg
+    connections (the statements outbox.db.postgres_driver sends)."""
     statements: list[str] = []
 
     def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
         statements.append(statement)
 
+    driver_execute = psycopg.Connection.execute
+
+    def execute(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        statements.append(str(query))
+        return driver_execute(self, query, *args, **kwargs)
+
     event.listen(engine, "before_cursor_execute", remember)
     try:
-        yield statements
+        with patch.object(psycopg.Connection, "execute", execute):
+            yield statements
     finally:
         event.remove(engine, "before_cursor_execute", remember)
 
@@ -326,3 +336,38 @@ def test_a_lock_taken_in_a_savepoint_that_rolled_back_is_taken_again(sessions, e
         with session.begin_nested():
             ledger.lock_account(session, 4343)  # held by the transaction around it
     assert len([s for s in statements if "FROM accounts" in s]) == 2
+
+
+def _entries(session, account_id):
+    return [
+        (e.key.replace(str(account_id), "#"), e.amount, e.debt_change, e.reason, e.event_id,
+         e.job_id, e.created_at)
+        for e in ledger.history(session, account_id)
+    ]  # fmt: skip
+
+
+def test_credit_many_writes_exactly_the_entries_credit_writes_one_by_one(sessions):
+    """The batch write (one statement on Postgres) against `credit` in turn, from the same
+    debt, with a repeated key and exact ten-thousandths."""
+    for account_id in (1, 2):
+        new_account(sessions, account_id, login=f"user{account_id}", welcome="2")
+        with transaction(sessions) as s:
+            ledger.take_back(s, account_id, D(5), key=f"refund:{account_id}", reason="r", now=NOW)
+    amounts = [D("1.2345"), D("10"), D("0.0001"), D("7.5")]
+    keys = ["a", "b", "a", "c"]
+    with transaction(sessions) as s:
+        for key, amount in zip(keys, amounts, strict=True):
+            ledger.credit(s, 1, amount, key=f"1:{key}", reason=f"why {key}", now=NOW, event_id=9)
+    with transaction(sessions) as s:
+        written = ledger.credit_many(
+            s,
+            [ledger.NewCredit(2, amount, f"2:{key}", f"why {key}", event_id=9)
+             for key, amount in zip(keys, amounts, strict=True)],
+            now=NOW,
+        )  # fmt: skip
+        assert [w is None for w in written] == [False, False, True, False]
+    with transaction(sessions) as s:
+        one_by_one, together = _entries(s, 1), _entries(s, 2)
+        assert together == one_by_one
+        assert [e[0] for e in together] == ["welcome:#", "refund:#", "#:a", "#:b", "#:c"]
+        assert (ledger.balance(s, 2), ledger.debt(s, 2)) == (ledger.balance(s, 1), D(0))

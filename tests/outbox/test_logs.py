@@ -8,7 +8,7 @@ import os
 import select
 import time
 
-from outbox.logs import FLUSH_INTERVAL, BufferedStderrHandler, JsonFormatter
+from outbox.logs import FLUSH_INTERVAL, LINES, BufferedStderrHandler, JsonFormatter
 
 
 def _logger(handler: logging.Handler) -> logging.Logger:
@@ -77,3 +77,19 @@ def test_a_line_with_values_the_fast_encoder_refuses_is_still_written():
     assert entry["amount"] == 2**70
     assert entry["note"] == "lone \ud800 surrogate"
     assert entry["when"].startswith("<object object")
+
+
+def test_a_record_carrying_lines_is_written_as_one_json_line_each_like_separate_records():
+    formatter = JsonFormatter()
+    separate = []
+    for n in (1, 2):
+        one = logging.LogRecord(
+            "outbox.processors", logging.INFO, "", 0, "event %s", ("done",), None
+        )
+        one.event_id, one.ms = n, 0.5
+        separate.append(json.loads(formatter.format(one)))
+    batch = logging.LogRecord("outbox.processors", logging.INFO, "", 0, "event %s", ("done",), None)
+    batch.created = one.created
+    setattr(batch, LINES, [{"event_id": 1, "ms": 0.5}, {"event_id": 2, "ms": 0.5}])
+    lines = formatter.format(batch).split("\n")
+    assert [json.loads(line) for line in lines] == separate

@@ -54,3 +54,18 @@ def test_json_nested_past_the_recursion_limit_is_unreadable_not_an_error(reader)
     deep = b"[" * (sys.getrecursionlimit() * 2)
     with pytest.raises(UnreadablePayload, match="nested too deeply"):
         reader(b'{"a":' + deep + b"]" * (sys.getrecursionlimit() * 2) + b"}")
+
+
+def test_a_body_the_fast_reader_refuses_is_still_read_as_the_standard_library_reads_it():
+    raw = b'{"name": "\\ud800", "big": 123456789012345678901234567890, "x": NaN}'
+    for reader in (decode_body, peek_body):
+        document = reader(raw)
+        assert document["name"] == "\ud800" and document["big"] == 123456789012345678901234567890
+    assert decode_body(b'{"id": "evt_1", "n": 1.5}') == {"id": "evt_1", "n": 1.5}
+
+
+@pytest.mark.parametrize("raw", [b"{bad", b"[1]", b"\xff"])
+def test_a_body_that_is_no_json_object_is_unreadable(raw):
+    for reader in (decode_body, peek_body):
+        with pytest.raises(UnreadablePayload):
+            reader(raw)

@@ -64,6 +64,38 @@ def test_claim_takes_only_the_ids_asked_for(engine, sessions):
     assert claimed[0].attempts == 1
 
 
+def claim_for_pass(sessions, **kwargs):
+    kwargs.setdefault("now", utcnow())
+    with transaction(sessions) as session:
+        return store.claim_for_pass(session, lease=LEASE, **kwargs)
+
+
+def test_a_pass_claims_its_named_rows_first_then_the_oldest_others_up_to_its_limit(
+    engine, sessions
+):
+    ids = [r.id for r in record(engine, *(incoming(f"evt_{n}") for n in range(6)))]
+    claimed = claim_for_pass(sessions, ids=[ids[4], ids[5]], limit=4)
+    assert sorted(c.id for c in claimed) == [ids[0], ids[1], ids[4], ids[5]]
+    assert len({c.lease_owner for c in claimed}) == 1
+    assert all(c.attempts == 1 and c.lease_expires_at.tzinfo is not None for c in claimed)
+    # Named rows already taken: the pass takes the others that are due, never a row twice.
+    again = claim_for_pass(sessions, ids=[ids[4], ids[5]], limit=4)
+    assert sorted(c.id for c in again) == [ids[2], ids[3]]
+    assert claim_for_pass(sessions, ids=[ids[0]], limit=4) == []
+
+
+def test_a_pass_claims_a_named_row_of_an_object_only_after_the_earlier_event(engine, sessions):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    early, late = record(
+        engine,
+        incoming("evt_early", object_id="sub_1", created=t0),
+        incoming("evt_late", object_id="sub_1", created=t0 + timedelta(seconds=5)),
+    )
+    [claimed] = claim_for_pass(sessions, ids=[late.id], limit=10)
+    assert claimed.id == early.id  # the named one waits; the earlier one is due
+    assert claim_for_pass(sessions, ids=[late.id], limit=10) == []
+
+
 def test_events_of_one_object_are_claimed_in_created_order(engine, sessions):
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     late = incoming("evt_late", object_id="sub_1", created=t0 + timedelta(seconds=5))

@@ -234,3 +234,38 @@ def test_a_set_based_apply_that_fails_as_a_whole_leaves_every_row_to_apply_alone
     assert process_pass(batched, ids) == {Outcome.DONE: 2}
     assert batches == []  # nothing of the failed batch call survived its savepoint
     assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
+
+
+def test_every_row_of_a_batch_gets_its_own_json_outcome_line(runtime):
+    import io
+    import json
+    import logging
+
+    from outbox.logs import JsonFormatter
+
+    one, other = scripted_event(), scripted_event()
+    skipped = type(one)(**{**one.__dict__, "event_type": "nobody.cares"})
+    broken = type(other)(**{**other.__dict__, "raw_body": b"{not json"})
+    ids = stored(runtime, scripted_event(), scripted_event(), skipped, broken)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("outbox.processors")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert process_pass(runtime, ids) == {Outcome.DONE: 2, Outcome.SKIPPED: 1, Outcome.DEAD: 1}
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted(line["event_id"] for line in lines) == sorted(ids)
+    by_id = {line["event_id"]: line for line in lines}
+    assert [by_id[i]["outcome"] for i in ids] == ["done", "done", "skipped", "dead"]
+    assert [by_id[i]["level"] for i in ids] == ["info", "info", "info", "warning"]
+    assert by_id[ids[2]]["reason"] == "no handler for stripe nobody.cares"
+    assert all(line["message"] == f"event {line['outcome']}" for line in lines)
+    assert all(
+        {"delivery_id", "attempt", "ms", "source", "event_type"} <= set(line) for line in lines
+    )
