@@ -97,7 +97,21 @@ def run_until_finished(runtime, event_id: int, timeout: float = 20.0) -> list[Ou
     return outcomes
 
 
-def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attempt(runtime):
+#: Retries due after 0.25 s at the soonest: a pass that fails a row finishes long before,
+#: however busy the machine, so it never meets the row again. With the fixture's 25 ms, a
+#: slow pass claimed its own retry and a test counted one outcome too many.
+SLOW_RETRIES = {"retry_base_seconds": 0.5, "retry_max_delay_seconds": 1.0}
+
+
+def slow_retries(runtime, proc_settings):  # type: ignore[no-untyped-def]
+    settings = proc_settings.model_copy(update=SLOW_RETRIES)
+    return runtimes.configure(settings, engine=runtime.engine)
+
+
+def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attempt(
+    runtime, proc_settings
+):
+    runtime = slow_retries(runtime, proc_settings)
     [event_id] = stored(runtime, scripted_event(script={"fail": "retry"}))
     before = utcnow()
     assert process_pass(runtime, [event_id]) == {Outcome.RETRY: 1}
@@ -126,7 +140,10 @@ def test_a_row_is_not_tried_again_before_its_backoff_delay(runtime, proc_setting
     assert row(runtime, event_id).attempts == 1
 
 
-def test_an_unexpected_error_is_retried_and_the_event_applied_once_when_it_passes(runtime):
+def test_an_unexpected_error_is_retried_and_the_event_applied_once_when_it_passes(
+    runtime, proc_settings
+):
+    runtime = slow_retries(runtime, proc_settings)
     [event_id] = stored(runtime, scripted_event(script={"fail_until": 2}))
     assert process_pass(runtime, [event_id]) == {Outcome.RETRY: 1}
     assert row(runtime, event_id).last_error == "RuntimeError: the test says: fail attempt 1"
@@ -174,7 +191,8 @@ def test_an_earlier_dead_event_no_longer_holds_up_its_object(runtime):
     assert effect_counts(runtime.engine) == {second: 1}
 
 
-def test_a_failing_event_of_a_batch_rolls_back_only_its_own_effects(runtime):
+def test_a_failing_event_of_a_batch_rolls_back_only_its_own_effects(runtime, proc_settings):
+    runtime = slow_retries(runtime, proc_settings)
     ok_1, failing, crashing, ok_2 = stored(
         runtime,
         scripted_event(),
@@ -203,7 +221,9 @@ def batch_runtime(runtime, proc_settings):  # type: ignore[no-untyped-def]
     from tests.processors.handlers import BATCH_HANDLER_TABLE, batches_applied
 
     batches_applied.clear()
-    settings = proc_settings.model_copy(update={"handler_table": BATCH_HANDLER_TABLE})
+    settings = proc_settings.model_copy(
+        update={"handler_table": BATCH_HANDLER_TABLE, **SLOW_RETRIES}
+    )
     return runtimes.configure(settings, engine=runtime.engine), batches_applied
 
 
