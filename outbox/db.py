@@ -116,23 +116,20 @@ class ListQuery:
     def __init__(self, build: Callable[[Callable[[Any], ColumnElement[bool]]], Any]) -> None:
         self._build = build
         self._built: dict[str, Any] = {}
-        self._postgres_sql: str | None = None
+        self._on_driver: DriverStatement | None = None
 
-    def rows(self, session: Session, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """The statement's rows as tuples. On Postgres it is compiled once to its SQL
-        text and sent on the session's psycopg connection (see postgres_driver), for
-        statements that run for every batch of events: the values are psycopg's own,
-        without SQLAlchemy's result processing, so only for columns where that changes
-        nothing on Postgres (ids, keys, numeric sums)."""
+    def rows(self, session: Session, values: Sequence[Any], **params: Any) -> list[tuple[Any, ...]]:
+        """The statement's rows as tuples; `params` are its other parameters. On Postgres
+        it is sent as a DriverStatement, for statements that run for every batch of
+        events: the values are psycopg's own, without SQLAlchemy's result processing, so
+        only for columns where that changes nothing on Postgres (ids, keys, numeric sums)."""
+        bound = {"values": list(values), **params}
         driver = postgres_driver(session)
         if driver is None:
-            return [tuple(row) for row in session.execute(self.on(session), {"values": values})]
-        if self._postgres_sql is None:
-            compiled = self.on(session).compile(dialect=session.get_bind().dialect)
-            if set(compiled.params) != {"values"}:
-                raise TypeError("a ListQuery for rows() may have no parameter but `values`")
-            self._postgres_sql = str(compiled)
-        return driver.execute(self._postgres_sql, {"values": list(values)}).fetchall()  # type: ignore[no-any-return]
+            return [tuple(row) for row in session.execute(self.on(session), bound)]
+        if self._on_driver is None:
+            self._on_driver = DriverStatement(self.on(session))
+        return self._on_driver.execute(driver, bound).fetchall()  # type: ignore[no-any-return]
 
     def on(self, session: Session) -> Any:
         dialect = session.get_bind().dialect.name
@@ -176,6 +173,7 @@ class DriverConnection:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self._driver = connection.connection.driver_connection
+        self.dialect = connection.dialect
 
     def execute(self, sql: str, params: Any) -> Any:
         """psycopg's `execute`: a cursor holding the whole result."""
@@ -183,6 +181,39 @@ class DriverConnection:
             return self._driver.execute(sql, params)  # type: ignore[union-attr]
         except self._connection.dialect.loaded_dbapi.Error as exc:
             self._connection._handle_dbapi_exception(exc, sql, params, None, None)
+
+
+class DriverStatement:
+    """A Core statement sent as psycopg's own on Postgres (see postgres_driver), compiled
+    once, at its first use, to SQL text; each call binds only the statement's own named
+    parameters. Its constants (a status compared with, a number added) are written into
+    the text as literals: the planner must see `status = 'pending'` to use a partial
+    index, also in the generic plan of a prepared statement."""
+
+    def __init__(self, statement: Any) -> None:
+        self._statement = statement
+        self._sql = ""
+        self._named: frozenset[str] = frozenset()
+
+    def execute(self, driver: DriverConnection, params: dict[str, Any]) -> Any:
+        """psycopg's cursor over the statement's result; `params` are exactly its names."""
+        if not self._sql:
+            self._sql, self._named = _with_literal_constants(self._statement, driver.dialect)
+        if set(params) != self._named:
+            raise TypeError(f"the statement needs exactly the parameters {sorted(self._named)}")
+        return driver.execute(self._sql, params)
+
+
+def _with_literal_constants(statement: Any, dialect: Dialect) -> tuple[str, frozenset[str]]:
+    compiled = statement.compile(dialect=dialect)
+    sql = str(compiled)
+    named = frozenset(name for name, bind in compiled.binds.items() if bind.required)
+    for name, bind in compiled.binds.items():
+        if name not in named:
+            placeholder = compiled.bindtemplate % {"name": name}
+            literal = compiled.render_literal_value(bind.value, bind.type)
+            sql = sql.replace(placeholder, literal)
+    return sql, named
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:

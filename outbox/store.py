@@ -25,22 +25,27 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Table,
+    all_,
     and_,
+    any_,
     bindparam,
     exists,
     func,
     insert,
+    literal_column,
     select,
     tuple_,
+    union_all,
     update,
 )
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from outbox import libpq
-from outbox.db import postgres_driver
+from outbox.db import DriverStatement, ListQuery, UTCDateTime, postgres_driver
 from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -345,20 +350,22 @@ def _order_key(table: Any) -> Any:
     return tuple_(func.coalesce(table.c.provider_created_at, table.c.received_at), table.c.id)
 
 
-def _claim_statement(*, among_ids: bool) -> Any:
-    """The guarded claim, built once: SQLAlchemy then reuses its compiled form (building and
-    compiling it for every claim cost more Python time than the claim takes on the server).
+def _due(candidate: Any) -> Any:
+    """The due rows of `candidate` (an alias of the table), oldest first, locked as they are
+    read and skipping rows another claim holds: pending, their time come, and no earlier
+    event of their object still in line (a dead one does not block).
 
-    Parameters: now, limit, owner, expires, and `ids` when `among_ids`.
+    Parameter: now.
     """
-    candidate, earlier = events.alias("candidate"), events.alias("earlier")
+    earlier = events.alias("earlier")
     blocked_by_earlier = exists().where(
         earlier.c.source == candidate.c.source,
         earlier.c.object_id == candidate.c.object_id,
-        earlier.c.status.in_([s.value for s in IN_LINE]),
+        # Written out, not bound: the Postgres claim_for_pass is compiled once to text.
+        earlier.c.status.in_([literal_column(f"'{s.value}'") for s in IN_LINE]),
         _order_key(earlier) < _order_key(candidate),
     )
-    due = (
+    return (
         select(candidate.c.id)
         .where(
             candidate.c.status == Status.PENDING.value,
@@ -366,17 +373,18 @@ def _claim_statement(*, among_ids: bool) -> Any:
             ~(candidate.c.object_id.is_not(None) & blocked_by_earlier),
         )
         .order_by(candidate.c.next_attempt_at, candidate.c.id)
-        .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    if among_ids:
-        due = due.where(candidate.c.id.in_(bindparam("ids", expanding=True)))
-    # A CTE runs once; an IN (subquery) may be run again per row, each time picking
-    # other rows among equal due times, and so claim more than `limit`.
-    due_rows = due.cte("due")
+
+
+def _lease(rows: Any) -> Any:
+    """Put the pending rows whose ids `rows` selects under the new lease, returning them.
+
+    Parameters: owner, expires.
+    """
     return (
         update(events)
-        .where(events.c.id.in_(select(due_rows.c.id)))
+        .where(events.c.id.in_(rows))
         .where(events.c.status == Status.PENDING.value)
         .values(
             status=Status.PROCESSING.value,
@@ -386,6 +394,48 @@ def _claim_statement(*, among_ids: bool) -> Any:
         )
         .returning(*_claimed_columns())
     )
+
+
+def _claim_statement(*, among_ids: bool) -> Any:
+    """The guarded claim, built once: SQLAlchemy then reuses its compiled form (building and
+    compiling it for every claim cost more Python time than the claim takes on the server).
+
+    Parameters: now, limit, owner, expires, and `ids` when `among_ids`.
+    """
+    candidate = events.alias("candidate")
+    due = _due(candidate).limit(bindparam("limit"))
+    if among_ids:
+        due = due.where(candidate.c.id.in_(bindparam("ids", expanding=True)))
+    # A CTE runs once; an IN (subquery) may be run again per row, each time picking
+    # other rows among equal due times, and so claim more than `limit`.
+    due_rows = due.cte("due")
+    return _lease(select(due_rows.c.id))
+
+
+def _claim_for_pass_statement() -> Any:
+    """claim() among the ids, then claim() of the others for what is left of the limit, as
+    one Postgres statement (sent by claim_for_pass on the session's psycopg connection).
+
+    Each CTE runs once and in this order (the second's LIMIT reads the first), so the rows
+    locked are the rows updated. The ids are one array parameter: one statement text for
+    any number of them. Parameters: ids, now, limit, owner, expires.
+    """
+    ids = bindparam("ids", type_=postgresql.ARRAY(BigInteger))
+    named_candidate, other_candidate = events.alias("named_candidate"), events.alias("candidate")
+    named = (
+        _due(named_candidate)
+        .where(named_candidate.c.id == any_(ids))
+        .limit(bindparam("limit"))
+        .cte("named")
+    )
+    named_count = select(func.count()).select_from(named).scalar_subquery()
+    others = (
+        _due(other_candidate)
+        .where(other_candidate.c.id != all_(ids))
+        .limit(func.greatest(0, bindparam("limit") - named_count))
+        .cte("others")
+    )
+    return _lease(union_all(select(named.c.id), select(others.c.id)))
 
 
 def claim(
@@ -442,47 +492,15 @@ def claim_for_pass(
         return claimed
     params = {"ids": list(ids), "now": now, "limit": limit, "owner": owner,
               "expires": now + lease}  # fmt: skip
-    rows = driver.execute(_POSTGRES_CLAIM_FOR_PASS, params).fetchall()
+    rows = _CLAIM_FOR_PASS.execute(driver, params).fetchall()
     return sorted((_claimed_from_driver(r) for r in rows), key=lambda c: c.id)
 
 
-#: A due row: pending, its time come, and no earlier event of its object still in line.
-_POSTGRES_DUE = """c.status = 'pending' AND c.next_attempt_at <= %(now)s
-       AND NOT (c.object_id IS NOT NULL AND EXISTS (
-           SELECT 1 FROM webhook_events AS e
-            WHERE e.source = c.source AND e.object_id = c.object_id
-              AND e.status IN ('pending', 'processing')
-              AND (coalesce(e.provider_created_at, e.received_at), e.id)
-                < (coalesce(c.provider_created_at, c.received_at), c.id)))"""
-#: `claim` among the ids, then `claim` of the others for what is left of the limit. Each
-#: CTE runs once and in this order (the second's LIMIT reads the first), so the rows
-#: locked are the rows updated; the ids are one array parameter, one statement text for
-#: any number of them (psycopg prepares it once per connection).
-_POSTGRES_CLAIM_FOR_PASS = f"""
-WITH named AS (
-    SELECT c.id FROM webhook_events AS c
-     WHERE c.id = ANY(%(ids)s::bigint[]) AND {_POSTGRES_DUE}
-     ORDER BY c.next_attempt_at, c.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-), others AS (
-    SELECT c.id FROM webhook_events AS c
-     WHERE {_POSTGRES_DUE} AND c.id <> ALL(%(ids)s::bigint[])
-     ORDER BY c.next_attempt_at, c.id
-     LIMIT greatest(0, %(limit)s - (SELECT count(*) FROM named)) FOR UPDATE SKIP LOCKED
-)
-UPDATE webhook_events SET status = 'processing', lease_owner = %(owner)s,
-       lease_expires_at = %(expires)s, attempts = attempts + 1
- WHERE id IN (SELECT id FROM named UNION ALL SELECT id FROM others) AND status = 'pending'
-RETURNING id, source, delivery_id, event_type, livemode, raw_body, headers, attempts,
-          lease_owner, lease_expires_at, installation_id, stripe_account, account_id,
-          object_id, provider_created_at, backfilled
-"""
-
-
 def _claimed_from_driver(row: Any) -> ClaimedEvent:
-    # The columns of _claimed_columns(), in order; psycopg gives aware datetimes in the
-    # session's time zone, which UTCDateTime would have put in UTC.
+    # psycopg gives aware datetimes in the session's time zone, which UTCDateTime would
+    # have put in UTC.
     values = list(row)
-    for index in (9, 14):
+    for index in _CLAIMED_TIMES:
         if values[index] is not None:
             values[index] = values[index].astimezone(UTC)
     return ClaimedEvent(*values)
@@ -512,6 +530,11 @@ def _claimed_columns() -> list[Any]:
 
 _CLAIM_DUE = _claim_statement(among_ids=False)
 _CLAIM_DUE_AMONG_IDS = _claim_statement(among_ids=True)
+_CLAIM_FOR_PASS = DriverStatement(_claim_for_pass_statement())
+#: Positions of the claim's datetime columns (see _claimed_from_driver).
+_CLAIMED_TIMES = tuple(
+    n for n, column in enumerate(_claimed_columns()) if isinstance(column.type, UTCDateTime)
+)
 
 
 def _claimed(row: Any) -> ClaimedEvent:
@@ -566,46 +589,33 @@ def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datet
     by_owner: dict[str, list[int]] = {}
     for event in claimed:
         by_owner.setdefault(event.lease_owner, []).append(event.id)
-    driver = postgres_driver(session) if by_owner else None
     for owner, ids in by_owner.items():
-        params = {"ids": ids, "owner": owner, "now": now, "finished_at": now}
-        if driver is None:
-            finished.update(session.scalars(_MARK_DONE, params))
-        else:
-            finished.update(id_ for (id_,) in driver.execute(_POSTGRES_MARK_DONE, params))
+        rows = _MARK_DONE.rows(session, ids, owner=owner, now=now, finished_at=now)
+        finished.update(id_ for (id_,) in rows)
     return finished
 
 
-#: Built once, like the claim. Parameters: ids, owner, now, finished_at.
-_MARK_DONE = (
-    update(events)
-    .where(
-        events.c.id.in_(bindparam("ids", expanding=True)),
-        events.c.status == Status.PROCESSING.value,
-        events.c.lease_owner == bindparam("owner"),
-        events.c.lease_expires_at > bindparam("now"),
+#: Built once, like the claim. Parameters: the ids, owner, now, finished_at.
+_MARK_DONE = ListQuery(
+    lambda one_of: (
+        update(events)
+        .where(
+            one_of(events.c.id),
+            events.c.status == Status.PROCESSING.value,
+            events.c.lease_owner == bindparam("owner"),
+            events.c.lease_expires_at > bindparam("now"),
+        )
+        .values(
+            status=Status.DONE.value,
+            processed_at=bindparam("finished_at"),
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error=None,
+        )
+        .returning(events.c.id)
     )
-    .values(
-        status=Status.DONE.value,
-        processed_at=bindparam("finished_at"),
-        lease_owner=None,
-        lease_expires_at=None,
-        next_attempt_at=None,
-        last_error=None,
-    )
-    .returning(events.c.id)
 )
-
-
-#: _MARK_DONE on the session's psycopg connection (see outbox.db.postgres_driver), the ids
-#: as one array: it finishes every batch.
-_POSTGRES_MARK_DONE = """
-UPDATE webhook_events SET status = 'done', processed_at = %(finished_at)s,
-       lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = NULL
- WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing'
-   AND lease_owner = %(owner)s AND lease_expires_at > %(now)s
-RETURNING id
-"""
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
