@@ -57,14 +57,10 @@ def create_app(
     ) -> Response:
         started = time.perf_counter()
         headers = request_headers(request)
-        # Named in a refusal's warning when the request says which delivery it is.
-        delivery = (
-            headers.get(delivery_header, "")[:MAX_HEADER_ID] or None if delivery_header else None
-        )
+        incoming: IncomingEvent | None = None
         try:
             body = await read_body(request, settings.max_body_bytes)
             incoming = parse(body, headers)
-            delivery = incoming.delivery_id
             recorded = await writer.store(incoming)
         except Rejection as rejection:
             return _answer(
@@ -73,7 +69,7 @@ def create_app(
                 rejection.status,
                 {"error": rejection.reason},
                 started,
-                delivery,
+                incoming.delivery_id if incoming else _named(headers, delivery_header),
             )
         outcome = "duplicate" if recorded.duplicate else "stored"
         return _answer(
@@ -82,7 +78,7 @@ def create_app(
             200,
             {"id": recorded.id, "duplicate": recorded.duplicate},
             started,
-            delivery,
+            incoming.delivery_id,
         )
 
     # Read once: the settings object does not change under a running app, and splitting
@@ -160,6 +156,13 @@ def request_headers(request: Request) -> dict[str, str]:
         name.decode("latin-1").lower(): value.decode("latin-1")
         for name, value in reversed(request.scope["headers"])
     }
+
+
+def _named(headers: dict[str, str], delivery_header: str | None) -> str | None:
+    """The delivery a refused request says it is, for its warning (unverified, capped)."""
+    if delivery_header is None:
+        return None
+    return headers.get(delivery_header, "")[:MAX_HEADER_ID] or None
 
 
 def make_writer(

@@ -166,8 +166,7 @@ class PostgresGroupWriter:
                 await _discard(conn)
                 return None
             return await self._write_one_by_one(conn, batch, exc)
-        self._settle(batch, results)
-        log_committed(events, results, (time.perf_counter() - started) * 1000)
+        self._committed(batch, events, results, started)
         return conn
 
     async def _write_one_by_one(
@@ -196,14 +195,21 @@ class PostgresGroupWriter:
                 await _discard(conn)
                 return None
             return conn
-        self._settle([waiting], results)
-        log_committed([waiting.event], results, (time.perf_counter() - started) * 1000)
+        self._committed([waiting], [waiting.event], results, started)
         return conn
 
-    def _settle(self, batch: list[_Waiting], results: list[Recorded]) -> None:
+    def _committed(
+        self,
+        batch: list[_Waiting],
+        events: list[IncomingEvent],
+        results: list[Recorded],
+        started: float,
+    ) -> None:
+        """Answer a committed batch, log it, and ring for its rows."""
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(result)
+        log_committed(events, results, (time.perf_counter() - started) * 1000)
         ringable = sorted({r.id for r in results if r.status in RINGABLE})
         if not ringable:
             return

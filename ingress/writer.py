@@ -136,9 +136,7 @@ class GroupCommitWriter:
             return self._write_one_by_one(conn, batch, exc)
         except Exception as exc:  # a row the driver cannot send: not the database's fault
             return self._write_one_by_one(conn, batch, exc)
-        _settle(batch, results)
-        log_committed(events, results, (time.perf_counter() - started) * 1000)
-        self._ring([r for r in results if r.status in RINGABLE])
+        self._committed(batch, events, results, started)
         return conn
 
     def _write_one_by_one(
@@ -163,9 +161,7 @@ class GroupCommitWriter:
             self._fail_all([request], exc)
             _discard(conn)
             return None
-        _settle([request], [result])
-        log_committed([request.event], [result], (time.perf_counter() - started) * 1000)
-        self._ring([result] if result.status in RINGABLE else [])
+        self._committed([request], [request.event], [result], started)
         return conn
 
     @staticmethod
@@ -178,6 +174,18 @@ class GroupCommitWriter:
             "could not store events", extra={"error": type(exc).__name__, "count": len(batch)}
         )
         _settle(batch, [DatabaseUnavailable("database unavailable, try again later")] * len(batch))
+
+    def _committed(
+        self,
+        batch: list[_Request],
+        events: list[IncomingEvent],
+        results: list[Recorded],
+        started: float,
+    ) -> None:
+        """Answer a committed batch, log it, and ring for its rows."""
+        _settle(batch, results)
+        log_committed(events, results, (time.perf_counter() - started) * 1000)
+        self._ring([r for r in results if r.status in RINGABLE])
 
     def _ring(self, results: list[Recorded]) -> None:
         if not results:
