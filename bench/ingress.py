@@ -1,7 +1,7 @@
 """Ingress benchmark: verified-and-committed webhooks per second against Postgres, next to a
 bare endpoint on the same stack that only checks the HMAC, measured in the same run.
 
-    .venv/bin/python -m bench.ingress [--seconds 10] [--rate 1000]
+    .venv/bin/python -m bench.ingress [--seconds 10] [--rate 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -9,11 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import uuid
 
 from sqlalchemy import create_engine, func, select, text
 
-from bench.common import free_port, postgres_database, print_table, python, server, write_results
+from bench.common import (
+    free_port,
+    postgres_database,
+    print_table,
+    python,
+    server,
+    settle,
+    write_results,
+)
 from bench.loadgen import LoadResult, build_request, closed_loop, open_loop
 from bench.loadgen import run as run_load
 from ingress.signatures import github_signature
@@ -59,9 +68,10 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=1000.0, help="steady rate for the latency run"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement")
     parser.add_argument("--log-level", default="INFO", help="the ingress's LOG_LEVEL")
     args = parser.parse_args()
-    rows, meta = measure(args.seconds, args.rate, args.log_level)
+    rows, meta = measure(args.seconds, args.rate, args.log_level, args.rounds)
     print_table(rows)
     for key, value in meta.items():
         print(f"{key}: {value}")
@@ -69,9 +79,13 @@ def main() -> None:
 
 
 def measure(
-    seconds: float, rate: float, log_level: str = "INFO"
+    seconds: float, rate: float, log_level: str = "INFO", rounds: int = 3
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """Closed loops at 16 and 64 senders (bare endpoint, then ingress), then a steady rate."""
+    """`rounds` rounds of: closed loops at 16 and 64 senders (bare endpoint, then ingress,
+    back to back), then a steady rate, each started on a settled disk (bench.common.settle).
+    The machine is shared and its speed moves by tens of per cent within minutes; each
+    ratio pairs runs seconds apart, and the targets are read off the median round (issue 7
+    allows a median of several runs), every round reported."""
 
     rows: list[dict[str, object]] = []
     bare_port, ingress_port = free_port(), free_port()
@@ -94,48 +108,71 @@ def measure(
             warm = signed_requests(ingress_port, 2000, f"warm-{uuid.uuid4().hex[:6]}")
             run_load(closed_loop("127.0.0.1", ingress_port, warm, 16, 2.0))
             run_load(closed_loop("127.0.0.1", bare_port, warm, 16, 2.0))
-            for concurrency in (16, 64):
-                for name, port in (
-                    ("bare HMAC endpoint", bare_port),
-                    ("ingress (Postgres)", ingress_port),
-                ):
-                    reqs = signed_requests(port, per_run, f"c{concurrency}-{uuid.uuid4().hex[:6]}")
-                    result = run_load(closed_loop("127.0.0.1", port, reqs, concurrency, seconds))
-                    rows.append({"senders": concurrency, **figures(name, result)})
-            reqs = signed_requests(
-                ingress_port, int(rate * seconds), f"steady-{uuid.uuid4().hex[:6]}"
-            )
-            steady = run_load(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
-            rows.append(
-                {"senders": f"steady {int(rate)}/s", **figures("ingress (Postgres)", steady)}
-            )
+            for round_ in range(1, rounds + 1):
+                for concurrency in (16, 64):
+                    for name, port in (
+                        ("bare HMAC endpoint", bare_port),
+                        ("ingress (Postgres)", ingress_port),
+                    ):
+                        tag = f"r{round_}c{concurrency}-{uuid.uuid4().hex[:6]}"
+                        reqs = signed_requests(port, per_run, tag)
+                        settle()
+                        result = run_load(
+                            closed_loop("127.0.0.1", port, reqs, concurrency, seconds)
+                        )
+                        rows.append(
+                            {"round": round_, "senders": concurrency, **figures(name, result)}
+                        )
+                reqs = signed_requests(
+                    ingress_port, int(rate * seconds), f"steady{round_}-{uuid.uuid4().hex[:6]}"
+                )
+                settle()
+                steady = run_load(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
+                rows.append(
+                    {
+                        "round": round_,
+                        "senders": f"steady {int(rate)}/s",
+                        **figures("ingress (Postgres)", steady),
+                    }
+                )
         engine = create_engine(url)
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(WebhookEvent))
             version = conn.execute(text("SHOW server_version")).scalar()
         engine.dispose()
-    answered_2xx = sum(int(r["2xx"]) for r in rows if r["target"] == "ingress (Postgres)")
-    ratios = {}
-    for concurrency in (16, 64):
-        bare = next(
-            r for r in rows if r["senders"] == concurrency and r["target"].startswith("bare")
-        )
-        ours = next(
-            r for r in rows if r["senders"] == concurrency and r["target"].startswith("ingress")
-        )
-        ratios[f"ratio_{concurrency}"] = round(
-            int(ours["per_second"]) / max(1, int(bare["per_second"])), 3
-        )
-    meta = {
+    answered_2xx = sum(int(str(r["2xx"])) for r in rows if r["target"] == "ingress (Postgres)")
+    meta: dict[str, object] = {
         "cores": os.cpu_count(),
         "postgres": version,
         "body_bytes": BODY_BYTES,
         "seconds_per_run": seconds,
+        "rounds": rounds,
         "ingress_log_level": log_level,
         "rows_stored_vs_2xx_answered": f"{stored} stored / {answered_2xx} answered 2xx (+ warm-up)",
-        **ratios,
     }
+    for concurrency in (16, 64):
+        ratios = [round_ratio(rows, round_, concurrency) for round_ in range(1, rounds + 1)]
+        meta[f"ratio_{concurrency}_rounds"] = ratios
+        meta[f"ratio_{concurrency}"] = statistics.median(ratios)
+    steady_p99 = [float(str(r["p99_ms"])) for r in rows if str(r["senders"]).startswith("steady")]
+    meta["steady_p99_ms_rounds"] = steady_p99
+    meta["steady_p99_ms"] = statistics.median(steady_p99)
     return rows, meta
+
+
+def round_ratio(rows: list[dict[str, object]], round_: int, concurrency: int) -> float:
+    """The ingress's committed rate over the bare endpoint's, in one round."""
+
+    def rate(prefix: str) -> int:
+        return next(
+            int(str(r["per_second"]))
+            for r in rows
+            if r["round"] == round_
+            and r["senders"] == concurrency
+            and str(r["target"]).startswith(prefix)
+        )
+
+    return round(rate("ingress") / max(1, rate("bare")), 3)
 
 
 if __name__ == "__main__":
