@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -29,7 +30,7 @@ SEED_PACKS = ROOT / "examples" / "packs.toml"
 STRIPE_SECRET = "whsec_bench_secret"
 PACK = "price_pro"  #: the pack every benchmark purchase buys (85 credits)
 ACCOUNTS = 1000  #: accounts the purchases are spread over (ids 1..ACCOUNTS)
-WELCOME_CREDITS = 50  #: each account's welcome grant, as WELCOME_CREDITS defaults to
+WELCOME_CREDITS = Decimal(50)  #: each account's welcome grant, as WELCOME_CREDITS defaults to
 RECORD_BATCH = 2000  #: rows per insert when a backlog is stored directly
 
 
