@@ -193,7 +193,11 @@ def drill(url: str, scenario: Scenario, tmp: Path) -> Iterator[Drill]:
             github_api_url=fake.url,
             onboarding_pr_enabled="true",
             welcome_credits=50,
-            lease_seconds=3,
+            # Short, so that a killed worker's rows come back within the drill; not so short
+            # that a pass slowed by a loaded machine outlives it. At 3 s, on a 2-core machine
+            # under a load average of 8, passes lost their leases to each other over and over
+            # (rows at attempt 24) and the fault-free drill timed out.
+            lease_seconds=10,
             retry_base_seconds=0.2,
             retry_max_delay_seconds=2,
             retry_max_attempts=500,
