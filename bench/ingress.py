@@ -162,6 +162,12 @@ def measure(
 
 def round_ratio(rows: list[dict[str, object]], round_: int, concurrency: int) -> float:
     """The ingress's committed rate over the bare endpoint's, in one round."""
+    ours, bare = round_rates(rows, round_, concurrency)
+    return round(ours / max(1, bare), 3)
+
+
+def round_rates(rows: list[dict[str, object]], round_: int, concurrency: int) -> tuple[int, int]:
+    """The ingress's and the bare endpoint's rates (per second) in one round."""
 
     def rate(prefix: str) -> int:
         return next(
@@ -172,7 +178,7 @@ def round_ratio(rows: list[dict[str, object]], round_: int, concurrency: int) ->
             and str(r["target"]).startswith(prefix)
         )
 
-    return round(rate("ingress") / max(1, rate("bare")), 3)
+    return rate("ingress"), rate("bare")
 
 
 if __name__ == "__main__":

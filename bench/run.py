@@ -45,17 +45,10 @@ def ingress_rows(sizes: Sizes) -> list[dict[str, Any]]:
     write_results("ingress", rows, meta)
     out = []
     for senders in (16, 64):
-        pairs = []
-        for round_ in range(1, sizes.rounds + 1):
-            bare, ours = (
-                next(
-                    r
-                    for r in rows
-                    if r["round"] == round_ and r["senders"] == senders and kind in str(r["target"])
-                )
-                for kind in ("bare", "ingress")
-            )
-            pairs.append(f"{ours['per_second']:,} vs {bare['per_second']:,}")
+        pairs = [
+            "{:,} vs {:,}".format(*ingress.round_rates(rows, round_, senders))
+            for round_ in range(1, sizes.rounds + 1)
+        ]
         ratios: list[float] = meta[f"ratio_{senders}_rounds"]  # type: ignore[assignment]
         ratio = float(meta[f"ratio_{senders}"])  # type: ignore[arg-type]
         out.append(

@@ -22,11 +22,10 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from ingress.batch_log import log_committed
+from ingress.batch_log import after_commit
 from ingress.errors import DatabaseUnavailable
 from outbox import store
 from outbox.db import POSTGRES_CONNECT_TIMEOUT, utcnow
-from outbox.models import Status
 from outbox.store import IncomingEvent, Recorded
 
 log = logging.getLogger("outbox.ingress.writer")
@@ -38,7 +37,6 @@ MAX_BATCH = 256  #: requests stored in one statement at most
 #: 8 taking turns; at 4, five paired runs of bench.ingress_cpu at 16 senders gave +7 to
 #: +26 % (the server's CPU per webhook ~293 -> ~254 µs).
 OVERLAP_MIN = 4
-RINGABLE = (Status.PENDING.value, Status.PROCESSING.value)
 
 
 @dataclass
@@ -211,14 +209,7 @@ class PostgresGroupWriter:
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(result)
-        log_committed(events, results, (time.perf_counter() - started) * 1000)
-        ringable = sorted({r.id for r in results if r.status in RINGABLE})
-        if not ringable:
-            return
-        try:
-            self._on_committed(ringable)
-        except Exception:  # a bell that fails delays work; it never fails a stored request
-            log.warning("doorbell failed; the sweeper will find the rows", exc_info=True)
+        after_commit(events, results, started, self._on_committed)
 
 
 def _fail_all(batch: list[_Waiting], exc: BaseException) -> None:

@@ -20,17 +20,15 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ingress.batch_log import log_committed
+from ingress.batch_log import after_commit
 from ingress.errors import DatabaseUnavailable
 from outbox import store
 from outbox.db import utcnow
-from outbox.models import Status
 from outbox.store import IncomingEvent, Recorded
 
 log = logging.getLogger("outbox.ingress.writer")
 
 MAX_BATCH = 256  #: requests stored in one transaction at most
-RINGABLE = (Status.PENDING.value, Status.PROCESSING.value)
 
 
 @dataclass
@@ -184,16 +182,7 @@ class GroupCommitWriter:
     ) -> None:
         """Answer a committed batch, log it, and ring for its rows."""
         _settle(batch, results)
-        log_committed(events, results, (time.perf_counter() - started) * 1000)
-        self._ring([r for r in results if r.status in RINGABLE])
-
-    def _ring(self, results: list[Recorded]) -> None:
-        if not results:
-            return
-        try:
-            self._on_committed(sorted({r.id for r in results}))
-        except Exception:  # a bell that fails delays work; it never fails a stored request
-            log.warning("doorbell failed; the sweeper will find the rows", exc_info=True)
+        after_commit(events, results, started, self._on_committed)
 
 
 def _discard(conn: Connection | None) -> None:

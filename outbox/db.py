@@ -186,9 +186,9 @@ class DriverConnection:
 class DriverStatement:
     """A Core statement sent as psycopg's own on Postgres (see postgres_driver), compiled
     once, at its first use, to SQL text; each call binds only the statement's own named
-    parameters. Its constants (a status compared with, a number added) are written into
-    the text as literals: the planner must see `status = 'pending'` to use a partial
-    index, also in the generic plan of a prepared statement."""
+    parameters. Its constants (a status compared with, a list of statuses, a number added)
+    are written into the text as literals: the planner must see `status = 'pending'` to use
+    a partial index, also in the generic plan of a prepared statement."""
 
     def __init__(self, statement: Any) -> None:
         self._statement = statement
@@ -209,10 +209,17 @@ def _with_literal_constants(statement: Any, dialect: Dialect) -> tuple[str, froz
     sql = str(compiled)
     named = frozenset(name for name, bind in compiled.binds.items() if bind.required)
     for name, bind in compiled.binds.items():
-        if name not in named:
+        if name in named:
+            continue
+        if bind.expanding:  # `column.in_([constants])`, rendered when executed
+            if not bind.value:
+                raise ValueError(f"an IN of no constants ({name}) cannot be written out")
+            placeholder = f"__[POSTCOMPILE_{name}]"
+            literal = ", ".join(compiled.render_literal_value(v, bind.type) for v in bind.value)
+        else:
             placeholder = compiled.bindtemplate % {"name": name}
             literal = compiled.render_literal_value(bind.value, bind.type)
-            sql = sql.replace(placeholder, literal)
+        sql = sql.replace(placeholder, literal)
     return sql, named
 
 

@@ -35,7 +35,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     select,
     tuple_,
     union_all,
@@ -361,8 +360,7 @@ def _due(candidate: Any) -> Any:
     blocked_by_earlier = exists().where(
         earlier.c.source == candidate.c.source,
         earlier.c.object_id == candidate.c.object_id,
-        # Written out, not bound: the Postgres claim_for_pass is compiled once to text.
-        earlier.c.status.in_([literal_column(f"'{s.value}'") for s in IN_LINE]),
+        earlier.c.status.in_([s.value for s in IN_LINE]),
         _order_key(earlier) < _order_key(candidate),
     )
     return (

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import Integer, String, bindparam, column, exc, select, text, values
 
-from outbox.db import make_engine, make_sessionmaker, postgres_driver, transaction
+from outbox.db import (
+    DriverStatement,
+    make_engine,
+    make_sessionmaker,
+    postgres_driver,
+    transaction,
+)
 from tests.conftest import POSTGRES_ADMIN
 
 
@@ -44,3 +50,26 @@ def test_a_driver_statement_error_is_sqlalchemys_and_a_lost_server_invalidates_t
     assert lost.value.connection_invalidated
     with transaction(pg_sessions) as session:  # the pool hands out a live connection again
         assert session.execute(text("SELECT 1")).scalar() == 1
+
+
+@pytest.mark.postgres
+def test_a_driver_statement_writes_its_constants_and_lists_of_constants_into_the_sql(
+    pg_sessions,
+):
+
+    rows = values(column("n", Integer), column("status", String), name="r").data(
+        [(1, "pending"), (2, "processing"), (3, "done")]
+    )
+    statement = select(rows.c.n).where(
+        rows.c.status.in_(["pending", "processing"]), rows.c.n < bindparam("below")
+    )
+    query = DriverStatement(statement)
+    with transaction(pg_sessions) as session:
+        driver = postgres_driver(session)
+        assert driver is not None
+        assert sorted(query.execute(driver, {"below": 3}).fetchall()) == [(1,), (2,)]
+        with pytest.raises(TypeError):
+            query.execute(driver, {})
+    sql, named = query._sql, query._named
+    assert "IN ('pending', 'processing')" in sql and "POSTCOMPILE" not in sql
+    assert named == {"below"}
