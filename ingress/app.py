@@ -5,9 +5,10 @@ Each webhook route reads like the flow: read the body, verify it, record it, ans
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ingress.bell import BackgroundBell
 from ingress.errors import NotConfigured, Rejection
@@ -50,16 +52,17 @@ def create_app(
     writer = make_writer(engine, bell.ring_later, settings.ingress_writers)
 
     async def receive(
-        request: Request,
+        scope: Scope,
+        receive_message: Receive,
         source: str,
         parse: Callable[[bytes, dict[str, str]], IncomingEvent],
         delivery_header: str | None = None,
-    ) -> Response:
+    ) -> tuple[int, bytes]:
         started = time.perf_counter()
-        headers = request_headers(request)
+        headers = request_headers(scope)
         incoming: IncomingEvent | None = None
         try:
-            body = await read_body(request, settings.max_body_bytes)
+            body = await read_body(receive_message, headers, settings.max_body_bytes)
             incoming = parse(body, headers)
             recorded = await writer.store(incoming)
         except Rejection as rejection:
@@ -86,7 +89,7 @@ def create_app(
     github_secrets = settings.github_secrets
     stripe_secrets = settings.stripe_secrets
 
-    async def github(request: Request) -> Response:
+    async def github(scope: Scope, receive_message: Receive) -> tuple[int, bytes]:
         def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
             if not github_secrets:
                 raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
@@ -94,9 +97,9 @@ def create_app(
             delivery, event = required_headers(headers)
             return github_event(body, headers, delivery, event, f"github#{index}")
 
-        return await receive(request, "github", parse, "x-github-delivery")
+        return await receive(scope, receive_message, "github", parse, "x-github-delivery")
 
-    async def stripe(request: Request) -> Response:
+    async def stripe(scope: Scope, receive_message: Receive) -> tuple[int, bytes]:
         def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
             if not stripe_secrets:
                 raise NotConfigured("STRIPE_WEBHOOK_SECRET is not set")
@@ -109,7 +112,7 @@ def create_app(
             )
             return stripe_event(body, headers, f"stripe#{index}", settings.stripe_mode)
 
-        return await receive(request, "stripe", parse)
+        return await receive(scope, receive_message, "stripe", parse)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -136,8 +139,8 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route("/webhooks/github", github, methods=["POST"]),
-            Route("/webhooks/stripe", stripe, methods=["POST"]),
+            Route("/webhooks/github", WebhookEndpoint(github), methods=["POST"]),
+            Route("/webhooks/stripe", WebhookEndpoint(stripe), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -146,7 +149,35 @@ def create_app(
     )
 
 
-def request_headers(request: Request) -> dict[str, str]:
+class WebhookEndpoint:
+    """A webhook route as a plain ASGI app: `handle` reads the request and gives the status
+    and JSON body of the answer.
+
+    Starlette's Request, Response and the exception wrapper around them cost ~10 µs a
+    webhook (an in-process loop: 16 against 6.5 µs), a fifteenth of the ingress's CPU for
+    one; a webhook needs none of what they add. Being a class, not a function, is what
+    tells Starlette's Route to call it as ASGI.
+    """
+
+    def __init__(self, handle: Callable[[Scope, Receive], Awaitable[tuple[int, bytes]]]) -> None:
+        self._handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = await self._handle(scope, receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
     """The request's headers as a plain dict, the first value of a repeated name winning.
 
     Starlette's Headers scans the whole list at every lookup; a webhook is looked up
@@ -154,7 +185,7 @@ def request_headers(request: Request) -> dict[str, str]:
     """
     return {
         name.decode("latin-1").lower(): value.decode("latin-1")
-        for name, value in reversed(request.scope["headers"])
+        for name, value in reversed(scope["headers"])
     }
 
 
@@ -186,7 +217,7 @@ def _answer(
     body: dict[str, Any],
     started: float,
     delivery: str | None,
-) -> Response:
+) -> tuple[int, bytes]:
     requests_counter(source, outcome).inc()
     elapsed = time.perf_counter() - started
     handling_seconds(source).observe(elapsed)
@@ -206,14 +237,12 @@ def _answer(
                 **({"reason": body["error"]} if "error" in body else {}),
             },
         )
-    return _JSONAnswer(body, status)
+    return status, _json(body)
 
 
-class _JSONAnswer(JSONResponse):
-    """A JSON answer rendered by orjson (a third of json's cost, which every webhook pays)."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except TypeError:  # what orjson refuses, json may still render
-            return super().render(content)
+def _json(content: dict[str, Any]) -> bytes:
+    """An answer's body, by orjson (a third of json's cost, which every webhook pays)."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:  # a reason holding a lone surrogate: json escapes what orjson refuses
+        return json.dumps(content).encode()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from collections.abc import Mapping
+
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from ingress.errors import BodyTooLarge, HeaderMissing
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, or BodyTooLarge as soon as it passes `max_bytes`."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, headers: Mapping[str, str], max_bytes: int) -> bytes:
+    """The whole body of an ASGI request, or BodyTooLarge as soon as it passes `max_bytes`.
+
+    Raises starlette's ClientDisconnect when the sender goes away first, as its Request does.
+    """
+    declared = headers.get("content-length")
     if declared is not None:
         try:
             size = int(declared)
@@ -19,11 +25,19 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise BodyTooLarge(f"body of {size} bytes is over the limit of {max_bytes}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise BodyTooLarge(f"body is over the limit of {max_bytes} bytes")
         if chunk:
             chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     # A webhook usually arrives in one chunk: then it is the body, with no copy.
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

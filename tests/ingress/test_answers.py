@@ -9,6 +9,7 @@ import sys
 import httpx
 import pytest
 from sqlalchemy import func, select
+from starlette.requests import ClientDisconnect
 from starlette.testclient import TestClient
 
 from ingress.app import create_app
@@ -97,6 +98,50 @@ def test_body_over_the_limit_is_refused_while_streaming_without_a_length(setting
     with TestClient(create_app(settings, engine=engine)) as client:
         response = client.post("/webhooks/github", content=iter(chunks), headers=headers)
     assert response.status_code == 413
+    assert _count(engine) == 0
+
+
+def test_a_body_sent_in_chunks_is_stored_whole(client, engine):
+    body = b'{"action":"opened","installation":{"id":1},"pad":"' + b"y" * 5000 + b'"}'
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    headers = github_headers(body, "issues", delivery="chunked-1")
+    response = client.post("/webhooks/github", content=iter(chunks), headers=headers)
+    assert response.status_code == 200, response.text
+    with engine.connect() as conn:
+        assert conn.scalar(select(WebhookEvent.raw_body)) == body
+
+
+def test_a_sender_gone_before_its_body_ended_stores_nothing_and_gets_no_answer(settings, engine):
+    body = BODY + b" " * 100
+    headers = github_headers(body, "issues", delivery="gone-1")
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/github",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "query_string": b"",
+    }
+    messages = [
+        {"type": "http.request", "body": body[:20], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    app = create_app(settings, engine=engine)
+    with TestClient(app), pytest.raises(ClientDisconnect):  # TestClient: the writer runs
+        asyncio.run(app.router(scope, receive, send))
+    assert sent == [] and _count(engine) == 0
+
+
+def test_a_webhook_route_answers_get_with_405(client, engine):
+    response = client.get("/webhooks/github")
+    assert response.status_code == 405
     assert _count(engine) == 0
 
 
@@ -261,7 +306,8 @@ def test_request_headers_are_looked_up_like_starlettes_first_value_wins():
 
     raw = [(b"x-github-delivery", b"first"), (b"X-GitHub-Event", b"issues")]
     raw.append((b"x-github-delivery", b"second"))
-    request = Request({"type": "http", "headers": raw})
-    headers = request_headers(request)
+    scope = {"type": "http", "headers": raw}
+    request = Request(scope)
+    headers = request_headers(scope)
     assert headers["x-github-delivery"] == request.headers["x-github-delivery"] == "first"
     assert headers["x-github-event"] == "issues"
