@@ -51,9 +51,9 @@ def create_app(
     bell = BackgroundBell(doorbell or SilentDoorbell())
     writer = make_writer(engine, bell.ring_later, settings.ingress_writers)
 
-    async def receive(
+    async def record_webhook(
         scope: Scope,
-        receive_message: Receive,
+        receive: Receive,
         source: str,
         parse: Callable[[bytes, dict[str, str]], IncomingEvent],
         delivery_header: str | None = None,
@@ -62,7 +62,7 @@ def create_app(
         headers = request_headers(scope)
         incoming: IncomingEvent | None = None
         try:
-            body = await read_body(receive_message, headers, settings.max_body_bytes)
+            body = await read_body(receive, headers, settings.max_body_bytes)
             incoming = parse(body, headers)
             recorded = await writer.store(incoming)
         except Rejection as rejection:
@@ -89,7 +89,7 @@ def create_app(
     github_secrets = settings.github_secrets
     stripe_secrets = settings.stripe_secrets
 
-    async def github(scope: Scope, receive_message: Receive) -> tuple[int, bytes]:
+    async def github(scope: Scope, receive: Receive) -> tuple[int, bytes]:
         def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
             if not github_secrets:
                 raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
@@ -97,9 +97,9 @@ def create_app(
             delivery, event = required_headers(headers)
             return github_event(body, headers, delivery, event, f"github#{index}")
 
-        return await receive(scope, receive_message, "github", parse, "x-github-delivery")
+        return await record_webhook(scope, receive, "github", parse, "x-github-delivery")
 
-    async def stripe(scope: Scope, receive_message: Receive) -> tuple[int, bytes]:
+    async def stripe(scope: Scope, receive: Receive) -> tuple[int, bytes]:
         def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
             if not stripe_secrets:
                 raise NotConfigured("STRIPE_WEBHOOK_SECRET is not set")
@@ -112,7 +112,7 @@ def create_app(
             )
             return stripe_event(body, headers, f"stripe#{index}", settings.stripe_mode)
 
-        return await receive(scope, receive_message, "stripe", parse)
+        return await record_webhook(scope, receive, "stripe", parse)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
