@@ -26,8 +26,8 @@ POSTGRES_ADMIN = os.environ.get(
 )
 REDIS_URL = os.environ.get("OUTBOX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CORPUS = SHARED / "corpus"
+#: Real GitHub and Stripe payload examples, copied from upstream (tests/fixtures/README.md).
+CORPUS = Path(__file__).resolve().parent / "fixtures"
 
 GITHUB_SECRET = "test-github-secret"
 STRIPE_SECRET = "whsec_test_secret"

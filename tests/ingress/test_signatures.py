@@ -1,4 +1,4 @@
-"""Every signature vector of the shared corpus verifies as it says, alone and through the routes."""
+"""Every signature vector of the fixtures verifies as it says, alone and through the routes."""
 
 from __future__ import annotations
 
