@@ -6,11 +6,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 import uvicorn
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from ingress.app import create_app
 from outbox.settings import Settings
@@ -57,11 +59,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def live_url(settings: Settings, engine: Engine, doorbell: RecordingDoorbell) -> Iterator[str]:
-    """The ingress served by uvicorn on a free loopback port, for real concurrent clients."""
+@contextmanager
+def served(app: ASGIApp) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port, for real clients; yields its base URL."""
     port = free_port()
-    app = create_app(settings, engine=engine, doorbell=doorbell)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -70,9 +71,18 @@ def live_url(settings: Settings, engine: Engine, doorbell: RecordingDoorbell) ->
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_url(settings: Settings, engine: Engine, doorbell: RecordingDoorbell) -> Iterator[str]:
+    """The ingress served by uvicorn on a free loopback port, for real concurrent clients."""
+    with served(create_app(settings, engine=engine, doorbell=doorbell)) as url:
+        yield url
 
 
 @pytest.fixture
