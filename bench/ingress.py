@@ -84,8 +84,8 @@ def measure(
     """`rounds` rounds of: closed loops at 16 and 64 senders (bare endpoint, then ingress,
     back to back), then a steady rate, each started on a settled disk (bench.common.settle).
     The machine is shared and its speed moves by tens of per cent within minutes; each
-    ratio pairs runs seconds apart, and the targets are read off the median round (issue 7
-    allows a median of several runs), every round reported."""
+    ratio pairs runs seconds apart, and the targets are read off the median round, every
+    round reported."""
 
     rows: list[dict[str, object]] = []
     bare_port, ingress_port = free_port(), free_port()

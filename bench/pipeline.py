@@ -49,7 +49,7 @@ from tests.services import (
     wait_until,
 )
 
-WORKER_PROCESSES = 2  #: `outbox worker -p 2`, as issue 7 asks
+WORKER_PROCESSES = 2  #: `outbox worker -p 2`, the processes the processing targets assume
 BARE_THREADS = 8  #: threads of each bare-loop process: its best rate here, a strict baseline
 SWEEP_INTERVAL = 1.0  #: seconds between sweeper passes in the benchmarks
 FINISHED_ROWS = 1_000_000  #: done rows put in the table for the growth measurement

@@ -1,6 +1,6 @@
-"""Every benchmark of issue 7 in one command: one table, each target with pass or fail.
+"""Every benchmark in one command: one table, each target with pass or fail.
 
-    .venv/bin/python -m bench.run            # the sizes issue 7 names (about 20-40 minutes)
+    .venv/bin/python -m bench.run            # the full sizes (docs/performance.md)
     .venv/bin/python -m bench.run --quick    # small sizes: a smoke run of every step
 
 Writes bench/results/summary.json and summary.md (and ingress.json/.md). Each target is a

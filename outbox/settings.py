@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the sweeper.
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
-    # --- processors (issue 3) ---
+    # --- processors ---
     #: `module:function` returning the dispatch table; tests and drills name their own.
     handler_table: str = Field(default="domain.handlers:handler_table", pattern=r"^[\w.]+:\w+$")
     #: `outbox worker` defaults: Dramatiq worker processes, and threads in each. Few
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    # --- GitHub pull-request jobs and usage reporting (issue 5) ---
+    # --- GitHub pull-request jobs and usage reporting ---
     #: Head branches of PR jobs are "<prefix>/job-<id>-<digest>"; onboarding "<prefix>/onboarding".
     github_branch_prefix: str = Field(default="outbox", min_length=1, max_length=64)
     #: Open an onboarding pull request in each repository the App is installed on (free).

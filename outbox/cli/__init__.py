@@ -2,7 +2,7 @@
 
 Each command group lives in its own module and is added here. Commands that need the
 ingress, the processors or the domain import them inside the command, so that
-`outbox --help` stays fast and the layers stay apart (see DESIGN.md, Layout).
+`outbox --help` stays fast and the layers stay apart (docs/architecture.md, Layout).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fault drills: a mixed run of webhooks, one fault at a time, and not one effect lost or doubled.
 
 Every drill delivers each webhook at least twice (some 20 times, some copies at once) in
-shuffled order; on top of that, each drill adds one fault from issue 7: workers killed with
+shuffled order; on top of that, each drill adds one fault: workers killed with
 SIGKILL every few seconds, Redis stopped and restarted, Postgres restarted. The end state
 (ledger balances, purchases, subscriptions, pull requests on the fake GitHub, meter events
 on the fake Stripe) must be exactly what the events call for.
