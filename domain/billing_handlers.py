@@ -152,7 +152,9 @@ def apply_checkouts(
     The usual event, a paid pack purchase that names its account and its packs, is granted
     with the others in a few statements (purchases.grant_packs), every account locked in
     one statement first; any other one is left to `apply_checkout` (ApplyAlone). One
-    result per event: None, ApplyAlone, or why it failed.
+    result per event: None, ApplyAlone, or why it failed. An event that fails writes
+    nothing (its customer is not linked either), exactly as `apply_checkout` in a
+    transaction of its own, which is rolled back.
     """
     results: list[BaseException | None] = [None] * len(items)
     grants: list[tuple[int, EventContext, purchases.PackGrant]] = []
@@ -174,17 +176,18 @@ def apply_checkouts(
         if grant.checkout.account_id not in accounts:
             results[index] = _no_account(grant.checkout.account_id)
             continue
-        _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
         ready.append((index, event, grant))
     if not ready:
         return results
     now = max(event.now for _, event, _ in ready)  # the batch's attempt time
     granted = purchases.grant_packs(session, [grant for _, _, grant in ready], now=now)
-    for (index, _, grant), outcome in zip(ready, granted, strict=True):
+    for (index, event, grant), outcome in zip(ready, granted, strict=True):
         if isinstance(outcome, UnknownPack):
             results[index] = _unknown_pack(grant.checkout.session_id, outcome)
         elif isinstance(outcome, Exception):
             results[index] = RetryLater(str(outcome))
+        else:  # linked only once granted: a row that fails writes nothing, as alone
+            _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
     return results
 
 
