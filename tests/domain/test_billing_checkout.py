@@ -10,7 +10,7 @@ import respx
 
 from domain import ledger
 from domain.accounts import account_for_customer, ensure_account, link_customer
-from domain.packs import PackSpec, set_pack
+from domain.packs import PackSpec, list_packs, set_pack
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
@@ -21,6 +21,7 @@ from tests.domain.billing_support import (
     ORGANISME,
     PRO,
     STRIPE_BASE,
+    charge,
     checkout_session,
     deliver,
     line_item,
@@ -200,6 +201,23 @@ def stored(event):
         event.delivery_id, event_type=event.event_type, body=event.payload,
         created=event.provider_created_at,
     )  # fmt: skip
+
+
+def test_a_payment_beyond_32_bits_is_granted_refunded_and_priced(sessions, table):
+    idr = 2_170_000_000  # minor units: an IDR-sized order, past 2**31
+    seed(sessions, 1)
+    with transaction(sessions) as s:
+        set_pack(s, PackSpec("price_idr", "Besar", Decimal(85), idr, "idr"), now=NOW)
+    obj = checkout_session(1, pack="price_idr")
+    obj.update(amount_total=idr, currency="idr")
+    deliver(sessions, table, stripe_event(COMPLETED, obj))
+    refunded = charge(obj["payment_intent"], idr, idr - 1)
+    deliver(sessions, table, stripe_event("charge.refunded", refunded))
+    with transaction(sessions) as s:
+        purchase = purchase_for_session(s, obj["id"])
+        assert (purchase.amount_total, purchase.refunded_amount) == (idr, idr - 1)
+        assert {p.price_id: p.unit_amount for p in list_packs(s)}["price_idr"] == idr
+        assert ledger.balance(s, 1) == 0  # all but one minor unit refunded: 85 at 0.0001
 
 
 def test_a_retired_pack_is_still_granted_when_paid(sessions, table):

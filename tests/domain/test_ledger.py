@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event
+from sqlalchemy import Float, Numeric, event, select
 
 from domain import ledger
 from domain.accounts import (
@@ -24,7 +24,9 @@ from domain.accounts import (
     link_customer,
 )
 from domain.credits import InvalidAmount, format_credits, parse_credits
+from domain.jobs import PrJob
 from domain.ledger import InsufficientCredits
+from domain.usage import UsageRecord, record_usage
 from outbox.db import Base, make_engine, make_sessionmaker, transaction
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -206,6 +208,33 @@ def test_operator_adjustments_may_not_make_the_balance_negative(sessions):
         ledger.adjust(s, 1, "-2", key="op:2", reason="fix", now=NOW)
         ledger.adjust(s, 1, "0.5", key="op:3", reason="gift", now=NOW)
         assert ledger.balance(s, 1) == D("0.5")
+
+
+def test_every_credit_column_has_the_exact_credits_type():
+    plain = [
+        f"{table.name}.{column.name}"
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, Numeric | Float)
+    ]
+    assert plain == []
+
+
+def test_job_credits_and_usage_quantities_are_stored_exactly(sessions):
+    huge = D("12345678901234.5678")  # 18 digits: more than a binary float keeps
+    with transaction(sessions) as s:
+        job = PrJob(
+            origin="submitted", account_id=1, installation_id=1, repository="o/r",
+            base_branch="main", head_branch="h", title="t", body="b", files=[],
+            required_credits=huge, status="failed", created_at=NOW,
+        )  # fmt: skip
+        s.add(job)
+        record_usage(
+            s, key="k", account_id=1, job_id=None, quantity=huge, meter_event_name="m", now=NOW
+        )
+    with transaction(sessions) as s:
+        assert s.scalar(select(PrJob.required_credits)) == huge
+        assert s.scalar(select(UsageRecord.quantity)) == huge
 
 
 def test_the_migrated_schema_matches_the_models(engine):
