@@ -7,11 +7,12 @@ from decimal import Decimal
 import httpx
 import pytest
 import respx
+from sqlalchemy import BigInteger
 
 from domain import ledger
 from domain.accounts import account_for_customer, ensure_account, link_customer
-from domain.packs import PackSpec, list_packs, set_pack
-from domain.purchases import purchase_for_session
+from domain.packs import CreditPack, PackSpec, list_packs, set_pack
+from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
 from processors import runtime as runtimes
@@ -205,6 +206,8 @@ def stored(event):
 
 def test_a_payment_beyond_32_bits_is_granted_refunded_and_priced(sessions, table):
     idr = 2_170_000_000  # minor units: an IDR-sized order, past 2**31
+    money = [CreditPurchase.amount_total, CreditPurchase.refunded_amount, CreditPack.unit_amount]
+    assert all(isinstance(column.type, BigInteger) for column in money)  # SQLite's too
     seed(sessions, 1)
     with transaction(sessions) as s:
         set_pack(s, PackSpec("price_idr", "Besar", Decimal(85), idr, "idr"), now=NOW)
