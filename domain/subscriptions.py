@@ -10,20 +10,22 @@ usually share a second). So a row does not keep "the last event applied"; it kee
 news it has, each part merged so that any order of the same events gives the same row:
 
 - the deciding subscription object (`object_status`, with its price, period and cancel
-  flag; `details_at` is its event's `created`). One object replaces another when it ranks
-  higher: a final status (`canceled`, `incomplete_expired`) above any other whatever the
+  flag; `details_at` is its event's `created`). An object replaces the one held unless that
+  one ranks higher: a final status (`canceled`, `incomplete_expired`) above any other whatever the
   times; then the later `created`; then, in the same second, the later status in the
   lifecycle LIFECYCLE.
-- the first invoice paid (`first_paid_at`, billing_reason `subscription_create`): the
-  subscription is past `incomplete` (it never returns there). A trial's first invoice is
-  a $0 one, paid, and leaves `trialing` alone.
+- the first invoice paid (`first_paid_at`, billing_reason `subscription_create`): an
+  `incomplete` subscription is `active` (a trial's first invoice is a $0 one, paid, and
+  leaves `trialing` alone).
 - the newest renewal invoice (`invoice_status` `paid` or `payment_failed`, at
-  `invoice_at`; ranked like objects). It moves the status only when it is strictly newer
-  than the deciding object (an object of the same second decides): a paid one makes
-  `incomplete`, `past_due` or `unpaid` `active`; a failed renewal (billing_reason
-  `subscription_cycle`) makes `active` `past_due`, never `trialing`, `incomplete` or a final.
-  A failed first invoice changes nothing: Stripe keeps the subscription `incomplete`, and
-  its own object says when it is `past_due`.
+  `invoice_at`; ranked like objects): a paid one makes `incomplete`, `past_due` or
+  `unpaid` `active`; a failed renewal (billing_reason `subscription_cycle`) makes `active`
+  `past_due`, never `trialing`, `incomplete` or a final status. A failed first invoice
+  changes nothing: Stripe keeps the subscription `incomplete`, and its own object says when
+  it is `past_due`.
+
+An invoice moves the status only when it is strictly newer than the deciding object: an
+object of the same second or later decides.
 
 `status` is what these say together (_status_from_news); `status_at` is the newest time of
 the news held. Stripe's statuses and billing reasons:
@@ -244,8 +246,9 @@ def _status_from_news(row: Subscription) -> tuple[str, datetime | None]:
     status, at = row.object_status, row.details_at
     if status in FINAL:
         return status, at
-    if status in (None, INCOMPLETE) and row.first_paid_at is not None:
-        status, at = ACTIVE, max(filter(None, (at, row.first_paid_at)))
+    first_paid = row.first_paid_at
+    if status in (None, INCOMPLETE) and first_paid is not None and (at is None or first_paid > at):
+        status, at = ACTIVE, first_paid
     invoice, invoice_at = row.invoice_status, row.invoice_at
     if invoice is not None and invoice_at is not None and (at is None or invoice_at > at):
         if invoice == InvoiceNews.PAID and status in (None, INCOMPLETE, PAST_DUE, UNPAID):
