@@ -22,11 +22,17 @@ from domain.accounts import link_customer
 from domain.subscriptions import subscription
 from ingress.app import create_app
 from outbox import store
-from outbox.db import make_sessionmaker, transaction, utcnow
+from outbox.db import make_engine, make_sessionmaker, transaction, utcnow
+from outbox.migrate import upgrade
 from outbox.models import Status, WebhookEvent
 from outbox.settings import Settings
 from processors.inprocess import InProcessProcessors
-from tests.conftest import CORPUS
+from tests.conftest import (
+    CORPUS,
+    STRIPE_SECRET,
+    create_postgres_database,
+    drop_postgres_database,
+)
 from tests.domain.billing_support import (
     NOW,
     STRIPE_BASE,
@@ -35,7 +41,8 @@ from tests.domain.billing_support import (
     subscription_object,
 )
 from tests.factories import github_headers, stripe_event_body, stripe_headers
-from tests.services import wait_until
+from tests.fakes.providers import FakeProviders, FakeStripe
+from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -218,3 +225,74 @@ def test_a_replayed_creation_and_late_repository_events_leave_an_uninstalled_app
         assert inst.why_unusable(s, 957387, "Codertocat/Hello-World") == (
             "installation 957387 was removed (the App was uninstalled)"
         )
+
+
+# --- the same race between real processes --------------------------------------------------
+
+
+class SlowSubscriptionReads(FakeStripe):
+    """Stripe whose reads of a subscription follow a script of (seconds, status)."""
+
+    def __init__(self, script: list[tuple[float, str]]) -> None:
+        super().__init__()
+        self.script = script
+        self.reads = 0
+
+    def serve(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method != "GET" or not path.startswith("/v1/subscriptions/"):
+            return super().serve(request)
+        delay, status = self.script[min(self.reads, len(self.script) - 1)]
+        self.reads += 1
+        time.sleep(delay)
+        obj = subscription_object(CUSTOMER, status, sub_id=path.rsplit("/", 1)[1])
+        return httpx.Response(200, json=obj)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_worker_processes_never_apply_two_events_of_a_subscription_side_by_side(
+    redis_url: str, tmp_path
+) -> None:
+    url = create_postgres_database("outbox_order")
+    engine = make_engine(url, pool_size=2)
+    try:
+        upgrade(url)
+        sessions = make_sessionmaker(engine)
+        with_customer(sessions)
+        with FakeProviders() as fake:
+            fake.stripe = SlowSubscriptionReads([(3.0, "canceled"), (0.0, "active")])
+            port = free_port()
+            env = outbox_env(
+                url, redis_url=redis_url, stripe_webhook_secret=STRIPE_SECRET, stripe_mode="any",
+                stripe_api_key="sk_test_x", stripe_api_base=fake.url, sweep_interval_seconds=0.3,
+            )  # fmt: skip
+            serve = OutboxProcess(["serve", "--port", str(port)], env, port=port, log_dir=tmp_path)
+            workers = OutboxProcess(["worker", "-p", "2", "-t", "2"], env, log_dir=tmp_path)
+            sweeper = OutboxProcess(["sweep"], env, log_dir=tmp_path)
+            with serve, workers, sweeper, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+                workers.wait_for_output(WORKER_READY, count=2)
+
+                def post(body: bytes) -> int:
+                    answer = http.post(
+                        "/webhooks/stripe", content=body, headers=stripe_headers(body)
+                    )
+                    assert answer.status_code == 200, answer.text
+                    return int(answer.json()["id"])
+
+                post(race_event("canceled", "customer.subscription.deleted", CREATED + 10))
+                wait_until(lambda: fake.stripe.reads == 1, what="the cancellation's read")
+                older = post(race_event("active", "customer.subscription.updated", CREATED))
+                time.sleep(1.0)  # time enough for another worker to take it
+                with transaction(sessions) as s:
+                    assert s.get(WebhookEvent, older).status == Status.PENDING
+                wait_until(lambda: all_done(sessions, 2), what="both events")
+        assert status_of(sessions, "sub_race") == "canceled"
+    finally:
+        engine.dispose()
+        drop_postgres_database(url)
+
+
+def race_event(status: str, event_type: str, created: int) -> bytes:
+    obj = subscription_object(CUSTOMER, status, sub_id="sub_race")
+    return stripe_event_body(obj, event_type, created=created)
