@@ -95,6 +95,10 @@ class JobWork:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
 
+    @property
+    def resend_window(self) -> timedelta:
+        return timedelta(hours=self.settings.usage_resend_window_hours)
+
 
 def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     """One attempt at job `job_id` (nothing happens when it is not due)."""
@@ -188,16 +192,28 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
         claimed = usage.claim_usage(
-            session, record_id, now=work.clock(), lease=work.lease, owner=owner
+            session,
+            record_id,
+            now=work.clock(),
+            lease=work.lease,
+            owner=owner,
+            window=work.resend_window,
         )
     if claimed is None:
         return UsageOutcome.NOT_DUE
     try:
         accepted = usage.report(work.stripe(), claimed)
     except (usage.StripeUnavailable, NotConfigured) as exc:
+        uncertain = isinstance(exc, usage.StripeUnavailable) and exc.uncertain
         with transaction(work.sessions) as session:
             kept = usage.report_failed(
-                session, claimed, str(exc), now=work.clock(), policy=work.policy
+                session,
+                claimed,
+                str(exc),
+                now=work.clock(),
+                policy=work.policy,
+                uncertain=uncertain,
+                window=work.resend_window,
             )
         log.info("usage report failed", extra={"usage_id": record_id, "reason": str(exc)})
         return UsageOutcome.RETRY if kept else UsageOutcome.LEASE_LOST
