@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import hypothesis
-from hypothesis import HealthCheck, Phase, seed
+from hypothesis import HealthCheck, Phase, note, seed
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -278,6 +278,18 @@ def expected_status(life: Life, delivered: set[str]) -> tuple[bool, str | None]:
     return False, None
 
 
+def describe(sent: Sent) -> str:
+    """An event as a failing example shows it: type, what it says, its second."""
+    obj = sent.obj
+    says = {
+        "checkout.session.completed": obj.get("payment_status"),
+        "charge.refunded": f"{obj.get('amount_refunded')} of {obj.get('amount')}",
+        "invoice.paid": obj.get("billing_reason"),
+        "invoice.payment_failed": obj.get("billing_reason"),
+    }.get(sent.event_type, obj.get("status"))
+    return f"{sent.event_type} ({says}) {obj.get('id')} created {sent.created}"
+
+
 def dispute_object(
     dispute: Dispute, purchase: Purchase, status: str, created: int
 ) -> dict[str, Any]:
@@ -454,7 +466,7 @@ class BillingModel(RuleBasedStateMachine):
         if life.status in FINAL:
             return
         moves = MOVES[life.status]
-        name, events, after = CANCEL if cancel and life.status else moves[move % len(moves)]
+        _name, events, after = CANCEL if cancel and life.status else moves[move % len(moves)]
         forward = life.status is None or RANK[after] >= RANK[life.status]
         at = self.clock if same_second and forward and life.at else self.tick()
         for event_type, what in events:
@@ -472,6 +484,7 @@ class BillingModel(RuleBasedStateMachine):
     def deliver(self, pick: int) -> None:
         """Stripe delivers one of the events it has sent, in any order."""
         sent = self.pool.pop(pick % len(self.pool))
+        note(f"deliver {describe(sent)}")
         [recorded] = record(self.runtime.engine, self.incoming(sent))
         assert not recorded.duplicate
         sent.row_id = recorded.id
@@ -485,6 +498,7 @@ class BillingModel(RuleBasedStateMachine):
     def deliver_again(self, pick: int) -> None:
         """Stripe delivers an event again (the same event id): nothing changes."""
         sent = self.delivered[pick % len(self.delivered)]
+        note(f"deliver again {describe(sent)}")
         [recorded] = record(self.runtime.engine, self.incoming(sent))
         assert recorded.duplicate and recorded.id == sent.row_id
         self.process([recorded.id])
@@ -494,6 +508,7 @@ class BillingModel(RuleBasedStateMachine):
     def replay(self, pick: int) -> None:
         """An operator replays a done row: nothing changes; a purged row is not replayed."""
         sent = self.delivered[pick % len(self.delivered)]
+        note(f"replay {describe(sent)}")
         with transaction(self.runtime.sessions) as session:
             status = session.get_one(WebhookEvent, sent.row_id).status
             if status != Status.DONE:
@@ -523,11 +538,11 @@ class BillingModel(RuleBasedStateMachine):
         )  # fmt: skip
 
     def process(self, ids: list[int]) -> None:
-        """A processing pass for these rows; then time passes until nothing more applies
-        (rows waiting for their purchase are tried again once it is granted)."""
-        process_pass(self.runtime, ids)
+        """A processing pass for these rows; then, while rows get done, time passes for the
+        rows that wait (a refund waits for its purchase, and is applied once it is granted)."""
+        counts = process_pass(self.runtime, ids)
         mine = [s.row_id for s in self.delivered]
-        for _ in range(4):
+        while Outcome.DONE in counts:
             with transaction(self.runtime.sessions) as session:
                 waiting = list(session.scalars(
                     update(WebhookEvent)
@@ -535,8 +550,7 @@ class BillingModel(RuleBasedStateMachine):
                     .values(next_attempt_at=utcnow() - timedelta(seconds=1))
                     .returning(WebhookEvent.id)
                 ))  # fmt: skip
-            if not waiting or Outcome.DONE not in process_pass(self.runtime, waiting):
-                return
+            counts = process_pass(self.runtime, waiting) if waiting else {}
 
     # -- the reference applying Stripe's events
 
