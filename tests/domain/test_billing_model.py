@@ -388,8 +388,9 @@ class BillingModel(RuleBasedStateMachine):
         who=st.integers(0, 1),
         pack=st.sampled_from(PACKS),
         paid_later=st.booleans(),
+        at_once=st.booleans(),
     )
-    def buy(self, who: int, pack: str, paid_later: bool) -> None:
+    def buy(self, who: int, pack: str, paid_later: bool, at_once: bool) -> None:
         """A pack bought at Checkout: paid at once, or an async payment that succeeds later."""
         account = self.accounts[who]
         number = len(self.purchases)
@@ -400,32 +401,42 @@ class BillingModel(RuleBasedStateMachine):
         purchase = Purchase(account, pack, obj, paid_at_stripe=True)
         self.purchases.append(purchase)
         at = self.tick()
-        self.send("checkout.session.completed", obj, None if paid_later else purchase, at=at)
+        sent = [self.send("checkout.session.completed", obj, None if paid_later else purchase,
+                          at=at)]  # fmt: skip
         if paid_later:
             paid = dict(obj, payment_status="paid", status="complete")
-            self.send("checkout.session.async_payment_succeeded", paid, purchase, at=self.tick(60))
+            sent.append(self.send("checkout.session.async_payment_succeeded", paid, purchase,
+                                  at=self.tick(60)))  # fmt: skip
+        self.maybe_at_once(at_once, sent)
+
+    def maybe_at_once(self, at_once: bool, sent: list[Sent]) -> None:
+        """Delivered as soon as sent, in order (else they wait in the pool for any order)."""
+        for one in sent if at_once else []:
+            self.delivers(one)
 
     def refundable(self) -> list[Purchase]:
         return [p for p in self.purchases if p.refunded_cents < p.cents and p.dispute is None]
 
     @precondition(lambda self: self.refundable())
-    @rule(pick=st.integers(0, 99), part=st.integers(1, 100))
-    def refund(self, pick: int, part: int) -> None:
+    @rule(pick=st.integers(0, 99), part=st.integers(1, 100), at_once=st.booleans())
+    def refund(self, pick: int, part: int, at_once: bool) -> None:
         """A partial or full refund: Stripe's charge.refunded carries the cumulative amount."""
         purchases = self.refundable()
         purchase = purchases[pick % len(purchases)]
         left = purchase.cents - purchase.refunded_cents
         purchase.refunded_cents += max(1, left * part // 100)
         obj = charge(purchase.payment_intent, purchase.cents, purchase.refunded_cents)
-        self.send("charge.refunded", obj, ("refund", purchase, purchase.refunded_cents),
-                  at=self.tick())  # fmt: skip
+        sent = self.send("charge.refunded", obj, ("refund", purchase, purchase.refunded_cents),
+                         at=self.tick())  # fmt: skip
+        self.maybe_at_once(at_once, [sent])
 
     def disputable(self) -> list[Purchase]:
         return [p for p in self.purchases if p.refunded_cents < p.cents and p.dispute is None]
 
     @precondition(lambda self: self.disputable())
-    @rule(pick=st.integers(0, 99), inquiry=st.booleans(), status=st.integers(0, 1))
-    def dispute(self, pick: int, inquiry: bool, status: int) -> None:
+    @rule(pick=st.integers(0, 99), inquiry=st.booleans(), status=st.integers(0, 1),
+          at_once=st.booleans())  # fmt: skip
+    def dispute(self, pick: int, inquiry: bool, status: int, at_once: bool) -> None:
         """The customer disputes what is left of the payment (an inquiry takes nothing)."""
         purchases = self.disputable()
         purchase = purchases[pick % len(purchases)]
@@ -437,23 +448,25 @@ class BillingModel(RuleBasedStateMachine):
         purchase.dispute = dispute
         at = self.tick()
         opened = (INQUIRY if inquiry else FUNDS_WITHDRAWN)[status]
-        self.send("charge.dispute.created", dispute_object(dispute, purchase, opened, at),
-                  ("dispute.created", purchase), at=at)  # fmt: skip
+        sent = self.send("charge.dispute.created", dispute_object(dispute, purchase, opened, at),
+                         ("dispute.created", purchase), at=at)  # fmt: skip
+        self.maybe_at_once(at_once, [sent])
 
     def open_disputes(self) -> list[Purchase]:
         return [p for p in self.purchases if p.dispute is not None and p.dispute.outcome is None]
 
     @precondition(lambda self: self.open_disputes())
-    @rule(pick=st.integers(0, 99), won=st.booleans())
-    def close_dispute(self, pick: int, won: bool) -> None:
+    @rule(pick=st.integers(0, 99), won=st.booleans(), at_once=st.booleans())
+    def close_dispute(self, pick: int, won: bool, at_once: bool) -> None:
         purchases = self.open_disputes()
         purchase = purchases[pick % len(purchases)]
         dispute = purchase.dispute
         assert dispute is not None
         dispute.outcome = "warning_closed" if dispute.inquiry else ("won" if won else "lost")
         at = self.tick(3600)
-        self.send("charge.dispute.closed", dispute_object(dispute, purchase, dispute.outcome, at),
-                  ("dispute.closed", purchase), at=at)  # fmt: skip
+        obj = dispute_object(dispute, purchase, dispute.outcome, at)
+        sent = self.send("charge.dispute.closed", obj, ("dispute.closed", purchase), at=at)
+        self.maybe_at_once(at_once, [sent])
 
     @rule(who=st.integers(0, 1), move=st.integers(0, 9), cancel=st.booleans(),
           same_second=st.booleans())  # fmt: skip
@@ -483,7 +496,10 @@ class BillingModel(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 99))
     def deliver(self, pick: int) -> None:
         """Stripe delivers one of the events it has sent, in any order."""
-        sent = self.pool.pop(pick % len(self.pool))
+        self.delivers(self.pool[pick % len(self.pool)])
+
+    def delivers(self, sent: Sent) -> None:
+        self.pool.remove(sent)
         note(f"deliver {describe(sent)}")
         [recorded] = record(self.runtime.engine, self.incoming(sent))
         assert not recorded.duplicate
@@ -656,8 +672,10 @@ class BillingModel(RuleBasedStateMachine):
         credits=st.sampled_from(
             [ZERO, Decimal("0.5"), Decimal(3), Decimal(20), Decimal(85), Decimal(100)]
         ),
+        claim=st.booleans(),
     )
-    def submit_job(self, who: int, credits: Decimal) -> None:
+    def submit_job(self, who: int, credits: Decimal, claim: bool) -> None:
+        """`outbox jobs submit`, and maybe a worker taking the job at once."""
         account = self.accounts[who]
         job_spec = spec(account=self.login(account), installation=account,
                         repository=self.repo(account), required_credits=credits)  # fmt: skip
@@ -665,6 +683,8 @@ class BillingModel(RuleBasedStateMachine):
             job_id = jobs.submit_job(session, job_spec, now=self.job_clock).id
         self.jobs[job_id] = {"account": account, "credits": credits, "status": "pending",
                              "attempts": 0, "claimed": None}  # fmt: skip
+        if claim:
+            self.claims(job_id)
 
     def jobs_in(self, *statuses: str) -> list[int]:
         return sorted(j for j, job in self.jobs.items() if job["status"] in statuses)
@@ -674,7 +694,9 @@ class BillingModel(RuleBasedStateMachine):
     def claim_job(self, pick: int) -> None:
         """A worker takes a job: its first claim reserves its credits (or fails the job)."""
         candidates = self.jobs_in("pending", "validated")
-        job_id = candidates[pick % len(candidates)]
+        self.claims(candidates[pick % len(candidates)])
+
+    def claims(self, job_id: int) -> None:
         job = self.jobs[job_id]
         books = self.books[job["account"]]
         self.job_clock += timedelta(days=1)
