@@ -2,6 +2,7 @@
 
 checkout.session.completed (paid) and checkout.session.async_payment_succeeded -> grant_pack
 charge.refunded                                                   -> take_back_refund
+charge.dispute.created / .funds_withdrawn / .closed               -> apply_dispute
 customer.subscription.created / .updated / .deleted               -> apply_subscription
 invoice.paid / invoice.payment_failed                             -> apply_invoice
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import ledger, purchases, stripe_objects, stripe_reads
+from domain import disputes, ledger, purchases, stripe_objects, stripe_reads
 from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
 from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscriptions import Change, SubscriptionState, apply_change, subscription
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PAID = "paid"
 ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+DISPUTE_CLOSED = "charge.dispute.closed"
 
 
 def billing_handlers(settings: Settings) -> HandlerTable:
@@ -54,6 +56,11 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply=apply_refund,
         prepare=_refund_reader(settings) if fetch else None,
     )
+    dispute = Handler(
+        "apply_dispute",
+        apply=apply_dispute,
+        prepare=_refund_reader(settings) if fetch else None,  # a dispute names its payment too
+    )
     sub = Handler(
         "apply_subscription",
         apply=apply_subscription,
@@ -68,6 +75,9 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         ("stripe", "checkout.session.completed"): grant,
         ("stripe", ASYNC_SUCCEEDED): grant,
         ("stripe", "charge.refunded"): refund,
+        ("stripe", "charge.dispute.created"): dispute,
+        ("stripe", "charge.dispute.funds_withdrawn"): dispute,
+        ("stripe", DISPUTE_CLOSED): dispute,
         ("stripe", "customer.subscription.created"): sub,
         ("stripe", "customer.subscription.updated"): sub,
         ("stripe", "customer.subscription.deleted"): sub,
@@ -152,7 +162,9 @@ def apply_checkouts(
     The usual event, a paid pack purchase that names its account and its packs, is granted
     with the others in a few statements (purchases.grant_packs), every account locked in
     one statement first; any other one is left to `apply_checkout` (ApplyAlone). One
-    result per event: None, ApplyAlone, or why it failed.
+    result per event: None, ApplyAlone, or why it failed. An event that fails writes
+    nothing (its customer is not linked either), exactly as `apply_checkout` in a
+    transaction of its own, which is rolled back.
     """
     results: list[BaseException | None] = [None] * len(items)
     grants: list[tuple[int, EventContext, purchases.PackGrant]] = []
@@ -174,17 +186,18 @@ def apply_checkouts(
         if grant.checkout.account_id not in accounts:
             results[index] = _no_account(grant.checkout.account_id)
             continue
-        _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
         ready.append((index, event, grant))
     if not ready:
         return results
     now = max(event.now for _, event, _ in ready)  # the batch's attempt time
     granted = purchases.grant_packs(session, [grant for _, _, grant in ready], now=now)
-    for (index, _, grant), outcome in zip(ready, granted, strict=True):
+    for (index, event, grant), outcome in zip(ready, granted, strict=True):
         if isinstance(outcome, UnknownPack):
             results[index] = _unknown_pack(grant.checkout.session_id, outcome)
         elif isinstance(outcome, Exception):
             results[index] = RetryLater(str(outcome))
+        else:  # linked only once granted: a row that fails writes nothing, as alone
+            _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
     return results
 
 
@@ -265,6 +278,23 @@ def apply_refund(session: Session, event: EventContext, sessions: Any) -> None:
             return
         raise RetryLater(f"no credit purchase recorded yet for payment {refund.payment_intent_id}")
     purchases.take_back_refund(session, purchase, refund, now=event.now, event_id=event.id)
+
+
+# --- disputes: taken back while the funds are withdrawn, given back if won ---------------
+
+
+def apply_dispute(session: Session, event: EventContext, sessions: Any) -> None:
+    """See domain/disputes.py for the rules (Stripe's dispute statuses and their order)."""
+    obj = stripe_objects.event_object(event)
+    dispute = stripe_objects.dispute_of(obj, closed=event.event_type == DISPUTE_CLOSED)
+    if dispute is None:
+        return  # not a Checkout payment: no pack was bought with it
+    purchase = purchases.purchase_for_payment(session, dispute.payment_intent_id)
+    if purchase is None:
+        if _not_a_pack_payment(obj, sessions):
+            return
+        raise RetryLater(f"no credit purchase recorded yet for payment {dispute.payment_intent_id}")
+    disputes.apply_dispute(session, purchase, dispute, now=event.now, event_id=event.id)
 
 
 def _not_a_pack_payment(charge: dict[str, Any], sessions: list[dict[str, Any]] | None) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from domain import installations, jobs, ledger, purchases, subscriptions, usage
+from domain import disputes, installations, jobs, ledger, purchases, subscriptions, usage
 
 #: `finder(session, event_id)` -> the effect rows of that event, as plain dicts.
 EffectFinder = Callable[[Session, int], list[dict[str, Any]]]
@@ -28,6 +28,7 @@ EffectFinder = Callable[[Session, int], list[dict[str, Any]]]
 EFFECT_FINDERS: dict[str, EffectFinder] = {
     "credit_ledger": ledger.effects_of_event,
     "credit_purchases": purchases.effects_of_event,
+    "credit_disputes": disputes.effects_of_event,
     "subscriptions": subscriptions.effects_of_event,
     "installations": installations.effects_of_event,  # and their repositories, revocations
     "pr_jobs": jobs.effects_of_event,

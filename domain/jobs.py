@@ -30,7 +30,6 @@ from sqlalchemy import (
     BigInteger,
     Index,
     Integer,
-    Numeric,
     String,
     Text,
     and_,
@@ -44,6 +43,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain import installations, ledger
 from domain.accounts import find_account
+from domain.credits import Credits
 from domain.pull_requests import FileChange, OpenedPullRequest, PullRequestPlan
 from domain.usage import record_usage
 from outbox.db import Base, UTCDateTime
@@ -89,7 +89,7 @@ class PrJob(Base):
     body: Mapped[str] = mapped_column(Text)
     #: The change set: [{"path": …, "content": …}] or [{"path": …, "delete": true}].
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    required_credits: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    required_credits: Mapped[Decimal] = mapped_column(Credits())
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

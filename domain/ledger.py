@@ -14,6 +14,14 @@ Holds reserve credits for work in progress (a PR job): `available` is the balanc
 open holds, and spends, holds and refunds only ever take from `available`, so capturing a
 hold can never drive the balance below zero.
 
+Debt is settled first from any credits that come back to the account, a released hold
+included: a refund that found its credits held records debt, and releasing that hold (the
+job failed) must not make refunded credits spendable again. Releasing a hold of H while the
+account owes D writes one entry `settle:<hold key>` of amount -min(H, D) and debt_change
+-min(H, D); only the rest becomes available. So `available` never exceeds the credits paid
+for and not taken back, the debt never goes below zero, and neither does the balance.
+A captured hold (the work succeeded) is debited as usual, and any debt stays owed.
+
 Every write first locks the account's row (`SELECT … FOR UPDATE` on Postgres; SQLite
 serialises writers with BEGIN IMMEDIATE, see outbox/db.py), then checks the key, then the
 balance: two concurrent spends of one account run one after the other.
@@ -42,7 +50,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account, UnknownAccount
-from domain.credits import Credits, InvalidAmount, parse_credits, positive_credits
+from domain.credits import (
+    Credits,
+    InvalidAmount,
+    format_credits,
+    parse_credits,
+    positive_credits,
+)
 from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
 from outbox.models import BigId
 
@@ -51,6 +65,7 @@ __all__ = [
     "CreditHold",
     "InsufficientCredits",
     "InvalidAmount",
+    "KeyReused",
     "available",
     "balance",
     "capture_hold",
@@ -66,6 +81,10 @@ __all__ = [
 ]
 
 ZERO = Decimal("0.0000")
+
+
+class KeyReused(Exception):
+    """An idempotency key already applied to different content (another account or amount)."""
 
 
 class InsufficientCredits(Exception):
@@ -481,10 +500,20 @@ def adjust(
     now: datetime,
 ) -> CreditEntry | None:
     """An operator's correction, either sign: a positive one pays debt first, like any credit;
-    a negative one is refused (InsufficientCredits) if it would leave less than zero available."""
+    a negative one is refused (InsufficientCredits) if it would leave less than zero available.
+
+    The same adjustment again (same key, account and amount) is None, writing nothing; the
+    key already used for another account or amount is KeyReused, naming its first use (the
+    reason is free text and does not count).
+    """
     amount = parse_credits(amount)
     if amount == 0:
         raise InvalidAmount("an adjustment of zero credits changes nothing")
+    lock_account(session, account_id)
+    first = entry_for_key(session, key)
+    if first is not None:
+        _require_same_adjustment(first, account_id, amount)
+        return None
     if amount > 0:
         return credit(session, account_id, amount, key=key, reason=reason, now=now)
     return spend(session, account_id, -amount, key=key, reason=reason, now=now)
@@ -512,12 +541,28 @@ def hold(
     return row
 
 
+#: Ledger key of the entry that pays debt from a released hold.
+SETTLE_KEY = "settle:{hold_key}"
+
+
 def release_hold(session: Session, key: str, *, now: datetime) -> bool:
-    """Give a hold's credits back; False if there is no such open hold (released or captured)."""
+    """Give a hold's credits back; False if there is no such open hold (released or captured).
+
+    Debt is paid first: while the account owes D, releasing a hold of H writes one entry
+    `settle:<hold key>` of amount -min(H, D), debt_change -min(H, D) (so credits a refund
+    took back while they were held never become available again); the rest is available.
+    """
     row = _open_hold_locked(session, key)
     if row is None:
         return False
     row.released_at = now
+    owed = debt(session, row.account_id)
+    settled = min(row.amount, owed)
+    if settled > 0:
+        _append(
+            session, row.account_id, -settled, -settled, key=SETTLE_KEY.format(hold_key=key),
+            reason="released hold pays debt", now=now, job_id=row.job_id,
+        )  # fmt: skip
     session.flush()
     return True
 
@@ -561,6 +606,19 @@ def capture_hold(
 
 
 # --- steps ---------------------------------------------------------------------------
+
+
+def _require_same_adjustment(first: CreditEntry, account_id: int, amount: Decimal) -> None:
+    # A credit's entry keeps what reached the balance and what paid debt apart; together
+    # they are the adjustment's amount. A negative adjustment's entry is the amount itself.
+    first_amount = first.amount - first.debt_change
+    if first.account_id == account_id and first_amount == amount:
+        return
+    raise KeyReused(
+        f"key {first.key!r} was already used for account {first.account_id}, "
+        f"{format_credits(first_amount)} credits (ledger entry {first.id}, "
+        f"{first.created_at:%Y-%m-%d %H:%M:%S})"
+    )
 
 
 def _require_available(session: Session, account_id: int, amount: Decimal) -> None:

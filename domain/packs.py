@@ -29,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, select
+from sqlalchemy import BigInteger, Boolean, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.credits import Credits, InvalidAmount, format_credits, positive_credits
@@ -52,7 +52,7 @@ class CreditPack(Base):
     name: Mapped[str] = mapped_column(String(255))
     credits: Mapped[Decimal] = mapped_column(Credits())
     #: Display price, in the currency's minor unit (499 = 4,99 €); never used to charge.
-    unit_amount: Mapped[int | None] = mapped_column(Integer)
+    unit_amount: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
     #: On sale; a retired pack is still honoured for payments already made.
     active: Mapped[bool] = mapped_column(Boolean, default=True)

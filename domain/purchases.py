@@ -10,6 +10,12 @@ Refunds are cumulative: Stripe's `charge.refunded` carries the charge's total
 granted, less what earlier refunds already took; so a duplicate, or an older refund event
 arriving after a newer one, takes nothing more. What the account no longer has becomes
 debt (see domain/ledger.py), never a negative balance.
+
+Refunds and disputes (domain/disputes.py) of one payment together never take back more
+than the purchase granted: a purchase has taken back `min(credits, refunded_credits +
+disputed_credits)`, and each refund or dispute event writes only the change of that
+figure (taken back from what is available, the rest as debt; or, when a dispute is won,
+given back as a credit, which pays debt first).
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
-    Integer,
     String,
     Table,
     UniqueConstraint,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -59,18 +65,28 @@ class CreditPurchase(Base):
     credits: Mapped[Decimal] = mapped_column(Credits())
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
-    #: What the customer paid, in the currency's minor unit.
-    amount_total: Mapped[int | None] = mapped_column(Integer)
+    #: What the customer paid, in the currency's minor unit (64-bit: an IDR-sized order
+    #: passes 2**31).
+    amount_total: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
     #: Refunds so far: the charge's cumulative refunded amount, and the credits it took back.
-    refunded_amount: Mapped[int] = mapped_column(Integer, default=0)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_credits: Mapped[Decimal] = mapped_column(Credits(), default=Decimal(0))
+    #: The credits its disputes hold taken back now (domain/disputes.py).
+    disputed_credits: Mapped[Decimal] = mapped_column(
+        Credits(), default=Decimal(0), server_default=text("0")
+    )
     event_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("checkout_session_id", name="uq_credit_purchases_checkout_session"),
     )
+
+    @property
+    def taken_back(self) -> Decimal:
+        """What refunds and disputes take back of this purchase now: never more than it gave."""
+        return min(self.credits, self.refunded_credits + self.disputed_credits)
 
 
 _purchases: Table = CreditPurchase.__table__  # type: ignore[assignment]
@@ -245,6 +261,7 @@ def _purchase(
         "currency": checkout.currency,
         "refunded_amount": 0,
         "refunded_credits": Decimal(0),
+        "disputed_credits": Decimal(0),
         "event_id": grant.event_id,
         "created_at": now,
     }
@@ -286,14 +303,20 @@ def take_back_refund(
     now: datetime,
     event_id: int | None = None,
 ) -> ledger.CreditEntry | None:
-    """Take back what this refund state adds to the earlier ones; None when it adds nothing."""
+    """Take back what this refund state adds to the earlier ones; None when it adds nothing
+    (an older or repeated state, or credits a dispute of the payment already took back)."""
     ledger.lock_account(session, purchase.account_id)
     session.refresh(purchase)
     target = refunded_share(purchase, refund)
-    more = target - purchase.refunded_credits
+    if target <= purchase.refunded_credits:
+        return None
+    before = purchase.taken_back
+    purchase.refunded_credits = target
+    purchase.refunded_amount = max(purchase.refunded_amount, refund.amount_refunded)
+    more = purchase.taken_back - before
     if more <= 0:
         return None
-    entry = ledger.take_back(
+    return ledger.take_back(
         session,
         purchase.account_id,
         more,
@@ -302,10 +325,6 @@ def take_back_refund(
         now=now,
         event_id=event_id,
     )
-    if entry is not None:
-        purchase.refunded_credits = target
-        purchase.refunded_amount = max(purchase.refunded_amount, refund.amount_refunded)
-    return entry
 
 
 def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:

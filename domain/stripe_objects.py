@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.disputes import Dispute
 from domain.purchases import LineItem, Refund
 from domain.subscriptions import SubscriptionState
 from outbox.handling import EventContext, PermanentFailure
@@ -115,6 +116,29 @@ def refund_of(charge: dict[str, Any]) -> Refund:
         payment_intent_id=payment_intent,
         amount=required_amount(charge, "amount"),
         amount_refunded=required_amount(charge, "amount_refunded"),
+    )
+
+
+#: Characters a dispute's id and status may have (their columns' widths).
+_DISPUTE_ID_CAP, _DISPUTE_STATUS_CAP = 255, 32
+
+
+def dispute_of(obj: dict[str, Any], *, closed: bool) -> Dispute | None:
+    """A dispute object as the ledger needs it; None when its charge was no Checkout payment
+    (no payment intent: no pack was bought with it)."""
+    payment_intent = object_id(obj.get("payment_intent"))
+    if payment_intent is None:
+        return None
+    dispute_id = required_text(obj, "id")
+    status = required_text(obj, "status")
+    if len(dispute_id) > _DISPUTE_ID_CAP or len(status) > _DISPUTE_STATUS_CAP:
+        raise PermanentFailure("dispute has an id or status longer than any Stripe sends")
+    return Dispute(
+        dispute_id=dispute_id,
+        payment_intent_id=payment_intent,
+        amount=required_amount(obj, "amount"),
+        status=status,
+        closed=closed,
     )
 
 

@@ -20,7 +20,6 @@ from sqlalchemy import (
     BigInteger,
     Index,
     Integer,
-    Numeric,
     String,
     Text,
     and_,
@@ -32,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account
+from domain.credits import Credits
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 from outbox.retry import RetryPolicy
@@ -49,7 +49,7 @@ class UsageRecord(Base):
     key: Mapped[str] = mapped_column(String(255), unique=True)
     account_id: Mapped[int] = mapped_column(BigInteger, index=True)
     job_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
-    quantity: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    quantity: Mapped[Decimal] = mapped_column(Credits())
     meter_event_name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: When Stripe accepted it (or said it already had it); None while unreported.

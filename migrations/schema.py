@@ -4,6 +4,7 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 """
 
 import domain.accounts
+import domain.disputes
 import domain.installations
 import domain.jobs
 import domain.ledger

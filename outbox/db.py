@@ -91,7 +91,9 @@ def _make_sqlite_safe_for_concurrent_writers(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # A 2xx promises the webhook is stored: with WAL, NORMAL may lose the last
+        # committed transactions on power loss; FULL syncs the log at every commit.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     @event.listens_for(engine, "begin")

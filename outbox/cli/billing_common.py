@@ -76,6 +76,7 @@ def print_table(
 ) -> None:
     """A listing for people (`--json` is for scripts): one row per item, blanks for None.
     Ids, keys and amounts are printed whole; only the columns named in `cut` may be cut."""
+    from rich.markup import escape
     from rich.table import Table
 
     from outbox.cli.jobs import wide_console
@@ -87,5 +88,6 @@ def print_table(
         else:
             table.add_column(name, no_wrap=True)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        # Cells carry webhook text (a dispute id, a pack name): shown as written, never markup.
+        table.add_row(*("" if cell is None else escape(str(cell)) for cell in row))
     wide_console().print(table)

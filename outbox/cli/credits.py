@@ -13,7 +13,7 @@ from outbox.cli.billing_common import (
     credits_argument,
     print_table,
 )
-from outbox.cli.common import friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
 
 credits_app = typer.Typer(
     help="Credit balances and the credit ledger.", no_args_is_help=True, add_completion=False
@@ -96,7 +96,11 @@ def adjust(
         None, help="Idempotency key: the same key is applied once (default: a new one)."
     ),
 ) -> None:
-    """An operator's ledger entry; refused if it would leave less than zero available."""
+    """An operator's ledger entry; refused if it would leave less than zero available.
+
+    The same --key again with the same account and amount is a no-op (exit 0); with another
+    account or amount it is refused (exit 1), naming the first use.
+    """
     from domain import ledger
     from outbox.db import utcnow
 
@@ -106,10 +110,13 @@ def adjust(
     entry_key = ADJUST_KEY_PREFIX + (key or uuid.uuid4().hex)
     with billing_session() as session:
         found = account_named(session, account)
-        entry = ledger.adjust(
-            session, found.id, credits, key=entry_key, reason=f"operator: {reason.strip()}",
-            now=utcnow(),
-        )  # fmt: skip
+        try:
+            entry = ledger.adjust(
+                session, found.id, credits, key=entry_key, reason=f"operator: {reason.strip()}",
+                now=utcnow(),
+            )  # fmt: skip
+        except ledger.KeyReused as reused:
+            fail(str(reused))
         balance = ledger.balance(session, found.id)
     if entry is None:
         typer.echo(f"adjustment {entry_key} was already applied; balance {_plain(balance)}")

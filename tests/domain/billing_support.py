@@ -95,6 +95,16 @@ def charge(
     )
 
 
+def dispute(
+    payment_intent: str, amount: int, status: str, *, dispute_id: str = "dp_test_1", **changes: Any
+) -> dict[str, Any]:
+    """A Stripe dispute of the payment's charge (`status`: a dispute object's status)."""
+    return corpus(
+        "dispute", id=dispute_id, charge=f"ch_{payment_intent}", payment_intent=payment_intent,
+        amount=amount, status=status, **changes,
+    )  # fmt: skip
+
+
 def subscription_object(
     customer: str, status: str, *, sub_id: str = "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw",
     price: str = "price_monthly", period_end: int = 1_800_000_000,

@@ -7,18 +7,22 @@ from decimal import Decimal
 import httpx
 import pytest
 import respx
+from sqlalchemy import BigInteger
 
 from domain import ledger
 from domain.accounts import account_for_customer, ensure_account, link_customer
-from domain.packs import PackSpec, set_pack
-from domain.purchases import purchase_for_session
+from domain.packs import CreditPack, PackSpec, list_packs, set_pack
+from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
+from processors import runtime as runtimes
+from processors.apply import Outcome, process_pass
 from tests.domain.billing_support import (
     NOW,
     ORGANISME,
     PRO,
     STRIPE_BASE,
+    charge,
     checkout_session,
     deliver,
     line_item,
@@ -26,6 +30,7 @@ from tests.domain.billing_support import (
     stripe_event,
     table_for,
 )
+from tests.factories import incoming, record
 
 COMPLETED = "checkout.session.completed"
 ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -165,6 +170,57 @@ def test_an_unknown_pack_is_a_permanent_failure_until_the_operator_adds_it(sessi
     deliver(sessions, table, event)  # the operator's replay
     deliver(sessions, table, event)
     assert balance(sessions) == Decimal("2.5")
+
+
+def test_a_checkout_that_fails_in_a_batch_writes_nothing_not_even_its_customer_link(
+    sessions, engine, settings
+):
+    seed(sessions, 1, 2)
+    good = stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_good"))
+    bad = stripe_event(COMPLETED, checkout_session(2, pack="price_gone", customer="cus_bad"))
+    runtime = runtimes.configure(settings, engine=engine)
+    ids = [r.id for r in record(engine, *(stored(event) for event in (good, bad)))]
+    assert process_pass(runtime, ids) == {Outcome.DONE: 1, Outcome.DEAD: 1}
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_good").id == 1
+        assert account_for_customer(s, "cus_bad") is None
+        assert (ledger.balance(s, 1), ledger.balance(s, 2)) == (Decimal(85), 0)
+
+
+def test_a_checkout_that_fails_alone_writes_nothing_not_even_its_customer_link(sessions, table):
+    seed(sessions, 2)
+    bad = stripe_event(COMPLETED, checkout_session(2, pack="price_gone", customer="cus_bad"))
+    with pytest.raises(PermanentFailure):
+        deliver(sessions, table, bad)
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_bad") is None
+
+
+def stored(event):
+    """The webhook row of a built event, as the ingress would record it."""
+    return incoming(
+        event.delivery_id, event_type=event.event_type, body=event.payload,
+        created=event.provider_created_at,
+    )  # fmt: skip
+
+
+def test_a_payment_beyond_32_bits_is_granted_refunded_and_priced(sessions, table):
+    idr = 2_170_000_000  # minor units: an IDR-sized order, past 2**31
+    money = [CreditPurchase.amount_total, CreditPurchase.refunded_amount, CreditPack.unit_amount]
+    assert all(isinstance(column.type, BigInteger) for column in money)  # SQLite's too
+    seed(sessions, 1)
+    with transaction(sessions) as s:
+        set_pack(s, PackSpec("price_idr", "Besar", Decimal(85), idr, "idr"), now=NOW)
+    obj = checkout_session(1, pack="price_idr")
+    obj.update(amount_total=idr, currency="idr")
+    deliver(sessions, table, stripe_event(COMPLETED, obj))
+    refunded = charge(obj["payment_intent"], idr, idr - 1)
+    deliver(sessions, table, stripe_event("charge.refunded", refunded))
+    with transaction(sessions) as s:
+        purchase = purchase_for_session(s, obj["id"])
+        assert (purchase.amount_total, purchase.refunded_amount) == (idr, idr - 1)
+        assert {p.price_id: p.unit_amount for p in list_packs(s)}["price_idr"] == idr
+        assert ledger.balance(s, 1) == 0  # all but one minor unit refunded: 85 at 0.0001
 
 
 def test_a_retired_pack_is_still_granted_when_paid(sessions, table):

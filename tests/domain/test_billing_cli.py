@@ -14,7 +14,7 @@ from domain.packs import list_packs
 from outbox.cli import app
 from outbox.db import transaction
 from outbox.settings import get_settings
-from tests.domain.billing_support import SEED_PACKS, seed
+from tests.domain.billing_support import NOW, SEED_PACKS, seed
 
 
 @pytest.fixture
@@ -72,6 +72,31 @@ def test_credits_adjust_writes_an_operator_entry_with_its_own_key(cli, octocat, 
         "50.0000", "-12.5000", "2.0000",
     ]  # fmt: skip
     assert cli("credits", "history", "octocat").exit_code == 0
+
+
+def test_an_adjustment_key_reused_for_other_content_is_refused_naming_its_first_use(
+    cli, octocat, sessions
+):
+    seed(sessions, 7)
+    assert cli("credits", "adjust", "octocat", "5", "--reason", "gift", "--key", "k").exit_code == 0
+    same = cli("credits", "adjust", "octocat", "5", "--reason", "other words", "--key", "k")
+    assert same.exit_code == 0 and "already applied" in said(same)
+    for args in (("octocat", "6"), ("7", "5"), ("octocat", "-5")):
+        reused = cli("credits", "adjust", *args, "--reason", "gift", "--key", "k")
+        assert reused.exit_code == 1, reused.output
+        assert "'adjust:k' was already used for account 583231, 5 credits" in said(reused)
+    with transaction(sessions) as s:
+        assert (ledger.balance(s, octocat), ledger.balance(s, 7)) == (Decimal(55), Decimal(0))
+
+
+def test_a_reused_key_that_paid_debt_is_still_the_same_adjustment(cli, octocat, sessions):
+    with transaction(sessions) as s:
+        ledger.take_back(s, octocat, Decimal(60), key="refund:x", reason="refund", now=NOW)
+    for _ in range(2):
+        result = cli("credits", "adjust", "octocat", "15", "--reason", "gift", "--key", "d")
+        assert result.exit_code == 0, result.output
+    with transaction(sessions) as s:
+        assert (ledger.balance(s, octocat), ledger.debt(s, octocat)) == (Decimal(5), Decimal(0))
 
 
 @pytest.mark.parametrize("amount", ["1e3", "0.00001", "abc", "nan", "inf", "0", "1,5", ""])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import respx
 from starlette.testclient import TestClient
 
-from domain import ledger
+from domain import jobs, ledger
 from domain.subscriptions import subscription
 from ingress.app import create_app
 from outbox import store
@@ -15,11 +16,16 @@ from outbox.db import make_sessionmaker, transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from processors.inprocess import InProcessProcessors
 from tests.domain.billing_support import (
+    PACK_CENTS,
     PRO,
+    charge,
     checkout_session,
     seed,
     subscription_object,
 )
+from tests.domain.github_fake import FakeGitHub
+from tests.domain.jobs_world import ACCOUNT, REPO, World, job_settings
+from tests.domain.stripe_meter_fake import FakeStripeMeter
 from tests.factories import stripe_event_body, stripe_headers
 from tests.services import wait_until
 
@@ -98,3 +104,54 @@ def _done_since(sessions, since) -> int:
 def _last_error(sessions, event_id: int) -> str:
     with transaction(sessions) as s:
         return s.get(WebhookEvent, event_id).last_error or ""
+
+
+@pytest.mark.slow
+def test_credits_refunded_while_a_job_holds_them_are_not_spendable_when_it_fails(
+    settings, engine, sessions
+):
+    """Buy 85 credits, a job reserves them all, the pack is refunded (85 of debt), the job
+    fails: its released hold pays the debt, and a second job finds nothing to spend."""
+    config = job_settings(
+        settings, stripe_api_key=None, sweep_interval_seconds=0.1,
+        retry_base_seconds=60.0, retry_max_delay_seconds=60.0,
+    )  # fmt: skip
+    bought = checkout_session(ACCOUNT, pack=PRO)
+    refunded = charge(bought["payment_intent"], PACK_CENTS[PRO], PACK_CENTS[PRO])
+    with respx.mock(assert_all_called=False) as router:
+        github = FakeGitHub(router)
+        github.add_repo(REPO)
+        world = World(sessions, config, github, FakeStripeMeter(router))
+        world.install(credits=Decimal(0))
+        seed(sessions)  # the pack catalog
+        github.fail("GET", "/pulls", status=502)  # first attempt: retried later, still held
+        github.fail("GET", "/pulls", status=404, body={"message": "Not Found"})  # then gone
+        with InProcessProcessors(config, engine=engine, threads=2) as processors:
+            app = create_app(config, engine=engine, doorbell=processors.doorbell)
+            with TestClient(app) as client:
+                post(client, stripe_event_body(bought, "checkout.session.completed"))
+                wait_until(lambda: _standing(sessions) == (85, 85, 0))
+                first = world.submit(required_credits=85)
+                wait_until(lambda: world.job(first).last_error is not None)
+                assert _standing(sessions) == (85, 0, 0)  # reserved by the waiting job
+
+                post(client, stripe_event_body(refunded, "charge.refunded"))
+                wait_until(lambda: _standing(sessions) == (85, 0, 85))
+                with transaction(sessions) as s:
+                    jobs.retry_now(s, first, now=utcnow())  # due now: it fails for good
+                wait_until(lambda: world.job(first).status == "failed")
+                assert _standing(sessions) == (0, 0, 0)
+
+                second = world.submit(required_credits=85, key="second")
+                wait_until(lambda: world.job(second).status == "failed")
+    assert "cannot pay 85" in (world.job(second).last_error or "")
+    assert world.totals().debits == 0 and github.pulls(REPO) == []
+    with transaction(sessions) as s:
+        assert [e.key for e in ledger.history(s, ACCOUNT)][-1] == f"settle:pr_job:{first}:1"
+
+
+def _standing(sessions) -> tuple[Decimal, Decimal, Decimal]:
+    """(balance, available, debt) of the jobs world's account."""
+    with transaction(sessions) as s:
+        now = ledger.standing(s, ACCOUNT)
+        return now.balance, now.available, now.debt

@@ -18,6 +18,7 @@ from tests.domain.billing_support import (
     charge,
     checkout_session,
     deliver,
+    dispute,
     invoice_object,
     seed,
     stripe_event,
@@ -33,6 +34,9 @@ EVENTS = {
     "checkout.session.completed": PURCHASE,
     "checkout.session.async_payment_succeeded": PURCHASE,
     "charge.refunded": charge("pi_replayed", 1499, 700),
+    "charge.dispute.created": dispute("pi_replayed", 1499, "needs_response"),
+    "charge.dispute.funds_withdrawn": dispute("pi_replayed", 700, "under_review"),
+    "charge.dispute.closed": dispute("pi_replayed", 1499, "lost"),
     "customer.subscription.created": subscription_object(CUSTOMER, "active", sub_id="sub_r"),
     "customer.subscription.updated": subscription_object(CUSTOMER, "past_due", sub_id="sub_r"),
     "customer.subscription.deleted": subscription_object(CUSTOMER, "canceled", sub_id="sub_r"),
@@ -60,7 +64,7 @@ def test_a_duplicate_delivery_and_a_replay_of_each_event_type_change_nothing(
     seed(sessions, 1, welcome="50")
     with transaction(sessions) as s:
         link_customer(s, 1, CUSTOMER, now=NOW)
-    if event_type == "charge.refunded":
+    if event_type.startswith("charge."):
         deliver(sessions, table, stripe_event("checkout.session.completed", PURCHASE))
     event = stripe_event(event_type, EVENTS[event_type])
     before = effects(sessions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Float, Numeric, event, select
 
 from domain import ledger
 from domain.accounts import (
@@ -24,7 +27,9 @@ from domain.accounts import (
     link_customer,
 )
 from domain.credits import InvalidAmount, format_credits, parse_credits
+from domain.jobs import PrJob
 from domain.ledger import InsufficientCredits
+from domain.usage import UsageRecord, record_usage
 from outbox.db import Base, make_engine, make_sessionmaker, transaction
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -208,6 +213,33 @@ def test_operator_adjustments_may_not_make_the_balance_negative(sessions):
         assert ledger.balance(s, 1) == D("0.5")
 
 
+def test_every_credit_column_has_the_exact_credits_type():
+    plain = [
+        f"{table.name}.{column.name}"
+        for table in Base.metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type, Numeric | Float)
+    ]
+    assert plain == []
+
+
+def test_job_credits_and_usage_quantities_are_stored_exactly(sessions):
+    huge = D("12345678901234.5678")  # 18 digits: more than a binary float keeps
+    with transaction(sessions) as s:
+        job = PrJob(
+            origin="submitted", account_id=1, installation_id=1, repository="o/r",
+            base_branch="main", head_branch="h", title="t", body="b", files=[],
+            required_credits=huge, status="failed", created_at=NOW,
+        )  # fmt: skip
+        s.add(job)
+        record_usage(
+            s, key="k", account_id=1, job_id=None, quantity=huge, meter_event_name="m", now=NOW
+        )
+    with transaction(sessions) as s:
+        assert s.scalar(select(PrJob.required_credits)) == huge
+        assert s.scalar(select(UsageRecord.quantity)) == huge
+
+
 def test_the_migrated_schema_matches_the_models(engine):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -371,3 +403,62 @@ def test_credit_many_writes_exactly_the_entries_credit_writes_one_by_one(session
         assert together == one_by_one
         assert [e[0] for e in together] == ["welcome:#", "refund:#", "#:a", "#:b", "#:c"]
         assert (ledger.balance(s, 2), ledger.debt(s, 2)) == (ledger.balance(s, 1), D(0))
+
+
+_amounts = st.integers(1, 60).map(D)
+_ledger_steps = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["credit", "take_back", "spend", "hold"]), _amounts),
+        st.tuples(st.sampled_from(["release", "capture"]), st.just(D(0))),  # the oldest open
+    ),
+    min_size=1,
+    max_size=20,
+)
+_ids = itertools.count(1_000)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=_ledger_steps)
+@example(steps=[("credit", D(85)), ("hold", D(85)), ("take_back", D(85)), ("release", D(0))])
+def test_available_and_debt_follow_from_what_came_in_went_out_and_is_held(sessions, steps):
+    """net = credited - taken back - spent; then available = max(0, net - held), debt =
+    max(0, held - net), balance = available + held, after every step (released holds pay
+    debt first)."""
+    account = next(_ids)
+    new_account(sessions, account, login=f"p{account}")
+    net, holds = D(0), []  # holds: [key, amount, open]
+    for n, (kind, value) in enumerate(steps):
+        key = f"p:{account}:{n}"
+        with transaction(sessions) as s:
+            if kind == "credit":
+                ledger.credit(s, account, value, key=key, reason="in", now=NOW)
+                net += value
+            elif kind == "take_back":
+                ledger.take_back(s, account, value, key=key, reason="back", now=NOW)
+                net -= value
+            elif kind == "spend" and ledger.available(s, account) >= value:
+                ledger.spend(s, account, value, key=key, reason="out", now=NOW)
+                net -= value
+            elif kind == "hold" and ledger.available(s, account) >= value:
+                ledger.hold(s, account, value, key=key, now=NOW)
+                holds.append([key, value, True])
+            elif kind in ("release", "capture") and any(is_open for *_, is_open in holds):
+                oldest = next(h for h in holds if h[2])
+                hold_key, amount, _ = oldest
+                oldest[2] = False
+                if kind == "release":
+                    assert ledger.release_hold(s, hold_key, now=NOW)
+                else:
+                    ledger.capture_hold(s, hold_key, ledger_key=f"c:{hold_key}", reason="job",
+                                        now=NOW)  # fmt: skip
+                    net -= amount
+        held = sum((amount for _, amount, is_open in holds if is_open), D(0))
+        with transaction(sessions) as s:
+            now = ledger.standing(s, account)
+        assert (now.available, now.debt, now.balance) == (
+            max(D(0), net - held), max(D(0), held - net), max(D(0), net - held) + held,
+        ), (kind, value)  # fmt: skip

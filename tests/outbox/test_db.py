@@ -73,3 +73,13 @@ def test_a_driver_statement_writes_its_constants_and_lists_of_constants_into_the
     sql, named = query._sql, query._named
     assert "IN ('pending', 'processing')" in sql and "POSTCOMPILE" not in sql
     assert named == {"below"}
+
+
+def test_the_embedded_sqlite_syncs_every_commit_so_a_2xx_survives_power_loss(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        engine.dispose()
