@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session
 from domain import disputes, ledger, purchases, stripe_objects, stripe_reads
 from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
 from domain.purchases import Checkout, LineItem, UnknownPack
-from domain.subscriptions import Change, SubscriptionState, apply_change, subscription
+from domain.subscriptions import (
+    Change,
+    InvoiceNews,
+    SubscriptionState,
+    apply_change,
+    subscription,
+)
 from outbox.handling import (
     ApplyAlone,
     EventContext,
@@ -326,7 +332,7 @@ def _subscription_reader(settings: Settings) -> Any:
 def apply_subscription(session: Session, event: EventContext, fetched: Any) -> None:
     obj = fetched if fetched is not None else stripe_objects.event_object(event)
     state = stripe_objects.subscription_state(obj)
-    _apply_state(session, event, state, obj, fresh=fetched is not None)
+    _apply_state(session, event, state, obj, fetched=fetched is not None)
 
 
 def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
@@ -336,7 +342,10 @@ def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
         return  # a one-off invoice: nothing about subscriptions
     if fetched is not None:
         state = stripe_objects.subscription_state(fetched)
-        _apply_state(session, event, state, fetched, fresh=True)
+        _apply_state(session, event, state, fetched, fetched=True)
+        return
+    news = invoice_news(event.event_type, invoice)
+    if news is None:
         return
     account_id = _subscription_account(
         session,
@@ -348,19 +357,23 @@ def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
         subscription_id=subscription_id,
         account_id=account_id,
         at=stripe_objects.event_time(event),
-        status=_status_after_invoice(event.event_type, invoice),
+        invoice=news,
     )
     apply_change(session, change, now=event.now, event_id=event.id)
 
 
-def _status_after_invoice(event_type: str, invoice: dict[str, Any]) -> str:
-    """What Stripe does to a subscription when its invoice is paid or fails: a paid one is
-    active; a failed first invoice leaves it incomplete, a failed renewal makes it past due."""
+def invoice_news(event_type: str, invoice: dict[str, Any]) -> InvoiceNews | None:
+    """What an invoice event says about its subscription, by the invoice's billing_reason
+    (https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason): the first
+    invoice (`subscription_create`) paid, another one paid, or a renewal
+    (`subscription_cycle`) failed. Any other failure says nothing: a first invoice that
+    fails leaves the subscription `incomplete`, and its own object says when it is past due."""
+    reason = invoice.get("billing_reason")
     if event_type == "invoice.paid":
-        return "active"
-    if invoice.get("billing_reason") == "subscription_create":
-        return "incomplete"
-    return "past_due"
+        return InvoiceNews.FIRST_PAID if reason == "subscription_create" else InvoiceNews.PAID
+    if event_type == "invoice.payment_failed" and reason == "subscription_cycle":
+        return InvoiceNews.PAYMENT_FAILED
+    return None
 
 
 def _apply_state(
@@ -369,7 +382,7 @@ def _apply_state(
     state: SubscriptionState,
     obj: dict[str, Any],
     *,
-    fresh: bool,
+    fetched: bool,
 ) -> None:
     named = stripe_objects.named_account(obj)
     account_id = _subscription_account(
@@ -377,13 +390,13 @@ def _apply_state(
     )
     if named is not None:
         _link(session, account_id, state.stripe_customer_id, event)
+    at = stripe_objects.event_time(event)
     change = Change(
         subscription_id=state.subscription_id,
         account_id=account_id,
-        at=stripe_objects.event_time(event),
-        status=state.status,
+        # Read during this attempt, the object is news as of the attempt's start.
+        at=max(at, event.now) if fetched else at,
         state=state,
-        fresh=fresh,
     )
     apply_change(session, change, now=event.now, event_id=event.id)
 

@@ -11,6 +11,7 @@ done. Applying the same event twice (a replay) changes nothing more.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,17 +21,22 @@ from domain import installations as inst
 from domain.accounts import ensure_account
 from domain.jobs import JobOrigin, JobSpec, PrJob, submit
 from domain.pull_requests import FileChange
+from outbox.fields import as_time
 from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure
 from outbox.models import Source
 from outbox.settings import Settings
 
-Effect = Callable[[Session, EventContext, inst.Installation], None]
+#: What an installation event does after its facts were recorded; `news` says whether they
+#: were taken (False: older news, or a deleted installation).
+Effect = Callable[[Session, EventContext, inst.Installation, bool], None]
 
 
 def github_handlers(settings: Settings) -> HandlerTable:
     """The GitHub entries of the dispatch table; other GitHub events are skipped."""
 
-    def installation_event(name: str, effect: Effect, *, makes_account: bool = True) -> Handler:
+    def installation_event(
+        name: str, effect: Effect, *, makes_account: bool = True, reinstall: bool = False
+    ) -> Handler:
         def apply(session: Session, event: EventContext, _prepared: Any) -> None:
             facts = installation_facts(event.payload)
             if makes_account:
@@ -44,10 +50,10 @@ def github_handlers(settings: Settings) -> HandlerTable:
                     now=event.now,
                     welcome_credits=settings.welcome_credits,
                 )
-            installation, _ = inst.record_installation(
-                session, facts, now=event.now, event_id=event.id
+            installation, news = inst.record_installation(
+                session, facts, now=event.now, event_id=event.id, reinstall=reinstall
             )
-            effect(session, event, installation)
+            effect(session, event, installation, news)
 
         return Handler(name=name, apply=apply)
 
@@ -61,43 +67,51 @@ def github_handlers(settings: Settings) -> HandlerTable:
             for repository in added:
                 submit_onboarding(session, settings, installation, repository, event)
 
-    def created(session: Session, event: EventContext, installation: inst.Installation) -> None:
-        if installation.status == inst.InstallationStatus.DELETED:
-            inst.reinstate(installation, now=event.now, event_id=event.id)
-        added = inst.add_repositories(
-            session,
-            installation.id,
-            repository_facts(event.payload, "repositories"),
-            now=event.now,
-            event_id=event.id,
-        )
-        onboard(session, event, installation, added)
+    def created(
+        session: Session, event: EventContext, installation: inst.Installation, news: bool
+    ) -> None:
+        repos_added(session, event, installation, news, field="repositories")
 
-    def deleted(session: Session, event: EventContext, installation: inst.Installation) -> None:
-        inst.mark_deleted(installation, now=event.now, event_id=event.id)
+    def suspend(
+        session: Session, event: EventContext, installation: inst.Installation, news: bool
+    ) -> None:
+        if news:
+            inst.mark_suspended(installation, True, now=event.now, event_id=event.id)
 
-    def suspend(session: Session, event: EventContext, installation: inst.Installation) -> None:
-        inst.mark_suspended(installation, True, now=event.now, event_id=event.id)
+    def unsuspend(
+        session: Session, event: EventContext, installation: inst.Installation, news: bool
+    ) -> None:
+        if news:
+            inst.mark_suspended(installation, False, now=event.now, event_id=event.id)
 
-    def unsuspend(session: Session, event: EventContext, installation: inst.Installation) -> None:
-        inst.mark_suspended(installation, False, now=event.now, event_id=event.id)
-
-    def permissions(session: Session, event: EventContext, installation: inst.Installation) -> None:
+    def permissions(
+        session: Session, event: EventContext, installation: inst.Installation, news: bool
+    ) -> None:
         return None  # record_installation already stored the accepted permissions
 
-    def repos_added(session: Session, event: EventContext, installation: inst.Installation) -> None:
+    def repos_added(
+        session: Session,
+        event: EventContext,
+        installation: inst.Installation,
+        news: bool,
+        field: str = "repositories_added",
+    ) -> None:
+        if installation.status == inst.InstallationStatus.DELETED:
+            return  # the App is gone from the account: its repositories with it
         added = inst.add_repositories(
             session,
             installation.id,
-            repository_facts(event.payload, "repositories_added"),
+            repository_facts(event.payload, field),
             now=event.now,
             event_id=event.id,
         )
         onboard(session, event, installation, added)
 
     def repos_removed(
-        session: Session, event: EventContext, installation: inst.Installation
+        session: Session, event: EventContext, installation: inst.Installation, news: bool
     ) -> None:
+        if installation.status == inst.InstallationStatus.DELETED:
+            return
         inst.remove_repositories(
             session,
             installation.id,
@@ -105,6 +119,10 @@ def github_handlers(settings: Settings) -> HandlerTable:
             now=event.now,
             event_id=event.id,
         )
+
+    def deleted(session: Session, event: EventContext, _prepared: Any) -> None:
+        facts = installation_facts(event.payload)
+        inst.record_deletion(session, facts, now=event.now, event_id=event.id)
 
     def revoked(session: Session, event: EventContext, _prepared: Any) -> None:
         sender = _object(event.payload.get("sender"), "sender")
@@ -117,10 +135,8 @@ def github_handlers(settings: Settings) -> HandlerTable:
         )
 
     entries = {
-        "installation.created": installation_event("record_installation", created),
-        "installation.deleted": installation_event(
-            "delete_installation", deleted, makes_account=False
-        ),
+        "installation.created": installation_event("record_installation", created, reinstall=True),
+        "installation.deleted": Handler(name="delete_installation", apply=deleted),
         "installation.suspend": installation_event(
             "suspend_installation", suspend, makes_account=False
         ),
@@ -189,7 +205,20 @@ def installation_facts(payload: dict[str, Any]) -> inst.InstallationFacts:
         repository_selection=_text_or_none(installation.get("repository_selection")),
         permissions=permissions if isinstance(permissions, dict) else {},
         suspended=installation.get("suspended_at") is not None,
+        created_at=github_time(installation.get("created_at")),
+        updated_at=github_time(installation.get("updated_at")),
     )
+
+
+def github_time(value: Any) -> datetime | None:
+    """A time in a GitHub payload: Unix seconds (older payloads) or ISO 8601; None if neither."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return as_time(value)
 
 
 def repository_facts(payload: dict[str, Any], field: str) -> list[inst.RepositoryFacts]:

@@ -3,6 +3,17 @@
 Kept from `installation`, `installation_repositories` and `github_app_authorization` events.
 An installation is `active`, `suspended` or `deleted`; a repository row is kept when it is
 removed (with `removed_at`), so a job can say why it may no longer run there.
+
+Old news never wins here either: GitHub delivers out of order, redelivers, and operators
+replay. An event changes an installation's status and description only when it is news:
+its installation's `updated_at` (GitHub's time) is later than the one the row was last set
+from, or the same (or absent) and the event was received later (its row id). `deleted` is
+final: a deletion applies whatever the order (unless it is of an earlier installation
+under the same id), and after it nothing changes the installation but an
+`installation.created` of a new one, whose `created_at` is later than everything known of
+the deleted one (a replayed or late `created` of the old one is not). A repository changes
+only by an event received after the one that last changed it, and not once its
+installation is deleted.
 """
 
 from __future__ import annotations
@@ -56,6 +67,9 @@ class Installation(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: GitHub's `created_at` and `updated_at` of the installation, as last taken from an event.
+    github_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    github_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The webhook event that last changed this row.
     event_id: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -111,6 +125,9 @@ class InstallationFacts:
     repository_selection: str | None
     permissions: dict[str, Any]
     suspended: bool
+    #: GitHub's times of the installation, when the payload has them.
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -124,43 +141,48 @@ class RepositoryFacts:
 
 
 def record_installation(
-    session: Session, facts: InstallationFacts, *, now: datetime, event_id: int | None
+    session: Session,
+    facts: InstallationFacts,
+    *,
+    now: datetime,
+    event_id: int | None,
+    reinstall: bool = False,
 ) -> tuple[Installation, bool]:
-    """Create or refresh an installation from what an event says; True when it is new.
+    """Create an installation, or bring it up to date from an event's facts when they are
+    news (see the module doc); True when the facts were taken.
 
     Any event about an installation carries its full description, so an installation made
-    before this service existed is recorded by the first event that names it.
+    before this service existed is recorded by the first event that names it. A deleted
+    installation is taken back only with `reinstall` (an `installation.created`) and facts
+    of a new installation.
     """
     installation = session.get(Installation, facts.id)
-    created = installation is None
     if installation is None:
         installation = Installation(id=facts.id, created_at=now)
         session.add(installation)
-    installation.account_id = facts.account_id
-    installation.account_login = _cap(facts.account_login)
-    installation.account_type = _cap(facts.account_type, 32)
-    installation.app_id = facts.app_id
-    installation.repository_selection = _cap(facts.repository_selection, 16)
-    installation.permissions = facts.permissions
-    if installation.status != InstallationStatus.DELETED or created:
-        if facts.suspended:
-            installation.status = InstallationStatus.SUSPENDED
-            installation.suspended_at = installation.suspended_at or now
-        else:
-            installation.status = InstallationStatus.ACTIVE
-            installation.suspended_at = None
-    installation.updated_at = now
-    installation.event_id = event_id
-    return installation, created
+    elif installation.status == InstallationStatus.DELETED:
+        if not (reinstall and _is_new_installation(installation, facts)):
+            return installation, False
+        _reinstate(session, installation, now)
+    elif not _is_news(installation, facts, event_id):
+        return installation, False
+    _take_facts(installation, facts, now=now, event_id=event_id)
+    return installation, True
 
 
-def reinstate(installation: Installation, *, now: datetime, event_id: int | None) -> None:
-    """`installation.created` for an id seen deleted: GitHub made it live again."""
-    installation.status = InstallationStatus.ACTIVE
-    installation.deleted_at = None
-    installation.suspended_at = None
-    installation.updated_at = now
-    installation.event_id = event_id
+def record_deletion(
+    session: Session, facts: InstallationFacts, *, now: datetime, event_id: int | None
+) -> Installation:
+    """`installation.deleted`: final, whatever the order it arrives in, unless it is the
+    deletion of an earlier installation under the same id (one created before this one)."""
+    installation = session.get(Installation, facts.id)
+    if installation is None:
+        installation, _ = record_installation(session, facts, now=now, event_id=event_id)
+    elif _created_before(facts, installation):
+        return installation
+    installation.github_updated_at = _later(installation.github_updated_at, facts.updated_at)
+    mark_deleted(installation, now=now, event_id=event_id)
+    return installation
 
 
 def mark_deleted(installation: Installation, *, now: datetime, event_id: int | None) -> None:
@@ -170,9 +192,64 @@ def mark_deleted(installation: Installation, *, now: datetime, event_id: int | N
     installation.event_id = event_id
 
 
+def _is_news(installation: Installation, facts: InstallationFacts, event_id: int | None) -> bool:
+    """Whether an event about a live installation is not older than what it was last set from."""
+    held = installation.github_updated_at
+    if facts.updated_at is not None and held is not None and facts.updated_at != held:
+        return facts.updated_at > held
+    return event_id is None or installation.event_id is None or event_id >= installation.event_id
+
+
+def _is_new_installation(deleted: Installation, facts: InstallationFacts) -> bool:
+    """Whether `facts` are of an installation created after everything known of `deleted`."""
+    known = [t for t in (deleted.github_created_at, deleted.github_updated_at) if t is not None]
+    return facts.created_at is not None and bool(known) and facts.created_at > max(known)
+
+
+def _created_before(facts: InstallationFacts, installation: Installation) -> bool:
+    held = installation.github_created_at
+    return facts.created_at is not None and held is not None and facts.created_at < held
+
+
+def _later(held: datetime | None, new: datetime | None) -> datetime | None:
+    return new if held is None or (new is not None and new > held) else held
+
+
+def _reinstate(session: Session, installation: Installation, now: datetime) -> None:
+    """A new installation under a deleted one's id: it starts afresh, with none of the old
+    one's repositories (its `created` event lists its own)."""
+    installation.deleted_at = None
+    installation.suspended_at = None
+    for repository in repositories_of(session, installation.id):
+        if repository.removed_at is None:
+            repository.removed_at = now
+
+
+def _take_facts(
+    installation: Installation, facts: InstallationFacts, *, now: datetime, event_id: int | None
+) -> None:
+    installation.account_id = facts.account_id
+    installation.account_login = _cap(facts.account_login)
+    installation.account_type = _cap(facts.account_type, 32)
+    installation.app_id = facts.app_id
+    installation.repository_selection = _cap(facts.repository_selection, 16)
+    installation.permissions = facts.permissions
+    if facts.suspended:
+        installation.status = InstallationStatus.SUSPENDED
+        installation.suspended_at = installation.suspended_at or now
+    else:
+        installation.status = InstallationStatus.ACTIVE
+        installation.suspended_at = None
+    installation.github_created_at = facts.created_at or installation.github_created_at
+    installation.github_updated_at = _later(installation.github_updated_at, facts.updated_at)
+    installation.updated_at = now
+    installation.event_id = event_id
+
+
 def mark_suspended(
     installation: Installation, suspended: bool, *, now: datetime, event_id: int | None
 ) -> None:
+    """`installation.suspend` / `unsuspend` whose facts were news (record_installation)."""
     if installation.status == InstallationStatus.DELETED:
         return  # a late suspend/unsuspend never brings a deleted installation back
     installation.status = InstallationStatus.SUSPENDED if suspended else InstallationStatus.ACTIVE
@@ -221,6 +298,8 @@ def _change_repositories(
     changed: list[InstallationRepository] = []
     for repo in repositories:
         row = existing.get(repo.id)
+        if row is not None and _received_before(event_id, row.event_id):
+            continue  # a replayed or late event: the repository has newer news
         if row is None:
             row = InstallationRepository(
                 installation_id=installation_id, repository_id=repo.id, added_at=now
@@ -238,6 +317,10 @@ def _change_repositories(
         changed.append(row)
     session.flush()
     return changed
+
+
+def _received_before(event_id: int | None, held: int | None) -> bool:
+    return event_id is not None and held is not None and event_id < held
 
 
 def record_revocation(

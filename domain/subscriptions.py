@@ -4,26 +4,48 @@ account may use paid features.
 One `subscriptions` row per Stripe subscription (an account usually has one; a cancelled
 one followed by a new one are two rows, and the account's standing is the best of them).
 
-Old news never wins. Stripe delivers events out of order and more than once, so each row
-keeps the Stripe `created` time of the event it was last set from, in two parts:
-`status_at` for the status (which `invoice.*` events also move) and `details_at` for the
-price, period and cancel flag (which only subscription objects carry). An event older
-than a part leaves that part alone. `canceled` and `incomplete_expired` are final in
-Stripe, so once seen they stay, whatever arrives after. Together these make the row the
-same whatever order the events arrive in.
+Stripe delivers events out of order, more than once, and several in one second (its
+`created` has one-second resolution: a sign-up's subscription, first invoice and update
+usually share a second). So a row does not keep "the last event applied"; it keeps the
+news it has, each part merged so that any order of the same events gives the same row:
 
-A subscription object fetched from Stripe (with STRIPE_API_KEY set) is the current truth,
-newer than any payload: it is applied whatever the times, and its times become at least
-the event's.
+- the deciding subscription object (`object_status`, with its price, period and cancel
+  flag; `details_at` is its event's `created`). An object replaces the one held unless that
+  one ranks higher: a final status (`canceled`, `incomplete_expired`) above any other whatever the
+  times; then the later `created`; then, in the same second, the later status in the
+  lifecycle LIFECYCLE.
+- the first invoice paid (`first_paid_at`, billing_reason `subscription_create`): an
+  `incomplete` subscription is `active` (a trial's first invoice is a $0 one, paid, and
+  leaves `trialing` alone).
+- the newest renewal invoice (`invoice_status` `paid` or `payment_failed`, at
+  `invoice_at`; ranked like objects): a paid one makes `incomplete`, `past_due` or
+  `unpaid` `active`; a failed renewal (billing_reason `subscription_cycle`) makes `active`
+  `past_due`, never `trialing`, `incomplete` or a final status. A failed first invoice
+  changes nothing: Stripe keeps the subscription `incomplete`, and its own object says when
+  it is `past_due`.
 
-Paid features: `active` and `trialing` yes; `past_due` until the grace period
-(PAST_DUE_GRACE_DAYS) after it became past due; anything else no.
+An invoice moves the status only when it is strictly newer than the deciding object: an
+object of the same second or later decides.
+
+`status` is what these say together (_status_from_news); `status_at` is the newest time of
+the news held. Stripe's statuses and billing reasons:
+https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason
+
+A subscription object fetched from Stripe (with STRIPE_API_KEY set) is news as of the
+attempt that fetched it (never older than its event): it replaces what is held by the same
+rule, so it never overwrites a final status or an object of a later time.
+
+Paid features: `active` and `trialing` yes (Stripe's entitlements treat a trial as active
+access); `past_due` until the grace period (PAST_DUE_GRACE_DAYS) after it became past due;
+anything else no.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, select
@@ -31,10 +53,38 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from outbox.db import Base, UTCDateTime
 
-ENTITLED = frozenset({"active", "trialing"})
+INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
+    "incomplete", "trialing", "active", "past_due", "unpaid"
+)  # fmt: skip
+ENTITLED = frozenset({ACTIVE, TRIALING})
 #: Statuses Stripe never leaves.
 FINAL = frozenset({"canceled", "incomplete_expired"})
-PAST_DUE = "past_due"
+#: Stripe's statuses in the order a subscription's life goes through them, the final ones
+#: after all: among news of the same second, the later status wins.
+LIFECYCLE = (INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID, "paused")
+
+
+def _rank(status: str) -> int:
+    """A status's place in LIFECYCLE: the final ones share the last place, one Stripe adds
+    later takes the first."""
+    if status in FINAL:
+        return len(LIFECYCLE)
+    return LIFECYCLE.index(status) if status in LIFECYCLE else -1
+
+
+class InvoiceNews(StrEnum):
+    """What an invoice event says about its subscription."""
+
+    #: The first invoice (billing_reason `subscription_create`) was paid.
+    FIRST_PAID = "first_paid"
+    #: Another invoice was paid (a renewal, an update, a retried renewal).
+    PAID = "paid"
+    #: A renewal (billing_reason `subscription_cycle`) failed.
+    PAYMENT_FAILED = "payment_failed"
+
+
+#: The status each renewal invoice's news points to, to rank two of the same second.
+_INVOICE_STATUS = {InvoiceNews.PAID: ACTIVE, InvoiceNews.PAYMENT_FAILED: PAST_DUE}
 
 
 class Subscription(Base):
@@ -44,15 +94,23 @@ class Subscription(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"), index=True)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    #: What the news held says together (see the module doc).
     status: Mapped[str] = mapped_column(String(32))
     price_id: Mapped[str | None] = mapped_column(String(255))
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
     #: When it became past due (the grace period counts from here).
     past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Stripe `created` of the events the status, and the other fields, were last set from.
+    #: The newest Stripe `created` of the news held.
     status_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The deciding subscription object's status, and its event's time (with the details).
+    object_status: Mapped[str | None] = mapped_column(String(32))
     details_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the first invoice was paid (None: not seen paid).
+    first_paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The newest renewal invoice's news (InvoiceNews.PAID or PAYMENT_FAILED) and its time.
+    invoice_status: Mapped[str | None] = mapped_column(String(32))
+    invoice_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The webhook event that last changed this row.
     event_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -92,16 +150,20 @@ class SubscriptionState:
 
 @dataclass(frozen=True)
 class Change:
-    """One event's news about a subscription: a whole state, or only a status (invoices)."""
+    """One event's news about a subscription: a subscription object, or an invoice's news."""
 
     subscription_id: str
     account_id: int
-    #: The Stripe `created` time of the event.
+    #: The Stripe `created` time of the event (for a fetched object, the attempt's time).
     at: datetime
-    status: str
     state: SubscriptionState | None = None
-    #: The state was fetched from Stripe just now: newer than anything in a payload.
-    fresh: bool = False
+    invoice: InvoiceNews | None = None
+
+    @property
+    def says_past_due(self) -> bool:
+        if self.state is not None:
+            return self.state.status == PAST_DUE
+        return self.invoice == InvoiceNews.PAYMENT_FAILED
 
 
 def subscription(session: Session, subscription_id: str) -> Subscription | None:
@@ -111,76 +173,109 @@ def subscription(session: Session, subscription_id: str) -> Subscription | None:
 def apply_change(
     session: Session, change: Change, *, now: datetime, event_id: int | None = None
 ) -> bool:
-    """Apply what an event says to its subscription's row; False when it changed nothing."""
+    """Merge what an event says into its subscription's row; False when it changed nothing."""
     row = session.execute(
         select(Subscription).where(Subscription.id == change.subscription_id).with_for_update()
     ).scalar_one_or_none()
+    created = row is None
     if row is None:
         row = Subscription(
             id=change.subscription_id,
             account_id=change.account_id,
-            status=change.status,
+            status=INCOMPLETE,
             cancel_at_period_end=False,
             status_at=change.at,
             updated_at=now,
         )
         session.add(row)
-        _set_status(row, change.status, change.at)
-        if change.state is not None:
-            _set_details(row, change.state, change.at)
-        row.event_id = event_id
-        session.flush()
-        return True
-    changed = _merge_status(row, change)
-    if change.state is not None and (
-        change.fresh or row.details_at is None or change.at >= row.details_at
+    before = _held(row)
+    if change.state is not None:
+        _take_object(row, change.state, change.at)
+    elif change.invoice == InvoiceNews.FIRST_PAID:
+        row.first_paid_at = min(change.at, row.first_paid_at or change.at)
+    elif change.invoice is not None:
+        _take_invoice(row, change.invoice, change.at)
+    _settle(row, change)
+    if not created and _held(row) == before:
+        return False
+    row.event_id = event_id
+    row.updated_at = now
+    session.flush()
+    return True
+
+
+def _held(row: Subscription) -> tuple[object, ...]:
+    return (
+        row.status, row.status_at, row.past_due_since, row.object_status, row.details_at,
+        row.first_paid_at, row.invoice_status, row.invoice_at, *_details(row),
+    )  # fmt: skip
+
+
+def _object_rank(status: str, at: datetime) -> tuple[bool, datetime, int]:
+    return (status in FINAL, at, _rank(status))
+
+
+def _take_object(row: Subscription, state: SubscriptionState, at: datetime) -> None:
+    """The object decides from now on, unless the one held ranks higher."""
+    held, held_at = row.object_status, row.details_at
+    if (
+        held is not None
+        and held_at is not None
+        and (_object_rank(state.status, at) < _object_rank(held, held_at))
     ):
-        at = max(change.at, row.details_at or change.at)
-        changed = _set_details(row, change.state, at) or changed
-    if changed:
-        row.event_id = event_id
-        row.updated_at = now
-        session.flush()
-    return changed
-
-
-def _merge_status(row: Subscription, change: Change) -> bool:
-    if row.status in FINAL and not change.fresh:
-        return False
-    both_past_due = change.status == PAST_DUE and row.status == PAST_DUE
-    if both_past_due and row.past_due_since and change.at < row.past_due_since:
-        # Whichever order the past-due news arrives in, the grace counts from the first.
-        row.past_due_since = change.at
-        return True
-    newer = change.at >= row.status_at
-    if not (newer or change.fresh or change.status in FINAL):
-        return False
-    before = (row.status, row.status_at)
-    _set_status(row, change.status, max(change.at, row.status_at))
-    return (row.status, row.status_at) != before
-
-
-def _set_status(row: Subscription, status: str, at: datetime) -> None:
-    if status != PAST_DUE:
-        row.past_due_since = None
-    elif row.status != PAST_DUE or row.past_due_since is None:
-        row.past_due_since = at
-    row.status = status
-    row.status_at = at
-
-
-def _details(row: Subscription) -> tuple[object, ...]:
-    return (row.price_id, row.current_period_end, row.cancel_at_period_end, row.stripe_customer_id)
-
-
-def _set_details(row: Subscription, state: SubscriptionState, at: datetime) -> bool:
-    before = _details(row)
+        return
+    row.object_status = state.status
     row.price_id = state.price_id
     row.current_period_end = state.current_period_end
     row.cancel_at_period_end = state.cancel_at_period_end
     row.stripe_customer_id = state.stripe_customer_id or row.stripe_customer_id
     row.details_at = at
-    return before != _details(row)
+
+
+def _take_invoice(row: Subscription, news: InvoiceNews, at: datetime) -> None:
+    if row.invoice_status is not None and row.invoice_at is not None:
+        held = (row.invoice_at, _rank(_INVOICE_STATUS[InvoiceNews(row.invoice_status)]))
+        if (at, _rank(_INVOICE_STATUS[news])) < held:
+            return
+    row.invoice_status = news.value
+    row.invoice_at = at
+
+
+def _status_from_news(row: Subscription) -> tuple[str, datetime | None]:
+    """The status the news held says together, and the time of the news that decides it."""
+    status, at = row.object_status, row.details_at
+    if status in FINAL:
+        return status, at
+    first_paid = row.first_paid_at
+    if status in (None, INCOMPLETE) and first_paid is not None and (at is None or first_paid > at):
+        status, at = ACTIVE, first_paid
+    invoice, invoice_at = row.invoice_status, row.invoice_at
+    if invoice is not None and invoice_at is not None and (at is None or invoice_at > at):
+        if invoice == InvoiceNews.PAID and status in (None, INCOMPLETE, PAST_DUE, UNPAID):
+            status, at = ACTIVE, invoice_at
+        elif invoice == InvoiceNews.PAYMENT_FAILED and status in (None, ACTIVE, PAST_DUE):
+            status, at = PAST_DUE, invoice_at
+    return status or INCOMPLETE, at
+
+
+def _settle(row: Subscription, change: Change) -> None:
+    """Set the status from the news held; the grace counts from the first past-due news of
+    the current past-due spell, whichever order that news arrives in."""
+    status, decided_at = _status_from_news(row)
+    if status != PAST_DUE:
+        row.past_due_since = None
+    else:
+        since = [decided_at, change.at if change.says_past_due else None]
+        if row.status == PAST_DUE:
+            since.append(row.past_due_since)
+        row.past_due_since = min(filter(None, since), default=change.at)
+    row.status = status
+    times = (row.details_at, row.first_paid_at, row.invoice_at)
+    row.status_at = max(filter(None, times), default=row.status_at)
+
+
+def _details(row: Subscription) -> tuple[object, ...]:
+    return (row.price_id, row.current_period_end, row.cancel_at_period_end, row.stripe_customer_id)
 
 
 def subscriptions_of(session: Session, account_id: int) -> list[Subscription]:

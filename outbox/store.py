@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Connection,
     Table,
     all_,
@@ -35,13 +36,17 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     tuple_,
     union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from outbox import libpq
 from outbox.db import DriverStatement, ListQuery, UTCDateTime, postgres_driver
@@ -351,28 +356,77 @@ def _order_key(table: Any) -> Any:
 
 def _due(candidate: Any) -> Any:
     """The due rows of `candidate` (an alias of the table), oldest first, locked as they are
-    read and skipping rows another claim holds: pending, their time come, and no earlier
-    event of their object still in line (a dead one does not block).
+    read and skipping rows another claim holds: pending, their time come, and their
+    object's turn (see _held_back).
 
     Parameter: now.
     """
-    earlier = events.alias("earlier")
-    blocked_by_earlier = exists().where(
-        earlier.c.source == candidate.c.source,
-        earlier.c.object_id == candidate.c.object_id,
-        earlier.c.status.in_([s.value for s in IN_LINE]),
-        _order_key(earlier) < _order_key(candidate),
-    )
     return (
         select(candidate.c.id)
         .where(
             candidate.c.status == Status.PENDING.value,
             candidate.c.next_attempt_at <= bindparam("now"),
-            ~(candidate.c.object_id.is_not(None) & blocked_by_earlier),
+            or_(
+                candidate.c.object_id.is_(None),
+                ~_held_back(candidate) & _ObjectTurn(candidate.c.source, candidate.c.object_id),
+            ),
         )
         .order_by(candidate.c.next_attempt_at, candidate.c.id)
         .with_for_update(skip_locked=True)
     )
+
+
+def _held_back(candidate: Any) -> Any:
+    """Whether another row of the candidate's object goes first: one being processed,
+    whatever its created time (a late-arriving older event never runs beside a newer one),
+    or an earlier one still pending. A dead or finished row does not hold anything back.
+
+    One probe of ix_webhook_events_in_line, which holds exactly the pending and processing
+    rows. A row whose lease ran out still holds its object until the sweeper gives it back.
+    """
+    other = events.alias("in_line")
+    return exists().where(
+        other.c.source == candidate.c.source,
+        other.c.object_id == candidate.c.object_id,
+        other.c.status.in_([s.value for s in IN_LINE]),
+        or_(
+            other.c.status == Status.PROCESSING.value,
+            _order_key(other) < _order_key(candidate),
+        ),
+    )
+
+
+class _ObjectTurn(ColumnElement[bool]):
+    """True when this claim may take a row of the object (source, object_id) now.
+
+    On Postgres, a transaction-scoped advisory lock on the object, tried without waiting: a
+    claim not yet committed holds it, so a concurrent claim, which cannot see that claim's
+    `processing` rows yet, skips the object's other rows instead of taking one beside it.
+    Committed, the rows are `processing` and _held_back keeps the object's others waiting.
+    SQLite has one writer at a time: always true there.
+    """
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [  # noqa: RUF012  (SQLAlchemy's own declaration)
+        ("source", InternalTraversal.dp_clauseelement),
+        ("object_id", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, source: Any, object_id: Any) -> None:
+        self.source, self.object_id = source, object_id
+
+
+@compiles(_ObjectTurn, "postgresql")
+def _object_turn_on_postgres(element: _ObjectTurn, compiler: Any, **kw: Any) -> str:
+    source, object_id = (compiler.process(c, **kw) for c in (element.source, element.object_id))
+    key = f"{source} || ':' || {object_id}"
+    return f"pg_try_advisory_xact_lock(hashtextextended({key}, 0))"
+
+
+@compiles(_ObjectTurn)
+def _object_turn_elsewhere(element: _ObjectTurn, compiler: Any, **kw: Any) -> str:
+    return "1"
 
 
 def _lease(rows: Any) -> Any:
@@ -447,8 +501,10 @@ def claim(
 ) -> list[ClaimedEvent]:
     """Take up to `limit` due rows (only among `ids` when given) under a new lease.
 
-    A row is due when it is pending, its next attempt time has come, and no earlier
-    event of the same object is still pending or processing (a dead one does not block).
+    A row is due when it is pending, its next attempt time has come, and it is its
+    object's turn: no other row of the object is processing (whatever its created time),
+    none created earlier is still pending, and no concurrent claim is taking one (a dead
+    or finished row does not block).
     Postgres skips rows another worker is claiming; SQLite has one writer at a time.
     """
     params: dict[str, Any] = {

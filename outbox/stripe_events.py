@@ -86,9 +86,13 @@ def account_of(payload: dict[str, Any]) -> int | None:
 def object_of(event_type: str, payload: dict[str, Any]) -> str | None:
     obj = dig(payload, "data", "object")
     if event_type.startswith(_ORDER_BY_SUBSCRIPTION):
-        subscription = dig(obj, "subscription")
-        if isinstance(subscription, dict):
-            subscription = subscription.get("id")
-        if as_text(subscription):
-            return str(subscription)
+        # `subscription`, or since API version 2025-03 `parent.subscription_details.subscription`.
+        for subscription in (
+            dig(obj, "subscription"),
+            dig(obj, "parent", "subscription_details", "subscription"),
+        ):
+            if isinstance(subscription, dict):
+                subscription = subscription.get("id")
+            if as_text(subscription):
+                return str(subscription)
     return as_text(dig(obj, "id"))

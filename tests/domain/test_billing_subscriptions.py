@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -244,3 +245,144 @@ def test_with_the_api_the_current_subscription_is_fetched_instead_of_an_old_payl
     assert route.call_count == 2
     row = record(sessions, "sub_api")
     assert (row["status"], row["price_id"]) == ("past_due", "price_pro")
+
+
+def sign_up(sub_id, status="incomplete"):
+    """A sign-up as Stripe sends it, every event in one second: the subscription created,
+    its first invoice paid, the subscription updated (absent for a trial)."""
+    events = [
+        sub_event("created", status, 0, sub_id),
+        invoice_event("paid", 0, sub_id, billing_reason="subscription_create"),
+    ]
+    if status == "incomplete":
+        events.append(sub_event("updated", "active", 0, sub_id))
+    return events
+
+
+def test_every_delivery_order_of_a_sign_up_in_one_second_ends_active(sessions, table, account):
+    for n, order in enumerate(itertools.permutations(range(3))):
+        sub_id = f"sub_signup_{n}"
+        events = sign_up(sub_id)
+        for index in order:
+            deliver(sessions, table, events[index])
+        row = record(sessions, sub_id)
+        assert (row["status"], row["paid_features"]) == ("active", True), order
+
+
+def test_a_first_invoice_paid_after_the_incomplete_object_makes_it_active_in_either_order(
+    sessions, table, account
+):
+    for n, order in enumerate([(0, 1), (1, 0)]):
+        sub_id = f"sub_paid_{n}"
+        created = sub_event("created", "incomplete", 0, sub_id)
+        paid = invoice_event("paid", 1, sub_id, billing_reason="subscription_create")
+        for event in [(created, paid)[i] for i in order]:
+            deliver(sessions, table, event)
+        assert record(sessions, sub_id)["status"] == "active", order
+        # An object of the invoice's second decides: the update Stripe sends next.
+        tie = f"sub_tie_paid_{n}"
+        created, paid = sign_up(tie)[:2]
+        for event in [(created, paid)[i] for i in order]:
+            deliver(sessions, table, event)
+        assert record(sessions, tie)["status"] == "incomplete", order
+
+
+@pytest.mark.parametrize("invoice_delay", [0, 1])
+def test_a_trial_stays_trialing_after_its_zero_first_invoice_in_either_order(
+    sessions, table, account, invoice_delay
+):
+    for n, order in enumerate([(0, 1), (1, 0)]):
+        sub_id = f"sub_trial_{n}"
+        created = sub_event("created", "trialing", 0, sub_id)
+        paid = invoice_event("paid", invoice_delay, sub_id, billing_reason="subscription_create")
+        for event in [(created, paid)[i] for i in order]:
+            deliver(sessions, table, event)
+        row = record(sessions, sub_id)
+        # A trial has paid features, as Stripe's entitlements treat it as active access.
+        assert (row["status"], row["paid_features"]) == ("trialing", True), order
+
+
+def test_same_second_subscription_objects_are_ranked_by_the_lifecycle_not_arrival(
+    sessions, table, account
+):
+    for n, order in enumerate([(0, 1), (1, 0)]):
+        sub_id = f"sub_tie_{n}"
+        events = [
+            sub_event("updated", "active", 7, sub_id, price="price_a"),
+            sub_event("updated", "past_due", 7, sub_id, price="price_b"),
+        ]
+        for index in order:
+            deliver(sessions, table, events[index])
+        row = record(sessions, sub_id)
+        assert (row["status"], row["price_id"]) == ("past_due", "price_b"), order
+        assert row["past_due_since"] == datetime.fromtimestamp(T0 + 7, UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "billing_reason"),
+    [
+        ("active", "subscription_create"),  # a first invoice: the object says where it is
+        ("active", "subscription_update"),  # not a renewal
+        ("active", "manual"),
+        ("trialing", "subscription_cycle"),  # a trial is not past due
+        ("incomplete", "subscription_create"),  # the first invoice failed: still incomplete
+    ],
+)
+def test_a_failed_invoice_that_is_not_a_renewal_of_a_paying_subscription_changes_nothing(
+    sessions, table, account, status, billing_reason
+):
+    deliver(sessions, table, sub_event("created", status, 0, "sub_f"))
+    failed = invoice_event("payment_failed", 5, "sub_f", billing_reason=billing_reason)
+    deliver(sessions, table, failed)
+    assert record(sessions, "sub_f")["status"] == status
+
+
+def test_a_failed_renewal_makes_an_active_subscription_past_due_until_an_object_says_otherwise(
+    sessions, table, account
+):
+    deliver(sessions, table, sub_event("created", "active", 0, "sub_r"))
+    deliver(sessions, table, invoice_event("payment_failed", 9, "sub_r"))
+    assert record(sessions, "sub_r")["status"] == "past_due"
+    deliver(sessions, table, sub_event("updated", "active", 9, "sub_r"))  # same second
+    assert record(sessions, "sub_r")["status"] == "active"
+
+
+def test_with_the_api_a_state_fetched_before_a_cancellation_never_overwrites_it(
+    sessions, database_url, account
+):
+    """Two events of one subscription, the older one's state read before the newer one's:
+    the stale read is applied last, and must neither revive a final status nor replace
+    a state read later."""
+    table = table_for(database_url, stripe_api_key="sk_test_x")
+    handler = table[("stripe", "customer.subscription.updated")]
+    older = sub_event("updated", "active", 0, "sub_api")
+    newer = sub_event("deleted", "canceled", 1, "sub_api")
+    with respx.mock(base_url=STRIPE_BASE) as stripe:
+        route = stripe.get("/v1/subscriptions/sub_api")
+        route.respond(json=subscription_object(CUSTOMER, "active", sub_id="sub_api"))
+        stale = handler.prepare(older)
+        route.respond(json=subscription_object(CUSTOMER, "canceled", sub_id="sub_api"))
+        deliver(sessions, table, newer)
+    with transaction(sessions) as s:
+        handler.apply(s, older, stale)
+    assert record(sessions, "sub_api")["status"] == "canceled"
+
+    early = _about("sub_late", older)
+    later = _about("sub_late", dataclasses.replace(older, now=NOW + timedelta(minutes=1)))
+    with respx.mock(base_url=STRIPE_BASE) as stripe:
+        route = stripe.get("/v1/subscriptions/sub_late")
+        route.respond(json=subscription_object(CUSTOMER, "active", sub_id="sub_late"))
+        read_early = handler.prepare(early)
+        route.respond(json=subscription_object(CUSTOMER, "past_due", sub_id="sub_late"))
+        read_later = handler.prepare(later)
+    with transaction(sessions) as s:
+        handler.apply(s, later, read_later)
+        handler.apply(s, early, read_early)  # its attempt began a minute before
+    assert record(sessions, "sub_late")["status"] == "past_due"
+
+
+def _about(sub_id, event):
+    """`event` about another subscription, as another delivery."""
+    obj = subscription_object(CUSTOMER, "active", sub_id=sub_id)
+    payload = {**event.payload, "data": {"object": obj}}
+    return dataclasses.replace(event, id=event.id + 10**6, payload=payload)

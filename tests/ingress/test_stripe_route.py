@@ -50,9 +50,11 @@ def test_event_around_each_corpus_object_is_stored_with_its_metadata(client, eng
     assert row.stripe_account == event.get("account")
     assert row.api_version == event.get("api_version")
     assert row.provider_created_at == datetime.fromtimestamp(event["created"], UTC)
-    expected_object = event["data"]["object"].get("id")
-    if event["type"].startswith("invoice.") and event["data"]["object"].get("subscription"):
-        expected_object = event["data"]["object"]["subscription"]
+    obj = event["data"]["object"]
+    expected_object = obj.get("id")
+    if event["type"].startswith("invoice."):  # ordered with the subscription it bills
+        parent = (obj.get("parent") or {}).get("subscription_details") or {}
+        expected_object = obj.get("subscription") or parent.get("subscription") or expected_object
     assert row.object_id == expected_object
     assert row.status == Status.PENDING
 

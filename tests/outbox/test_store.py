@@ -112,6 +112,40 @@ def test_events_of_one_object_are_claimed_in_created_order(engine, sessions):
     assert late_claim.delivery_id == "evt_late" and late_claim.id in ids
 
 
+def test_an_older_event_arriving_late_waits_while_a_newer_one_of_its_object_is_processing(
+    engine, sessions
+):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    record(engine, incoming("evt_new", object_id="sub_1", created=t0 + timedelta(seconds=5)))
+    [newer] = claim(sessions, limit=10)
+    [older] = record(engine, incoming("evt_old", object_id="sub_1", created=t0))
+    record(engine, incoming("evt_other", object_id="sub_2", created=t0))
+    assert [c.delivery_id for c in claim(sessions, limit=10)] == ["evt_other"]
+    assert claim_for_pass(sessions, ids=[older.id], limit=10) == []
+    with transaction(sessions) as session:
+        assert store.mark_done(session, newer, utcnow())
+    [claimed] = claim(sessions, limit=10)
+    assert claimed.id == older.id
+
+
+def test_a_claim_not_yet_committed_keeps_a_concurrent_claim_off_its_objects(
+    database_url, engine, sessions
+):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: a second claim waits for the first")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    record(engine, incoming("evt_new", object_id="sub_1", created=t0 + timedelta(seconds=5)))
+    with transaction(sessions) as first:
+        [newer] = store.claim(first, now=utcnow(), lease=LEASE, limit=10)
+        # An older event of the object is stored while the first claim is not committed:
+        # the second claim cannot see evt_new processing yet, and must still leave evt_old.
+        [older] = record(engine, incoming("evt_old", object_id="sub_1", created=t0))
+        assert claim(sessions, limit=10) == []
+        assert claim_for_pass(sessions, ids=[older.id], limit=10) == []
+    assert newer.delivery_id == "evt_new"
+    assert claim(sessions, limit=10) == []  # committed: evt_new is processing
+
+
 def test_finish_needs_the_lease(engine, sessions):
     record(engine, incoming())
     [claimed] = claim(sessions)
