@@ -8,7 +8,12 @@ A job moves pending -> validated -> running -> success | failed:
 - success takes the reserved credits once (ledger key `pr_job:<id>`) and writes one usage
   record, in the transaction that marks the job done; failed releases the reservation;
 - a technical failure (GitHub down, rate limit) puts the job back to `validated`, its
-  reservation kept, due again per the retry policy: retries are free.
+  reservation kept, due again per the retry policy: retries are free;
+- a job an earlier attempt started may have its pull request already (GitHub opened it, then
+  the worker died or its lease ran out): when it may not go on (its installation is no longer
+  usable, or its attempts are spent), its claim says why (`ClaimedJob.blocked`) and the
+  worker only looks for that pull request: found, the job succeeds and is charged once;
+  not found, it fails and its reservation is released.
 
 Every transition is one guarded UPDATE on the row (status and lease owner), so two workers
 never both move a job. Callers pass the session and the time; nothing here commits.
@@ -359,6 +364,13 @@ class ClaimedJob:
     lease_owner: str
     attempts: int
     plan: PullRequestPlan
+    #: Why the job must not open anything now (its installation is no longer usable, or
+    #: its attempts are spent); the worker only looks for the pull request an earlier
+    #: attempt may have opened.
+    blocked: str | None = None
+    #: The block may lift (a suspended installation): when the pull request cannot be looked
+    #: for now, the job waits (reservation kept) instead of failing.
+    may_wait: bool = False
 
 
 @dataclass(frozen=True)
@@ -390,11 +402,20 @@ def due_job_ids(session: Session, now: datetime, limit: int) -> list[int]:
 
 
 def claim_job(
-    session: Session, job_id: int, *, now: datetime, lease: timedelta, owner: str
+    session: Session,
+    job_id: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    owner: str,
+    policy: RetryPolicy,
 ) -> ClaimOutcome:
     """Take a due job under a lease; validate it on its first claim; leave it `running`.
 
-    Returns an empty outcome when the job is not due (another worker has it, or it is done).
+    A job an earlier attempt started is claimed even when it may not go on (its
+    installation is unusable, or its worker died on each of its `policy`'s attempts), with
+    the reason in `blocked`: its pull request may exist. Returns an empty outcome when the
+    job is not due (another worker has it, or it is done).
     """
     taken = session.execute(
         update(PrJob)
@@ -407,18 +428,41 @@ def claim_job(
     job = session.execute(
         select(PrJob).where(PrJob.id == job_id).execution_options(populate_existing=True)
     ).scalar_one()
-    reason = installations.why_unusable(session, job.installation_id, job.repository)
+    unusable = installations.why_unusable(session, job.installation_id, job.repository)
+    # A job never started cannot have a pull request: an unusable installation fails it.
+    reason = unusable if job.started_at is None else None
+    if reason is None and job.status == JobStatus.RUNNING and job.attempts > policy.max_attempts:
+        reason = _worker_died(job.attempts - 1)  # it died even in the last look for its PR
     if reason is None and job.status == JobStatus.PENDING:
         reason = _validate(session, job, now)
     if reason is not None:
         _to_failed(session, job, reason, now)
         return ClaimOutcome(failed=reason)
+    blocked = unusable
+    if blocked is None and job.status == JobStatus.RUNNING and policy.exhausted(job.attempts):
+        blocked = _worker_died(job.attempts)
     job.status = JobStatus.RUNNING.value
     job.attempts += 1
     job.started_at = job.started_at or now
     job.next_attempt_at = None
     session.flush()
-    return ClaimOutcome(claimed=_snapshot(job, owner))
+    may_wait = unusable is not None and _suspended(session, job.installation_id)
+    return ClaimOutcome(claimed=_snapshot(job, owner, blocked, may_wait))
+
+
+def _worker_died(attempts: int) -> str:
+    return (
+        f"gave up after {attempts} attempts: the worker died or its lease ran out "
+        "while working on the job"
+    )
+
+
+def _suspended(session: Session, installation_id: int) -> bool:
+    installation = session.get(installations.Installation, installation_id)
+    return (
+        installation is not None
+        and installation.status == installations.InstallationStatus.SUSPENDED
+    )
 
 
 def _validate(session: Session, job: PrJob, now: datetime) -> str | None:
@@ -454,11 +498,15 @@ def _validations(job: PrJob) -> int:
     return int(job.hold_key.rsplit(":", 1)[1])
 
 
-def _snapshot(job: PrJob, owner: str) -> ClaimedJob:
+def _snapshot(
+    job: PrJob, owner: str, blocked: str | None = None, may_wait: bool = False
+) -> ClaimedJob:
     return ClaimedJob(
         id=job.id,
         lease_owner=owner,
         attempts=job.attempts,
+        blocked=blocked,
+        may_wait=may_wait,
         plan=PullRequestPlan(
             installation_id=job.installation_id,
             repository=job.repository,

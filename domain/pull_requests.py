@@ -108,6 +108,14 @@ def open_pull_request(app: GitHub[AppAuthStrategy], plan: PullRequestPlan) -> Op
     return _create_pull_request(github, plan)
 
 
+def find_pull_request(
+    app: GitHub[AppAuthStrategy], plan: PullRequestPlan
+) -> OpenedPullRequest | None:
+    """The pull request an earlier attempt opened from the plan's head branch; creates nothing."""
+    github = app.with_auth(app.auth.as_installation(plan.installation_id))
+    return _find_pull_request(github, plan)
+
+
 def _default_branch(github: GitHub[Any], plan: PullRequestPlan) -> str:
     with _classified("reading the repository", plan):
         branch = github.rest.repos.get(plan.owner, plan.name).json()["default_branch"]

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     stripe_meter_event_name: str = "pr_jobs"
+    #: Hours after the first report attempt that may have reached Stripe when a usage record
+    #: stops for an operator instead of being sent again: Stripe remembers a meter event's
+    #: identifier and idempotency key for about 24 hours.
+    usage_resend_window_hours: float = Field(default=23.0, gt=0, le=24)
 
     github_app_id: str | None = None
     github_app_private_key: SecretStr | None = None

@@ -4,6 +4,7 @@ record    -- insert deliveries, once each (record_async: the same on the ingress
 claim     -- take due rows under a lease (claim_for_pass: named rows first, then others)
 mark_done(_many) / mark_skipped -- finish claimed rows, only while the lease is ours
 fail      -- put a claimed row back with a later attempt, or make it dead
+give_back_unrun -- put claimed rows whose handler never started back, attempt refunded
 release_expired -- give back rows whose worker vanished (sweeper)
 due_ids   -- rows that should be rung again (sweeper)
 replay    -- put finished or dead rows back to be processed (operators)
@@ -346,6 +347,8 @@ class ClaimedEvent:
     object_id: str | None = None
     provider_created_at: datetime | None = None
     backfilled: bool = False
+    #: Times a worker died or lost its lease holding this row: 1 or more, it is applied alone.
+    interruptions: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -579,6 +582,7 @@ def _claimed_columns() -> list[Any]:
         c.object_id,
         c.provider_created_at,
         c.backfilled,
+        c.interruptions,
     ]
 
 
@@ -745,21 +749,68 @@ def _log_failure(
     )
 
 
+def give_back_unrun(session: Session, claimed: Sequence[ClaimedEvent], now: datetime) -> set[int]:
+    """Put claimed rows whose handler never started back to pending, due now, refunding the
+    attempt their claim counted; the ids whose lease was still ours."""
+    given_back: set[int] = set()
+    by_owner: dict[str, list[int]] = {}
+    for event in claimed:
+        by_owner.setdefault(event.lease_owner, []).append(event.id)
+    for owner, ids in by_owner.items():
+        rows = session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.id.in_(ids),
+                WebhookEvent.status == Status.PROCESSING.value,
+                WebhookEvent.lease_owner == owner,
+                WebhookEvent.lease_expires_at > now,
+            )
+            .values(
+                status=Status.PENDING.value,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=WebhookEvent.attempts - 1,
+            )
+            .returning(WebhookEvent.id)
+            .execution_options(synchronize_session=False)
+        )
+        given_back.update(rows.scalars())
+    return given_back
+
+
 def release_expired(
     session: Session, *, now: datetime, policy: RetryPolicy, limit: int = 500
 ) -> int:
-    """Give back rows whose worker vanished (lease ran out): due now, or dead when out of tries."""
+    """Give back rows whose worker died or overran its lease.
+
+    Which row was running is known only when its worker held it alone: that attempt counts,
+    and the row is due again, or dead once it was the last, with a reason that says why.
+    Rows a worker held together are given back with the attempt their claim counted
+    refunded (any of them may never have started) and one more interruption, so that each
+    is applied alone next (processors/apply.py): a row that kills its worker is found out
+    there, and the rows it shared a batch with are not charged for it.
+    """
     expired = session.execute(
-        select(WebhookEvent.id, WebhookEvent.attempts, WebhookEvent.lease_owner)
+        select(
+            WebhookEvent.id,
+            WebhookEvent.attempts,
+            WebhookEvent.interruptions,
+            WebhookEvent.lease_owner,
+        )
         .where(WebhookEvent.status == Status.PROCESSING.value, WebhookEvent.lease_expires_at <= now)
         .order_by(WebhookEvent.lease_expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    held = _rows_held(session, {row.lease_owner for row in expired})
     released = 0
     for row in expired:
-        dead = policy.exhausted(row.attempts)
-        error = f"lease expired after attempt {row.attempts}: the worker stopped or hung"
+        alone = held.get(row.lease_owner, 0) <= 1
+        interruptions = row.interruptions + 1
+        attempts = row.attempts if alone else max(row.attempts - 1, 0)
+        dead = alone and policy.exhausted(attempts)
+        error = _interrupted_reason(interruptions, alone, held.get(row.lease_owner, 0))
         result = session.execute(
             update(WebhookEvent)
             .where(
@@ -769,6 +820,8 @@ def release_expired(
             )
             .values(
                 status=(Status.DEAD if dead else Status.PENDING).value,
+                attempts=attempts,
+                interruptions=interruptions,
                 next_attempt_at=None if dead else now,
                 lease_owner=None,
                 lease_expires_at=None,
@@ -789,6 +842,33 @@ def release_expired(
                 row.lease_owner,
             )
     return released
+
+
+def _rows_held(session: Session, owners: set[str | None]) -> dict[str | None, int]:
+    """How many rows each of these lease owners holds (all of a claim's rows expire together)."""
+    if not owners:
+        return {}
+    return {
+        owner: int(count)
+        for owner, count in session.execute(
+            select(WebhookEvent.lease_owner, func.count())
+            .where(
+                WebhookEvent.status == Status.PROCESSING.value,
+                WebhookEvent.lease_owner.in_([o for o in owners if o is not None]),
+            )
+            .group_by(WebhookEvent.lease_owner)
+        )
+    }
+
+
+def _interrupted_reason(interruptions: int, alone: bool, held: int) -> str:
+    if alone:
+        times = "1 time" if interruptions == 1 else f"{interruptions} times"
+        return f"worker died or lease expired {times} while applying it"
+    return (
+        f"worker died or lease expired while it held {held} rows: "
+        "no attempt counted, applied alone next"
+    )
 
 
 def due_ids(
@@ -843,6 +923,7 @@ def replay(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
             status=Status.PENDING.value,
             next_attempt_at=now,
             attempts=0,
+            interruptions=0,
             last_error=None,
             processed_at=None,
         )

@@ -11,6 +11,13 @@ for each row:
 4. a failure goes through `store.fail` and the retry policy: `PermanentFailure` is dead at
    once, anything else is tried again later, and dead after the last attempt.
 
+The lease covers the work: a row's handler starts only while at least half of its claim's
+lease is left (LEASE_SHARE_TO_START), so a slow provider cannot make a pass outlive it; the
+rows it had no time for go back unrun, the attempt their claim counted refunded. A row
+whose worker died or overran its lease before (`interruptions`) is applied last and alone,
+once the other rows of its claim are finished: if it kills the worker again, the sweeper
+knows which row did, counts that attempt, and makes it dead after the last one.
+
 Nothing here commits a row it does not own: every finishing statement is guarded by the lease.
 """
 
@@ -47,6 +54,9 @@ log = logging.getLogger("outbox.processors")
 EVENTS_PER_PASS = 50
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
+#: A row's handler starts only while at least this share of its claim's lease is left, so
+#: what it reads (a Stripe read may take 30 s, API_TIMEOUT) and the commit fit in the lease.
+LEASE_SHARE_TO_START = 0.5
 
 
 class Outcome(StrEnum):
@@ -56,6 +66,8 @@ class Outcome(StrEnum):
     DEAD = "dead"
     #: The lease ran out and someone else may own the row now: nothing was applied.
     LEASE_LOST = "lease_lost"
+    #: Given back before its handler started (the lease was half gone), attempt refunded.
+    RELEASED = "released"
     #: The failure itself could not be written (database down); the lease runs out instead.
     UNRECORDED = "unrecorded"
 
@@ -109,6 +121,8 @@ class _Step:
     apply_error: BaseException | None = None
     #: Applied on its own, in a transaction of its own (no `apply_many`, or it declined).
     alone: bool = False
+    #: Not started: given back with its attempt refunded (no time left, or it waits its turn).
+    unrun: bool = False
     outcome: Outcome | None = None
 
     @property
@@ -145,7 +159,15 @@ def _apply_batch(
     transaction per batch, and lets the next event of an object follow the one just done.
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
-    steps = [_prepared_step(runtime, event, attempted_at) for event in claimed]
+    steps = [_Step(event, time.perf_counter()) for event in claimed]
+    last = _interrupted_last(steps)
+    for step in steps:
+        if step.unrun or step is last:
+            continue
+        if _time_to_start(runtime, step.event):
+            _prepare(runtime, step, attempted_at)
+        else:
+            step.unrun = True
     in_play = steps
     following: list[ClaimedEvent] = []
     while in_play:
@@ -167,9 +189,12 @@ def _apply_batch(
             for step in in_play:
                 step.outcome = Outcome.UNRECORDED
             break
-    alone = [step for step in steps if step.outcome is None]
+    alone = [step for step in steps if step.outcome is None and step is not last]
     for step in alone:
         _commit_alone(runtime, sessions, step)
+    if last is not None and last.outcome is None:
+        _apply_last_alone(runtime, sessions, last, attempted_at)
+        alone.append(last)
     if alone and claim_next > 0:
         try:
             with transaction(sessions) as session:
@@ -180,24 +205,42 @@ def _apply_batch(
     return following
 
 
-def _prepared_step(runtime: Runtime, event: ClaimedEvent, now: datetime) -> _Step:
+def _interrupted_last(steps: list[_Step]) -> _Step | None:
+    """The claim's row interrupted least often before, to apply last and alone; its other
+    interrupted rows are given back unrun (each gets its turn, and a row that keeps killing
+    its worker does not keep the others waiting)."""
+    interrupted = sorted(
+        (step for step in steps if step.event.interruptions > 0),
+        key=lambda step: step.event.interruptions,
+    )
+    for step in interrupted[1:]:
+        step.unrun = True
+    return interrupted[0] if interrupted else None
+
+
+def _time_to_start(runtime: Runtime, event: ClaimedEvent) -> bool:
+    """Whether enough of the row's lease is left to start its handler (LEASE_SHARE_TO_START)."""
+    share = timedelta(seconds=runtime.settings.lease_seconds * LEASE_SHARE_TO_START)
+    return utcnow() < event.lease_expires_at - share
+
+
+def _prepare(runtime: Runtime, step: _Step, now: datetime) -> None:
     """Decode the row, find its handler and run its `prepare`, outside any transaction."""
-    step = _Step(event, time.perf_counter())
+    event = step.event
     try:
         context_or_reason = _context(runtime, event, now)
         if isinstance(context_or_reason, str):
             step.skip_reason = context_or_reason
-            return step
+            return
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
             step.skip_reason = f"no handler for {event.source} {event.event_type}"
-            return step
+            return
         step.handler, step.context = handler, context_or_reason
         if handler.prepare is not None:
             step.prepared = handler.prepare(context_or_reason)
     except Exception as exc:  # PermanentFailure, a network error: recorded with the batch
         step.prepare_error = exc
-    return step
 
 
 def _commit_batch(
@@ -220,9 +263,14 @@ def _commit_batch(
         lost = {s.event.id for s in applied} - finished
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
+        unrun = [s.event for s in steps if s.unrun]
+        given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
         for step in steps:
             if step.event.id in finished:
                 step.outcome = Outcome.DONE
+            elif step.unrun:
+                released = step.event.id in given_back
+                step.outcome = Outcome.RELEASED if released else Outcome.LEASE_LOST
             elif step.skip_reason is not None:
                 skipped = store.mark_skipped(session, step.event, step.skip_reason, now)
                 step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
@@ -270,6 +318,37 @@ def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step
             extra={"event_id": step.event.id, "error": _describe(exc)[:300]},
         )
         step.outcome = Outcome.UNRECORDED
+
+
+def _apply_last_alone(
+    runtime: Runtime, sessions: Callable[[], Session], step: _Step, now: datetime
+) -> None:
+    """An interrupted row, once every other row of its claim is finished: prepared and
+    applied alone (or given back unrun when too little of the lease is left)."""
+    try:
+        if not _time_to_start(runtime, step.event):
+            with transaction(sessions) as session:
+                given_back = store.give_back_unrun(session, [step.event], utcnow())
+            step.outcome = Outcome.RELEASED if given_back else Outcome.LEASE_LOST
+            return
+        _prepare(runtime, step, now)
+        if step.skip_reason is not None:
+            with transaction(sessions) as session:
+                skipped = store.mark_skipped(session, step.event, step.skip_reason, utcnow())
+            step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
+            return
+        if step.error is not None:
+            with transaction(sessions) as session:
+                step.outcome = _record_failure(runtime, session, step, utcnow())
+            return
+    except SQLAlchemyError as exc:
+        log.error(
+            "could not finish an interrupted row; its lease will run out and it comes back",
+            extra={"event_id": step.event.id, "error": _describe(exc)[:300]},
+        )
+        step.outcome = Outcome.UNRECORDED
+        return
+    _commit_alone(runtime, sessions, step)
 
 
 def _apply_together(session: Session, group: list[_Step]) -> None:
@@ -349,7 +428,7 @@ def _context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventConte
 
 
 #: Outcomes logged at INFO; the others are warnings.
-_ROUTINE = (Outcome.DONE, Outcome.SKIPPED)
+_ROUTINE = (Outcome.DONE, Outcome.SKIPPED, Outcome.RELEASED)
 
 
 def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:

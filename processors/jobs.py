@@ -7,6 +7,9 @@
    and its usage record, a retry later (free), or a failure (reservation released).
 A crash between 2 and 3 leaves the job `running` under a lease that runs out; the next
 claim opens nothing new, because GitHub's pull request is found by the job's head branch.
+When that claim finds the job may not go on (its installation was suspended or removed
+meanwhile, or its worker died on every attempt), step 2 only looks for the pull request:
+found, the job succeeds all the same (it was delivered); not found, it fails.
 
 `report_usage_record` does the same for one usage record and the Stripe meter.
 
@@ -31,7 +34,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import jobs, usage
 from domain.clients import NotConfigured, github_app, stripe_client
-from domain.pull_requests import GitHubRefused, GitHubUnavailable, open_pull_request
+from domain.pull_requests import (
+    GitHubRefused,
+    GitHubUnavailable,
+    OpenedPullRequest,
+    find_pull_request,
+    open_pull_request,
+)
 from outbox.db import transaction, utcnow
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings
@@ -86,18 +95,26 @@ class JobWork:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
 
+    @property
+    def resend_window(self) -> timedelta:
+        return timedelta(hours=self.settings.usage_resend_window_hours)
+
 
 def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     """One attempt at job `job_id` (nothing happens when it is not due)."""
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
-        claim = jobs.claim_job(session, job_id, now=work.clock(), lease=work.lease, owner=owner)
+        claim = jobs.claim_job(
+            session, job_id, now=work.clock(), lease=work.lease, owner=owner, policy=work.policy
+        )
     if claim.failed is not None:
         log.info("job failed validation", extra={"job_id": job_id, "reason": claim.failed})
         return JobOutcome.FAILED
     if claim.claimed is None:
         return JobOutcome.NOT_DUE
     claimed = claim.claimed
+    if claimed.blocked is not None:
+        return _settle_blocked(work, claimed, claimed.blocked)
     try:
         opened = open_pull_request(work.github(), claimed.plan)
     except GitHubRefused as refused:
@@ -109,6 +126,30 @@ def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     except Exception as exc:  # a technical error takes nothing and is tried again
         log.exception("job attempt broke", extra={"job_id": job_id})
         return _retry(work, claimed, f"{type(exc).__name__}: {exc}", None)
+    return _succeeded(work, claimed, opened)
+
+
+def _settle_blocked(work: JobWork, claimed: jobs.ClaimedJob, blocked: str) -> JobOutcome:
+    """A job that may not go on: it succeeds if an earlier attempt opened its pull request,
+    else it fails (or waits, when its installation is only suspended and GitHub cannot be
+    asked now)."""
+    try:
+        found = find_pull_request(work.github(), claimed.plan)
+    except GitHubUnavailable as unavailable:
+        reason = f"{blocked}; looking for its pull request: {unavailable}"
+        return _retry(work, claimed, reason, unavailable.retry_after)
+    except (GitHubRefused, NotConfigured) as refused:
+        reason = f"{blocked}; its pull request could not be looked for: {refused}"
+        if claimed.may_wait:
+            return _retry(work, claimed, reason, None)
+        return _failed(work, claimed, reason)
+    if found is None:
+        return _failed(work, claimed, blocked)
+    return _succeeded(work, claimed, found)
+
+
+def _succeeded(work: JobWork, claimed: jobs.ClaimedJob, opened: OpenedPullRequest) -> JobOutcome:
+    job_id = claimed.id
     with transaction(work.sessions) as session:
         done = jobs.succeed(
             session,
@@ -151,16 +192,28 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
         claimed = usage.claim_usage(
-            session, record_id, now=work.clock(), lease=work.lease, owner=owner
+            session,
+            record_id,
+            now=work.clock(),
+            lease=work.lease,
+            owner=owner,
+            window=work.resend_window,
         )
     if claimed is None:
         return UsageOutcome.NOT_DUE
     try:
         accepted = usage.report(work.stripe(), claimed)
     except (usage.StripeUnavailable, NotConfigured) as exc:
+        uncertain = isinstance(exc, usage.StripeUnavailable) and exc.uncertain
         with transaction(work.sessions) as session:
             kept = usage.report_failed(
-                session, claimed, str(exc), now=work.clock(), policy=work.policy
+                session,
+                claimed,
+                str(exc),
+                now=work.clock(),
+                policy=work.policy,
+                uncertain=uncertain,
+                window=work.resend_window,
             )
         log.info("usage report failed", extra={"usage_id": record_id, "reason": str(exc)})
         return UsageOutcome.RETRY if kept else UsageOutcome.LEASE_LOST

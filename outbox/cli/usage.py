@@ -1,11 +1,12 @@
-"""`outbox usage list`: usage records of successful jobs and where their Stripe report stands."""
+"""`outbox usage list`: usage records of successful jobs and where their Stripe report stands;
+`outbox usage resolve`: an operator's decision on a record that stopped for one."""
 
 from __future__ import annotations
 
 import typer
 from rich.table import Table
 
-from outbox.cli.common import fail, friendly_errors, print_json_lines
+from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
 from outbox.cli.jobs import account_id_of, command_session, wide_console
 
 usage_app = typer.Typer(help="Usage records reported to the Stripe meter.", no_args_is_help=True)
@@ -50,3 +51,38 @@ def list_usage(
                 str(row["last_error"] or ""),
             )
         wide_console().print(table)
+
+
+@usage_app.command("resolve")
+@friendly_errors
+def resolve(
+    record_id: int = typer.Argument(..., help="The usage record's id."),
+    reported: bool = typer.Option(
+        False, "--reported", help="Stripe has the event (checked by hand): never send it again."
+    ),
+    resend: bool = typer.Option(
+        False, "--resend", help="Stripe does not have it: send it again, under a new identifier."
+    ),
+) -> None:
+    """Resolve a record in state `needs operator`: exactly one of --reported, --resend."""
+    from domain import usage
+    from outbox.db import utcnow
+
+    if reported == resend:
+        usage_error("give exactly one of --reported, --resend")
+    with command_session() as session:
+        try:
+            if reported:
+                record = usage.resolve_reported(session, record_id, now=utcnow())
+                message = f"usage record {record.id} is reported"
+            else:
+                record = usage.resolve_resend(session, record_id, now=utcnow())
+                message = (
+                    f"usage record {record.id} is due now, as identifier {record.identifier} "
+                    "(the sweeper rings it)"
+                )
+        except LookupError:
+            fail(f"no usage record {record_id}")
+        except usage.NoOperatorNeeded as refused:
+            fail(str(refused))
+    typer.echo(message)

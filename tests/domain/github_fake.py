@@ -3,7 +3,8 @@
 It keeps repositories' branches, Git objects and pull requests, so a test can check what
 exists after a run (one pull request, one branch), count the tokens minted, and make any
 call fail: `fail("POST", "/pulls", status=500, store=True)` answers 500 *after* storing the
-pull request, as GitHub sometimes does.
+pull request, as GitHub sometimes does. `suspend(installation)` blocks an installation as
+GitHub does: no new token, and its tokens already minted are refused.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class FakeGitHub:
         self.base = base_url.rstrip("/")
         self.repos: dict[str, Repo] = {}
         self.tokens_minted: list[int] = []
+        self.suspended: set[int] = set()
         self.calls: list[tuple[str, str]] = []
         self._failures: list[Failure] = []
         self._ids = itertools.count(100)
@@ -151,6 +153,13 @@ class FakeGitHub:
             )
         )
 
+    def suspend(self, installation_id: int, suspended: bool = True) -> None:
+        """Block (or, with False, unblock) the App's access through this installation."""
+        if suspended:
+            self.suspended.add(installation_id)
+        else:
+            self.suspended.discard(installation_id)
+
     def pulls(self, full_name: str) -> list[dict[str, Any]]:
         return self.repos[full_name.lower()].pulls
 
@@ -191,6 +200,8 @@ class FakeGitHub:
         if token and method == "POST":
             if not request.headers.get("authorization", "").startswith("Bearer "):
                 return _error(401, "A JSON web token could not be decoded")
+            if int(token.group(1)) in self.suspended:
+                return _error(403, "This installation has been suspended")
             self.tokens_minted.append(int(token.group(1)))
             expires = datetime.now(UTC) + timedelta(hours=1)
             return httpx.Response(
@@ -205,6 +216,8 @@ class FakeGitHub:
             return _error(404, "Not Found")
         if not request.headers.get("authorization", "").startswith("token "):
             return _error(401, "Bad credentials")
+        if self._installation_of(request) in self.suspended:
+            return _error(403, "This installation has been suspended")
         repo = self.repos.get(match.group(1).lower())
         if repo is None:
             return _error(404, "Not Found")
@@ -249,6 +262,14 @@ class FakeGitHub:
             repo.branches[branch] = body["sha"]
             return httpx.Response(201, json=self._ref(repo, branch))
         return _error(404, "Not Found")
+
+    def _installation_of(self, request: httpx.Request) -> int | None:
+        """The installation a `ghs_<n>` token was minted for."""
+        token = request.headers.get("authorization", "").removeprefix("token ")
+        number = token.removeprefix("ghs_")
+        if not number.isdigit() or not 0 < int(number) <= len(self.tokens_minted):
+            return None
+        return self.tokens_minted[int(number) - 1]
 
     def _list_pulls(self, repo: Repo, request: httpx.Request) -> httpx.Response:
         head = request.url.params.get("head")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from outbox.cli import app
 from outbox.db import utcnow
 from outbox.settings import get_settings
-from processors.jobs import JobOutcome
+from processors.jobs import JobOutcome, UsageOutcome
 from tests.domain.jobs_world import INSTALLATION, LOGIN, REPO, World
 
 runner = CliRunner()
@@ -139,3 +140,64 @@ def test_usage_list_shows_unreported_records_and_why(cli: World) -> None:
     table = run("usage", "list", "--account", LOGIN)
     assert table.exit_code == 0 and "reported" in table.output
     assert run("usage", "list", "--account", "ghost").exit_code == 1
+
+
+def stopped_for_an_operator(cli: World) -> int:
+    """A record whose reports got no answer for a day: it waits for an operator."""
+    cli.link_customer()
+    cli.work(cli.submit())
+    [record] = cli.usage()
+    cli.meter.fail_next(*[503] * 40)
+    for _ in range(30):
+        cli.report(record.id)
+        cli.later(3600)
+    cli.meter.recover()
+    [stopped] = cli.usage()
+    assert stopped.needs_operator_at is not None
+    return record.id
+
+
+def test_usage_resolve_reported_after_checking_stripe(cli: World) -> None:
+    record_id = stopped_for_an_operator(cli)
+    listed = json_lines(run("usage", "list", "--unreported", "--json").output)
+    assert [r["state"] for r in listed] == ["needs operator"]
+    assert "needs operator" in run("usage", "list").output
+
+    resolved = run("usage", "resolve", str(record_id), "--reported")
+    assert resolved.exit_code == 0, resolved.output
+    assert f"usage record {record_id} is reported" in resolved.output
+    [record] = json_lines(run("usage", "list", "--json").output)
+    assert record["state"] == "reported"
+    sent = len(cli.meter.requests)
+    cli.now = utcnow() + timedelta(days=1)
+    assert cli.report(record_id) is UsageOutcome.NOT_DUE
+    assert len(cli.meter.requests) == sent and cli.meter.events == {}
+
+
+def test_usage_resolve_resend_sends_it_once_under_a_new_identifier(cli: World) -> None:
+    record_id = stopped_for_an_operator(cli)
+    [stopped] = cli.usage()
+
+    resolved = run("usage", "resolve", str(record_id), "--resend")
+    assert resolved.exit_code == 0, resolved.output
+    assert f"as identifier {stopped.identifier}:resend-1" in resolved.output
+    cli.now = utcnow()
+    assert cli.report(record_id) is UsageOutcome.REPORTED
+    assert list(cli.meter.events) == [f"{stopped.identifier}:resend-1"]
+    assert cli.meter.requests[-1]["idempotency_key"] == f"{stopped.identifier}:resend-1"
+
+
+def test_usage_resolve_refuses_what_is_not_waiting_for_an_operator(cli: World) -> None:
+    cli.work(cli.submit())
+    [record] = cli.usage()
+    neither = run("usage", "resolve", str(record.id))
+    both = run("usage", "resolve", str(record.id), "--reported", "--resend")
+    assert neither.exit_code == both.exit_code == 2
+    assert "exactly one of --reported, --resend" in neither.output
+    waiting = run("usage", "resolve", str(record.id), "--reported")
+    assert waiting.exit_code == 1
+    assert f"usage record {record.id} does not need an operator" in waiting.output
+    unknown = run("usage", "resolve", "999", "--resend")
+    assert unknown.exit_code == 1 and "no usage record 999" in unknown.output
+    [unchanged] = cli.usage()
+    assert unchanged.reported_at is None and unchanged.resends == 0

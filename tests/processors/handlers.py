@@ -10,6 +10,8 @@ is read from the event's own payload, under "test":
     {"fail": "permanent"}     raise PermanentFailure
     {"fail": "crash"}         raise a plain RuntimeError
     {"fail_until": 3}         fail (RuntimeError) on attempts before the 3rd
+    {"prepare_sleep": 0.5}    sleep in `prepare`, outside the transaction (a slow provider read)
+    {"die": true}             raise WorkerDied: the worker process dies while applying it
 
 The effect is a row in `test_effects`, written in the same transaction that marks the
 event done: counting rows per event is counting how many times it was applied.
@@ -87,9 +89,19 @@ def effect_rows(engine: Engine) -> list[Any]:
         return list(conn.execute(select(effects).order_by(effects.c.started)))
 
 
+class WorkerDied(BaseException):
+    """The worker process dies: nothing after it runs, nothing of its transaction commits."""
+
+
+def prepare_effect(event: EventContext) -> None:
+    time.sleep(float((event.payload.get("test") or {}).get("prepare_sleep", 0)))
+
+
 def record_effect(session: Session, event: EventContext, _prepared: Any) -> None:
     script = event.payload.get("test") or {}
     started = time.time()
+    if script.get("die"):
+        raise WorkerDied
     if script.get("announce"):
         with open(script["announce"], "a") as marker:
             marker.write(f"{event.id} {os.getpid()}\n")
@@ -144,7 +156,7 @@ def scripted_event(
 
 
 def handler_table(_settings: Settings) -> HandlerTable:
-    handler = Handler(name="record_effect", apply=record_effect)
+    handler = Handler(name="record_effect", apply=record_effect, prepare=prepare_effect)
     return {("stripe", TEST_EVENT_TYPE): handler, ("github", TEST_EVENT_TYPE): handler}
 
 

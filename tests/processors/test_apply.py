@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from outbox.db import utcnow
+from outbox import store
+from outbox.db import transaction, utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from processors import runtime as runtimes
 from processors.apply import EVENTS_PER_PASS, Outcome, process_pass
 from tests.factories import record
-from tests.processors.handlers import effect_counts, effect_rows, scripted_event
+from tests.processors.handlers import WorkerDied, effect_counts, effect_rows, scripted_event
 
 
 def row(runtime, event_id: int) -> WebhookEvent:
@@ -289,3 +291,67 @@ def test_every_row_of_a_batch_gets_its_own_json_outcome_line(runtime):
     assert all(
         {"delivery_id", "attempt", "ms", "source", "event_type"} <= set(line) for line in lines
     )
+
+
+def work_until_settled(runtime, ids: list[int]) -> Counter:
+    """Passes, each followed by the sweeper's release of expired leases, until every row is
+    done or dead; a pass whose worker died (WorkerDied) is counted as `died`."""
+    outcomes: Counter = Counter()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if {row(runtime, i).status for i in ids} <= {Status.DONE, Status.DEAD}:
+            break
+        try:
+            outcomes.update(process_pass(runtime, ids))
+        except WorkerDied:
+            outcomes["died"] += 1
+        with transaction(runtime.sessions) as session:
+            store.release_expired(session, now=utcnow(), policy=runtime.policy)
+        time.sleep(0.05)
+    return outcomes
+
+
+def test_a_slow_provider_never_makes_rows_dead_and_each_row_spends_one_attempt(
+    runtime, proc_settings
+):
+    short = runtimes.configure(
+        proc_settings.model_copy(update={"lease_seconds": 4}), engine=runtime.engine
+    )
+    # Six reads of 0.8 s each: more than one lease's worth for a pass that claims them all.
+    ids = stored(runtime, *(scripted_event(script={"prepare_sleep": 0.8}) for _ in range(6)))
+
+    outcomes = work_until_settled(short, ids)
+
+    assert outcomes[Outcome.DONE] == 6 and outcomes[Outcome.LEASE_LOST] == 0
+    assert outcomes[Outcome.RELEASED] >= 1  # the rows a half-spent lease had no time for
+    assert [(row(runtime, i).status, row(runtime, i).attempts) for i in ids] == [
+        (Status.DONE, 1)
+    ] * 6
+    assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
+
+
+def test_a_row_that_kills_its_worker_ends_dead_and_the_rows_claimed_with_it_do_not(
+    runtime, proc_settings
+):
+    runtime = runtimes.configure(
+        proc_settings.model_copy(update={"lease_seconds": 1}), engine=runtime.engine
+    )
+    first, poison, last = stored(
+        runtime, scripted_event(), scripted_event(script={"die": True}), scripted_event()
+    )
+
+    outcomes = work_until_settled(runtime, [first, poison, last])
+
+    for innocent in (first, last):
+        assert (row(runtime, innocent).status, row(runtime, innocent).attempts) == (Status.DONE, 1)
+    assert effect_counts(runtime.engine) == {first: 1, last: 1}
+    dead = row(runtime, poison)
+    attempts = runtime.settings.retry_max_attempts
+    assert (dead.status, dead.attempts) == (Status.DEAD, attempts)
+    assert dead.last_error == f"worker died or lease expired {attempts + 1} times while applying it"
+    assert outcomes["died"] == attempts + 1  # once among the others, then once per attempt alone
+    with runtime.sessions() as session:
+        failures = session.scalars(
+            select(EventFailure.outcome).where(EventFailure.event_id == poison)
+        ).all()
+    assert failures == ["lease-expired"] * attempts + ["dead"]

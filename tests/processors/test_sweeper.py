@@ -52,7 +52,7 @@ def test_a_pass_gives_back_rows_whose_lease_ran_out(runtime):
     with runtime.sessions() as session:
         back = session.get_one(WebhookEvent, event_id)
     assert back.status == Status.PENDING and back.lease_owner is None
-    assert back.last_error == "lease expired after attempt 1: the worker stopped or hung"
+    assert back.last_error == "worker died or lease expired 1 time while applying it"
 
 
 def test_a_broker_that_is_down_fails_its_step_only(runtime):
