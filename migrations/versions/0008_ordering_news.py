@@ -23,7 +23,7 @@ from alembic import op
 from outbox.db import UTCDateTime
 
 revision = "0008_ordering_news"
-down_revision = "0006_ledger_debt_index"
+down_revision = "0007_disputes_money_columns"
 branch_labels = None
 depends_on = None
 

@@ -22,7 +22,7 @@ from alembic import op
 from outbox.db import UTCDateTime
 
 revision = "0009_interrupted_work"
-down_revision = "0006_ledger_debt_index"
+down_revision = "0008_ordering_news"
 branch_labels = None
 depends_on = None
 
