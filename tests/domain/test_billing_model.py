@@ -63,6 +63,7 @@ from tests.domain.billing_support import (
     invoice_object,
     subscription_object,
 )
+from tests.domain.billing_support import dispute as stripe_dispute
 from tests.domain.jobs_world import spec
 from tests.factories import record, stripe_event_body
 
@@ -70,8 +71,9 @@ EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "12"))  #: examples per backend 
 STEPS = int(os.environ.get("MODEL_STEPS", "40"))  #: steps an example takes at most
 PACKS = sorted(PACK_CREDITS)
 ZERO = Decimal(0)
-#: A PR job's technical failures before it fails for good (jobs.retry_later's policy).
+#: A PR job's attempts before it fails for good.
 JOB_ATTEMPTS = 3
+JOB_POLICY = RetryPolicy(base_seconds=60, max_attempts=JOB_ATTEMPTS, jitter=0)
 #: Hypothesis's phases: no `explain` (it traces every line, many times slower on this test);
 #: MODEL_SHRINK=0 reports the failing sequence as found, without shrinking it.
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target] + (
@@ -153,7 +155,7 @@ class Sent:
     created: int
     #: What the reference does when it is applied (None: nothing).
     subject: Any = None
-    row_id: int | None = None
+    row_id: int = 0  # its outbox row, once delivered
 
 
 @dataclass
@@ -288,26 +290,6 @@ def describe(sent: Sent) -> str:
         "invoice.payment_failed": obj.get("billing_reason"),
     }.get(sent.event_type, obj.get("status"))
     return f"{sent.event_type} ({says}) {obj.get('id')} created {sent.created}"
-
-
-def dispute_object(
-    dispute: Dispute, purchase: Purchase, status: str, created: int
-) -> dict[str, Any]:
-    """A Stripe dispute object (https://docs.stripe.com/api/disputes/object)."""
-    return {
-        "id": dispute.dispute_id,
-        "object": "dispute",
-        "amount": dispute.amount,
-        "charge": f"ch_{purchase.payment_intent}",
-        "payment_intent": purchase.payment_intent,
-        "currency": "eur",
-        "created": created,
-        "is_charge_refundable": False,
-        "livemode": False,
-        "metadata": {},
-        "reason": "fraudulent",
-        "status": status,
-    }
 
 
 # --- the machine -----------------------------------------------------------------------
@@ -448,7 +430,8 @@ class BillingModel(RuleBasedStateMachine):
         purchase.dispute = dispute
         at = self.tick()
         opened = (INQUIRY if inquiry else FUNDS_WITHDRAWN)[status]
-        sent = self.send("charge.dispute.created", dispute_object(dispute, purchase, opened, at),
+        sent = self.send("charge.dispute.created", stripe_dispute(
+            purchase.payment_intent, dispute.amount, opened, dispute_id=dispute.dispute_id),
                          ("dispute.created", purchase), at=at)  # fmt: skip
         self.maybe_at_once(at_once, [sent])
 
@@ -464,7 +447,8 @@ class BillingModel(RuleBasedStateMachine):
         assert dispute is not None
         dispute.outcome = "warning_closed" if dispute.inquiry else ("won" if won else "lost")
         at = self.tick(3600)
-        obj = dispute_object(dispute, purchase, dispute.outcome, at)
+        obj = stripe_dispute(purchase.payment_intent, dispute.amount, dispute.outcome,
+                             dispute_id=dispute.dispute_id)  # fmt: skip
         sent = self.send("charge.dispute.closed", obj, ("dispute.closed", purchase), at=at)
         self.maybe_at_once(at_once, [sent])
 
@@ -701,7 +685,7 @@ class BillingModel(RuleBasedStateMachine):
         books = self.books[job["account"]]
         self.job_clock += timedelta(days=1)
         with transaction(self.runtime.sessions) as session:
-            outcome = jobs.claim_job(session, job_id, now=self.job_clock,
+            outcome = jobs.claim_job(session, job_id, now=self.job_clock, policy=JOB_POLICY,
                                      lease=timedelta(minutes=10), owner=f"w{job_id}")  # fmt: skip
         if job["status"] == "pending" and job["credits"] > 0:
             if books.available < job["credits"]:
@@ -722,7 +706,6 @@ class BillingModel(RuleBasedStateMachine):
         job = self.jobs[job_id]
         books = self.books[job["account"]]
         self.job_clock += timedelta(minutes=1)
-        policy = RetryPolicy(base_seconds=60, max_attempts=JOB_ATTEMPTS, jitter=0)
         with transaction(self.runtime.sessions) as session:
             if end == "success":
                 opened = OpenedPullRequest(job_id, f"https://github.test/pull/{job_id}", False)
@@ -732,7 +715,7 @@ class BillingModel(RuleBasedStateMachine):
                 assert jobs.fail(session, job["claimed"], "refused", now=self.job_clock)
             else:
                 jobs.retry_later(session, job["claimed"], "GitHub is down", now=self.job_clock,
-                                 policy=policy)  # fmt: skip
+                                 policy=JOB_POLICY)  # fmt: skip
         if end == "success":
             job["status"] = "success"
             if job_id in books.holds:
