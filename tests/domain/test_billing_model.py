@@ -303,6 +303,8 @@ class BillingModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         run = next(_runs)
+        if run % 500 == 0 and "MODEL_EXAMPLES" in os.environ:
+            print(f"billing model: {run} sequences run", flush=True)  # a long run's progress
         self.tag = f"m{os.getpid()}x{run}x{random.randrange(10**6)}"
         self.clock = 1_780_000_000  # Stripe's true seconds
         self.job_clock = NOW
