@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import hypothesis
+import pytest
 from hypothesis import HealthCheck, Phase, note, seed, target
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -772,6 +773,9 @@ class BillingModel(RuleBasedStateMachine):
                     )
 
 
+#: A failing run shrinks its sequence for up to Hypothesis's 300 s: the test's own timeout
+#: leaves it room, so the failing steps and the seed are always printed.
+@pytest.mark.timeout(900)
 def test_billing_matches_the_reference_model_whatever_the_order(engine, settings) -> None:
     runtime = runtimes.configure(
         settings.model_copy(update={
