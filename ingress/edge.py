@@ -165,6 +165,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self._deadline = None
+        if self.pipeline:
+            # Queued behind a request still being answered, its body is not read yet.
+            self._arm(self.limits.body_timeout, self._body_too_slow)
+            return
         if self.cycle is not None and self.cycle.response_started:
             self._close("body_timeout", "body still arriving after the answer")
             return
