@@ -178,20 +178,14 @@ class EdgeProtocol(HttpToolsProtocol):
 
     # -- answers
 
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (uvicorn answers it in plain text): a JSON reason too."""
+        self.transport.write(_answer(400, msg))
+        self.transport.close()
+
     def _refuse(self, status: int, outcome: str, reason: str) -> None:
         """Answer `status` with a JSON reason and close, whatever the app was doing."""
-        body = orjson.dumps({"error": reason})
-        self.transport.write(
-            b"".join(
-                [
-                    STATUS_LINE[status],
-                    b"content-type: application/json\r\n",
-                    b"content-length: %d\r\n" % len(body),
-                    b"connection: close\r\n\r\n",
-                    body,
-                ]
-            )
-        )
+        self.transport.write(_answer(status, reason))
         self._close(outcome, reason)
 
     def _close(self, outcome: str, reason: str) -> None:
@@ -206,6 +200,20 @@ class EdgeProtocol(HttpToolsProtocol):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self.transport.close()
+
+
+def _answer(status: int, reason: str) -> bytes:
+    """A whole response closing its connection, with `reason` as JSON."""
+    body = orjson.dumps({"error": reason})
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
 
 
 async def _server_busy(scope: Any, receive: Any, send: Any) -> None:

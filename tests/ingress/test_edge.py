@@ -128,6 +128,11 @@ def test_a_header_flood_is_cut_short_and_signed_webhooks_stay_prompt(
             answer = _answer(sock)
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
         assert b'"error":"request line and headers are over 65536 bytes"' in answer
+        with _connect(port) as sock:  # what the parser refuses is answered in JSON too
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"content-type: application/json" in answer and b'{"error":' in answer
 
         stop, sent_per_attempt = threading.Event(), []
         flooders = [
