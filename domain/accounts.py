@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from outbox.db import Base, UTCDateTime
+from outbox.fields import as_int64
 
 #: Ledger key of an account's welcome grant: one per account, ever.
 WELCOME_KEY = "welcome:{account_id}"
@@ -93,8 +94,9 @@ def ensure_account(
 def find_account(session: Session, ref: str) -> Account | None:
     """The account named by `ref`: its numeric id, or its login (case-insensitive, as GitHub)."""
     ref = ref.strip()
-    if ref.isdigit():
-        found = session.get(Account, int(ref))
+    account_id = as_int64(ref)  # ASCII digits within 64 bits; "²" or 2**64 name no id
+    if account_id is not None:
+        found = session.get(Account, account_id)
         if found is not None:
             return found
     matches = (

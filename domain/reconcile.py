@@ -28,6 +28,7 @@ from outbox.events import known_deliveries
 from outbox.handling import HandlerTable
 from outbox.models import Source
 from outbox.settings import StripeMode
+from outbox.store import DeliveryIdNotStorable, IncomingEvent
 from outbox.stripe_events import incoming_stripe_event
 
 #: The billing event types, used until the domain's handler table names its own Stripe types.
@@ -94,7 +95,8 @@ class Backfill:
     event_id: str
     event_type: str
     created: datetime | None
-    #: "stored" (new row, backfilled), "already stored", or "missing" (dry run: would store).
+    #: "stored" (new row, backfilled), "already stored", "missing" (dry run: would store),
+    #: or "refused: …" (an id the outbox cannot store exactly).
     outcome: str
     row_id: int | None = None
     status: str | None = None
@@ -123,10 +125,26 @@ def backfill_stripe(
     Idempotent: the outbox's unique (source, delivery id) makes a second run, or a webhook
     that arrives meanwhile, a duplicate. In a dry run nothing is written.
     """
-    incoming = [
-        incoming_stripe_event(_event_bytes(e), {}, BACKFILL_VERIFIED_BY, mode, backfilled=True)
-        for e in events
-    ]
+    incoming: list[IncomingEvent] = []
+    refused: list[Backfill] = []
+    for event in events:
+        try:
+            incoming.append(
+                incoming_stripe_event(
+                    _event_bytes(event), {}, BACKFILL_VERIFIED_BY, mode, backfilled=True
+                )
+            )
+        except DeliveryIdNotStorable as exc:  # as the ingress refuses it: never merged
+            refused.append(
+                Backfill(str(event.get("id"))[:255], str(event.get("type"))[:255], None,
+                         f"refused: {exc}")
+            )  # fmt: skip
+    return [*_backfill(session, incoming, now, dry_run), *refused]
+
+
+def _backfill(
+    session: Session, incoming: list[IncomingEvent], now: datetime, dry_run: bool
+) -> list[Backfill]:
     if dry_run:
         known = known_deliveries(session, Source.STRIPE, [i.delivery_id for i in incoming])
         return [

@@ -15,6 +15,7 @@ from typing import Any
 from domain.disputes import Dispute
 from domain.purchases import LineItem, Refund
 from domain.subscriptions import SubscriptionState
+from outbox.fields import as_int64
 from outbox.handling import EventContext, PermanentFailure
 
 #: Metadata key naming the account (the GitHub user or organisation id).
@@ -73,10 +74,12 @@ def named_account(obj: dict[str, Any], *metadata_paths: tuple[str, ...]) -> int 
         value = _get(obj, *path)
         if value is None or value == "":
             continue
-        text = str(value).strip() if isinstance(value, str | int) else ""
-        if not text.isdigit() or isinstance(value, bool):
-            raise PermanentFailure(f"{'.'.join(path)} {value!r} is not a GitHub account id")
-        return int(text)
+        # ASCII digits within 64 bits, read as the ingress reads them (outbox.fields).
+        account = as_int64(value.strip() if isinstance(value, str) else value)
+        if account is None or account < 0:
+            shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
+            raise PermanentFailure(f"{'.'.join(path)} {shown} is not a GitHub account id")
+        return account
     return None
 
 

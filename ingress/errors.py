@@ -42,6 +42,20 @@ class BodyTooLarge(Rejection):
     outcome = "too_large"
 
 
+class IdNotStorable(Rejection):
+    """An id the database cannot hold exactly: cut, cleaned or replaced, it could be taken
+    for another delivery's, and a distinct event answered as its duplicate."""
+
+    status = 400
+
+
+class ServerBusy(Rejection):
+    """The process holds as many large bodies still arriving as it may: try again later."""
+
+    status = 503
+    outcome = "busy"
+
+
 class NotConfigured(Rejection):
     """No secret is configured for this source: nothing can be verified, so nothing is taken."""
 

@@ -22,15 +22,20 @@ KEPT_HEADERS = (
     "x-hub-signature-256",
 )
 MAX_HEADER_ID = 255  #: characters; longer delivery ids or event names are not GitHub's
+_HTTP_BLANKS = " \t"  #: what HTTP trims around a header value (RFC 9110, 5.5)
 
 #: Events whose order matters per installation (added before removed, created before deleted).
 _PER_INSTALLATION = {"installation", "installation_repositories", "github_app_authorization"}
 
 
 def required_headers(headers: Mapping[str, str]) -> tuple[str, str]:
-    """The delivery id and event name, which every GitHub delivery carries."""
-    delivery = headers.get("x-github-delivery", "").strip()
-    event = headers.get("x-github-event", "").strip()
+    """The delivery id and event name, which every GitHub delivery carries.
+
+    The delivery id is kept as sent (header bytes read as latin-1, one character each), so
+    two distinct ids are never stored as one; only HTTP's own blanks are trimmed.
+    """
+    delivery = headers.get("x-github-delivery", "").strip(_HTTP_BLANKS)
+    event = utf8_header(headers.get("x-github-event", "")).strip(_HTTP_BLANKS)
     if not delivery:
         raise HeaderMissing("X-GitHub-Delivery is missing")
     if not event:
@@ -38,6 +43,16 @@ def required_headers(headers: Mapping[str, str]) -> tuple[str, str]:
     if len(delivery) > MAX_HEADER_ID or len(event) > MAX_HEADER_ID:
         raise HeaderMissing("X-GitHub-Delivery or X-GitHub-Event is too long")
     return delivery, event
+
+
+def utf8_header(value: str) -> str:
+    """A header's text read as UTF-8 (request_headers reads bytes as latin-1)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise HeaderMissing("X-GitHub-Event is not UTF-8") from None
 
 
 def github_event(

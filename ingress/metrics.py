@@ -33,3 +33,16 @@ def requests_counter(source: str, outcome: str) -> Counter:
 @functools.cache
 def handling_seconds(source: str) -> Histogram:
     return HANDLING_SECONDS.labels(source)
+
+
+EDGE_REFUSALS = Counter(
+    "outbox_edge_refusals",
+    "Connections answered and closed before the app had a whole request "
+    "(header_too_large, header_timeout, body_timeout, too_many_connections, idle)",
+    ["outcome"],
+)
+
+
+@functools.cache
+def edge_refusals(outcome: str) -> Counter:
+    return EDGE_REFUSALS.labels(outcome)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Sequence
 
@@ -20,6 +21,10 @@ from ingress.errors import (
 )
 
 _GITHUB_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+#: Stripe's timestamp: ASCII digits only (str.isdigit() takes "²", which int() refuses),
+#: and few enough that the difference from now is a number of seconds, not an overflow.
+_STRIPE_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_STRIPE_V1 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def github_signature(secret: str, body: bytes) -> str:
@@ -57,10 +62,14 @@ def parse_stripe_header(header: str) -> tuple[int, list[str]]:
         if not sep or not value:
             raise SignatureMalformed("Stripe-Signature has an element without a value")
         if key == "t":
-            if not value.isdigit():
-                raise SignatureMalformed("Stripe-Signature timestamp is not a number")
+            if _STRIPE_TIMESTAMP.fullmatch(value) is None:
+                raise SignatureMalformed(
+                    "Stripe-Signature timestamp is not a number in ASCII digits"
+                )
             timestamp = int(value)
         elif key == "v1":
+            if _STRIPE_V1.fullmatch(value) is None:
+                raise SignatureMalformed("Stripe-Signature v1 is not 64 hex digits")
             signatures.append(value.lower())
     if timestamp is None or not signatures:
         raise SignatureMalformed("Stripe-Signature needs a timestamp 't' and a 'v1' signature")
@@ -79,9 +88,14 @@ def verify_stripe(
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         if any(hmac.compare_digest(expected, candidate) for candidate in given):
             if abs(now - timestamp) > tolerance:
-                raise TimestampOutsideTolerance(
-                    f"signature timestamp is {int(now - timestamp)} s away from now "
-                    f"(tolerance {tolerance} s)"
-                )
+                raise TimestampOutsideTolerance(_how_far(now - timestamp, tolerance))
             return index
     raise SignatureInvalid("no v1 signature matches the body")
+
+
+def _how_far(age: float, tolerance: int) -> str:
+    """A timestamp past the tolerance, in whole seconds rounded away from it: one 300.4 s
+    old is "301 s old" against a tolerance of 300 s, never "300 s" nor "-300 s"."""
+    seconds = math.ceil(abs(age))
+    when = f"{seconds} s old" if age > 0 else f"{seconds} s in the future"
+    return f"signature timestamp is {when} (tolerance {tolerance} s)"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ingress.errors import IdNotStorable
 from outbox.settings import StripeMode
-from outbox.store import IncomingEvent
+from outbox.store import DeliveryIdNotStorable, IncomingEvent
 from outbox.stripe_events import incoming_stripe_event
 
 KEPT_HEADERS = ("content-type", "user-agent", "stripe-signature")
@@ -20,4 +21,7 @@ def stripe_event(
 ) -> IncomingEvent:
     """The row for a verified Stripe delivery; a body that is not an event is kept, marked dead."""
     kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
-    return incoming_stripe_event(body, kept, verified_by, mode)
+    try:
+        return incoming_stripe_event(body, kept, verified_by, mode)
+    except DeliveryIdNotStorable as exc:
+        raise IdNotStorable(f"event id cannot be stored exactly: {exc}") from None

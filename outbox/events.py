@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from outbox.fields import as_int64
 from outbox.models import FINISHED, IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.store import REPLAYABLE
 
@@ -195,13 +196,10 @@ def find_event(session: Session, ref: str) -> EventDetail:
     )
 
 
-#: Row ids are 64-bit; a longer run of digits can only be a delivery id.
-_MAX_ID_DIGITS = 19
-
-
 def _by_ref(session: Session, ref: str) -> WebhookEvent:
-    if ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:
-        row = session.get(WebhookEvent, int(ref))
+    row_id = as_int64(ref)  # ASCII digits within 64 bits: anything else is a delivery id
+    if row_id is not None:
+        row = session.get(WebhookEvent, row_id)
         if row is not None:
             return row
     rows = list(session.scalars(select(WebhookEvent).where(WebhookEvent.delivery_id == ref)))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 _INT64 = 2**63 - 1
+_INT64_DIGITS = 19  #: a run of more ASCII digits is out of range whatever it says
 
 
 def dig(document: Any, *path: str) -> Any:
@@ -18,13 +19,24 @@ def dig(document: Any, *path: str) -> Any:
 
 
 def as_int64(value: Any) -> int | None:
-    """An integer that fits a BIGINT column; numeric strings count, anything else is None."""
+    """An integer that fits a BIGINT column, or None (out of range counts as absent).
+
+    Strings of ASCII digits count: str.isdigit() also takes "²" (which int() refuses)
+    and "٣" (which it reads as 3), and int() refuses strings of over 4,300 digits.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = ascii_int(value)
     if isinstance(value, int) and -_INT64 <= value <= _INT64:
         return value
+    return None
+
+
+def ascii_int(text: str, max_digits: int = _INT64_DIGITS) -> int | None:
+    """The number written in `text` as 1 to `max_digits` ASCII digits, else None."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
     return None
 
 

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     stripe_webhook_tolerance: int = Field(default=300, ge=1)  #: seconds
     stripe_mode: StripeMode = "live"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    #: The public edge (ingress/edge.py, ingress/limits.py): what one connection may cost.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)  #: request line and headers
+    header_timeout_seconds: float = Field(default=10.0, gt=0)  #: first byte to end of head
+    body_timeout_seconds: float = Field(default=60.0, gt=0)  #: end of head to end of body
+    max_connections: int = Field(default=1000, ge=1)  #: open connections of one process
+    #: bytes one process holds of bodies still arriving, past each one's first 64 KiB
+    body_buffer_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     #: Threads of one ingress process committing webhook batches at once (Postgres only).
     ingress_writers: int = Field(default=4, ge=1, le=64)
 

@@ -118,6 +118,25 @@ class IncomingEvent:
         }
 
 
+class DeliveryIdNotStorable(ValueError):
+    """A delivery id the `delivery_id` column cannot hold exactly (too long, NUL, a lone
+    surrogate): stored cut or cleaned, it could equal another delivery's id."""
+
+
+def exact_delivery_id(delivery_id: str) -> str:
+    """`delivery_id` itself, which the store keeps exactly; raises DeliveryIdNotStorable."""
+    if len(delivery_id) > _TEXT_FIELDS_CAP:
+        raise DeliveryIdNotStorable(f"id is over {_TEXT_FIELDS_CAP} characters")
+    if "\x00" in delivery_id:
+        raise DeliveryIdNotStorable("id holds a NUL character")
+    if not delivery_id.isascii():
+        try:
+            delivery_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DeliveryIdNotStorable("id holds a lone surrogate") from None
+    return delivery_id
+
+
 def _clean(value: str | None, cap: int = _TEXT_FIELDS_CAP) -> str | None:
     if value is None:
         return None

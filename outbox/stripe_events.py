@@ -15,7 +15,7 @@ from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, peek_body
 from outbox.settings import StripeMode
-from outbox.store import IncomingEvent
+from outbox.store import IncomingEvent, exact_delivery_id
 
 #: Invoice events are ordered with the subscription they bill, so a renewal and a
 #: cancellation of one subscription are never applied at the same time.
@@ -31,6 +31,7 @@ def incoming_stripe_event(
     backfilled: bool = False,
 ) -> IncomingEvent:
     """The row for an authentic Stripe event; a body that is not an event is kept, marked dead.
+    Raises DeliveryIdNotStorable for an event id the store cannot keep exactly.
 
     :param headers: the headers worth keeping, already chosen by the caller.
     :param verified_by: what vouches for it ("stripe#0": the first webhook secret).
@@ -54,6 +55,7 @@ def incoming_stripe_event(
             status=Status.DEAD,
             reason=f"unprocessable: {exc}",
         )
+    exact_delivery_id(event_id)
     event_type = as_text(payload.get("type")) or "unknown"
     livemode = payload.get("livemode") if isinstance(payload.get("livemode"), bool) else None
     skip_reason = mode_mismatch(livemode, mode)

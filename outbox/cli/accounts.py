@@ -9,7 +9,14 @@ from typing import Any
 import typer
 
 from outbox.cli.billing_common import account_named, billing_session, print_table
-from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import (
+    fail,
+    friendly_errors,
+    id_argument,
+    print_json_lines,
+    say,
+    usage_error,
+)
 from outbox.settings import get_settings
 
 accounts_app = typer.Typer(
@@ -86,9 +93,9 @@ def show(
         if name in ("balance", "available", "debt"):
             value = format_credits(Decimal(value))
         if name != "subscriptions":
-            typer.echo(f"{name:<20}{_text(value)}")
+            say(f"{name:<20}{_text(value)}")
     for sub in subs:
-        typer.echo(
+        say(
             f"subscription        {sub['subscription']} {sub['status']} price "
             f"{sub['price_id'] or '-'} until {_text(sub['current_period_end'])}"
             + (" (cancels at period end)" if sub["cancel_at_period_end"] else "")
@@ -98,7 +105,9 @@ def show(
 @accounts_app.command("add")
 @friendly_errors
 def add(
-    account_id: int = typer.Argument(..., min=1, help="The GitHub user or organisation id."),
+    account_id_text: str = typer.Argument(
+        ..., metavar="ACCOUNT_ID", help="The GitHub user or organisation id."
+    ),
     login: str = typer.Option(..., help="The GitHub login."),
     kind: str = typer.Option("User", help="User or Organization."),
 ) -> None:
@@ -106,6 +115,7 @@ def add(
     from domain.accounts import ensure_account
     from outbox.db import utcnow
 
+    account_id = id_argument(account_id_text, "account id")
     if kind not in KINDS:
         usage_error(f"--kind must be one of {', '.join(KINDS)}")
     welcome = get_settings().welcome_credits
@@ -114,9 +124,9 @@ def add(
             session, account_id, login=login, kind=kind, now=utcnow(), welcome_credits=welcome
         )
     if created:
-        typer.echo(f"added account {account_id} ({login}) with {welcome} welcome credits")
+        say(f"added account {account_id} ({login}) with {welcome} welcome credits")
     else:
-        typer.echo(f"account {account_id} already exists; login set to {login}")
+        say(f"account {account_id} already exists; login set to {login}")
 
 
 @accounts_app.command("link")
@@ -136,9 +146,9 @@ def link(
         found = account_named(session, account)
         changed = link_customer(session, found.id, customer_id, now=utcnow(), replace=replace)
     if changed:
-        typer.echo(f"linked Stripe customer {customer_id} to account {found.id}")
+        say(f"linked Stripe customer {customer_id} to account {found.id}")
     else:
-        typer.echo(f"Stripe customer {customer_id} was already linked to account {found.id}")
+        say(f"Stripe customer {customer_id} was already linked to account {found.id}")
 
 
 def _account_row(account: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from outbox.cli.common import fail, usage_error
+from outbox.cli.common import account_ref, fail, usage_error
 
 CUT_WIDTH = 40  #: characters of a free-text column (a reason) shown in a listing
 
@@ -55,7 +55,7 @@ def account_named(session: Session, ref: str) -> Account:
     """The account ACCOUNT names (its numeric id or its login), else exit 1 saying so."""
     from domain.accounts import find_account
 
-    account = find_account(session, ref)
+    account = find_account(session, account_ref(ref))
     if account is None:
         fail(f"no account with id or login {ref!r}")
     return account
@@ -76,12 +76,10 @@ def print_table(
 ) -> None:
     """A listing for people (`--json` is for scripts): one row per item, blanks for None.
     Ids, keys and amounts are printed whole; only the columns named in `cut` may be cut."""
-    from rich.markup import escape
-    from rich.table import Table
-
+    from outbox.cli.common import SafeTable
     from outbox.cli.jobs import wide_console
 
-    table = Table()
+    table = SafeTable()
     for name in headers:
         if name in cut:
             table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=CUT_WIDTH)
@@ -89,5 +87,5 @@ def print_table(
             table.add_column(name, no_wrap=True)
     for row in rows:
         # Cells carry webhook text (a dispute id, a pack name): shown as written, never markup.
-        table.add_row(*("" if cell is None else escape(str(cell)) for cell in row))
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
     wide_console().print(table)

@@ -12,7 +12,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from outbox.fields import as_int64
 
 EXIT_OK = 0
 EXIT_FAILED = 1  #: something asked for failed, or nothing matched
@@ -21,8 +24,104 @@ EXIT_USAGE = 2  #: the command line itself is wrong
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Characters a terminal acts on instead of showing: C0 and C1 controls (ESC starts a
+#: sequence that can move the cursor, retitle the window or hide text) and the bidi
+#: controls that reorder what follows. Stored strings come from webhooks: untrusted.
+_HIDDEN = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, 0x2028, 0x2029,
+                 *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}  # fmt: skip
+_HIDDEN_BUT_LINES = {code: text for code, text in _HIDDEN.items() if chr(code) not in "\n\t"}
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """`text` with every control character written as an escape (`\\x1b`); newlines and
+    tabs kept when `lines`. For plain output (typer.echo) of stored or given strings."""
+    return text.translate(_HIDDEN_BUT_LINES if lines else _HIDDEN)
+
+
+def shown(value: object) -> str:
+    """A stored or given value for Rich markup: controls escaped, then markup escaped, so
+    "[/x]" or "[link=…]" in an event type prints as itself."""
+    return escape(visible(str(value)))
+
+
+class SafeConsole(Console):
+    """A Console that never sends a control character of its text to the terminal.
+
+    Every string it renders (print, table cells) goes through render_str: made visible
+    there, whatever the caller forgot. Markup must still be escaped where the text is
+    untrusted (`shown`, SafeTable); JSON payloads go through print_json, made visible too.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(visible(text, lines=True), **kwargs)
+
+    def print_json(self, json: str | None = None, *, data: Any = None, **kwargs: Any) -> None:
+        import json as json_module
+
+        document = json_module.loads(json) if json is not None else data
+        super().print_json(data=_visible_json(document), **kwargs)
+
+
+def _visible_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {visible(str(k)): _visible_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_visible_json(v) for v in value]
+    return value
+
+
+class SafeTable(Table):
+    """A Rich Table whose string cells are text, never markup: stored strings go in as
+    they are. A cell meant to be styled is given as rich.text.Text."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(
+            *(shown(cell) if isinstance(cell, str) else cell for cell in renderables), **kwargs
+        )
+
+
 #: Errors are one line whatever the terminal's width (scripts grep them): never wrapped.
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = SafeConsole(stderr=True, soft_wrap=True)
+
+
+INT64_MAX = 2**63 - 1  #: the largest id a BIGINT column holds
+
+
+def id_argument(text: str, what: str) -> int:
+    """An id or page number given on the command line: 1 to INT64_MAX in ASCII digits,
+    else exit 2 with one line (an int option would let "²" or 2**64 reach the database)."""
+    value = as_int64(text.strip())
+    if value is None or value < 1:
+        usage_error(f"{what} {_quoted(text)} is not a number from 1 to {INT64_MAX}")
+    return value
+
+
+def account_ref(text: str) -> str:
+    """An account as given on the command line: a numeric id (checked as id_argument
+    checks it) or a login; exit 2 for digits that cannot be an id."""
+    ref = text.strip()
+    if ref.isdigit():
+        id_argument(ref, "account")
+    return ref
+
+
+def _quoted(text: str, cap: int = 40) -> str:
+    return repr(text if len(text) <= cap else text[:cap] + "…")
+
+
+def say(message: str) -> None:
+    """typer.echo for a message that may carry stored or given strings: controls shown."""
+    typer.echo(visible(message, lines=True))
+
+
+def stdout_console(width: int | None = None) -> SafeConsole:
+    return SafeConsole(width=width) if width else SafeConsole()
+
 
 #: The `--json` switch of every listing command: one JSON object per line on stdout.
 JSON_OPTION = typer.Option(False, "--json", help="One JSON object per line, for scripts.")
@@ -71,7 +170,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
                 raise
             else:
                 message = f"database unreachable: {reason}"
-            err_console.print(f"[red]error:[/red] {message}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper

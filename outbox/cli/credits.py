@@ -13,7 +13,7 @@ from outbox.cli.billing_common import (
     credits_argument,
     print_table,
 )
-from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import fail, friendly_errors, print_json_lines, say, usage_error
 
 credits_app = typer.Typer(
     help="Credit balances and the credit ledger.", no_args_is_help=True, add_completion=False
@@ -51,7 +51,7 @@ def show(
         print_json_lines([row])
         return
     for name, value in row.items():
-        typer.echo(f"{name:<11}{_plain(value)}")
+        say(f"{name:<11}{_plain(value)}")
 
 
 @credits_app.command("history")
@@ -71,7 +71,7 @@ def history(
         print_json_lines(rows)
         return
     if not rows:
-        typer.echo(f"account {found.id} has no ledger entries")
+        say(f"account {found.id} has no ledger entries")
         return
     print_table(
         ("id", "time", "amount", "debt", "reason", "key", "event", "job"),
@@ -119,10 +119,10 @@ def adjust(
             fail(str(reused))
         balance = ledger.balance(session, found.id)
     if entry is None:
-        typer.echo(f"adjustment {entry_key} was already applied; balance {_plain(balance)}")
+        say(f"adjustment {entry_key} was already applied; balance {_plain(balance)}")
         return
     paid = f", {_plain(-entry.debt_change)} of it paid debt" if entry.debt_change else ""
-    typer.echo(
+    say(
         f"account {found.id}: {_signed(credits)} credits{paid} ({entry_key}); "
         f"balance {_plain(balance)}"
     )

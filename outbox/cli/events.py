@@ -13,20 +13,26 @@ from typing import Any
 
 import click
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import events as queries
 from outbox import store
 from outbox.cli.common import (
     EXIT_FAILED,
+    INT64_MAX,
     JSON_OPTION,
+    SafeConsole,
+    SafeTable,
+    account_ref,
     err_console,
     fail,
     friendly_errors,
+    id_argument,
     print_json_lines,
+    say,
+    shown,
     usage_error,
 )
 from outbox.cli.database import open_database
@@ -114,7 +120,7 @@ def _account_id(session: Session, ref: str) -> int:
     """The account's id: a known id or login, or a numeric id no account row has (yet)."""
     from domain.accounts import find_account
 
-    ref = ref.strip()
+    ref = account_ref(ref)
     account = find_account(session, ref)
     if account is not None:
         return int(account.id)
@@ -137,15 +143,24 @@ def list_events(
     until: str | None = UNTIL_OPTION,
     delivery: str | None = DELIVERY_OPTION,
     limit: int = typer.Option(50, "--limit", min=1, max=1000, help="Rows per page."),
-    before_id: int | None = typer.Option(
-        None, "--before-id", min=1, help="Page: rows older than this id (the last one shown)."
+    before_id_text: str | None = typer.Option(
+        None,
+        "--before-id",
+        metavar="ID",
+        help="Page: rows older than this id (the last one shown).",
     ),
-    page: int | None = typer.Option(None, "--page", min=1, help="Page number, 1 = newest."),
+    page_text: str | None = typer.Option(
+        None, "--page", metavar="N", help="Page number, 1 = newest."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List stored events, newest first, one page at a time."""
-    if before_id is not None and page is not None:
+    if before_id_text is not None and page_text is not None:
         usage_error("give --before-id or --page, not both")
+    before_id = id_argument(before_id_text, "--before-id") if before_id_text else None
+    page = id_argument(page_text, "--page") if page_text else None
+    if page is not None and (page - 1) * limit > INT64_MAX:
+        usage_error(f"--page {page} is past the last page of any table")
     args = FilterArgs(status, source, event_type, account, since, until, delivery)
     settings = get_settings()
     with open_database(settings) as (_, sessions), sessions() as session:
@@ -171,13 +186,13 @@ def list_events(
 PIPED_WIDTH = 200
 
 
-def _stdout() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+def _stdout() -> SafeConsole:
+    console = SafeConsole()
+    return console if console.is_terminal else SafeConsole(width=PIPED_WIDTH)
 
 
-def _events_table(rows: Sequence[EventSummary]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+def _events_table(rows: Sequence[EventSummary]) -> SafeTable:
+    table = SafeTable(box=None, header_style="bold", pad_edge=False)
     for name in ("id", "received", "source", "type", "status", "tries", "delivery", "account"):
         table.add_column(name, no_wrap=True, min_width=len(name))
     table.add_column("last error", overflow="ellipsis", max_width=60, no_wrap=True)
@@ -187,7 +202,7 @@ def _events_table(rows: Sequence[EventSummary]) -> Table:
             f"{r.received_at:%Y-%m-%d %H:%M:%S}",
             r.source + (" (backfilled)" if r.backfilled else ""),
             r.event_type,
-            _status_text(r.status, r.purged_at),
+            Text.from_markup(_status_text(r.status, r.purged_at)),
             str(r.attempts),
             r.delivery_id,
             str(r.account_id) if r.account_id is not None else "",
@@ -200,8 +215,9 @@ _STATUS_STYLE = {"dead": "red", "pending": "yellow", "processing": "cyan", "done
 
 
 def _status_text(status: str, purged_at: datetime | None) -> str:
+    """The status as markup."""
     style = _STATUS_STYLE.get(status, "")
-    text = f"[{style}]{status}[/{style}]" if style else status
+    text = f"[{style}]{shown(status)}[/{style}]" if style else shown(status)
     return text + (" (purged)" if purged_at else "")
 
 
@@ -222,6 +238,7 @@ def show_event(
         try:
             detail = queries.find_event(session, ref)
         except (queries.EventNotFound, queries.AmbiguousEvent) as exc:
+            _refuse_unusable_id(ref)
             fail(str(exc))
         effects = effects_of_event(session, detail.summary.id)
     payload, payload_error = _decoded(detail)
@@ -270,7 +287,7 @@ def _detail_json(
 
 
 def _print_detail(
-    console: Console,
+    console: SafeConsole,
     detail: queries.EventDetail,
     payload: dict[str, Any] | None,
     payload_error: str | None,
@@ -278,11 +295,11 @@ def _print_detail(
 ) -> None:
     s = detail.summary
     console.print(
-        f"[bold]event {s.id}[/bold]  {s.source} {s.event_type}  "
+        f"[bold]event {s.id}[/bold]  {shown(s.source)} {shown(s.event_type)}  "
         f"{_status_text(s.status, s.purged_at)}",
         highlight=False,
     )
-    facts = Table.grid(padding=(0, 2))
+    facts = SafeTable.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column(overflow="fold")
     for label, value in (
@@ -333,7 +350,7 @@ def _print_detail(
 
     console.print(f"\n[bold]failed attempts[/bold] ({len(detail.failures)})")
     if detail.failures:
-        attempts = Table(box=None, header_style="bold", pad_edge=False)
+        attempts = SafeTable(box=None, header_style="bold", pad_edge=False)
         for name in ("#", "failed at", "outcome", "worker"):
             attempts.add_column(name, no_wrap=True)
         attempts.add_column("error", overflow="fold")
@@ -458,11 +475,18 @@ def _resolve_refs(session: Session, refs: Sequence[str]) -> tuple[list[int], lis
         try:
             found = queries.find_event(session, ref).summary.id
         except (queries.EventNotFound, queries.AmbiguousEvent) as exc:
+            _refuse_unusable_id(ref)
             unresolved.append(str(exc))
             continue
         if found not in ids:
             ids.append(found)
     return ids, unresolved
+
+
+def _refuse_unusable_id(ref: str) -> None:
+    """Digits that name no delivery and cannot be a row id are a mistyped id: exit 2."""
+    if ref.strip().isdigit():
+        id_argument(ref, "event id")
 
 
 def _confirm(count: int) -> None:
@@ -526,7 +550,7 @@ def _print_plan(
             for v, effects in plans
         )
         for message in unresolved:
-            err_console.print(f"[red]unknown:[/red] {message}", highlight=False)
+            err_console.print(f"[red]unknown:[/red] {shown(message)}", highlight=False)
         return
     console = _stdout()
     replayable = [p for p in plans if p[0].replayable]
@@ -535,7 +559,7 @@ def _print_plan(
         f"refuse {len(plans) - len(replayable) + len(unresolved)}; nothing changed.",
         highlight=False,
     )
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = SafeTable(box=None, header_style="bold", pad_edge=False)
     for name in ("id", "type", "status", "plan"):
         table.add_column(name, overflow="fold")
     table.add_column("already applied (kept, not applied again)", overflow="fold")
@@ -544,12 +568,14 @@ def _print_plan(
             str(v.id),
             v.event_type or "",
             v.status or "",
-            "replay" if v.replayable else f"[red]refuse[/red]: {v.refusal}",
+            "replay"
+            if v.replayable
+            else Text.from_markup(f"[red]refuse[/red]: {shown(v.refusal)}"),
             "\n".join(_effect_line(e) for e in effects) or "none",
         )
     console.print(table, highlight=False)
     for message in unresolved:
-        console.print(f"[red]unknown[/red]: {message}", highlight=False)
+        console.print(f"[red]unknown[/red]: {shown(message)}", highlight=False)
 
 
 def _report_replay(
@@ -573,16 +599,16 @@ def _report_replay(
         print_json_lines(sorted(rows, key=lambda r: r["id"]))
     else:
         if put_back:
-            typer.echo(f"replayed {len(put_back)} event(s): pending again, due now, attempts reset")
+            say(f"replayed {len(put_back)} event(s): pending again, due now, attempts reset")
         else:
-            typer.echo("nothing replayed")
+            say("nothing replayed")
     out = err_console if as_json else _stdout()
     for note in ring_notes:
-        out.print(note, highlight=False)
+        out.print(shown(note), highlight=False)
     for v in refused:
-        out.print(f"[red]refused[/red] {v.id}: {v.refusal}", highlight=False)
+        out.print(f"[red]refused[/red] {v.id}: {shown(v.refusal)}", highlight=False)
     for message in unresolved:
-        out.print(f"[red]unknown[/red]: {message}", highlight=False)
+        out.print(f"[red]unknown[/red]: {shown(message)}", highlight=False)
 
 
 def _exit_if_refused(refused: list[ReplayVerdict], unresolved: list[str]) -> None:
@@ -608,7 +634,7 @@ def stats(as_json: bool = JSON_OPTION) -> None:
         return
     console = _stdout()
     statuses = [s.value for s in Status]
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = SafeTable(box=None, header_style="bold", pad_edge=False)
     table.add_column("source")
     for name in [*statuses, "total"]:
         table.add_column(name, justify="right")

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.orm import Session
 
-from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import (
+    SafeConsole,
+    SafeTable,
+    account_ref,
+    fail,
+    friendly_errors,
+    id_argument,
+    print_json_lines,
+    say,
+    usage_error,
+)
 from outbox.settings import get_settings
 
 TABLE_WIDTH = 140  #: characters; wide enough for every column of a listing uncut
@@ -57,7 +65,7 @@ def account_id_of(session: Session, ref: str | None) -> int | None:
         return None
     from domain.accounts import find_account
 
-    account = find_account(session, ref)
+    account = find_account(session, account_ref(ref))
     if account is None:
         fail(f"no account with id or login {ref!r}")
     return account.id
@@ -86,7 +94,7 @@ def list_jobs(
     if as_json:
         print_json_lines(rows)
         return
-    table = Table()
+    table = SafeTable()
     for name in ("id", "status", "account", "repository", "credits", "tries", "PR"):
         table.add_column(name, no_wrap=True)
     table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
@@ -107,14 +115,14 @@ def list_jobs(
 @jobs_app.command("show")
 @friendly_errors
 def show_job(
-    job_id: int = typer.Argument(..., help="The job's id."),
+    job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Show everything about one job."""
     from domain import jobs
 
     with command_session() as session:
-        job = jobs.get_job(session, job_id)
+        job = jobs.get_job(session, id_argument(job_id, "job id"))
         if job is None:
             fail(f"no job {job_id}")
         row = jobs.describe(job)
@@ -122,24 +130,24 @@ def show_job(
         print_json_lines([row])
         return
     for name, value in row.items():
-        typer.echo(f"{name:>16}: {_shown(value)}")
+        say(f"{name:>16}: {_shown(value)}")
 
 
 @jobs_app.command("retry")
 @friendly_errors
-def retry_job(job_id: int = typer.Argument(..., help="The job's id.")) -> None:
+def retry_job(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id.")) -> None:
     """Put a failed job back (it is validated again), or make a waiting job due now."""
     from domain import jobs
     from outbox.db import utcnow
 
     with command_session() as session:
         try:
-            job = jobs.retry_now(session, job_id, now=utcnow())
+            job = jobs.retry_now(session, id_argument(job_id, "job id"), now=utcnow())
         except LookupError:
             fail(f"no job {job_id}")
         except jobs.RetryRefused as refused:
             fail(str(refused))
-        typer.echo(f"job {job.id} is {job.status}, due now")
+        say(f"job {job.id} is {job.status}, due now")
 
 
 @jobs_app.command("submit")
@@ -177,14 +185,14 @@ def submit_job(
     if as_json:
         print_json_lines([row])
     elif created:
-        typer.echo(f"job {row['id']} submitted ({row['status']}), branch {row['head_branch']}")
+        say(f"job {row['id']} submitted ({row['status']}), branch {row['head_branch']}")
     else:
-        typer.echo(f"job {row['id']} was already submitted with key {spec.key!r}: {row['status']}")
+        say(f"job {row['id']} was already submitted with key {spec.key!r}: {row['status']}")
 
 
-def wide_console() -> Console:
+def wide_console() -> SafeConsole:
     """A console at least TABLE_WIDTH wide: ids and names are never cut (a pipe is 80)."""
-    return Console(width=max(Console().width, TABLE_WIDTH))
+    return SafeConsole(width=max(SafeConsole().width, TABLE_WIDTH))
 
 
 def _short(text: Any, width: int = 60) -> str:

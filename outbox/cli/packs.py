@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from outbox.cli.billing_common import billing_session, print_table
-from outbox.cli.common import fail, friendly_errors, print_json_lines
+from outbox.cli.common import fail, friendly_errors, print_json_lines, say
 
 packs_app = typer.Typer(
     help="The credit pack catalog: Stripe price id -> credits.",
@@ -70,7 +70,7 @@ def set_(
     with billing_session() as session:
         spec = PackSpec.parse(raw, "pack")
         created = set_pack(session, spec, now=utcnow())
-    typer.echo(f"{'added' if created else 'updated'} pack {spec.price_id}: {spec.name}")
+    say(f"{'added' if created else 'updated'} pack {spec.price_id}: {spec.name}")
 
 
 @packs_app.command("remove")
@@ -85,7 +85,7 @@ def remove(
     with billing_session() as session:
         if not retire_pack(session, price_id, now=utcnow()):
             fail(f"no pack on sale with price id {price_id!r}")
-    typer.echo(f"retired pack {price_id}")
+    say(f"retired pack {price_id}")
 
 
 @packs_app.command("load")
@@ -102,4 +102,4 @@ def load(
     with billing_session() as session:
         specs = read_pack_file(file)
         created, updated = load_packs(session, specs, now=utcnow())
-    typer.echo(f"loaded {len(specs)} packs from {file}: {created} added, {updated} updated")
+    say(f"loaded {len(specs)} packs from {file}: {created} added, {updated} updated")

@@ -8,7 +8,7 @@ import typer
 
 from outbox import events as queries
 from outbox import store
-from outbox.cli.common import JSON_OPTION, fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import JSON_OPTION, fail, friendly_errors, print_json_lines, say, usage_error
 from outbox.cli.database import open_database
 from outbox.cli.timespec import parse_duration
 from outbox.db import transaction, utcnow
@@ -64,12 +64,12 @@ def purge(
         )
     else:
         verb = "would remove" if dry_run else "removed"
-        typer.echo(
+        say(
             f"{verb} the bodies of {purged} done/skipped event(s) received before "
             f"{cutoff:%Y-%m-%d %H:%M} UTC (tombstones kept)"
         )
         if preview.unfinished_older:
-            typer.echo(
+            say(
                 f"left alone: {preview.unfinished_older} older event(s) not finished "
                 "(pending, processing or dead)"
             )

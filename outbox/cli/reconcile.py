@@ -12,16 +12,18 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from outbox.cli.common import (
     EXIT_FAILED,
     JSON_OPTION,
+    SafeConsole,
+    SafeTable,
     err_console,
     fail,
     friendly_errors,
     print_json_lines,
+    shown,
     usage_error,
 )
 from outbox.cli.database import open_database
@@ -60,9 +62,9 @@ def _since(text: str, *, window: timedelta, provider: str, now: datetime) -> dat
     return since
 
 
-def _stdout(as_json: bool) -> Console:
+def _stdout(as_json: bool) -> SafeConsole:
     # With --json, stdout carries JSON only; the words for people go to stderr.
-    return err_console if as_json else Console()
+    return err_console if as_json else SafeConsole()
 
 
 @reconcile_app.command("stripe")
@@ -101,11 +103,12 @@ def reconcile_stripe(
                 "(reconcile is idempotent: run it again)"
             )
     new = [r for r in results if r.outcome in ("stored", "missing")]
+    refused = [r for r in results if r.outcome.startswith("refused")]
     if as_json:
         print_json_lines(r.as_json() for r in results)
     out = _stdout(as_json)
     if new:
-        table = Table(box=None, header_style="bold", pad_edge=False)
+        table = SafeTable(box=None, header_style="bold", pad_edge=False)
         for name in ("event", "type", "created", "outcome", "row", "status"):
             table.add_column(name, no_wrap=True)
         for r in new:
@@ -121,15 +124,19 @@ def reconcile_stripe(
             out.print(table, highlight=False)
     out.print(
         f"Stripe listed {len(results)} event(s) of {len(types)} handled type(s) since "
-        f"{start:%Y-%m-%d %H:%M} UTC: {len(results) - len(new)} already stored, "
+        f"{start:%Y-%m-%d %H:%M} UTC: {len(results) - len(new) - len(refused)} already stored, "
         f"{len(new)} {'missing (dry run: nothing stored)' if dry_run else 'stored as backfilled'}",
         highlight=False,
     )
+    for r in refused:
+        err_console.print(
+            f"[red]refused[/red] {shown(r.event_id)}: {shown(r.outcome)}", highlight=False
+        )
     if not dry_run:
         _ring_stored(settings, results, out)
 
 
-def _ring_stored(settings: Settings, results: list[Backfill], out: Console) -> int:
+def _ring_stored(settings: Settings, results: list[Backfill], out: SafeConsole) -> int:
     """Ring the processors for the rows just stored (and say so); how many were stored."""
     stored = [r for r in results if r.outcome == "stored"]
     due = [r.row_id for r in stored if r.row_id is not None and r.status == Status.PENDING]
@@ -168,7 +175,7 @@ def reconcile_github(
     if refused:
         err_console.print(
             f"[red]error:[/red] GitHub refused {len(refused)} redelivery request(s): "
-            + ", ".join(r.guid for r in refused),
+            + ", ".join(shown(r.guid) for r in refused),
             highlight=False,
         )
         raise typer.Exit(EXIT_FAILED)
@@ -216,15 +223,15 @@ def _report_github(
         print_json_lines(r.as_json() for r in done)
     out = _stdout(as_json)
     if done and not as_json:
-        table = Table(box=None, header_style="bold", pad_edge=False)
+        table = SafeTable(box=None, header_style="bold", pad_edge=False)
         for name in ("guid", "event", "failed at", "answer", "decision"):
             table.add_column(name, no_wrap=True)
         for r in done:
-            decision = r.decision
+            decision: str | Text = r.decision
             if r.decision == "redeliver":
                 decision = "would redeliver" if dry_run else "redelivery asked"
             if r.error:
-                decision = f"[red]refused: {r.error}[/red]"
+                decision = Text(f"refused: {r.error}", style="red")
             table.add_row(
                 r.guid,
                 r.event,

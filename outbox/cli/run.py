@@ -95,6 +95,7 @@ def _serve(
     import uvicorn
 
     from ingress.app import create_app
+    from ingress.edge import edge_limits, edge_protocol
 
     sys.setswitchinterval(0.0005)
 
@@ -109,7 +110,16 @@ def _serve(
     # those survivors up and walked the older generations again; collecting less often
     # cut ~15 % of the CPU per webhook under 64 senders (three paired runs).
     gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        # uvicorn's own loggers go through ours: its rare errors are JSON lines too.
+        log_config=None,
+        http=edge_protocol(edge_limits(settings)),
+    )
 
 
 def _redis_doorbell(settings: Settings) -> Doorbell:

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.common import SafeTable, fail, friendly_errors, print_json_lines, usage_error
 from outbox.cli.jobs import account_id_of, command_session, wide_console
 
 usage_app = typer.Typer(help="Usage records reported to the Stripe meter.", no_args_is_help=True)
@@ -35,7 +34,7 @@ def list_usage(
     if as_json:
         print_json_lines(rows)
     else:
-        table = Table()
+        table = SafeTable()
         for name in ("id", "key", "account", "quantity", "state", "created", "reported"):
             table.add_column(name, no_wrap=True)
         table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)

@@ -10,7 +10,7 @@ from types import FrameType
 
 import typer
 
-from outbox.cli.common import fail, friendly_errors, print_json_lines
+from outbox.cli.common import fail, friendly_errors, print_json_lines, say
 from outbox.cli.run import safe_url
 from outbox.logs import configure_logging
 from outbox.settings import Settings, get_settings
@@ -82,7 +82,7 @@ def sweep(
                 [{"released": report.released, "rung": report.rung, "errors": report.errors}]
             )
         else:
-            typer.echo(report.summary())
+            say(report.summary())
         if not report.ok:
             raise typer.Exit(1)
         return

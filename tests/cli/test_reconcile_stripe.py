@@ -215,3 +215,18 @@ def test_more_than_twenty_types_are_asked_for_in_groups_stripe_accepts():
     assert [[e["id"] for e in p] for p in listed] == [["evt_x"], ["evt_x"]]  # a page a group
     groups = [[k for k in query(c) if k.startswith("types")] for c in route.calls]
     assert [len(g) for g in groups] == [20, 5]
+
+
+@respx.mock
+def test_unicode_digits_in_ids_are_read_as_absent_and_the_event_is_still_stored(stripe_cli, engine):
+    hostile = event("evt_digits", client_reference_id="²", metadata={"github_account_id": "٣"})
+    hostile["created"] = "①"
+    unstorable = event("evt_nul\x00")
+    respx.get(EVENTS_URL).mock(return_value=page([hostile, unstorable]))
+    ran = stripe_cli("--since", "3d")
+    assert ran.code == 0, ran.stderr
+    assert "refused" in ran.stderr and "NUL" in ran.stderr
+    stored = rows(engine)
+    assert set(stored) == {"evt_digits"}
+    assert stored["evt_digits"].account_id is None  # "٣" is not 3
+    assert stored["evt_digits"].provider_created_at is None

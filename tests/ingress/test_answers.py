@@ -9,7 +9,6 @@ import sys
 import httpx
 import pytest
 from sqlalchemy import func, select
-from starlette.requests import ClientDisconnect
 from starlette.testclient import TestClient
 
 from ingress.app import create_app
@@ -111,7 +110,9 @@ def test_a_body_sent_in_chunks_is_stored_whole(client, engine):
         assert conn.scalar(select(WebhookEvent.raw_body)) == body
 
 
-def test_a_sender_gone_before_its_body_ended_stores_nothing_and_gets_no_answer(settings, engine):
+def test_a_sender_gone_before_its_body_ended_stores_nothing_gets_no_answer_and_one_log_line(
+    settings, engine, caplog
+):
     body = BODY + b" " * 100
     headers = github_headers(body, "issues", delivery="gone-1")
     scope = {
@@ -134,9 +135,11 @@ def test_a_sender_gone_before_its_body_ended_stores_nothing_and_gets_no_answer(s
         sent.append(message)
 
     app = create_app(settings, engine=engine)
-    with TestClient(app), pytest.raises(ClientDisconnect):  # TestClient: the writer runs
+    with TestClient(app), caplog.at_level(logging.DEBUG):  # TestClient: the writer runs
         asyncio.run(app.router(scope, receive, send))
     assert sent == [] and _count(engine) == 0
+    [line] = [r for r in caplog.records if r.name.startswith("outbox.ingress")]
+    assert line.outcome == "disconnected" and line.exc_info is None
 
 
 def test_a_webhook_route_answers_get_with_405(client, engine):
@@ -311,3 +314,31 @@ def test_request_headers_are_looked_up_like_starlettes_first_value_wins():
     headers = request_headers(scope)
     assert headers["x-github-delivery"] == request.headers["x-github-delivery"] == "first"
     assert headers["x-github-event"] == "issues"
+
+
+def _errors_counted(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('outbox_webhook_requests_total{outcome="error",source="github"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_fault_of_the_ingress_is_a_json_500_counted_and_one_log_line(
+    client, engine, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr("ingress.app.github_event", broken)
+    before = _errors_counted(client)
+    with caplog.at_level(logging.INFO):
+        response = client.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error"}
+    assert _errors_counted(client) == before + 1
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.name == "outbox.ingress" and line.exc_info is None
+    assert line.error == "RuntimeError" and line.where.endswith(
+        "test_answers.py:" + str(broken.__code__.co_firstlineno + 1)
+    )
+    assert _count(engine) == 0

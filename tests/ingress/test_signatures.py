@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from ingress.app import create_app
-from ingress.errors import Rejection, SignatureInvalid, SignatureMalformed, SignatureMissing
+from ingress.errors import (
+    Rejection,
+    SignatureInvalid,
+    SignatureMalformed,
+    SignatureMissing,
+    TimestampOutsideTolerance,
+)
 from ingress.signatures import (
     github_signature,
     stripe_signature,
@@ -122,3 +129,40 @@ def test_stripe_header_may_carry_several_v1_signatures():
     good = stripe_signature("whsec_b", body, 1000).split("v1=")[1]
     header = f"t=1000,v1={'0' * 64},v1={good},v0=abc"
     assert verify_stripe(body, header, ["whsec_b"], tolerance=300, now=1100) == 0
+
+
+MALFORMED_STRIPE_HEADERS = {
+    "non-ASCII v1": "t={now},v1=" + "é" * 64,
+    "v1 not hex": "t={now},v1=" + "z" * 64,
+    "superscript timestamp": "t=²,v1=" + "a" * 64,
+    "Arabic-Indic timestamp": "t=١٢٣,v1=" + "a" * 64,
+    "5,000-digit timestamp": "t=" + "9" * 5000 + ",v1=" + "a" * 64,
+    "timestamp past any float": "t=" + "9" * 400 + ",v1=" + "a" * 64,
+    "no v1": "t={now}",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize(
+    "header", MALFORMED_STRIPE_HEADERS.values(), ids=list(MALFORMED_STRIPE_HEADERS)
+)
+def test_a_malformed_stripe_signature_is_400_with_a_reason(header, settings, engine):
+    header = header.replace("{now}", str(int(time.time())))
+    with TestClient(create_app(settings, engine=engine)) as client:
+        response = client.post(
+            "/webhooks/stripe", content=b"{}", headers={"Stripe-Signature": header.encode("utf-8")}
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("Stripe-Signature")
+
+
+@pytest.mark.parametrize(
+    ("age", "said"),
+    [(-300.4, "301 s in the future"), (300.4, "301 s old"), (-86400, "86400 s in the future")],
+)
+def test_a_timestamp_past_the_tolerance_says_how_far_and_which_way(age, said):
+    timestamp = 1_700_000_000
+    header = stripe_signature("s", b"{}", timestamp)
+    with pytest.raises(TimestampOutsideTolerance) as refused:
+        verify_stripe(b"{}", header, ["s"], tolerance=300, now=timestamp + age)
+    assert said in refused.value.reason and "-" not in refused.value.reason
