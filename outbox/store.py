@@ -399,12 +399,13 @@ def _due(candidate: Any) -> Any:
 
 
 def _held_back(candidate: Any) -> Any:
-    """Whether another row of the candidate's object goes first: one being processed,
-    whatever its created time (a late-arriving older event never runs beside a newer one),
-    or an earlier one still pending. A dead or finished row does not hold anything back.
+    """Whether another row of the candidate's object goes first: one being processed under
+    a live lease, whatever its created time (a late-arriving older event never runs beside
+    a newer one), or an earlier one still in line. A dead or finished row holds nothing
+    back, nor does a later row whose worker died (its lease ran out).
 
     One probe of ix_webhook_events_in_line, which holds exactly the pending and processing
-    rows. A row whose lease ran out still holds its object until the sweeper gives it back.
+    rows. Parameter: now.
     """
     other = events.alias("in_line")
     return exists().where(
@@ -412,7 +413,8 @@ def _held_back(candidate: Any) -> Any:
         other.c.object_id == candidate.c.object_id,
         other.c.status.in_([s.value for s in IN_LINE]),
         or_(
-            other.c.status == Status.PROCESSING.value,
+            (other.c.status == Status.PROCESSING.value)
+            & (other.c.lease_expires_at > bindparam("now")),
             _order_key(other) < _order_key(candidate),
         ),
     )
@@ -524,9 +526,9 @@ def claim(
     """Take up to `limit` due rows (only among `ids` when given) under a new lease.
 
     A row is due when it is pending, its next attempt time has come, and it is its
-    object's turn: no other row of the object is processing (whatever its created time),
-    none created earlier is still pending, and no concurrent claim is taking one (a dead
-    or finished row does not block).
+    object's turn: no other row of the object is processing under a live lease (whatever
+    its created time), none created earlier is still pending or processing, and no
+    concurrent claim is taking one (a dead or finished row does not block).
     Postgres skips rows another worker is claiming; SQLite has one writer at a time.
     """
     params: dict[str, Any] = {
