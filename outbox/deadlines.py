@@ -90,8 +90,8 @@ class DeadlineConnection(psycopg.Connection[Any]):
     """A psycopg connection whose every exchange with the server has a deadline.
 
     psycopg runs each exchange (a statement, a commit, a rollback, a ping) through `wait`;
-    given `deadline`, its own wait gives up after that many seconds (its `timeout`, which
-    psycopg's wait takes from 3.3.9 on; hence the dependency's floor). The connection is then
+    given `deadline`, its own wait gives up after that many seconds (its `timeout`
+    parameter: 3.3.5's wait had none, 3.3.9's has; hence the dependency's floor). The connection is then
     in an unknown state: it is closed at once, so SQLAlchemy sees it broken and invalidates
     it instead of returning it to its pool. Set `deadline` right after connecting.
     """
