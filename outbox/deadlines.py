@@ -91,9 +91,10 @@ class DeadlineConnection(psycopg.Connection[Any]):
 
     psycopg runs each exchange (a statement, a commit, a rollback, a ping) through `wait`;
     given `deadline`, its own wait gives up after that many seconds (its `timeout`
-    parameter: 3.3.5's wait had none, 3.3.9's has; hence the dependency's floor). The connection is then
-    in an unknown state: it is closed at once, so SQLAlchemy sees it broken and invalidates
-    it instead of returning it to its pool. Set `deadline` right after connecting.
+    parameter: 3.3.5's wait had none, 3.3.9's has; hence the dependency's floor). The
+    connection is then in an unknown state: it is closed at once, so SQLAlchemy sees it
+    broken and invalidates it instead of returning it to its pool. Set `deadline` right
+    after connecting.
     """
 
     deadline: float | None = None
