@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import httpx
 import stripe
 from githubkit import AppAuthStrategy, GitHub
 
 from outbox.settings import Settings
-
-API_TIMEOUT = 30.0  #: seconds for one call to GitHub or Stripe
 
 
 class NotConfigured(RuntimeError):
@@ -21,13 +20,19 @@ class NotConfigured(RuntimeError):
 
 
 def stripe_client(settings: Settings) -> stripe.StripeClient:
-    """A Stripe client on httpx (so respx sees it), against STRIPE_API_BASE, without retries."""
+    """A Stripe client on httpx (so respx sees it), against STRIPE_API_BASE, without retries.
+
+    A call waits at most PROVIDER_TIMEOUT_SECONDS to connect and then for each read: a
+    Stripe that accepts and never answers fails the attempt, which the retry policy retries.
+    """
     if settings.stripe_api_key is None:
         raise NotConfigured("STRIPE_API_KEY is not set")
     base = settings.stripe_api_base.rstrip("/")
     return stripe.StripeClient(
         settings.stripe_api_key.get_secret_value(),
-        http_client=stripe.HTTPXClient(timeout=API_TIMEOUT, allow_sync_methods=True),
+        http_client=stripe.HTTPXClient(
+            timeout=settings.provider_timeout_seconds, allow_sync_methods=True
+        ),
         base_addresses={"api": base, "meter_events": base, "files": base, "connect": base},
         max_network_retries=0,
     )
@@ -36,13 +41,16 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
 def github_app(settings: Settings) -> GitHub[AppAuthStrategy]:
     """The GitHub App's client (App JWT); `.with_auth(auth.as_installation(id))` for a repo's."""
     return _github_app(
-        settings.github_app_id, settings.github_private_key(), settings.github_api_url
+        settings.github_app_id,
+        settings.github_private_key(),
+        settings.github_api_url,
+        settings.provider_timeout_seconds,
     )
 
 
 @lru_cache(maxsize=4)
 def _github_app(
-    app_id: str | None, private_key: str | None, api_url: str
+    app_id: str | None, private_key: str | None, api_url: str, timeout: float
 ) -> GitHub[AppAuthStrategy]:
     # One client per process, so installation tokens are minted once and reused until they expire.
     if not app_id or not private_key:
@@ -52,5 +60,23 @@ def _github_app(
         base_url=api_url.rstrip("/") + "/",
         auto_retry=False,
         http_cache=False,
-        timeout=API_TIMEOUT,
+        timeout=timeout,  # to connect, then for each read: one that never comes fails the call
+        transport=_TimedTransport(timeout),
     )
+
+
+class _TimedTransport(httpx.HTTPTransport):
+    """httpx's transport, timing out requests that come without a timeout of their own.
+
+    githubkit builds the installation-token request itself, outside its client, so that
+    request had no timeout: a GitHub that accepted it and never answered held the job's
+    lease and the worker's thread for good.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = httpx.Timeout(timeout).as_dict()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions.setdefault("timeout", self._timeout)
+        return super().handle_request(request)

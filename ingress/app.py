@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ingress.bell import BackgroundBell
+from ingress.deadline import AnswerDeadlines
 from ingress.errors import NotConfigured, Rejection
 from ingress.github import MAX_HEADER_ID, github_event, required_headers
 from ingress.limits import BodyBudget, read_body
@@ -47,10 +48,13 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The ingress for `settings`; `doorbell` is told about every row it stores."""
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, timeout=settings.database_timeout_seconds)
     bell = BackgroundBell(doorbell or SilentDoorbell())
-    writer = make_writer(engine, bell.ring_later, settings.ingress_writers)
+    writer = make_writer(
+        engine, bell.ring_later, settings.ingress_writers, settings.database_timeout_seconds
+    )
     budget = BodyBudget(settings.body_buffer_bytes)
+    deadlines = AnswerDeadlines(settings.webhook_deadline_seconds)
 
     async def record_webhook(
         scope: Scope,
@@ -65,7 +69,9 @@ def create_app(
         try:
             body = await read_body(receive, headers, settings.max_body_bytes, budget)
             incoming = parse(body, headers)
-            recorded = await writer.store(incoming)
+            committed = writer.submit(incoming)
+            deadlines.watch(committed, started)
+            recorded = await committed
         except Rejection as rejection:
             return _answer(
                 source,
@@ -137,10 +143,12 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         bell.start()
         writer.start()
+        deadlines.start()
         try:
             yield
         finally:
             await writer.stop()
+            await deadlines.stop()
             bell.stop()
 
     return Starlette(
@@ -209,12 +217,16 @@ def _named(headers: dict[str, str], delivery_header: str | None) -> str | None:
 
 
 def make_writer(
-    engine: Engine, on_committed: Callable[[Sequence[int]], None], writers: int
+    engine: Engine,
+    on_committed: Callable[[Sequence[int]], None],
+    writers: int,
+    timeout: float | None = None,
 ) -> GroupCommitWriter | PostgresGroupWriter:
-    """Postgres through psycopg is written from the event loop; anything else from threads."""
+    """Postgres through psycopg is written from the event loop; anything else from threads.
+    `timeout` is the database call timeout (DATABASE_TIMEOUT_SECONDS), if any."""
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return PostgresGroupWriter(engine, on_committed, connections=writers)
-    return GroupCommitWriter(engine, on_committed, writers=writers)
+        return PostgresGroupWriter(engine, on_committed, connections=writers, timeout=timeout)
+    return GroupCommitWriter(engine, on_committed, writers=writers, timeout=timeout)
 
 
 def _ping(engine: Engine) -> None:

@@ -66,3 +66,10 @@ class NotConfigured(Rejection):
 class DatabaseUnavailable(Rejection):
     status = 503
     outcome = "unavailable"
+
+
+class NotCommittedInTime(Rejection):
+    """The webhook's commit did not return within the webhook deadline (ingress/deadline.py)."""
+
+    status = 503
+    outcome = "timed_out"

@@ -26,6 +26,13 @@ from ingress.batch_log import after_commit
 from ingress.errors import DatabaseUnavailable
 from outbox import store
 from outbox.db import POSTGRES_CONNECT_TIMEOUT, utcnow
+from outbox.deadlines import (
+    DatabaseCallTimedOut,
+    call_deadline,
+    postgres_connect_params,
+    shut_down,
+    stalled,
+)
 from outbox.store import IncomingEvent, Recorded
 
 log = logging.getLogger("outbox.ingress.writer")
@@ -53,6 +60,9 @@ class PostgresGroupWriter:
     :param on_committed: called after each commit with the ids the processors should look
         at: new pending rows, and duplicates not yet done.
     :param connections: batches in flight at once: while one commits, the next gathers.
+    :param timeout: the database call timeout (DATABASE_TIMEOUT_SECONDS): the server's
+        statement_timeout, and a batch with no answer a little later (`call_deadline`)
+        fails, its connection discarded. None: no deadline.
     """
 
     def __init__(
@@ -60,10 +70,17 @@ class PostgresGroupWriter:
         engine: Engine,
         on_committed: Callable[[Sequence[int]], None],
         connections: int = 2,
+        timeout: float | None = None,
     ) -> None:
         args, params = engine.dialect.create_connect_args(engine.url)
         self._connect_args: tuple[Any, ...] = tuple(args)
-        self._connect_params: dict[str, Any] = dict(params)
+        bounds = postgres_connect_params(timeout) if timeout is not None else {}
+        self._connect_params: dict[str, Any] = {
+            "connect_timeout": POSTGRES_CONNECT_TIMEOUT,
+            **bounds,
+            **params,
+        }
+        self._deadline = call_deadline(timeout) if timeout is not None else None
         self._on_committed = on_committed
         self._connections = max(1, connections)
         self._waiting: list[_Waiting] = []
@@ -91,12 +108,17 @@ class PostgresGroupWriter:
 
     async def store(self, event: IncomingEvent) -> Recorded:
         """Store one event; returns after its commit. Raises DatabaseUnavailable."""
-        if self._wake is None or self._stopping:
-            raise DatabaseUnavailable("the ingress is not accepting events")
+        return await self.submit(event)
+
+    def submit(self, event: IncomingEvent) -> asyncio.Future[Recorded]:
+        """Queue one event; the future is settled after its commit (or DatabaseUnavailable)."""
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        if self._wake is None or self._stopping:
+            future.set_exception(DatabaseUnavailable("the ingress is not accepting events"))
+            return future
         self._waiting.append(_Waiting(event, future))
         self._wake.set()
-        return await future
+        return future
 
     async def _run(self) -> None:
         # Each task keeps its own connection: a broken one is dropped and the next batch
@@ -142,10 +164,28 @@ class PostgresGroupWriter:
         # and execute() returns only after that report. One round trip per batch where
         # BEGIN, INSERT, COMMIT took three.
         return await psycopg.AsyncConnection.connect(
-            *self._connect_args,
-            **{"connect_timeout": POSTGRES_CONNECT_TIMEOUT, **self._connect_params},
-            autocommit=True,
+            *self._connect_args, **self._connect_params, autocommit=True
         )
+
+    async def _record(
+        self, conn: psycopg.AsyncConnection[Any], events: list[IncomingEvent]
+    ) -> list[Recorded]:
+        """Store `events` within the call deadline (connecting is bounded by connect_timeout).
+        Past it the connection is discarded (its socket shut down first) and
+        DatabaseCallTimedOut raised: whether the batch committed is unknown, so its
+        webhooks are answered 503."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await store.record_async(conn, events, utcnow())
+        except TimeoutError:
+            assert self._deadline is not None
+            stalled("postgres", self._deadline)
+            if not conn.closed:
+                shut_down(conn.pgconn.socket)
+            await _discard(conn)
+            raise DatabaseCallTimedOut(
+                f"no answer from the database within {self._deadline:g} s"
+            ) from None
 
     async def _write(
         self, conn: psycopg.AsyncConnection[Any] | None, batch: list[_Waiting]
@@ -155,7 +195,7 @@ class PostgresGroupWriter:
         started = time.perf_counter()
         try:
             conn = await self._connect(conn)
-            results = await store.record_async(conn, events, utcnow())
+            results = await self._record(conn, events)
         except psycopg.OperationalError as exc:  # the server is down or the link broke
             _fail_all(batch, exc)
             await _discard(conn)
@@ -188,7 +228,7 @@ class PostgresGroupWriter:
         started = time.perf_counter()
         try:
             conn = await self._connect(conn)
-            results = await store.record_async(conn, [waiting.event], utcnow())
+            results = await self._record(conn, [waiting.event])
         except Exception as exc:
             _fail_all([waiting], exc)
             if conn is None or conn.broken:

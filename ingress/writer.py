@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -49,12 +50,20 @@ class GroupCommitWriter:
         the processors should look at: new pending rows, and duplicates not yet done.
     :param writers: threads committing batches side by side. Postgres overlaps their
         commits; SQLite has one write lock, so one writer is all it can use.
+    :param timeout: the database call timeout (DATABASE_TIMEOUT_SECONDS). On SQLite it is
+        how long a batch waits for the write lock (busy_timeout) before it fails and its
+        connection is replaced; elsewhere the engine's own deadlines apply.
     """
 
     def __init__(
-        self, engine: Engine, on_committed: Callable[[Sequence[int]], None], writers: int = 1
+        self,
+        engine: Engine,
+        on_committed: Callable[[Sequence[int]], None],
+        writers: int = 1,
+        timeout: float | None = None,
     ) -> None:
         self._engine = engine
+        self._timeout = timeout
         self._on_committed = on_committed
         self._writers = 1 if engine.dialect.name == "sqlite" else max(1, writers)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -80,10 +89,26 @@ class GroupCommitWriter:
 
     async def store(self, event: IncomingEvent) -> Recorded:
         """Store one event; returns after its transaction committed. Raises DatabaseUnavailable."""
+        return await self.submit(event)
+
+    def submit(self, event: IncomingEvent) -> asyncio.Future[Recorded]:
+        """Queue one event; the future is settled after its commit (or DatabaseUnavailable)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Recorded] = loop.create_future()
         self._queue.put(_Request(event, future, loop))
-        return await future
+        return future
+
+    def _connect(self, conn: Connection | None) -> Connection:
+        if conn is not None and not conn.closed:
+            return conn
+        conn = self._engine.connect()
+        if self._timeout is not None and conn.dialect.name == "sqlite":
+            # The engine's 30 s suits workers; a webhook's batch gives up on the write lock
+            # in time for its 503 to be inside the webhook deadline.
+            # On the driver's connection: SQLAlchemy's would begin a transaction.
+            driver: Any = conn.connection.driver_connection
+            driver.execute(f"PRAGMA busy_timeout={round(self._timeout * 1000)}")
+        return conn
 
     def _run(self) -> None:
         # Each writer keeps its own connection: no pool checkout and no liveness ping per
@@ -97,8 +122,8 @@ class GroupCommitWriter:
                 if stop:
                     return
         finally:
-            if conn is not None:
-                conn.close()
+            # Not back to the pool: its busy_timeout is the writer's own.
+            _discard(conn)
 
     def _next_batch(self) -> tuple[list[_Request], bool]:
         first = self._queue.get()
@@ -120,7 +145,7 @@ class GroupCommitWriter:
         events = [r.event for r in batch]
         started = time.perf_counter()
         try:
-            conn = conn if conn is not None and not conn.closed else self._engine.connect()
+            conn = self._connect(conn)
             results = self._commit(conn, events)
         except (OperationalError, DatabaseUnavailable) as exc:
             self._fail_all(batch, exc)
@@ -153,7 +178,7 @@ class GroupCommitWriter:
     def _write_one(self, conn: Connection | None, request: _Request) -> Connection | None:
         started = time.perf_counter()
         try:
-            conn = conn if conn is not None and not conn.closed else self._engine.connect()
+            conn = self._connect(conn)
             [result] = self._commit(conn, [request.event])
         except Exception as exc:
             self._fail_all([request], exc)

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from outbox.deadlines import DeadlineConnection, call_deadline, postgres_connect_params
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000  #: milliseconds a writer waits for SQLite's single write lock
 POSTGRES_CONNECT_TIMEOUT = 5  #: seconds; a dead server must turn into a 503, not a hang
 
@@ -62,8 +64,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine for `url`, with the settings each backend needs to be safe under concurrency."""
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, timeout: float | None = None
+) -> Engine:
+    """An engine for `url`, with the settings each backend needs to be safe under concurrency.
+
+    :param timeout: seconds one database call may take (DATABASE_TIMEOUT_SECONDS). On
+        Postgres through psycopg the server cancels a statement after it, and a call with no
+        answer at all costs its connection a little later (outbox/deadlines.py). None: no
+        deadline (migrations, whose statements may rightly take long).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
         _make_sqlite_safe_for_concurrent_writers(engine)
@@ -76,7 +86,21 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     }
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}
-    return create_engine(url, echo=echo, **kwargs)
+        if timeout is not None:
+            kwargs["connect_args"] = postgres_connect_params(timeout)
+    engine = create_engine(url, echo=echo, **kwargs)
+    if timeout is not None and engine.dialect.driver == "psycopg":
+        _give_calls_deadlines(engine, call_deadline(timeout))
+    return engine
+
+
+def _give_calls_deadlines(engine: Engine, deadline: float) -> None:
+    # SQLAlchemy's documented hook for making the DBAPI connection ourselves.
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        connection = DeadlineConnection.connect(*cargs, **cparams)
+        connection.deadline = deadline
+        return connection
 
 
 def _make_sqlite_safe_for_concurrent_writers(engine: Engine) -> None:

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     #: Threads of one ingress process committing webhook batches at once (Postgres only).
     ingress_writers: int = Field(default=4, ge=1, le=64)
 
+    # --- deadlines (outbox/deadlines.py) ---
+    #: Seconds within which every webhook is answered: 2xx once committed, else 503.
+    webhook_deadline_seconds: float = Field(default=5.0, gt=0)
+    #: Seconds one database call may take: the server's statement_timeout; a call with no
+    #: answer a second later costs its connection, and the next call opens a new one.
+    database_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: Seconds one Redis call may take before its connection is dropped and replaced.
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: Seconds a GitHub or Stripe API call may wait to connect, and then for each read.
+    provider_timeout_seconds: float = Field(default=30.0, gt=0)
+
     stripe_api_key: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     stripe_meter_event_name: str = "pr_jobs"

@@ -12,24 +12,40 @@ its actors by adding its module to `ACTOR_MODULES` (one line).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import time
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.broker import Consumer
+from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, Retries, default_middleware
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from outbox.deadlines import RedisDeadlineConnection
 from outbox.settings import Settings
+
+log = logging.getLogger("outbox.broker")
 
 #: Modules whose actors every process binds to its broker.
 ACTOR_MODULES: list[str] = ["processors.events", "processors.jobs"]
 
-REDIS_CONNECT_TIMEOUT = 2.0  #: seconds; Redis down must turn into a dropped ring, not a hang
-REDIS_SOCKET_TIMEOUT = 10.0  #: seconds; Dramatiq's Redis fetch is a script call, never blocking
-REDIS_HEALTH_CHECK = 15  #: seconds a pooled connection idles before it is checked again
+#: Seconds a pooled connection idles before it is checked again (a PING, itself bounded
+#: by the socket timeout: REDIS_TIMEOUT_SECONDS covers connects, reads and writes).
+REDIS_HEALTH_CHECK = 5
+#: Retries of a call that failed on a broken or timed-out connection: one, on a new
+#: connection, so a failover costs a call one timeout, not several with backoffs between.
+REDIS_RETRIES = 1
+#: Seconds a consumer that lost Redis waits before it asks again (it logs once, not each time).
+CONSUMER_PAUSE = 0.5
 #: Milliseconds an idle consumer of a delay queue waits at most before it asks Redis again
 #: (Dramatiq's default). Nothing here sends a delayed message (retries live on the rows),
 #: yet each queue has a delay queue and a consumer polling it: at the workers' idle poll
@@ -48,12 +64,7 @@ def setup_broker(settings: Settings, *, in_process: bool) -> dramatiq.Broker:
     if in_process:
         broker = StubBroker(middleware=_middleware())
     else:
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            health_check_interval=REDIS_HEALTH_CHECK,
-        )
+        client = redis_client(settings)
         broker = _RedisBroker(
             client=client, namespace=settings.redis_namespace, middleware=_middleware()
         )
@@ -62,6 +73,23 @@ def setup_broker(settings: Settings, *, in_process: bool) -> dramatiq.Broker:
         actor.broker = broker
         broker.declare_actor(actor)
     return broker
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """The broker's Redis client: every call bounded by REDIS_TIMEOUT_SECONDS, its
+    connection dropped and replaced when it misses that (outbox/deadlines.py)."""
+    timeout = settings.redis_timeout_seconds
+    extra: dict[str, Any] = {}
+    if settings.redis_url.startswith("redis://"):  # TLS and unix sockets keep their own class
+        extra["connection_class"] = RedisDeadlineConnection
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        health_check_interval=REDIS_HEALTH_CHECK,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), REDIS_RETRIES),
+        **extra,
+    )
 
 
 def declared_actors() -> list[dramatiq.Actor]:  # type: ignore[type-arg]
@@ -80,12 +108,84 @@ def import_actor_modules() -> list[ModuleType]:
 
 
 class _RedisBroker(RedisBroker):
-    """Dramatiq's Redis broker, whose delay queues are polled at DELAY_QUEUE_POLL_MS."""
+    """Dramatiq's Redis broker, whose delay queues are polled at DELAY_QUEUE_POLL_MS, and
+    whose consumers wait out a lost Redis instead of failing (see _PatientConsumer)."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         if queue_name.endswith(".DQ"):
             timeout = max(timeout, DELAY_QUEUE_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+        return _PatientConsumer(super().consume(queue_name, prefetch, timeout), queue_name)
+
+
+class _PatientConsumer(Consumer):
+    """A Redis consumer that, when Redis does not answer, says so once as a WARNING, waits
+    CONSUMER_PAUSE and asks again, on a new connection.
+
+    Dramatiq's own consumer lets a timed-out call escape (it only translates connection
+    errors), and its worker logs any escape as CRITICAL, then restarts the consumer 3 s
+    later: a failover read as a crash, and delayed the work by the restart.
+    """
+
+    def __init__(self, consumer: Consumer, queue_name: str) -> None:
+        self._consumer = consumer
+        self._queue_name = queue_name
+        self._lost_since: float | None = None
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            message = next(self._consumer)
+        except (ConnectionClosed, redis.RedisError) as exc:
+            self._lost(exc)
+            time.sleep(CONSUMER_PAUSE)
+            return None
+        if self._lost_since is not None:
+            log.info(
+                "consumer reached Redis again",
+                extra={
+                    "queue": self._queue_name,
+                    "after_s": round(time.monotonic() - self._lost_since, 1),
+                },
+            )
+            self._lost_since = None
+        return message  # type: ignore[no-any-return]
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._lost_since is None:
+            self._lost_since = time.monotonic()
+            log.warning(
+                "consumer lost Redis; asking again every %g s",
+                CONSUMER_PAUSE,
+                extra={"queue": self._queue_name, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+
+    def ack(self, message: MessageProxy) -> None:
+        with _as_connection_closed():
+            self._consumer.ack(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        with _as_connection_closed():
+            self._consumer.nack(message)
+
+    def requeue(self, messages: Any) -> None:
+        with _as_connection_closed():
+            self._consumer.requeue(messages)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __getattr__(self, name: str) -> Any:  # the rest is Dramatiq's consumer's own
+        return getattr(self._consumer, name)
+
+
+@contextlib.contextmanager
+def _as_connection_closed() -> Iterator[None]:
+    """Redis errors as Dramatiq's ConnectionClosed, which its worker retries with a warning."""
+    try:
+        yield
+    except redis.ResponseError:
+        raise
+    except redis.RedisError as exc:
+        raise ConnectionClosed(exc) from exc
 
 
 def _middleware() -> list[Middleware]:

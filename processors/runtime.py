@@ -97,6 +97,8 @@ def _replace(settings: Settings, engine: Engine | None) -> Runtime:
     if _current is not None:
         _current.close()
     _current = Runtime(
-        settings, engine or make_engine(settings.database_url), owns_engine=engine is None
+        settings,
+        engine or make_engine(settings.database_url, timeout=settings.database_timeout_seconds),
+        owns_engine=engine is None,
     )
     return _current

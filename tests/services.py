@@ -161,16 +161,40 @@ def _as_postgres(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProc
 
 
 class PostgresCluster(_Service):
-    """A throwaway PostgreSQL cluster on a free port, for tests that stop the database."""
+    """A throwaway PostgreSQL cluster on a free port, for tests that stop the database.
 
-    def __init__(self, port: int | None = None) -> None:
+    :param disk_mb: put the whole cluster (data and WAL) on a tmpfs of this size (root
+        only), which `fill_disk()` fills up and `free_disk()` frees again.
+    """
+
+    def __init__(self, port: int | None = None, disk_mb: int | None = None) -> None:
         self.port = port or free_port()
         self.bin = _postgres_bin()
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-pg-"))
         self.data = self.dir / "data"
+        self._mounted = False
+        if disk_mb is not None:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={disk_mb}m", "tmpfs",
+                            str(self.dir)], check=True, capture_output=True)  # fmt: skip
+            self._mounted = True
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._initialised = False
+
+    @property
+    def _filler(self) -> Path:
+        return self.dir / "filler"
+
+    def fill_disk(self) -> None:
+        """Write a file until the cluster's filesystem has no space left."""
+        block = b"\0" * (1 << 20)
+        with contextlib.suppress(OSError), open(self._filler, "ab") as filler:
+            while True:
+                filler.write(block)
+                filler.flush()
+
+    def free_disk(self) -> None:
+        self._filler.unlink(missing_ok=True)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -215,6 +239,9 @@ class PostgresCluster(_Service):
                  str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                 capture_output=True, check=False,
             )  # fmt: skip
+        if self._mounted:
+            subprocess.run(["umount", str(self.dir)], capture_output=True, check=False)
+            self._mounted = False
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -168,12 +168,19 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
                 message = f"database not migrated ({reason}): run `outbox migrate`"
             elif isinstance(exc, ProgrammingError):
                 raise
+            elif _out_of_resources(exc.orig):
+                message = f"database cannot write ({reason}): free space on its disk"
             else:
                 message = f"database unreachable: {reason}"
             err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
+
+
+def _out_of_resources(error: BaseException | None) -> bool:
+    # SQLSTATE class 53, insufficient resources: a full disk (53100), out of memory (53200).
+    return str(getattr(error, "sqlstate", "") or "").startswith("53")
 
 
 def _missing_table(reason: str) -> bool:

@@ -15,7 +15,9 @@ from outbox.settings import Settings
 @contextmanager
 def open_database(settings: Settings) -> Iterator[tuple[Engine, sessionmaker[Session]]]:
     """An engine and its session factory for one command; a small pool is plenty for a CLI."""
-    engine = make_engine(settings.database_url, pool_size=2)
+    engine = make_engine(
+        settings.database_url, pool_size=2, timeout=settings.database_timeout_seconds
+    )
     try:
         yield engine, make_sessionmaker(engine)
     finally:

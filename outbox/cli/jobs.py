@@ -51,7 +51,10 @@ def command_session() -> Iterator[Session]:
     """One transaction on DATABASE_URL for one command: committed when the command succeeds."""
     from outbox.db import make_engine, make_sessionmaker, transaction
 
-    engine = make_engine(get_settings().database_url, pool_size=1)
+    settings = get_settings()
+    engine = make_engine(
+        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
+    )
     try:
         with transaction(make_sessionmaker(engine)) as session:
             yield session

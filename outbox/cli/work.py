@@ -105,10 +105,15 @@ def _check_services(settings: Settings) -> None:
     from processors.dispatch import HandlerTableNotFound, load_handler_table
 
     try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+        timeout = settings.redis_timeout_seconds
+        redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
+        ).ping()
     except redis.RedisError as exc:
         fail(f"Redis unreachable at {safe_url(settings.redis_url)}: {exc}")
-    engine = make_engine(settings.database_url, pool_size=1)
+    engine = make_engine(
+        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -18,6 +18,7 @@ from outbox.models import WebhookEvent
 from tests.conftest import GITHUB_SECRET, STRIPE_SECRET
 from tests.factories import github_headers, stripe_event_body, stripe_headers
 from tests.ingress.conftest import RecordingDoorbell
+from tests.services import wait_until
 
 BODY = b'{"action":"opened","installation":{"id":1}}'
 STRIPE_BODY = stripe_event_body({"id": "cus_1", "object": "customer"}, "customer.created")
@@ -260,7 +261,12 @@ def test_a_redelivery_is_logged_as_a_duplicate_of_its_batch(client, caplog):
     headers = github_headers(body, "issues", delivery="twice-delivered")
     for _ in range(2):
         assert client.post("/webhooks/github", content=body, headers=headers).status_code == 200
-    committed = [r for r in caplog.records if r.getMessage() == "webhooks committed"]
+
+    def committed_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "webhooks committed"]
+
+    # A batch's line is written just after its requests are answered (ingress.batch_log).
+    committed = wait_until(lambda: len(committed_lines()) >= 2 and committed_lines(), timeout=5)
     assert [r.stored for r in committed] == [["github:twice-delivered"], []]
     assert [r.duplicates for r in committed] == [[], ["github:twice-delivered"]]
 
