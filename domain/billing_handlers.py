@@ -278,12 +278,21 @@ def apply_refund(session: Session, event: EventContext, sessions: Any) -> None:
     if stripe_objects.object_id(charge.get("payment_intent")) is None:
         return  # not a Checkout payment: no pack was bought with it
     refund = stripe_objects.refund_of(charge)
-    purchase = purchases.purchase_for_payment(session, refund.payment_intent_id)
+    purchase = _purchase_paid_by(session, charge, refund.payment_intent_id, sessions)
     if purchase is None:
-        if _not_a_pack_payment(charge, sessions):
-            return
-        raise RetryLater(f"no credit purchase recorded yet for payment {refund.payment_intent_id}")
+        return
     purchases.take_back_refund(session, purchase, refund, now=event.now, event_id=event.id)
+
+
+def _purchase_paid_by(
+    session: Session, obj: dict[str, Any], payment_intent_id: str, sessions: Any
+) -> purchases.CreditPurchase | None:
+    """The pack purchase a charge or dispute is about; None when its payment bought no pack;
+    RetryLater while the purchase it may be about is not recorded yet."""
+    purchase = purchases.purchase_for_payment(session, payment_intent_id)
+    if purchase is None and not _not_a_pack_payment(obj, sessions):
+        raise RetryLater(f"no credit purchase recorded yet for payment {payment_intent_id}")
+    return purchase
 
 
 # --- disputes: taken back while the funds are withdrawn, given back if won ---------------
@@ -295,11 +304,9 @@ def apply_dispute(session: Session, event: EventContext, sessions: Any) -> None:
     dispute = stripe_objects.dispute_of(obj, closed=event.event_type == DISPUTE_CLOSED)
     if dispute is None:
         return  # not a Checkout payment: no pack was bought with it
-    purchase = purchases.purchase_for_payment(session, dispute.payment_intent_id)
+    purchase = _purchase_paid_by(session, obj, dispute.payment_intent_id, sessions)
     if purchase is None:
-        if _not_a_pack_payment(obj, sessions):
-            return
-        raise RetryLater(f"no credit purchase recorded yet for payment {dispute.payment_intent_id}")
+        return
     disputes.apply_dispute(session, purchase, dispute, now=event.now, event_id=event.id)
 
 

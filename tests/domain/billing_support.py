@@ -191,6 +191,13 @@ def deliver(sessions: sessionmaker[Session], table: HandlerTable, event: EventCo
         handler.apply(session, event, prepared)
 
 
+def bought_pro(sessions: sessionmaker[Session], table: HandlerTable, account_id: int = 1) -> str:
+    """A paid Checkout of the Pro pack for the account, delivered; its payment intent."""
+    obj = checkout_session(account_id, pack=PRO)
+    deliver(sessions, table, stripe_event("checkout.session.completed", obj))
+    return str(obj["payment_intent"])
+
+
 def seed(sessions: sessionmaker[Session], *account_ids: int, welcome: str = "0") -> None:
     """The seed pack catalog, and these accounts (no welcome grant unless asked)."""
     with transaction(sessions) as session:

@@ -20,6 +20,7 @@ from tests.domain.billing_support import (
     NOW,
     PACK_CENTS,
     PRO,
+    bought_pro,
     charge,
     checkout_session,
     deliver,
@@ -39,12 +40,6 @@ D = Decimal
 @pytest.fixture
 def table(database_url):
     return table_for(database_url)
-
-
-def bought_pro(sessions, table, account_id=1):
-    obj = checkout_session(account_id, pack=PRO)
-    deliver(sessions, table, stripe_event("checkout.session.completed", obj))
-    return obj["payment_intent"]
 
 
 def send(sessions, table, event_type, payment_intent, status, amount=CENTS, dispute_id="dp_1"):

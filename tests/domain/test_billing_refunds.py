@@ -16,6 +16,7 @@ from tests.domain.billing_support import (
     PACK_CENTS,
     PRO,
     STRIPE_BASE,
+    bought_pro,
     charge,
     checkout_session,
     deliver,
@@ -31,12 +32,6 @@ D = Decimal
 @pytest.fixture
 def table(database_url):
     return table_for(database_url)
-
-
-def bought_pro(sessions, table, account_id=1):
-    obj = checkout_session(account_id, pack=PRO)
-    deliver(sessions, table, stripe_event("checkout.session.completed", obj))
-    return obj["payment_intent"]
 
 
 def refund(sessions, table, payment_intent, refunded, cents=PACK_CENTS[PRO]):
