@@ -191,14 +191,12 @@ def _explained(exc: Exception) -> int | None:
     from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from processors.dispatch import HandlerTableNotFound
-
     if isinstance(exc, ValidationError):  # a setting (environment variable) that is not valid
         for problem in exc.errors():
             name = ".".join(str(part) for part in problem["loc"]).upper()
             error_line(f"setting {name}: {problem['msg']}")
         return EXIT_USAGE
-    if isinstance(exc, HandlerTableNotFound):
+    if _handler_table_not_found(exc):
         error_line(str(exc))
         return EXIT_USAGE
     if isinstance(exc, (OperationalError, ProgrammingError)):
@@ -214,6 +212,13 @@ def _explained(exc: Exception) -> int | None:
         error_line(message)
         return EXIT_FAILED
     return None
+
+
+def _handler_table_not_found(exc: Exception) -> bool:
+    # Only a command that loaded the dispatch table can have failed to: the others need not
+    # import the processors to find out.
+    dispatch = sys.modules.get("processors.dispatch")
+    return dispatch is not None and isinstance(exc, dispatch.HandlerTableNotFound)
 
 
 def error_line(message: str) -> None:
