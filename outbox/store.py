@@ -655,8 +655,16 @@ def _finished_values(status: Status, note: str | None, now: datetime) -> dict[st
     }
 
 
-def mark_done(session: Session, event: ClaimedEvent, now: datetime) -> bool:
-    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then)."""
+def mark_done(
+    session: Session, event: ClaimedEvent, now: datetime, *, note: str | None = None
+) -> bool:
+    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then).
+
+    `note` says why its handler changed nothing (kept in `last_error`, as a skipped row's
+    reason is; a done row has no error).
+    """
+    if note is not None:
+        return _finish(session, event, Status.DONE, _clean(note), now)
     return event.id in mark_done_many(session, [event], now)
 
 

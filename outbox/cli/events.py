@@ -210,7 +210,7 @@ _EVENT_COLUMNS = (
     key_column("tries", right=True),
     text_column("delivery", least=10),
     key_column("account", right=True),
-    note_column("last error"),
+    note_column("error / note"),
 )
 
 
@@ -317,6 +317,7 @@ def _detail_json(
         "body_bytes": len(detail.raw_body) if detail.raw_body is not None else None,
         "failures": [f.as_json() for f in detail.failures],
         "effects": effects,
+        "note": _no_effect_note(detail.summary.status, detail.summary.last_error),
     }
 
 
@@ -358,7 +359,7 @@ def _print_detail(
         ("hook id", detail.hook_id),
         ("verified by", detail.verified_by),
         ("backfilled", "yes (fetched by reconcile)" if s.backfilled else None),
-        ("last error", s.last_error),
+        ("note" if _finished(s.status) else "last error", s.last_error),
         ("purged", s.purged_at),
     ):
         if value is not None and value != "":
@@ -402,7 +403,17 @@ def _print_detail(
     for effect in effects:
         console.print("  " + _effect_line(effect), highlight=False, markup=False)
     if not effects:
-        console.print("  (none recorded)")
+        why = _no_effect_note(s.status, s.last_error)
+        console.print(f"  (none: {why})" if why else "  (none recorded)", markup=False)
+
+
+def _finished(status: str) -> bool:
+    return status in (Status.DONE.value, Status.SKIPPED.value)
+
+
+def _no_effect_note(status: str, last_error: str | None) -> str | None:
+    """Why a finished event changed nothing: its handler's note, or why it was skipped."""
+    return last_error if _finished(status) and last_error else None
 
 
 def _effect_line(effect: dict[str, Any]) -> str:
