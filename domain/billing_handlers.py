@@ -36,6 +36,7 @@ from outbox.handling import (
     EventContext,
     Handler,
     HandlerTable,
+    NoEffect,
     PermanentFailure,
     RetryLater,
 )
@@ -116,7 +117,7 @@ def _checkout_reader(settings: Settings) -> Any:
     return prepare
 
 
-def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
+def apply_checkout(session: Session, event: EventContext, fetched: Any) -> NoEffect | None:
     obj = stripe_objects.event_object(event)
     session_id = stripe_objects.required_text(obj, "id")
     customer = stripe_objects.object_id(obj.get("customer"))
@@ -126,11 +127,11 @@ def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
         account_id = stripe_objects.named_account(obj)
         if account_id is not None and session.get(Account, account_id) is not None:
             _link(session, account_id, customer, event)
-        return
+        return NoEffect(_why_no_grant(obj))
     account_id = _checkout_account(session, obj, customer)
     _link(session, account_id, customer, event)
     if purchases.purchase_for_session(session, session_id) is not None:
-        return
+        return NoEffect(f"checkout session {session_id} was granted already")
     lines = stripe_objects.checkout_lines(obj) or fetched
     if not lines:
         raise RetryLater(f"line items of checkout session {session_id} were not read yet")
@@ -139,6 +140,18 @@ def apply_checkout(session: Session, event: EventContext, fetched: Any) -> None:
         purchases.grant_pack(session, checkout, now=event.now, event_id=event.id)
     except UnknownPack as exc:
         raise _unknown_pack(session_id, exc) from None
+    return None
+
+
+def _why_no_grant(obj: dict[str, Any]) -> str:
+    """Why a completed checkout grants no pack, in the operator's words."""
+    mode = obj.get("mode", "payment")
+    if mode != "payment":
+        return f"a checkout in {mode} mode: its subscription's events apply it, not a pack"
+    return (
+        f"checkout not paid (payment_status {obj.get('payment_status')!r}): "
+        "credits come with checkout.session.async_payment_succeeded"
+    )
 
 
 def _checkout(obj: dict[str, Any], account_id: int, lines: Any) -> Checkout:
@@ -273,15 +286,19 @@ def _refund_reader(settings: Settings) -> Any:
     return prepare
 
 
-def apply_refund(session: Session, event: EventContext, sessions: Any) -> None:
+def apply_refund(session: Session, event: EventContext, sessions: Any) -> NoEffect | None:
     charge = stripe_objects.event_object(event)
     if stripe_objects.object_id(charge.get("payment_intent")) is None:
-        return  # not a Checkout payment: no pack was bought with it
+        return NoEffect(NOT_A_PACK_PAYMENT)
     refund = stripe_objects.refund_of(charge)
     purchase = _purchase_paid_by(session, charge, refund.payment_intent_id, sessions)
     if purchase is None:
-        return
+        return NoEffect(NOT_A_PACK_PAYMENT)
     purchases.take_back_refund(session, purchase, refund, now=event.now, event_id=event.id)
+    return None
+
+
+NOT_A_PACK_PAYMENT = "not a payment for a credit pack: no credits to take back"
 
 
 def _purchase_paid_by(
@@ -298,16 +315,17 @@ def _purchase_paid_by(
 # --- disputes: taken back while the funds are withdrawn, given back if won ---------------
 
 
-def apply_dispute(session: Session, event: EventContext, sessions: Any) -> None:
+def apply_dispute(session: Session, event: EventContext, sessions: Any) -> NoEffect | None:
     """See domain/disputes.py for the rules (Stripe's dispute statuses and their order)."""
     obj = stripe_objects.event_object(event)
     dispute = stripe_objects.dispute_of(obj, closed=event.event_type == DISPUTE_CLOSED)
     if dispute is None:
-        return  # not a Checkout payment: no pack was bought with it
+        return NoEffect(NOT_A_PACK_PAYMENT)
     purchase = _purchase_paid_by(session, obj, dispute.payment_intent_id, sessions)
     if purchase is None:
-        return
+        return NoEffect(NOT_A_PACK_PAYMENT)
     disputes.apply_dispute(session, purchase, dispute, now=event.now, event_id=event.id)
+    return None
 
 
 def _not_a_pack_payment(charge: dict[str, Any], sessions: list[dict[str, Any]] | None) -> bool:
@@ -342,18 +360,21 @@ def apply_subscription(session: Session, event: EventContext, fetched: Any) -> N
     _apply_state(session, event, state, obj, fetched=fetched is not None)
 
 
-def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
+def apply_invoice(session: Session, event: EventContext, fetched: Any) -> NoEffect | None:
     invoice = stripe_objects.event_object(event)
     subscription_id = stripe_objects.invoice_subscription(invoice)
     if subscription_id is None:
-        return  # a one-off invoice: nothing about subscriptions
+        return NoEffect("a one-off invoice: no subscription to update")
     if fetched is not None:
         state = stripe_objects.subscription_state(fetched)
         _apply_state(session, event, state, fetched, fetched=True)
-        return
+        return None
     news = invoice_news(event.event_type, invoice)
     if news is None:
-        return
+        return NoEffect(
+            f"{event.event_type} of a {invoice.get('billing_reason')} invoice says nothing "
+            "about its subscription"
+        )
     account_id = _subscription_account(
         session,
         subscription_id,
@@ -367,6 +388,7 @@ def apply_invoice(session: Session, event: EventContext, fetched: Any) -> None:
         invoice=news,
     )
     apply_change(session, change, now=event.now, event_id=event.id)
+    return None
 
 
 def invoice_news(event_type: str, invoice: dict[str, Any]) -> InvoiceNews | None:

@@ -197,7 +197,7 @@ def read_pack_file(path: Path) -> list[PackSpec]:
 
 def _parse_document(path: Path, text: str) -> Any:
     suffix = path.suffix.lower()
-    if suffix == ".json":
+    if suffix in (".json", ".jsonl"):
         return _json(path, text)
     if suffix == ".toml":
         return _toml(path, text)
@@ -212,7 +212,11 @@ def _json(path: Path, text: str) -> Any:
         # Numbers with a fraction are read as exact Decimals, never as binary floats.
         return json.loads(text, parse_float=Decimal)
     except ValueError as exc:
-        raise InvalidPack(f"{path}: not valid JSON: {exc}") from None
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:  # one pack a line, as `outbox packs list --json` prints them
+            return [json.loads(line, parse_float=Decimal) for line in lines] if lines else None
+        except ValueError:
+            raise InvalidPack(f"{path}: not valid JSON: {exc}") from None
 
 
 def _toml(path: Path, text: str) -> Any:

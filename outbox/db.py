@@ -21,12 +21,9 @@ from sqlalchemy import (
     event,
     insert,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
-
-from outbox.deadlines import DeadlineConnection, call_deadline, postgres_connect_params
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  #: milliseconds a writer waits for SQLite's single write lock
 POSTGRES_CONNECT_TIMEOUT = 5  #: seconds; a dead server must turn into a 503, not a hang
@@ -84,6 +81,9 @@ def make_engine(
         "pool_pre_ping": True,
         "pool_recycle": 1800,
     }
+    # Imported here: psycopg and redis cost a command on SQLite a tenth of a second.
+    from outbox.deadlines import call_deadline, postgres_connect_params
+
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}
         if timeout is not None:
@@ -95,6 +95,8 @@ def make_engine(
 
 
 def _give_calls_deadlines(engine: Engine, deadline: float) -> None:
+    from outbox.deadlines import DeadlineConnection
+
     # SQLAlchemy's documented hook for making the DBAPI connection ourselves.
     @event.listens_for(engine, "do_connect")
     def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -168,6 +170,8 @@ class ListQuery:
 def _one_of_for(dialect: str) -> Callable[[Any], ColumnElement[bool]]:
     def one_of(column: Any) -> ColumnElement[bool]:
         if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # not loaded by commands on SQLite
+
             array = bindparam("values", type_=postgresql.ARRAY(column.type))
             return column == any_(array)  # type: ignore[no-any-return]
         return column.in_(bindparam("values", expanding=True))  # type: ignore[no-any-return]

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from outbox.fields import as_int64
 from outbox.models import FINISHED, IN_LINE, EventFailure, Status, WebhookEvent
-from outbox.store import REPLAYABLE
 
 #: How far back "dead rows in the last day" looks.
 RECENT_DEAD_WINDOW = timedelta(days=1)
@@ -246,6 +245,9 @@ def replay_verdicts(session: Session, ids: Sequence[int]) -> list[ReplayVerdict]
                 ).where(WebhookEvent.id.in_(chunk))
             )
         )
+    # The store's rule, imported here: the store loads psycopg, which listing does not need.
+    from outbox.store import REPLAYABLE
+
     verdicts = []
     replayable = {s.value for s in REPLAYABLE}
     for event_id in ids:
@@ -255,7 +257,9 @@ def replay_verdicts(session: Session, ids: Sequence[int]) -> list[ReplayVerdict]
             continue
         refusal = None
         if row.status in {s.value for s in IN_LINE}:
-            refusal = f"still {row.status}: it is already waiting to be processed"
+            refusal = f"still {row.status}: it is already waiting to be processed" + (
+                " (`outbox events retry` makes it due now)" if row.status == "pending" else ""
+            )
         elif row.status not in replayable:
             refusal = f"status {row.status} cannot be replayed"
         elif row.body_gone:

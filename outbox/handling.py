@@ -45,11 +45,20 @@ class ApplyAlone(Exception):
     locks must not be taken inside the batch's transaction)."""
 
 
+@dataclass(frozen=True)
+class NoEffect:
+    """Returned (never raised) by `apply` for an event it looked at and left alone (an
+    unpaid checkout, a one-off invoice): the reason is kept on the `done` row, so that
+    `outbox events show` can say why it changed nothing."""
+
+    reason: str
+
+
 class RetryLater(Exception):
     """Not possible yet (the account it names does not exist yet): try again per the policy."""
 
 
-Apply = Callable[[Session, EventContext, Any], None]
+Apply = Callable[[Session, EventContext, Any], NoEffect | None]
 Prepare = Callable[[EventContext], Any]
 #: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
 #: None when it was applied; ApplyAlone when it is left to `apply`, in a transaction of
@@ -62,7 +71,8 @@ class Handler:
     """How one (source, event type) is applied.
 
     :param name: for logs and the CLI ("grant_pack", "apply_subscription").
-    :param apply: `apply(session, event, prepared)`: database writes only, no network.
+    :param apply: `apply(session, event, prepared)`: database writes only, no network;
+        returns NoEffect(reason) when it deliberately changed nothing.
     :param prepare: optional `prepare(event) -> prepared`: network reads (a Stripe object
         fetched fresh), run before the transaction; its result is passed to `apply`.
     :param apply_many: optional set-based `apply` for many events of this kind in one

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -22,29 +21,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outbox.db import Base, UTCDateTime
+from outbox.states import FINISHED as FINISHED  # re-exported beside the tables
+from outbox.states import IN_LINE as IN_LINE
+from outbox.states import Source as Source
+from outbox.states import Status as Status
 
 #: Integer primary keys: 64-bit on Postgres, SQLite's rowid alias on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
-
-
-class Source(StrEnum):
-    GITHUB = "github"
-    STRIPE = "stripe"
-
-
-class Status(StrEnum):
-    """Where a row is. pending -> processing -> done; failures go back to pending, then dead."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    DONE = "done"
-    DEAD = "dead"
-    SKIPPED = "skipped"
-
-
-FINISHED = (Status.DONE, Status.SKIPPED)
-#: Rows that still hold their place in their object's queue (see the ordering rule in claim).
-IN_LINE = (Status.PENDING, Status.PROCESSING)
 
 
 class WebhookEvent(Base):

@@ -8,6 +8,7 @@ give_back_unrun -- put claimed rows whose handler never started back, attempt re
 release_expired -- give back rows whose worker vanished (sweeper)
 due_ids   -- rows that should be rung again (sweeper)
 replay    -- put finished or dead rows back to be processed (operators)
+retry_now -- make waiting rows due now, keeping their attempts (operators)
 purge     -- drop old bodies of finished rows, keeping a tombstone (operators)
 
 Callers pass the connection or session and the time; nothing here commits.
@@ -654,8 +655,16 @@ def _finished_values(status: Status, note: str | None, now: datetime) -> dict[st
     }
 
 
-def mark_done(session: Session, event: ClaimedEvent, now: datetime) -> bool:
-    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then)."""
+def mark_done(
+    session: Session, event: ClaimedEvent, now: datetime, *, note: str | None = None
+) -> bool:
+    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then).
+
+    `note` says why its handler changed nothing (kept in `last_error`, as a skipped row's
+    reason is; a done row has no error).
+    """
+    if note is not None:
+        return _finish(session, event, Status.DONE, _clean(note), now)
     return event.id in mark_done_many(session, [event], now)
 
 
@@ -954,19 +963,45 @@ def replay(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
     return sorted(session.scalars(stmt))
 
 
-def purge(session: Session, *, older_than: datetime, now: datetime) -> int:
+def retry_now(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
+    """Make pending rows (new, or waiting for their next attempt) due now.
+
+    Their attempts are kept: a retry brought forward is still an attempt of the same
+    series. Rows in any other status are left alone. Returns the ids made due.
+    """
+    if not ids:
+        return []
+    stmt = (
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(list(ids)), WebhookEvent.status == Status.PENDING.value)
+        .values(next_attempt_at=now)
+        .returning(WebhookEvent.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(session.scalars(stmt))
+
+
+def purge(
+    session: Session, *, older_than: datetime, now: datetime, limit: int | None = None
+) -> int:
     """Drop the bodies of done and skipped rows received before `older_than`.
 
     The row stays as a tombstone (source, delivery id, type, times), so a very late
-    duplicate delivery is still recognised and not applied again.
+    duplicate delivery is still recognised and not applied again. With `limit`, at most
+    that many rows, oldest ids first: a bounded transaction, repeated until it returns 0.
     """
+    purgeable = and_(
+        WebhookEvent.status.in_([Status.DONE.value, Status.SKIPPED.value]),
+        WebhookEvent.received_at < older_than,
+        WebhookEvent.raw_body.is_not(None),
+    )
+    where: ColumnElement[bool] = purgeable
+    if limit is not None:
+        batch = select(WebhookEvent.id).where(purgeable).order_by(WebhookEvent.id).limit(limit)
+        where = WebhookEvent.id.in_(batch.scalar_subquery())
     stmt = (
         update(WebhookEvent)
-        .where(
-            WebhookEvent.status.in_([Status.DONE.value, Status.SKIPPED.value]),
-            WebhookEvent.received_at < older_than,
-            WebhookEvent.raw_body.is_not(None),
-        )
+        .where(where)
         .values(raw_body=None, headers={}, purged_at=now)
         .execution_options(synchronize_session=False)
     )

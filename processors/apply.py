@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.handling import ApplyAlone, EventContext, Handler, PermanentFailure
+from outbox.handling import ApplyAlone, EventContext, Handler, NoEffect, PermanentFailure
 from outbox.logs import LINES
 from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
@@ -299,8 +299,9 @@ def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step
     assert step.handler is not None and step.context is not None
     try:
         with transaction(sessions) as session:
-            step.handler.apply(session, step.context, step.prepared)
-            if not store.mark_done(session, step.event, utcnow()):
+            applied = step.handler.apply(session, step.context, step.prepared)
+            note = applied.reason if isinstance(applied, NoEffect) else None
+            if not store.mark_done(session, step.event, utcnow(), note=note):
                 raise _LeaseLost({step.event.id})  # rolls the row's effects back
         step.outcome = Outcome.DONE
         return

@@ -122,7 +122,10 @@ def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     except GitHubUnavailable as unavailable:
         return _retry(work, claimed, str(unavailable), unavailable.retry_after)
     except NotConfigured as missing:
-        return _retry(work, claimed, f"not configured: {missing}", None)
+        # No retry can succeed before an operator configures the App: fail now, releasing
+        # the hold (`outbox jobs retry` validates it again once the App is configured).
+        log.warning("job cannot run", extra={"job_id": job_id, "reason": str(missing)})
+        return _failed(work, claimed, f"no GitHub App configured: {missing}")
     except Exception as exc:  # a technical error takes nothing and is tried again
         log.exception("job attempt broke", extra={"job_id": job_id})
         return _retry(work, claimed, f"{type(exc).__name__}: {exc}", None)

@@ -1,8 +1,9 @@
 """The `outbox` command: a thin layer over the outbox operations.
 
-Each command group lives in its own module and is added here. Commands that need the
-ingress, the processors or the domain import them inside the command, so that
-`outbox --help` stays fast and the layers stay apart (docs/architecture.md, Layout).
+Each command group lives in its own module and is added here. Commands import the
+database, the ingress, the processors and the domain inside the command that needs them,
+so that `outbox --help` and `outbox events list` start fast and the layers stay apart
+(docs/architecture.md, Layout).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import typer
 
 from outbox.cli import (
     accounts,
+    command_line,
     credits,
     events,
     jobs,
@@ -25,11 +27,26 @@ from outbox.cli import (
 
 app = typer.Typer(
     name="outbox",
+    cls=command_line.OutboxGroup,
     help="Durable GitHub and Stripe webhooks: receive, process exactly once, inspect, replay.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def outbox(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=command_line.print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Durable GitHub and Stripe webhooks: receive, process exactly once, inspect, replay."""
+
+
 run.register(app)
 send.register(app)
 work.register(app)
@@ -41,6 +58,8 @@ reconcile.register(app)
 credits.register(app)
 packs.register(app)
 accounts.register(app)
+command_line.reflow_help(app)
+command_line.show_no_type_after_flags()
 
 
 def main() -> None:

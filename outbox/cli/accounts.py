@@ -8,16 +8,17 @@ from typing import Any
 
 import typer
 
-from outbox.cli.billing_common import account_named, billing_session, print_table
+from outbox.cli.billing_common import account_named, billing_session
 from outbox.cli.common import (
     fail,
     friendly_errors,
+    get_settings,
     id_argument,
     print_json_lines,
     say,
     usage_error,
 )
-from outbox.settings import get_settings
+from outbox.cli.tables import key_column, print_listing, text_column
 
 accounts_app = typer.Typer(
     help="Accounts (GitHub users and organisations) and their Stripe customers.",
@@ -26,6 +27,7 @@ accounts_app = typer.Typer(
 )
 
 KINDS = ("User", "Organization")
+DEFAULT_KIND = "User"  #: of an account added by hand without --kind
 
 
 def register(app: typer.Typer) -> None:
@@ -52,9 +54,19 @@ def list_(
     if json_output:
         print_json_lines(rows)
         return
-    print_table(
-        ("id", "login", "kind", "stripe customer", "balance"),
-        [[r["id"], r["login"], r["kind"], r["stripe_customer_id"], r["balance"]] for r in rows],
+    columns = (
+        key_column("id", right=True),
+        text_column("login", least=8),
+        text_column("kind", least=4),
+        text_column("stripe customer", least=10),
+        key_column("balance", right=True),
+    )
+    print_listing(
+        columns,
+        [
+            [str(r["id"]), r["login"], r["kind"], r["stripe_customer_id"], r["balance"]]
+            for r in rows
+        ],
     )
 
 
@@ -109,24 +121,32 @@ def add(
         ..., metavar="ACCOUNT_ID", help="The GitHub user or organisation id."
     ),
     login: str = typer.Option(..., help="The GitHub login."),
-    kind: str = typer.Option("User", help="User or Organization."),
+    kind: str | None = typer.Option(
+        None, help="User or Organization [default: User; an existing account keeps its kind]."
+    ),
 ) -> None:
-    """Create an account by hand (installations create them too), with its welcome grant."""
-    from domain.accounts import ensure_account
+    """Create an account by hand (installations create them too), with its welcome grant.
+
+    For an account that exists already, the login (and the kind, when given) is updated.
+    """
+    from domain.accounts import ensure_account, find_account
     from outbox.db import utcnow
 
     account_id = id_argument(account_id_text, "account id")
-    if kind not in KINDS:
+    if kind is not None and kind not in KINDS:
         usage_error(f"--kind must be one of {', '.join(KINDS)}")
     welcome = get_settings().welcome_credits
     with billing_session() as session:
-        _, created = ensure_account(
+        if kind is None and find_account(session, str(account_id)) is None:
+            kind = DEFAULT_KIND
+        account, created = ensure_account(
             session, account_id, login=login, kind=kind, now=utcnow(), welcome_credits=welcome
         )
+        kind_now = account.kind
     if created:
-        say(f"added account {account_id} ({login}) with {welcome} welcome credits")
+        say(f"added account {account_id} ({login}, {kind_now}) with {welcome} welcome credits")
     else:
-        say(f"account {account_id} already exists; login set to {login}")
+        say(f"account {account_id} already exists; login set to {login}, kind {kind_now}")
 
 
 @accounts_app.command("link")

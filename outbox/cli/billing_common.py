@@ -3,16 +3,12 @@ configured database, and the one mapping of billing's errors to CLI messages and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
-
 from outbox.cli.common import account_ref, fail, usage_error
-
-CUT_WIDTH = 40  #: characters of a free-text column (a reason) shown in a listing
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -24,6 +20,8 @@ if TYPE_CHECKING:
 def billing_session() -> Iterator[Session]:
     """One transaction on DATABASE_URL, committed when the command's work succeeds; billing's
     errors come out as CLI failures (exit 1) or usage errors (exit 2), never a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     from domain.accounts import CustomerAlreadyLinked, UnknownAccount
     from domain.credits import InvalidAmount
     from domain.ledger import InsufficientCredits
@@ -69,23 +67,3 @@ def credits_argument(text: str) -> Decimal:
         return parse_credits(text)
     except InvalidAmount as exc:
         usage_error(f"{exc} (write an amount such as 12, -3 or 0.25)")
-
-
-def print_table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], *, cut: Sequence[str] = ()
-) -> None:
-    """A listing for people (`--json` is for scripts): one row per item, blanks for None.
-    Ids, keys and amounts are printed whole; only the columns named in `cut` may be cut."""
-    from outbox.cli.common import SafeTable
-    from outbox.cli.jobs import wide_console
-
-    table = SafeTable()
-    for name in headers:
-        if name in cut:
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=CUT_WIDTH)
-        else:
-            table.add_column(name, no_wrap=True)
-    for row in rows:
-        # Cells carry webhook text (a dispute id, a pack name): shown as written, never markup.
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    wide_console().print(table)

@@ -6,16 +6,26 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from outbox.fields import as_int64
+
+if TYPE_CHECKING:
+    from outbox.settings import Settings
+
+
+def get_settings() -> Settings:
+    """The process's one settings object (outbox/settings.py), loaded on first use:
+    pydantic-settings costs a tenth of a second that `outbox --help` need not pay."""
+    from outbox.settings import get_settings as settings_of_the_process
+
+    return settings_of_the_process()
+
 
 EXIT_OK = 0
 EXIT_FAILED = 1  #: something asked for failed, or nothing matched
@@ -143,6 +153,16 @@ def usage_error(message: str) -> NoReturn:
     raise CommandFailed(message, EXIT_USAGE)
 
 
+def confirm_or_fail(question: str, refused: str) -> None:
+    """Ask on stderr; anything but yes (no answer, no terminal) fails with `refused`."""
+    try:
+        if typer.confirm(question, err=True):
+            return
+    except typer.Abort:
+        pass
+    fail(f"{refused} (use --yes in scripts)")
+
+
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn known failures into one line on stderr and the right exit code, never a traceback."""
 
@@ -153,29 +173,57 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         except CommandFailed as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, emoji=False)
             raise typer.Exit(exc.code) from None
-        except ValidationError as exc:  # a setting (environment variable) that is not valid
-            for problem in exc.errors():
-                name = ".".join(str(part) for part in problem["loc"]).upper()
-                err_console.print(
-                    f"[red]error:[/red] setting {name}: {escape(problem['msg'])}",
-                    highlight=False,
-                    emoji=False,
-                )
-            raise typer.Exit(EXIT_USAGE) from None
-        except (OperationalError, ProgrammingError) as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            if _missing_table(reason):
-                message = f"database not migrated ({reason}): run `outbox migrate`"
-            elif isinstance(exc, ProgrammingError):
+        except Exception as exc:
+            code = _explained(exc)
+            if code is None:
                 raise
-            elif _out_of_resources(exc.orig):
-                message = f"database cannot write ({reason}): free space on its disk"
-            else:
-                message = f"database unreachable: {reason}"
-            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-            raise typer.Exit(EXIT_FAILED) from None
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _explained(exc: Exception) -> int | None:
+    """Print one line for a failure a person can act on; its exit code, None if unknown.
+
+    The libraries are imported here, once something failed: a command that succeeds never
+    pays for pydantic's or SQLAlchemy's errors module (start-up time).
+    """
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if isinstance(exc, ValidationError):  # a setting (environment variable) that is not valid
+        for problem in exc.errors():
+            name = ".".join(str(part) for part in problem["loc"]).upper()
+            error_line(f"setting {name}: {problem['msg']}")
+        return EXIT_USAGE
+    if _handler_table_not_found(exc):
+        error_line(str(exc))
+        return EXIT_USAGE
+    if isinstance(exc, (OperationalError, ProgrammingError)):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if _missing_table(reason):
+            message = f"database not migrated ({reason}): run `outbox migrate`"
+        elif isinstance(exc, ProgrammingError):
+            return None
+        elif _out_of_resources(exc.orig):
+            message = f"database cannot write ({reason}): free space on its disk"
+        else:
+            message = f"database unreachable: {reason}"
+        error_line(message)
+        return EXIT_FAILED
+    return None
+
+
+def _handler_table_not_found(exc: Exception) -> bool:
+    # Only a command that loaded the dispatch table can have failed to: the others need not
+    # import the processors to find out.
+    dispatch = sys.modules.get("processors.dispatch")
+    return dispatch is not None and isinstance(exc, dispatch.HandlerTableNotFound)
+
+
+def error_line(message: str) -> None:
+    """`error: …` on stderr, one line, the message shown as written (never markup)."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, emoji=False)
 
 
 def _out_of_resources(error: BaseException | None) -> bool:
@@ -191,6 +239,22 @@ def _missing_table(reason: str) -> bool:
 
 
 def print_json_lines(rows: Iterable[dict[str, Any]]) -> None:
-    """One JSON object per line, for scripts (`--json`)."""
+    """One JSON object per line, for scripts (`--json`): times in ISO-8601 UTC, amounts
+    (decimals) as strings so that no float ever rounds them."""
     for row in rows:
-        sys.stdout.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(row, default=json_value, ensure_ascii=False) + "\n")
+
+
+def json_value(value: Any) -> Any:
+    """What `--json` writes for a value JSON has no type for."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)

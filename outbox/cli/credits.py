@@ -7,13 +7,9 @@ from typing import Any
 
 import typer
 
-from outbox.cli.billing_common import (
-    account_named,
-    billing_session,
-    credits_argument,
-    print_table,
-)
+from outbox.cli.billing_common import account_named, billing_session, credits_argument
 from outbox.cli.common import fail, friendly_errors, print_json_lines, say, usage_error
+from outbox.cli.tables import key_column, note_column, print_listing, text_column
 
 credits_app = typer.Typer(
     help="Credit balances and the credit ledger.", no_args_is_help=True, add_completion=False
@@ -73,14 +69,24 @@ def history(
     if not rows:
         say(f"account {found.id} has no ledger entries")
         return
-    print_table(
-        ("id", "time", "amount", "debt", "reason", "key", "event", "job"),
+    columns = (
+        key_column("id", right=True),
+        text_column("time", least=10),
+        key_column("amount", right=True),
+        key_column("debt", right=True),
+        note_column("reason"),
+        text_column("key", least=12),
+        key_column("event", right=True),
+        key_column("job", right=True),
+    )
+    print_listing(
+        columns,
         [
-            [r["id"], f"{r['created_at']:%Y-%m-%d %H:%M:%S}", _plain(r["amount"]),
-             _plain(r["debt_change"]), r["reason"], r["key"], r["event_id"], r["job_id"]]
+            [str(r["id"]), f"{r['created_at']:%Y-%m-%d %H:%M:%S}", _plain(r["amount"]),
+             _plain(r["debt_change"]), r["reason"], r["key"], _blank(r["event_id"]),
+             _blank(r["job_id"])]
             for r in rows
         ],
-        cut=("reason",),
     )  # fmt: skip
 
 
@@ -151,6 +157,10 @@ def _plain(value: Any) -> str:
         return format_credits(Decimal(str(value)))
     except InvalidOperation:
         return "" if value is None else str(value)
+
+
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _signed(amount: Any) -> str:

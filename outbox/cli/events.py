@@ -9,16 +9,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.text import Text
-from sqlalchemy.orm import Session, sessionmaker
 
-from outbox import events as queries
-from outbox import store
 from outbox.cli.common import (
     EXIT_FAILED,
     INT64_MAX,
@@ -26,7 +20,9 @@ from outbox.cli.common import (
     SafeConsole,
     SafeTable,
     account_ref,
+    confirm_or_fail,
     err_console,
+    error_line,
     fail,
     friendly_errors,
     id_argument,
@@ -35,16 +31,25 @@ from outbox.cli.common import (
     shown,
     usage_error,
 )
-from outbox.cli.database import open_database
-from outbox.cli.pacing import Pacer
-from outbox.cli.ringing import ProcessorsBell
+from outbox.cli.tables import (
+    PIPED_WIDTH,
+    key_column,
+    listing_console,
+    listing_table,
+    note_column,
+    text_column,
+)
 from outbox.cli.timespec import DURATION_HELP, parse_moment
-from outbox.db import transaction, utcnow
-from outbox.events import EventFilter, EventSummary, ReplayVerdict
-from outbox.models import IN_LINE, Source, Status
-from outbox.payload import UnreadablePayload, decode_body
-from outbox.settings import Settings, get_settings
-from outbox.store import REPLAYABLE
+from outbox.states import IN_LINE, Source, Status
+
+# The database, the store and the queries are imported inside the commands: `outbox --help`
+# and `outbox events list` on SQLite must not pay for psycopg, redis or the domain.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from outbox import events as queries
+    from outbox.events import EventFilter, EventSummary, ReplayVerdict
+    from outbox.settings import Settings
 
 events_app = typer.Typer(
     name="events",
@@ -99,6 +104,8 @@ class FilterArgs:
         )
 
     def resolve(self, session: Session, now: datetime) -> EventFilter:
+        from outbox.events import EventFilter
+
         since = parse_moment(self.since, "--since", now=now) if self.since else None
         until = parse_moment(self.until, "--until", now=now) if self.until else None
         if since and until and since >= until:
@@ -155,6 +162,11 @@ def list_events(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List stored events, newest first, one page at a time."""
+    from outbox import events as queries
+    from outbox.cli.database import open_database
+    from outbox.db import utcnow
+    from outbox.settings import get_settings
+
     if before_id_text is not None and page_text is not None:
         usage_error("give --before-id or --page, not both")
     before_id = id_argument(before_id_text, "--before-id") if before_id_text else None
@@ -173,7 +185,7 @@ def list_events(
         print_json_lines(r.as_json() for r in rows)
         return
     console = _stdout()
-    console.print(_events_table(rows))
+    console.print(_events_table(rows, console.width), highlight=False)
     if len(rows) == limit:
         console.print(
             f"[dim]{limit} shown; older: --before-id {rows[-1].id}"
@@ -182,33 +194,50 @@ def list_events(
         )
 
 
-#: columns of output that is not a terminal (piped to less, grep, a file): a row per line.
-PIPED_WIDTH = 200
-
-
 def _stdout() -> SafeConsole:
-    console = SafeConsole()
-    return console if console.is_terminal else SafeConsole(width=PIPED_WIDTH)
+    return listing_console()
 
 
-def _events_table(rows: Sequence[EventSummary]) -> SafeTable:
-    table = SafeTable(box=None, header_style="bold", pad_edge=False)
-    for name in ("id", "received", "source", "type", "status", "tries", "delivery", "account"):
-        table.add_column(name, no_wrap=True, min_width=len(name))
-    table.add_column("last error", overflow="ellipsis", max_width=60, no_wrap=True)
-    for r in rows:
-        table.add_row(
-            str(r.id),
-            f"{r.received_at:%Y-%m-%d %H:%M:%S}",
-            r.source + (" (backfilled)" if r.backfilled else ""),
-            r.event_type,
-            Text.from_markup(_status_text(r.status, r.purged_at)),
-            str(r.attempts),
-            r.delivery_id,
-            str(r.account_id) if r.account_id is not None else "",
-            (r.last_error or "").splitlines()[0] if r.last_error else "",
-        )
-    return table
+#: Terminals narrower than this get the received time without the year and seconds.
+FULL_TIME_WIDTH = 120
+
+_EVENT_COLUMNS = (
+    key_column("id", right=True),
+    text_column("received", least=11),
+    text_column("source", least=6),
+    text_column("type", least=12),
+    key_column("status"),
+    key_column("tries", right=True),
+    text_column("delivery", least=10),
+    key_column("account", right=True),
+    note_column("error / note"),
+)
+
+
+def _events_table(rows: Sequence[EventSummary], width: int = PIPED_WIDTH) -> SafeTable:
+    """One event a line; at 80 columns the id, status, tries and account stay whole, and
+    the error, then the delivery id and the type, are cut (tables.py)."""
+    from rich.text import Text
+
+    moment = "%Y-%m-%d %H:%M:%S" if width >= FULL_TIME_WIDTH else "%m-%d %H:%M"
+    return listing_table(
+        _EVENT_COLUMNS,
+        [
+            (
+                str(r.id),
+                f"{r.received_at:{moment}}",
+                r.source + (" (backfilled)" if r.backfilled else ""),
+                r.event_type,
+                Text.from_markup(_status_text(r.status, r.purged_at)),
+                str(r.attempts),
+                r.delivery_id,
+                str(r.account_id) if r.account_id is not None else "",
+                (r.last_error or "").splitlines()[0] if r.last_error else "",
+            )
+            for r in rows
+        ],
+        width=width,
+    )
 
 
 _STATUS_STYLE = {"dead": "red", "pending": "yellow", "processing": "cyan", "done": "green"}
@@ -232,6 +261,9 @@ def show_event(
 ) -> None:
     """Everything about one event: headers, payload, attempts with errors, effects."""
     from domain.effects import effects_of_event
+    from outbox import events as queries
+    from outbox.cli.database import open_database
+    from outbox.settings import get_settings
 
     settings = get_settings()
     with open_database(settings) as (_, sessions), sessions() as session:
@@ -249,6 +281,8 @@ def show_event(
 
 
 def _decoded(detail: queries.EventDetail) -> tuple[dict[str, Any] | None, str | None]:
+    from outbox.payload import UnreadablePayload, decode_body
+
     if detail.raw_body is None:
         when = detail.summary.purged_at
         return None, f"body purged{f' at {when:%Y-%m-%d %H:%M}' if when else ''}"
@@ -283,6 +317,7 @@ def _detail_json(
         "body_bytes": len(detail.raw_body) if detail.raw_body is not None else None,
         "failures": [f.as_json() for f in detail.failures],
         "effects": effects,
+        "note": _no_effect_note(detail.summary.status, detail.summary.last_error),
     }
 
 
@@ -324,7 +359,7 @@ def _print_detail(
         ("hook id", detail.hook_id),
         ("verified by", detail.verified_by),
         ("backfilled", "yes (fetched by reconcile)" if s.backfilled else None),
-        ("last error", s.last_error),
+        ("note" if _finished(s.status) else "last error", s.last_error),
         ("purged", s.purged_at),
     ):
         if value is not None and value != "":
@@ -368,7 +403,17 @@ def _print_detail(
     for effect in effects:
         console.print("  " + _effect_line(effect), highlight=False, markup=False)
     if not effects:
-        console.print("  (none recorded)")
+        why = _no_effect_note(s.status, s.last_error)
+        console.print(f"  (none: {why})" if why else "  (none recorded)", markup=False)
+
+
+def _finished(status: str) -> bool:
+    return status in (Status.DONE.value, Status.SKIPPED.value)
+
+
+def _no_effect_note(status: str, last_error: str | None) -> str | None:
+    """Why a finished event changed nothing: its handler's note, or why it was skipped."""
+    return last_error if _finished(status) and last_error else None
 
 
 def _effect_line(effect: dict[str, Any]) -> str:
@@ -411,6 +456,12 @@ def replay_events(
     Purged rows are refused: their body is gone.
     """
     from domain.effects import effects_of_event
+    from outbox import events as queries
+    from outbox.cli.database import open_database
+    from outbox.db import utcnow
+    from outbox.events import EventFilter, ReplayVerdict
+    from outbox.settings import get_settings
+    from outbox.store import REPLAYABLE
 
     args = FilterArgs(status, source, event_type, account, since, until, delivery)
     if refs and args.given:
@@ -464,11 +515,15 @@ def replay_events(
 
 
 def _replayable_names() -> tuple[str, ...]:
+    from outbox.store import REPLAYABLE
+
     return tuple(s.value for s in REPLAYABLE)
 
 
 def _resolve_refs(session: Session, refs: Sequence[str]) -> tuple[list[int], list[str]]:
     """Ids for each ref (id or delivery id), and a message for each that names nothing."""
+    from outbox import events as queries
+
     ids: list[int] = []
     unresolved: list[str] = []
     for ref in refs:
@@ -490,12 +545,7 @@ def _refuse_unusable_id(ref: str) -> None:
 
 
 def _confirm(count: int) -> None:
-    try:
-        if typer.confirm(f"Replay {count} events?", err=True):
-            return
-    except click.exceptions.Abort:
-        pass
-    fail("replay cancelled: nothing replayed (use --yes in scripts)")
+    confirm_or_fail(f"Replay {count} events?", "replay cancelled: nothing replayed")
 
 
 def _replay_paced(
@@ -505,6 +555,19 @@ def _replay_paced(
 
     Returns the ids put back and what the rings said.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from outbox import store
+    from outbox.cli.pacing import Pacer
+    from outbox.cli.ringing import ProcessorsBell
+    from outbox.db import transaction, utcnow
+
     pacer = Pacer(rate)
     put_back: set[int] = set()
     bell = ProcessorsBell(settings)
@@ -552,6 +615,8 @@ def _print_plan(
         for message in unresolved:
             err_console.print(f"[red]unknown:[/red] {shown(message)}", highlight=False)
         return
+    from rich.text import Text
+
     console = _stdout()
     replayable = [p for p in plans if p[0].replayable]
     console.print(
@@ -559,21 +624,26 @@ def _print_plan(
         f"refuse {len(plans) - len(replayable) + len(unresolved)}; nothing changed.",
         highlight=False,
     )
-    table = SafeTable(box=None, header_style="bold", pad_edge=False)
-    for name in ("id", "type", "status", "plan"):
-        table.add_column(name, overflow="fold")
-    table.add_column("already applied (kept, not applied again)", overflow="fold")
-    for v, effects in plans:
-        table.add_row(
+    rows = [
+        (
             str(v.id),
             v.event_type or "",
             v.status or "",
             "replay"
             if v.replayable
             else Text.from_markup(f"[red]refuse[/red]: {shown(v.refusal)}"),
-            "\n".join(_effect_line(e) for e in effects) or "none",
+            "; ".join(_effect_line(e) for e in effects) or "none",
         )
-    console.print(table, highlight=False)
+        for v, effects in plans
+    ]
+    columns = (
+        key_column("id", right=True),
+        text_column("type", least=12),
+        key_column("status"),
+        note_column("plan", least=8),
+        note_column("already applied (kept, not applied again)", least=8),
+    )
+    console.print(listing_table(columns, rows, width=console.width), highlight=False)
     for message in unresolved:
         console.print(f"[red]unknown[/red]: {shown(message)}", highlight=False)
 
@@ -618,6 +688,100 @@ def _exit_if_refused(refused: list[ReplayVerdict], unresolved: list[str]) -> Non
         raise typer.Exit(EXIT_FAILED)
 
 
+# --- retry ------------------------------------------------------------------------------------
+
+
+@events_app.command("retry")
+@friendly_errors
+def retry_events(
+    refs: list[str] | None = typer.Argument(
+        None, help="Event ids or delivery ids. Or leave out and select with the filters."
+    ),
+    source: list[Source] | None = SOURCE_OPTION,
+    event_type: str | None = TYPE_OPTION,
+    account: str | None = ACCOUNT_OPTION,
+    since: str | None = SINCE_OPTION,
+    until: str | None = UNTIL_OPTION,
+    delivery: str | None = DELIVERY_OPTION,
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Retry at most this many of the matches (oldest first)."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a bulk retry."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make pending events due now (new, or waiting for their next try) and ring the processors.
+
+    For an event that waits on something just fixed (an account linked, a pack added):
+    its attempts are kept. Name events by id, or select pending ones with filters (e.g.
+    --type 'invoice.*' --account octo-org). Finished or dead events are refused: replay
+    them with `outbox events replay`.
+    """
+    from outbox import events as queries
+    from outbox import store
+    from outbox.cli.database import open_database
+    from outbox.cli.ringing import ProcessorsBell
+    from outbox.db import transaction, utcnow
+    from outbox.events import EventFilter
+    from outbox.settings import get_settings
+
+    args = FilterArgs(None, source, event_type, account, since, until, delivery)
+    if refs and args.given:
+        usage_error("give event ids or filters, not both")
+    if not refs and not args.given:
+        usage_error("name the events to retry: ids, or filters such as --type 'invoice.*'")
+    settings = get_settings()
+    with open_database(settings) as (_, sessions):
+        with sessions() as session:
+            if refs:
+                ids, unresolved = _resolve_refs(session, refs)
+            else:
+                where = args.resolve(session, utcnow())
+                where = EventFilter(**{**where.__dict__, "statuses": (Status.PENDING.value,)})
+                ids, unresolved = queries.matching_ids(session, where, limit=limit), []
+            verdicts = queries.replay_verdicts(session, ids)
+        if not verdicts and not unresolved:
+            fail("no pending events match")
+        todo = [v.id for v in verdicts if v.status == Status.PENDING.value]
+        if not refs and len(todo) > 1 and not yes:
+            confirm_or_fail(f"Retry {len(todo)} events now?", "retry cancelled: nothing changed")
+        with transaction(sessions) as session:
+            due = set(store.retry_now(session, todo, now=utcnow()))
+        rung = ProcessorsBell(settings).ring(sorted(due))
+    refused = {v.id: _retry_refusal(v.status) for v in verdicts if v.id not in due}
+    if as_json:
+        print_json_lines(
+            {
+                "id": v.id,
+                "delivery_id": v.delivery_id,
+                "outcome": "due now" if v.id in due else "refused",
+                "reason": refused.get(v.id),
+            }
+            for v in verdicts
+        )
+    elif due:
+        say(f"{len(due)} event(s) due now (attempts kept)")
+    out = err_console if as_json else _stdout()
+    if rung.note:
+        out.print(shown(rung.note), highlight=False)
+    for event_id, reason in refused.items():
+        out.print(f"[red]refused[/red] {event_id}: {shown(reason)}", highlight=False)
+    for message in unresolved:
+        out.print(f"[red]unknown[/red]: {shown(message)}", highlight=False)
+    if refused or unresolved:
+        error_line(f"{len(refused) + len(unresolved)} event(s) not retried (see above)")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _retry_refusal(status: str | None) -> str:
+    if status is None:
+        return "no such event"
+    if status == Status.PENDING.value:
+        return "its status changed meanwhile (a worker took it)"
+    if status == Status.PROCESSING.value:
+        return "being processed now"
+    return f"status {status}: it is not waiting; `outbox events replay` puts it back"
+
+
 # --- stats ------------------------------------------------------------------------------------
 
 
@@ -625,6 +789,11 @@ def _exit_if_refused(refused: list[ReplayVerdict], unresolved: list[str]) -> Non
 @friendly_errors
 def stats(as_json: bool = JSON_OPTION) -> None:
     """Counts by source and status, the processing lag, and the dead of the last day."""
+    from outbox import events as queries
+    from outbox.cli.database import open_database
+    from outbox.db import utcnow
+    from outbox.settings import get_settings
+
     settings = get_settings()
     now = utcnow()
     with open_database(settings) as (_, sessions), sessions() as session:
@@ -634,15 +803,14 @@ def stats(as_json: bool = JSON_OPTION) -> None:
         return
     console = _stdout()
     statuses = [s.value for s in Status]
-    table = SafeTable(box=None, header_style="bold", pad_edge=False)
-    table.add_column("source")
-    for name in [*statuses, "total"]:
-        table.add_column(name, justify="right")
     sources = sorted({source for source, _ in result.counts} | {s.value for s in Source})
+    rows = []
     for source in sources:
         counts = [result.counts.get((source, s), 0) for s in statuses]
-        table.add_row(source, *map(str, counts), str(sum(counts)))
-    console.print(table)
+        rows.append((source, *map(str, counts), str(sum(counts))))
+    counted = [key_column(name, right=True) for name in [*statuses, "total"]]
+    columns = (key_column("source"), *counted)
+    console.print(listing_table(columns, rows, width=console.width), highlight=False)
     lag = _age(result.oldest_due_age) if result.oldest_due_age is not None else "nothing due"
     console.print(f"oldest due row waiting: {lag}", highlight=False)
     console.print(f"dead in the last day: {result.dead_last_day}", highlight=False)

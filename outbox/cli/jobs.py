@@ -11,25 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from sqlalchemy.orm import Session
 
 from outbox.cli.common import (
-    SafeConsole,
-    SafeTable,
     account_ref,
     fail,
     friendly_errors,
+    get_settings,
     id_argument,
     print_json_lines,
     say,
     usage_error,
 )
-from outbox.settings import get_settings
+from outbox.cli.tables import key_column, note_column, print_listing, text_column
 
-TABLE_WIDTH = 140  #: characters; wide enough for every column of a listing uncut
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 jobs_app = typer.Typer(help="Pull-request jobs: list, show, retry, submit.", no_args_is_help=True)
 
@@ -97,22 +96,32 @@ def list_jobs(
     if as_json:
         print_json_lines(rows)
         return
-    table = SafeTable()
-    for name in ("id", "status", "account", "repository", "credits", "tries", "PR"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
-    for row in rows:
-        table.add_row(
-            str(row["id"]),
-            row["status"],
-            str(row["account_id"]),
-            row["repository"],
-            row["required_credits"],
-            str(row["attempts"]),
-            f"#{row['pr_number']}" if row["pr_number"] else "",
-            _short(row["last_error"]),
-        )
-    wide_console().print(table)
+    columns = (
+        key_column("id", right=True),
+        key_column("status"),
+        key_column("account", right=True),
+        text_column("repository", least=12),
+        key_column("credits", right=True),
+        key_column("tries", right=True),
+        key_column("PR"),
+        note_column("note"),
+    )
+    print_listing(
+        columns,
+        [
+            (
+                str(row["id"]),
+                row["status"],
+                str(row["account_id"]),
+                row["repository"],
+                row["required_credits"],
+                str(row["attempts"]),
+                f"#{row['pr_number']}" if row["pr_number"] else "",
+                _first_line(row["last_error"]),
+            )
+            for row in rows
+        ],
+    )
 
 
 @jobs_app.command("show")
@@ -193,16 +202,8 @@ def submit_job(
         say(f"job {row['id']} was already submitted with key {spec.key!r}: {row['status']}")
 
 
-def wide_console() -> SafeConsole:
-    """A console at least TABLE_WIDTH wide: ids and names are never cut (a pipe is 80)."""
-    return SafeConsole(width=max(SafeConsole().width, TABLE_WIDTH))
-
-
-def _short(text: Any, width: int = 60) -> str:
-    if not text:
-        return ""
-    text = str(text).splitlines()[0]
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _first_line(text: Any) -> str:
+    return str(text).splitlines()[0] if text else ""
 
 
 def _shown(value: Any) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from outbox.cli.billing_common import billing_session, print_table
+from outbox.cli.billing_common import billing_session
 from outbox.cli.common import fail, friendly_errors, print_json_lines, say
+from outbox.cli.tables import key_column, print_listing, text_column
 
 packs_app = typer.Typer(
     help="The credit pack catalog: Stripe price id -> credits.",
@@ -30,14 +31,25 @@ def list_(
     from domain.packs import list_packs
 
     with billing_session() as session:
-        rows = [pack.as_dict() for pack in list_packs(session, include_retired=include_retired)]
+        packs = list_packs(session, include_retired=include_retired)
+        rows = [pack.as_dict() for pack in packs]
+        amounts = [_amount(pack.unit_amount) for pack in packs]
     if not rows:
         fail("no credit packs; add one with `outbox packs set` or `outbox packs load FILE`")
     if json_output:
-        print_json_lines(rows)
+        # The fields `packs load` reads: the price as an amount ("4.99") beside its currency.
+        priced = zip(rows, amounts, strict=True)
+        print_json_lines({**row, "price": amount} for row, amount in priced)
         return
-    print_table(
-        ("price id", "name", "credits", "price", "on sale"),
+    columns = (
+        key_column("price id"),
+        text_column("name", least=8),
+        key_column("credits", right=True),
+        text_column("price", least=6),
+        key_column("on sale"),
+    )
+    print_listing(
+        columns,
         [
             [
                 r["price_id"],
@@ -103,3 +115,10 @@ def load(
         specs = read_pack_file(file)
         created, updated = load_packs(session, specs, now=utcnow())
     say(f"loaded {len(specs)} packs from {file}: {created} added, {updated} updated")
+
+
+def _amount(unit_amount: int | None) -> str | None:
+    """Minor units as the decimal amount a pack file gives ("4.99"), None when unpriced."""
+    from decimal import Decimal
+
+    return None if unit_amount is None else f"{Decimal(unit_amount).scaleb(-2):.2f}"

@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import typer
 
-from outbox import events as queries
-from outbox import store
-from outbox.cli.common import JSON_OPTION, fail, friendly_errors, print_json_lines, say, usage_error
-from outbox.cli.database import open_database
+from outbox.cli.common import (
+    JSON_OPTION,
+    confirm_or_fail,
+    err_console,
+    fail,
+    friendly_errors,
+    get_settings,
+    print_json_lines,
+    say,
+    usage_error,
+)
 from outbox.cli.timespec import parse_duration
-from outbox.db import transaction, utcnow
-from outbox.settings import get_settings
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session, sessionmaker
 
 #: The youngest a purged body may be: a purged event can no longer be replayed, so a
 #: slip of the finger ("90m" for "90d") must not cost the last day's bodies.
 MIN_AGE = timedelta(days=1)
+#: Rows whose bodies one transaction removes: short transactions, so the ingress and the
+#: workers never wait long on a purge, and an interrupted purge keeps what it did.
+BATCH_ROWS = 1000
+#: A purge of more rows than this asks first (unless --yes): purged events cannot be replayed.
+ASK_ABOVE_ROWS = 1000
+
+#: How each database gives the space of removed bodies back (said after a purge).
+SPACE_RECLAIMED = {
+    "sqlite": (
+        "SQLite keeps the freed pages in the database file and reuses them for new rows; "
+        "to shrink the file, stop the service and run `sqlite3 FILE 'VACUUM'` "
+        "(it needs as much free disk as the file)."
+    ),
+    "postgresql": (
+        "Postgres reuses the space once autovacuum has passed over the table (or run "
+        "`VACUUM webhook_events`); the files do not shrink: `VACUUM FULL webhook_events` "
+        "returns the space to the disk but locks the table while it rewrites it."
+    ),
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -29,27 +59,41 @@ def purge(
         ..., "--older-than", help="Age of the events whose bodies go: 90d, 12w (at least 1d)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go, change nothing."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help=f"Do not ask before removing over {ASK_ABOVE_ROWS} bodies."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Remove the bodies of done and skipped events older than --older-than.
 
     Each row stays as a tombstone (source, delivery id, type, times), so a very late
     duplicate delivery is still recognised and never applied again. Pending, processing
-    and dead events are never touched. Purged events cannot be replayed.
+    and dead events are never touched. Purged events cannot be replayed. The bodies go
+    in batches of 1000 rows, one transaction each.
     """
+    from outbox import events as queries
+    from outbox.cli.database import open_database
+    from outbox.db import utcnow
+
     age = parse_duration(older_than, "--older-than")
     if age < MIN_AGE:
         usage_error(f"--older-than {older_than} is under 1d; purged events cannot be replayed")
     now = utcnow()
     cutoff = now - age
     settings = get_settings()
-    with open_database(settings) as (_, sessions):
+    with open_database(settings) as (engine, sessions):
         with sessions() as session:
             preview = queries.purge_preview(session, older_than=cutoff)
         purged = preview.purgeable
         if not dry_run and purged:
-            with transaction(sessions) as session:
-                purged = store.purge(session, older_than=cutoff, now=now)
+            if purged > ASK_ABOVE_ROWS and not yes:
+                confirm_or_fail(
+                    f"Remove the bodies of {purged} events received before "
+                    f"{cutoff:%Y-%m-%d %H:%M} UTC? They can no longer be replayed.",
+                    "purge cancelled: nothing removed",
+                )
+            purged = _purge_in_batches(sessions, cutoff=cutoff, now=now, expected=purged)
+        database = engine.dialect.name
     if as_json:
         print_json_lines(
             [
@@ -73,5 +117,36 @@ def purge(
                 f"left alone: {preview.unfinished_older} older event(s) not finished "
                 "(pending, processing or dead)"
             )
+        if purged and not dry_run and database in SPACE_RECLAIMED:
+            say(SPACE_RECLAIMED[database])
     if not purged:
         fail("nothing to purge")
+
+
+def _purge_in_batches(
+    sessions: sessionmaker[Session], *, cutoff: datetime, now: datetime, expected: int
+) -> int:
+    """Remove the bodies BATCH_ROWS rows a transaction, with a progress bar on stderr;
+    how many went (rows that became purgeable meanwhile included)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from outbox import store
+    from outbox.db import transaction
+
+    progress = Progress(
+        TextColumn("purging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        disable=expected <= BATCH_ROWS,
+    )
+    purged = 0
+    with progress:
+        task = progress.add_task("purge", total=expected)
+        while True:
+            with transaction(sessions) as session:
+                removed = store.purge(session, older_than=cutoff, now=now, limit=BATCH_ROWS)
+            purged += removed
+            progress.update(task, completed=min(purged, expected))
+            if removed < BATCH_ROWS:
+                return purged

@@ -12,31 +12,35 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import typer
-from rich.text import Text
 
 from outbox.cli.common import (
     EXIT_FAILED,
     JSON_OPTION,
     SafeConsole,
-    SafeTable,
     err_console,
     fail,
     friendly_errors,
+    get_settings,
     print_json_lines,
     shown,
     usage_error,
 )
-from outbox.cli.database import open_database
-from outbox.cli.ringing import ProcessorsBell
+from outbox.cli.tables import (
+    key_column,
+    listing_console,
+    note_column,
+    print_listing,
+    text_column,
+)
 from outbox.cli.timespec import DURATION_HELP, parse_moment
-from outbox.db import transaction, utcnow
-from outbox.models import Status
-from outbox.settings import Settings, get_settings
+from outbox.states import Status
 
 if TYPE_CHECKING:
     from githubkit import AppAuthStrategy, GitHub
+    from rich.text import Text
 
     from domain.reconcile import Backfill, Delivery, Redelivery
+    from outbox.settings import Settings
 
 reconcile_app = typer.Typer(
     name="reconcile",
@@ -64,7 +68,7 @@ def _since(text: str, *, window: timedelta, provider: str, now: datetime) -> dat
 
 def _stdout(as_json: bool) -> SafeConsole:
     # With --json, stdout carries JSON only; the words for people go to stderr.
-    return err_console if as_json else SafeConsole()
+    return err_console if as_json else listing_console()
 
 
 @reconcile_app.command("stripe")
@@ -77,6 +81,8 @@ def reconcile_stripe(
 
     from domain import reconcile
     from domain.clients import NotConfigured, stripe_client
+    from outbox.cli.database import open_database
+    from outbox.db import transaction, utcnow
     from processors.dispatch import HandlerTableNotFound, load_handler_table
 
     now = utcnow()
@@ -107,12 +113,17 @@ def reconcile_stripe(
     if as_json:
         print_json_lines(r.as_json() for r in results)
     out = _stdout(as_json)
-    if new:
-        table = SafeTable(box=None, header_style="bold", pad_edge=False)
-        for name in ("event", "type", "created", "outcome", "row", "status"):
-            table.add_column(name, no_wrap=True)
-        for r in new:
-            table.add_row(
+    if new and not as_json:
+        columns = (
+            key_column("event"),
+            text_column("type", least=12),
+            text_column("created", least=10),
+            text_column("outcome", least=10),
+            key_column("row", right=True),
+            key_column("status"),
+        )
+        rows = [
+            (
                 r.event_id,
                 r.event_type,
                 f"{r.created:%Y-%m-%d %H:%M:%S}" if r.created else "",
@@ -120,8 +131,9 @@ def reconcile_stripe(
                 str(r.row_id or ""),
                 r.status or "",
             )
-        if not as_json:
-            out.print(table, highlight=False)
+            for r in new
+        ]
+        print_listing(columns, rows, out)
     out.print(
         f"Stripe listed {len(results)} event(s) of {len(types)} handled type(s) since "
         f"{start:%Y-%m-%d %H:%M} UTC: {len(results) - len(new) - len(refused)} already stored, "
@@ -138,6 +150,8 @@ def reconcile_stripe(
 
 def _ring_stored(settings: Settings, results: list[Backfill], out: SafeConsole) -> int:
     """Ring the processors for the rows just stored (and say so); how many were stored."""
+    from outbox.cli.ringing import ProcessorsBell
+
     stored = [r for r in results if r.outcome == "stored"]
     due = [r.row_id for r in stored if r.row_id is not None and r.status == Status.PENDING]
     if due:
@@ -155,6 +169,8 @@ def reconcile_github(
 
     from domain import reconcile
     from domain.clients import NotConfigured, github_app
+    from outbox.cli.database import open_database
+    from outbox.db import utcnow
 
     now = utcnow()
     start = _since(since, window=reconcile.GITHUB_REDELIVERY_WINDOW, provider="GitHub", now=now)
@@ -223,23 +239,32 @@ def _report_github(
         print_json_lines(r.as_json() for r in done)
     out = _stdout(as_json)
     if done and not as_json:
-        table = SafeTable(box=None, header_style="bold", pad_edge=False)
-        for name in ("guid", "event", "failed at", "answer", "decision"):
-            table.add_column(name, no_wrap=True)
+        rows = []
         for r in done:
             decision: str | Text = r.decision
             if r.decision == "redeliver":
                 decision = "would redeliver" if dry_run else "redelivery asked"
             if r.error:
+                from rich.text import Text
+
                 decision = Text(f"refused: {r.error}", style="red")
-            table.add_row(
-                r.guid,
-                r.event,
-                f"{r.attempt.delivered_at:%Y-%m-%d %H:%M:%S}",
-                f"{r.attempt.status_code} {r.attempt.status}",
-                decision,
+            rows.append(
+                (
+                    r.guid,
+                    r.event,
+                    f"{r.attempt.delivered_at:%Y-%m-%d %H:%M:%S}",
+                    f"{r.attempt.status_code} {r.attempt.status}",
+                    decision,
+                )
             )
-        out.print(table, highlight=False)
+        columns = (
+            key_column("guid"),
+            text_column("event", least=10),
+            text_column("failed at", least=10),
+            text_column("answer", least=8),
+            note_column("decision", least=10),
+        )
+        print_listing(columns, rows, out)
     decisions = Counter(r.decision for r in done if not r.error)
     asked = decisions["redeliver"]
     out.print(

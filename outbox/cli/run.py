@@ -6,14 +6,16 @@ import os
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
-from outbox.cli.common import friendly_errors
+from outbox.cli.common import err_console, friendly_errors, get_settings
 from outbox.doorbell import Doorbell
 from outbox.logs import configure_logging
-from outbox.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from outbox.settings import Settings
 
 #: Secrets `outbox dev` and `outbox send` fall back to when none are configured, so a
 #: newcomer can post a signed example without setting anything. Never used by `serve`.
@@ -49,6 +51,7 @@ def serve(
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
 
 
+@friendly_errors
 def dev(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
@@ -64,14 +67,21 @@ def dev(
             typer.echo(
                 f"dev: {name} not set, using {'the dev secret' if 'SECRET' in name else value}"
             )
-    get_settings.cache_clear()
+    from outbox.settings import get_settings as settings_of_the_process
+
+    settings_of_the_process.cache_clear()  # read again, with the dev defaults just set
     settings = get_settings()
     configure_logging(settings.log_level)
     from outbox.migrate import upgrade
 
     upgrade(settings.database_url)
     typer.echo(f"dev: database {safe_url(settings.database_url)} migrated")
+    from processors.dispatch import load_handler_table
     from processors.inprocess import InProcessProcessors
+
+    load_handler_table(settings)  # a HANDLER_TABLE naming nothing: one line now, not later
+    for warning in not_configured(settings):
+        err_console.print(f"[yellow]dev: warning:[/yellow] {escape(warning)}", highlight=False)
 
     processors = InProcessProcessors(settings).start()
     typer.echo("dev: in-process worker and sweeper started (no Redis needed)")
@@ -80,6 +90,33 @@ def dev(
         _serve(settings, host, port, doorbell=processors.doorbell, engine=processors.runtime.engine)
     finally:
         processors.stop()
+
+
+def not_configured(settings: Settings) -> list[str]:
+    """What this deployment cannot do for want of a setting or of data, for `outbox dev`."""
+    from domain.packs import list_packs
+    from outbox.cli.database import open_database
+
+    missing = []
+    if not settings.github_app_id or (
+        settings.github_app_private_key is None and settings.github_app_private_key_file is None
+    ):
+        missing.append(
+            "no GitHub App (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY or _FILE): PR jobs fail "
+            "at once and `outbox reconcile github` cannot run"
+        )
+    if settings.stripe_api_key is None:
+        missing.append(
+            "no STRIPE_API_KEY: events that need a Stripe object wait and retry, usage is "
+            "not reported to the meter, and `outbox reconcile stripe` cannot run"
+        )
+    with open_database(settings) as (_, sessions), sessions() as session:
+        if not list_packs(session):
+            missing.append(
+                "no credit pack on sale: a paid checkout grants no credits "
+                "(`outbox packs set` or `outbox packs load FILE`)"
+            )
+    return missing
 
 
 def _serve(

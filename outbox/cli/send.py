@@ -19,10 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from outbox.cli.common import fail, friendly_errors, usage_error
+from outbox.cli.common import fail, friendly_errors, get_settings, usage_error
 from outbox.cli.examples import Example, built_in, github_event_of
 from outbox.cli.run import DEV_GITHUB_SECRET, DEV_STRIPE_SECRET
-from outbox.settings import get_settings
 
 if TYPE_CHECKING:
     import httpx

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from outbox.cli.common import SafeTable, fail, friendly_errors, print_json_lines, usage_error
-from outbox.cli.jobs import account_id_of, command_session, wide_console
+from outbox.cli.common import fail, friendly_errors, print_json_lines, usage_error
+from outbox.cli.jobs import account_id_of, command_session
+from outbox.cli.tables import key_column, note_column, print_listing, text_column
 
 usage_app = typer.Typer(help="Usage records reported to the Stripe meter.", no_args_is_help=True)
 
@@ -34,22 +35,32 @@ def list_usage(
     if as_json:
         print_json_lines(rows)
     else:
-        table = SafeTable()
-        for name in ("id", "key", "account", "quantity", "state", "created", "reported"):
-            table.add_column(name, no_wrap=True)
-        table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=40)
-        for row in rows:
-            table.add_row(
-                str(row["id"]),
-                str(row["key"]),
-                str(row["account_id"]),
-                str(row["quantity"]),
-                str(row["state"]),
-                f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
-                f"{row['reported_at']:%Y-%m-%d %H:%M:%S}" if row["reported_at"] else "",
-                str(row["last_error"] or ""),
-            )
-        wide_console().print(table)
+        columns = (
+            key_column("id", right=True),
+            text_column("key", least=12),
+            key_column("account", right=True),
+            key_column("quantity", right=True),
+            key_column("state"),
+            text_column("created", least=10),
+            text_column("reported", least=10),
+            note_column("note"),
+        )
+        print_listing(
+            columns,
+            [
+                (
+                    str(row["id"]),
+                    str(row["key"]),
+                    str(row["account_id"]),
+                    str(row["quantity"]),
+                    str(row["state"]),
+                    f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+                    f"{row['reported_at']:%Y-%m-%d %H:%M:%S}" if row["reported_at"] else "",
+                    str(row["last_error"] or "").split("\n")[0],
+                )
+                for row in rows
+            ],
+        )
 
 
 @usage_app.command("resolve")

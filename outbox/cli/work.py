@@ -7,13 +7,16 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
-from outbox.cli.common import fail, friendly_errors, print_json_lines, say
+from outbox.cli.common import fail, friendly_errors, get_settings, print_json_lines, say
 from outbox.cli.run import safe_url
 from outbox.logs import configure_logging
-from outbox.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from outbox.settings import Settings
 
 #: Milliseconds a stopping worker process lets running messages finish before it exits.
 WORKER_SHUTDOWN_TIMEOUT_MS = 30_000

@@ -179,3 +179,23 @@ def test_every_table_that_records_an_effect_is_wired_into_the_registry(engine, s
         sa_event.remove(engine, "before_cursor_execute", remember)
     asked = " ".join(queried)
     assert {name for name in with_event_id if f"FROM {name}" not in asked} == set()
+
+
+def test_show_says_why_a_done_event_changed_nothing(cli, engine, settings):
+    from processors import runtime as runtimes
+    from processors.apply import Outcome, process_pass
+    from tests.domain.billing_support import checkout_session
+
+    unpaid = checkout_session(583231, pack="price_pro", payment_status="unpaid")
+    event = {"id": "evt_unpaid", "type": "checkout.session.completed", "data": {"object": unpaid}}
+    event_id = stored(engine, delivery_id="evt_unpaid", event_type=event["type"], body=event)
+    assert process_pass(runtimes.configure(settings, engine=engine), [event_id]) == {
+        Outcome.DONE: 1
+    }
+    ran = cli("events", "show", str(event_id))
+    assert ran.code == 0, ran.stderr
+    said = " ".join(ran.stdout.split())
+    assert "note checkout not paid (payment_status 'unpaid')" in said
+    assert "effects (0) (none: checkout not paid" in said
+    [shown] = cli("events", "show", str(event_id), "--json").json_lines()
+    assert shown["status"] == "done" and shown["note"].startswith("checkout not paid")

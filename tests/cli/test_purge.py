@@ -105,3 +105,51 @@ def test_a_very_late_duplicate_of_a_purged_event_is_still_recognised_by_the_ingr
     assert tomb.status == Status.DONE and tomb.raw_body is None  # not applied again
     assert doorbell.rung_ids(wait=0.3) == set()  # a done row is not rung
     assert json.loads(body)["id"] == tomb.delivery_id
+
+
+def old_done_events(engine, sessions, count: int) -> list[int]:
+    then = utcnow() - OLD
+    ids = [stored(engine, now=then) for _ in range(count)]
+    for event_id in ids:
+        finish(sessions, event_id, at=then)
+    return ids
+
+
+def test_a_large_purge_asks_first_and_a_no_removes_nothing(cli, engine, sessions, monkeypatch):
+    monkeypatch.setattr("outbox.cli.purge.ASK_ABOVE_ROWS", 2)
+    ids = old_done_events(engine, sessions, 3)
+    refused = cli("purge", "--older-than", "90d", input="n\n")
+    assert refused.code == 1
+    assert "Remove the bodies of 3 events" in refused.stderr
+    assert "purge cancelled: nothing removed (use --yes in scripts)" in refused.stderr
+    assert all(row(sessions, event_id).raw_body is not None for event_id in ids)
+    no_terminal = cli("purge", "--older-than", "90d")  # no answer at all is a no
+    assert no_terminal.code == 1
+    assert cli("purge", "--older-than", "90d", input="y\n").code == 0
+    assert all(row(sessions, event_id).raw_body is None for event_id in ids)
+
+
+def test_yes_purges_without_asking_in_batches_until_none_is_left(
+    cli, engine, sessions, monkeypatch
+):
+    monkeypatch.setattr("outbox.cli.purge.ASK_ABOVE_ROWS", 2)
+    monkeypatch.setattr("outbox.cli.purge.BATCH_ROWS", 2)
+    ids = old_done_events(engine, sessions, 5)
+    ran = cli("purge", "--older-than", "90d", "--yes")
+    assert ran.code == 0, ran.stderr
+    assert "Remove the bodies" not in ran.stderr
+    assert "removed the bodies of 5 done/skipped event(s)" in ran.stdout
+    assert all(row(sessions, event_id).raw_body is None for event_id in ids)
+
+
+def test_a_purge_says_how_its_database_gives_the_space_back(cli, engine, sessions):
+    old_done_events(engine, sessions, 1)
+    ran = cli("purge", "--older-than", "90d")
+    assert ran.code == 0, ran.stderr
+    said = " ".join(ran.stdout.split())
+    if engine.dialect.name == "sqlite":
+        assert "VACUUM" in said and "reuses them for new rows" in said
+    else:
+        assert "autovacuum" in said and "VACUUM FULL webhook_events" in said
+    dry = cli("purge", "--older-than", "90d", "--dry-run")
+    assert "VACUUM" not in dry.stdout

@@ -138,9 +138,11 @@ def test_packs_load_set_list_and_remove(cli, sessions):
     assert loaded.exit_code == 0, loaded.output
     assert "3 added" in said(loaded)
     listed = [json.loads(line) for line in cli("packs", "list", "--json").stdout.splitlines()]
-    assert [(p["name"], p["credits"], p["price"]) for p in listed] == [
-        ("Découverte", "25", "4,99 €"), ("Pro", "85", "14,99 €"), ("Organisme", "250", "39,99 €"),
+    assert [(p["name"], p["credits"], p["price"], p["currency"]) for p in listed] == [
+        ("Découverte", "25", "4.99", "eur"), ("Pro", "85", "14.99", "eur"),
+        ("Organisme", "250", "39.99", "eur"),
     ]  # fmt: skip
+    assert "4,99 €" in said(cli("packs", "list"))  # people read the price as it is written
     result = cli("packs", "set", "price_essai", "--name", "Essai", "--credits", "2.5",
                  "--price", "0.99", "--currency", "EUR")  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -152,6 +154,21 @@ def test_packs_load_set_list_and_remove(cli, sessions):
         ]  # fmt: skip
         assert len(list_packs(s, include_retired=True)) == 4
     assert "retired" in said(cli("packs", "list", "--all"))
+
+
+def test_packs_list_json_is_a_pack_file_that_load_reads_back(cli, tmp_path):
+    assert cli("packs", "load", str(SEED_PACKS)).exit_code == 0
+    assert cli("packs", "set", "price_old", "--name", "Old", "--credits", "0.5", "--price", "1",
+               "--currency", "usd", "--retired").exit_code == 0  # fmt: skip
+    listed = cli("packs", "list", "--all", "--json").stdout
+    saved = tmp_path / "catalog.jsonl"
+    saved.write_text(listed, encoding="utf-8")
+
+    reloaded = cli("packs", "load", str(saved))
+
+    assert reloaded.exit_code == 0, reloaded.output
+    assert "4 updated" in said(reloaded)
+    assert cli("packs", "list", "--all", "--json").stdout == listed
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,23 @@ def test_a_job_that_fails_for_good_is_charged_nothing(world: World) -> None:
     )
 
 
+def test_a_job_with_no_github_app_configured_fails_at_once_and_holds_nothing(
+    world: World,
+) -> None:
+    world.install()
+    world.settings = world.settings.model_copy(update={"github_app_id": None})
+    job_id = world.submit()
+
+    assert world.work(job_id) is JobOutcome.FAILED
+
+    job = world.job(job_id)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "no GitHub App configured: GITHUB_APP_ID" in (job.last_error or "")
+    totals = world.totals()
+    assert (totals.balance, totals.available, totals.debits) == (Decimal(10), Decimal(10), 0)
+    assert world.work(job_id) is JobOutcome.NOT_DUE  # not tried again until an operator acts
+
+
 def test_a_job_that_keeps_failing_gives_up_and_is_charged_nothing(world: World) -> None:
     world.install()
     job_id = world.submit()

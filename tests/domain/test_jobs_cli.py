@@ -73,6 +73,18 @@ def test_submit_then_list_and_show(cli: World, tmp_path: Path) -> None:
     assert table.exit_code == 0 and REPO in table.output
 
 
+def test_jobs_list_fits_80_columns_keeping_id_status_account_and_credits(cli: World) -> None:
+    job_id = cli.submit()
+    cli.github.fail("GET", "/pulls", status=404, body={"message": "Not Found " * 20})
+    cli.work(job_id)
+    table = runner.invoke(app, ["jobs", "list"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    header, row = [line for line in table.output.splitlines() if line.strip()]
+    assert len(header) <= 80 and len(row) <= 80
+    assert row.split()[:3] == [str(job_id), "failed", "21031067"] and "3.0000" in row
+    assert "…" in row  # the long error gave way
+
+
 def test_submitting_the_same_key_twice_says_so(cli: World, tmp_path: Path) -> None:
     path = spec_file(tmp_path, key="nightly-42")
     first, second = run("jobs", "submit", str(path)), run("jobs", "submit", str(path))

@@ -217,6 +217,37 @@ def test_replay_puts_finished_rows_back_and_purge_keeps_tombstones(engine, sessi
     assert again.duplicate and again.id == results[1].id
 
 
+def test_purge_with_a_limit_takes_that_many_oldest_rows_at_a_time(engine, sessions):
+    results = record(engine, *(incoming(f"evt_{n}") for n in range(5)))
+    for claimed in claim(sessions, limit=10):
+        with transaction(sessions) as session:
+            store.mark_done(session, claimed, utcnow())
+    cutoff = utcnow() + timedelta(days=1)
+    batches = []
+    for _ in range(4):
+        with transaction(sessions) as session:
+            batches.append(store.purge(session, older_than=cutoff, now=utcnow(), limit=2))
+    assert batches == [2, 2, 1, 0]
+    assert row(sessions, results[0].id).purged_at <= row(sessions, results[4].id).purged_at
+
+
+def test_retry_now_makes_waiting_rows_due_keeping_their_attempts(engine, sessions):
+    waiting, finished = record(engine, incoming("evt_wait"), incoming("evt_done"))
+    now = utcnow()
+    with transaction(sessions) as session:
+        [first, second] = store.claim(session, now=now, lease=timedelta(minutes=5), limit=10)
+        store.fail(session, first, "account not found", policy=RetryPolicy(jitter=0), now=now)
+        store.mark_done(session, second, now)
+    assert row(sessions, waiting.id).next_attempt_at > now + timedelta(seconds=5)
+    later = utcnow()
+    with transaction(sessions) as session:
+        due = store.retry_now(session, [waiting.id, finished.id], now=later)
+    assert due == [waiting.id]  # a done row is not waiting: replay is for those
+    again = row(sessions, waiting.id)
+    assert (again.status, again.attempts, again.next_attempt_at) == (Status.PENDING, 1, later)
+    assert row(sessions, finished.id).status == Status.DONE
+
+
 def test_retry_policy_spans_about_a_day():
     span = RetryPolicy().total_span()
     assert timedelta(hours=18) < span < timedelta(hours=30)
