@@ -84,9 +84,8 @@ def imported_by(code: str, env: dict[str, str]) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the embedded default
 def test_help_and_a_listing_on_sqlite_load_no_database_driver_broker_or_domain(database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("what a command on the embedded default loads")
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url}
     at_help = imported_by("import outbox.cli", env)
     assert not at_help & {"sqlalchemy", "pydantic_settings", "psycopg", "redis", "domain"}
