@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -34,6 +34,7 @@ from ingress.stripe import stripe_event
 from ingress.writer import GroupCommitWriter
 from outbox.db import make_engine
 from outbox.doorbell import Doorbell, SilentDoorbell
+from outbox.schema import schema_state
 from outbox.settings import Settings
 from outbox.store import IncomingEvent
 
@@ -131,9 +132,14 @@ def create_app(
 
     async def readyz(_: Request) -> Response:
         try:
-            await run_in_threadpool(_ping, engine)
+            state = await run_in_threadpool(schema_state, engine)
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+            reason = f"database unreachable: {type(exc).__name__}"
+            return JSONResponse(
+                {"status": "unavailable", "database": type(exc).__name__, "reason": reason}, 503
+            )
+        if state.problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": state.problem}, 503)
         return JSONResponse({"status": "ready"})
 
     async def metrics(_: Request) -> Response:
@@ -227,11 +233,6 @@ def make_writer(
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PostgresGroupWriter(engine, on_committed, connections=writers, timeout=timeout)
     return GroupCommitWriter(engine, on_committed, writers=writers, timeout=timeout)
-
-
-def _ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 def _answer(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from outbox.cli.common import friendly_errors
+from outbox.cli.common import fail, friendly_errors, say
 from outbox.doorbell import Doorbell
 from outbox.logs import configure_logging
 from outbox.settings import Settings, get_settings
@@ -39,14 +39,32 @@ def migrate() -> None:
     typer.echo(f"migrated {safe_url(settings.database_url)} to head")
 
 
+@friendly_errors
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
 ) -> None:
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
+    require_migrated(settings)
     configure_logging(settings.log_level, buffered=True)
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
+
+
+def require_migrated(settings: Settings) -> None:
+    """Exit with one line when the database is unreachable or not at the migration head."""
+    from outbox.db import make_engine
+    from outbox.schema import schema_state
+
+    engine = make_engine(
+        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
+    )
+    try:
+        problem = schema_state(engine).problem
+    finally:
+        engine.dispose()
+    if problem is not None:
+        fail(f"{problem} (DATABASE_URL={safe_url(settings.database_url)})")
 
 
 def dev(
@@ -96,6 +114,7 @@ def _serve(
 
     from ingress.app import create_app
     from ingress.edge import edge_limits, edge_protocol
+    from ingress.serving import AnnouncedServer
 
     sys.setswitchinterval(0.0005)
 
@@ -110,7 +129,7 @@ def _serve(
     # those survivors up and walked the older generations again; collecting less often
     # cut ~15 % of the CPU per webhook under 64 senders (three paired runs).
     gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -120,6 +139,7 @@ def _serve(
         log_config=None,
         http=edge_protocol(edge_limits(settings)),
     )
+    AnnouncedServer(config, announce=say).run()
 
 
 def _redis_doorbell(settings: Settings) -> Doorbell:

@@ -11,7 +11,7 @@ from types import FrameType
 import typer
 
 from outbox.cli.common import fail, friendly_errors, print_json_lines, say
-from outbox.cli.run import safe_url
+from outbox.cli.run import require_migrated, safe_url
 from outbox.logs import configure_logging
 from outbox.settings import Settings, get_settings
 
@@ -72,6 +72,7 @@ def sweep(
     from processors.sweeper import run_sweeper, sweep_once
 
     settings = get_settings()
+    require_migrated(settings)
     configure_logging(settings.log_level)
     setup_broker(settings, in_process=False)
     processors = runtime.configure(settings)
@@ -99,9 +100,7 @@ def sweep(
 def _check_services(settings: Settings) -> None:
     """Fail now, with the reason, rather than start workers that cannot do anything."""
     import redis
-    from sqlalchemy import text
 
-    from outbox.db import make_engine
     from processors.dispatch import HandlerTableNotFound, load_handler_table
 
     try:
@@ -111,14 +110,7 @@ def _check_services(settings: Settings) -> None:
         ).ping()
     except redis.RedisError as exc:
         fail(f"Redis unreachable at {safe_url(settings.redis_url)}: {exc}")
-    engine = make_engine(
-        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    finally:
-        engine.dispose()
+    require_migrated(settings)
     try:
         load_handler_table(settings)
     except HandlerTableNotFound as exc:
