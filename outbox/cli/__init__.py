@@ -12,6 +12,7 @@ import typer
 from outbox.cli import (
     accounts,
     credits,
+    doctor,
     events,
     jobs,
     packs,
@@ -41,6 +42,7 @@ reconcile.register(app)
 credits.register(app)
 packs.register(app)
 accounts.register(app)
+doctor.register(app)
 
 
 def main() -> None:
