@@ -20,6 +20,7 @@ from outbox.cli import (
     reconcile,
     run,
     send,
+    tail,
     usage,
     work,
 )
@@ -37,6 +38,7 @@ work.register(app)
 jobs.register(app)
 usage.register(app)
 events.register(app)
+tail.register(app)
 purge.register(app)
 reconcile.register(app)
 credits.register(app)
