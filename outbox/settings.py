@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     #: p99 104 ms, 8 gave 268 ms, with more CPU per event). Scale with processes.
     worker_processes: int = Field(default=2, ge=1, le=64)
     worker_threads: int = Field(default=2, ge=1, le=256)
+    #: Port `outbox worker` and `outbox sweep` serve Prometheus metrics on (None: none),
+    #: and the address they listen on.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # --- operator CLI (outbox events / purge / reconcile) ---
     #: Events per second a bulk `outbox events replay` puts back, unless --rate says otherwise.

@@ -43,7 +43,7 @@ from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from outbox.store import ClaimedEvent
 from processors.dispatch import find_handler
-from processors.metrics import EVENT_SECONDS, EVENTS_PROCESSED
+from processors.metrics import EVENT_SECONDS, EVENTS_PROCESSED, observe_batch, type_family
 from processors.runtime import Runtime
 
 log = logging.getLogger("outbox.processors")
@@ -439,13 +439,14 @@ def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:
     finished = time.perf_counter()
     logged = log.isEnabledFor(logging.INFO)
     routine: dict[Outcome, list[dict[str, Any]]] = {}
-    counted: dict[tuple[str, Outcome], int] = {}
+    counted: dict[tuple[str, str, Outcome], int] = {}
     timers: dict[str, Any] = {}
     for step in steps:
         outcome = step.outcome or Outcome.UNRECORDED
         counts[outcome] = counts.get(outcome, 0) + 1
         source = step.event.source
-        counted[(source, outcome)] = counted.get((source, outcome), 0) + 1
+        key = (source, type_family(step.event.event_type), outcome)
+        counted[key] = counted.get(key, 0) + 1
         timer = timers.get(source) or timers.setdefault(source, EVENT_SECONDS.labels(source))
         elapsed = finished - step.started
         timer.observe(elapsed)
@@ -454,8 +455,10 @@ def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:
                 routine.setdefault(outcome, []).append(_fields(step, outcome, elapsed))
         elif log.isEnabledFor(logging.WARNING):
             log.warning("event %s", outcome.value, extra=_fields(step, outcome, elapsed))
-    for (source, outcome), number in counted.items():
-        EVENTS_PROCESSED.labels(source, outcome.value).inc(number)
+    for (source, family, outcome), number in counted.items():
+        EVENTS_PROCESSED.labels(source, family, outcome.value).inc(number)
+    if steps:
+        observe_batch(len(steps), finished - min(step.started for step in steps))
     for outcome, lines in routine.items():
         log.info("event %s", outcome.value, extra={LINES: lines})
 

@@ -53,6 +53,8 @@ def worker(
         "--worker-shutdown-timeout",
         str(WORKER_SHUTDOWN_TIMEOUT_MS),
     ]
+    if settings.metrics_port is not None:
+        argv += _worker_metrics(settings)
     os.environ.setdefault("dramatiq_worker_timeout", str(WORKER_IDLE_POLL_MS))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -94,7 +96,36 @@ def sweep(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port is not None:
+        from processors.metrics_server import serve_sweeper_metrics
+
+        _require_free_port(settings)
+        serve_sweeper_metrics(settings, processors.sessions)
+        say(f"outbox: sweeper metrics on http://{settings.metrics_host}:{settings.metrics_port}/")
     run_sweeper(processors, stop)
+
+
+def _worker_metrics(settings: Settings) -> list[str]:
+    """Dramatiq's arguments that serve the worker processes' metrics, counted once, on
+    METRICS_PORT (processors/metrics_server.py); their files go to a fresh directory."""
+    from processors.metrics_server import prepare_multiproc_dir
+
+    _require_free_port(settings)
+    prepare_multiproc_dir()
+    return ["--fork-function", "processors.metrics_server:serve_worker_metrics"]
+
+
+def _require_free_port(settings: Settings) -> None:
+    from processors.metrics_server import check_port_free
+
+    assert settings.metrics_port is not None
+    try:
+        check_port_free(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        fail(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(METRICS_HOST / METRICS_PORT): {exc.strerror or exc}"
+        )
 
 
 def _check_services(settings: Settings) -> None:
