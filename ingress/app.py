@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,7 +32,9 @@ from ingress.metrics import handling_seconds, requests_counter
 from ingress.postgres_writer import PostgresGroupWriter
 from ingress.signatures import verify_github, verify_stripe
 from ingress.stripe import stripe_event
+from ingress.tracing import RequestSpans
 from ingress.writer import GroupCommitWriter
+from outbox import tracing
 from outbox.db import make_engine
 from outbox.doorbell import Doorbell, SilentDoorbell
 from outbox.schema import schema_state
@@ -56,6 +59,8 @@ def create_app(
     )
     budget = BodyBudget(settings.body_buffer_bytes)
     deadlines = AnswerDeadlines(settings.webhook_deadline_seconds)
+    # With tracing on, each row keeps its request's trace context (outbox/tracing.py).
+    traced = tracing.active()
 
     async def record_webhook(
         scope: Scope,
@@ -70,6 +75,8 @@ def create_app(
         try:
             body = await read_body(receive, headers, settings.max_body_bytes, budget)
             incoming = parse(body, headers)
+            if traced:
+                incoming.trace_parent = tracing.current_traceparent()
             committed = writer.submit(incoming)
             deadlines.watch(committed, started)
             recorded = await committed
@@ -167,6 +174,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={Exception: _server_error},
+        middleware=[Middleware(RequestSpans)] if traced else None,
     )
 
 

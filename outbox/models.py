@@ -84,6 +84,8 @@ class WebhookEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The W3C traceparent of the ingress request that stored it (tracing on), else None.
+    trace_parent: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         UniqueConstraint("source", "delivery_id", name="uq_webhook_events_source_delivery"),

@@ -110,6 +110,15 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # --- traces (outbox/tracing.py): the standard OpenTelemetry variables we act on; the
+    # SDK reads the others (sampler, headers, resource attributes) itself.
+    otel_sdk_disabled: bool = False
+    #: `otlp` (over HTTP) or `console`; unset with no OTLP endpoint either: no traces.
+    otel_traces_exporter: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None
+
     # --- GitHub pull-request jobs and usage reporting ---
     #: Head branches of PR jobs are "<prefix>/job-<id>-<digest>"; onboarding "<prefix>/onboarding".
     github_branch_prefix: str = Field(default="outbox", min_length=1, max_length=64)

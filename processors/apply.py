@@ -42,6 +42,7 @@ from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from outbox.store import ClaimedEvent
+from processors import traces
 from processors.dispatch import find_handler
 from processors.metrics import EVENT_SECONDS, EVENTS_PROCESSED, observe_batch, type_family
 from processors.runtime import Runtime
@@ -160,6 +161,7 @@ def _apply_batch(
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
     steps = [_Step(event, time.perf_counter()) for event in claimed]
+    traces.begin_events(claimed)
     last = _interrupted_last(steps)
     for step in steps:
         if step.unrun or step is last:
@@ -238,7 +240,8 @@ def _prepare(runtime: Runtime, step: _Step, now: datetime) -> None:
             return
         step.handler, step.context = handler, context_or_reason
         if handler.prepare is not None:
-            step.prepared = handler.prepare(context_or_reason)
+            with traces.event_step(event, "prepare"):
+                step.prepared = handler.prepare(context_or_reason)
     except Exception as exc:  # PermanentFailure, a network error: recorded with the batch
         step.prepare_error = exc
 
@@ -299,7 +302,8 @@ def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step
     assert step.handler is not None and step.context is not None
     try:
         with transaction(sessions) as session:
-            step.handler.apply(session, step.context, step.prepared)
+            with traces.event_step(step.event, "apply"):
+                step.handler.apply(session, step.context, step.prepared)
             if not store.mark_done(session, step.event, utcnow()):
                 raise _LeaseLost({step.event.id})  # rolls the row's effects back
         step.outcome = Outcome.DONE
@@ -444,6 +448,7 @@ def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:
     for step in steps:
         outcome = step.outcome or Outcome.UNRECORDED
         counts[outcome] = counts.get(outcome, 0) + 1
+        traces.end_event(step.event, outcome.value, step.error)
         source = step.event.source
         key = (source, type_family(step.event.event_type), outcome)
         counted[key] = counted.get(key, 0) + 1

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from outbox import tracing
 from outbox.cli.common import fail, friendly_errors, say
 from outbox.doorbell import Doorbell
 from outbox.logs import configure_logging
@@ -48,6 +49,7 @@ def serve(
     settings = get_settings()
     require_migrated(settings)
     configure_logging(settings.log_level, buffered=True)
+    tracing.configure(settings, "serve")
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
 
 
@@ -85,6 +87,7 @@ def dev(
     get_settings.cache_clear()
     settings = get_settings()
     configure_logging(settings.log_level)
+    tracing.configure(settings, "dev")
     from outbox.migrate import upgrade
 
     upgrade(settings.database_url)

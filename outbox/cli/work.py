@@ -10,6 +10,7 @@ from types import FrameType
 
 import typer
 
+from outbox import tracing
 from outbox.cli.common import fail, friendly_errors, print_json_lines, say
 from outbox.cli.run import require_migrated, safe_url
 from outbox.logs import configure_logging
@@ -76,6 +77,7 @@ def sweep(
     settings = get_settings()
     require_migrated(settings)
     configure_logging(settings.log_level)
+    tracing.configure(settings, "sweep")
     setup_broker(settings, in_process=False)
     processors = runtime.configure(settings)
     if once:
