@@ -59,7 +59,13 @@ def begin_events(events: Sequence[ClaimedEvent]) -> None:
         for event in events
     }
     with _lock:
+        # A pass cut short (the database gone mid-batch) left its rows' spans open: they
+        # end when the row is claimed again, so none is held for ever.
+        stale = [_open.pop(event_id) for event_id in opened if event_id in _open]
         _open.update(opened)
+    for span in stale:
+        span.set_attribute("outbox.outcome", "interrupted")
+        span.end()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -95,12 +95,22 @@ def dev(
     from processors.inprocess import InProcessProcessors
 
     processors = InProcessProcessors(settings).start()
+    _serve_backlog_gauges(processors.runtime.sessions)
     typer.echo("dev: in-process worker and sweeper started (no Redis needed)")
     typer.echo(f"dev: POST webhooks to http://{host}:{port}/webhooks/github and /webhooks/stripe")
     try:
         _serve(settings, host, port, doorbell=processors.doorbell, engine=processors.runtime.engine)
     finally:
         processors.stop()
+
+
+def _serve_backlog_gauges(sessions: Any) -> None:
+    """`outbox dev`'s /metrics also has the sweeper's backlog gauges (processors/backlog.py)."""
+    from prometheus_client import REGISTRY
+
+    from processors.backlog import BacklogCollector
+
+    REGISTRY.register(BacklogCollector(sessions))
 
 
 def _serve(
