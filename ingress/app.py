@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,9 +32,12 @@ from ingress.metrics import handling_seconds, requests_counter
 from ingress.postgres_writer import PostgresGroupWriter
 from ingress.signatures import verify_github, verify_stripe
 from ingress.stripe import stripe_event
+from ingress.tracing import RequestSpans
 from ingress.writer import GroupCommitWriter
+from outbox import tracing
 from outbox.db import make_engine
 from outbox.doorbell import Doorbell, SilentDoorbell
+from outbox.schema import schema_state
 from outbox.settings import Settings
 from outbox.store import IncomingEvent
 
@@ -55,6 +59,8 @@ def create_app(
     )
     budget = BodyBudget(settings.body_buffer_bytes)
     deadlines = AnswerDeadlines(settings.webhook_deadline_seconds)
+    # With tracing on, each row keeps its request's trace context (outbox/tracing.py).
+    traced = tracing.active()
 
     async def record_webhook(
         scope: Scope,
@@ -69,6 +75,8 @@ def create_app(
         try:
             body = await read_body(receive, headers, settings.max_body_bytes, budget)
             incoming = parse(body, headers)
+            if traced:
+                incoming.trace_parent = tracing.current_traceparent()
             committed = writer.submit(incoming)
             deadlines.watch(committed, started)
             recorded = await committed
@@ -131,9 +139,14 @@ def create_app(
 
     async def readyz(_: Request) -> Response:
         try:
-            await run_in_threadpool(_ping, engine)
+            state = await run_in_threadpool(schema_state, engine)
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, 503)
+            reason = f"database unreachable: {type(exc).__name__}"
+            return JSONResponse(
+                {"status": "unavailable", "database": type(exc).__name__, "reason": reason}, 503
+            )
+        if state.problem is not None:
+            return JSONResponse({"status": "unavailable", "reason": state.problem}, 503)
         return JSONResponse({"status": "ready"})
 
     async def metrics(_: Request) -> Response:
@@ -161,6 +174,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={Exception: _server_error},
+        middleware=[Middleware(RequestSpans)] if traced else None,
     )
 
 
@@ -227,11 +241,6 @@ def make_writer(
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PostgresGroupWriter(engine, on_committed, connections=writers, timeout=timeout)
     return GroupCommitWriter(engine, on_committed, writers=writers, timeout=timeout)
-
-
-def _ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 def _answer(

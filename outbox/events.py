@@ -7,6 +7,10 @@ replay_verdicts  -- for each id asked, whether replay may take it, and why not
 purge_preview    -- what `purge` would remove, and the unfinished rows it leaves alone
 known_deliveries -- which of some provider ids are stored already (reconcile)
 event_stats      -- counts by source and status, the lag, the recent dead
+events_after     -- matching rows past an id, oldest first (`events tail`)
+newest_id        -- the highest id stored
+settled_id       -- the highest id of a row received before a moment
+summaries_of     -- some rows by id, as a listing shows them
 
 The CLI calls these and store.py's writes; it never builds a query itself.
 """
@@ -116,6 +120,45 @@ def list_events(
         query = query.where(WebhookEvent.id < before_id)
     query = query.order_by(WebhookEvent.id.desc()).limit(limit).offset(offset)
     return [EventSummary(**row._mapping) for row in session.execute(query)]
+
+
+def events_after(
+    session: Session, where: EventFilter, *, after_id: int, up_to_id: int, limit: int
+) -> list[EventSummary]:
+    """Matching rows with after_id < id <= up_to_id, oldest first: a range of the primary
+    key, so its cost is that of the rows in the range, never of the table."""
+    query = where.apply(select(*_SUMMARY_COLUMNS)).where(
+        WebhookEvent.id > after_id, WebhookEvent.id <= up_to_id
+    )
+    query = query.order_by(WebhookEvent.id).limit(limit)
+    return [EventSummary(**row._mapping) for row in session.execute(query)]
+
+
+def newest_id(session: Session) -> int:
+    """The highest id stored (0 for an empty table): one step down the primary key."""
+    return session.scalar(select(func.max(WebhookEvent.id))) or 0
+
+
+def settled_id(session: Session, before: datetime) -> int:
+    """The highest id of a row received before `before` (0: none): rows below it that are
+    not visible yet never will be. Walks the primary key down from the top, past the rows
+    received since (a few seconds' worth), never the table."""
+    query = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.received_at < before)
+        .order_by(WebhookEvent.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query) or 0
+
+
+def summaries_of(session: Session, ids: Collection[int]) -> list[EventSummary]:
+    """These rows as a listing shows them, by id (primary-key lookups); missing ids left out."""
+    found: list[EventSummary] = []
+    for chunk in _chunks(sorted(ids)):
+        query = select(*_SUMMARY_COLUMNS).where(WebhookEvent.id.in_(chunk))
+        found.extend(EventSummary(**row._mapping) for row in session.execute(query))
+    return found
 
 
 def matching_ids(session: Session, where: EventFilter, *, limit: int | None = None) -> list[int]:

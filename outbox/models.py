@@ -67,6 +67,8 @@ class WebhookEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The W3C traceparent of the ingress request that stored it (tracing on), else None.
+    trace_parent: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         UniqueConstraint("source", "delivery_id", name="uq_webhook_events_source_delivery"),
@@ -92,6 +94,13 @@ class WebhookEvent(Base):
             "object_id",
             postgresql_where=text("status IN ('pending', 'processing')"),
             sqlite_where=text("status IN ('pending', 'processing')"),
+        ),
+        # The dead rows, which stay until replayed: counted by the sweeper's gauge.
+        Index(
+            "ix_webhook_events_dead",
+            "id",
+            postgresql_where=text("status = 'dead'"),
+            sqlite_where=text("status = 'dead'"),
         ),
         Index("ix_webhook_events_received_at", "received_at"),
         Index("ix_webhook_events_account", "account_id"),

@@ -99,12 +99,25 @@ class Settings(BaseSettings):
     #: p99 104 ms, 8 gave 268 ms, with more CPU per event). Scale with processes.
     worker_processes: int = Field(default=2, ge=1, le=64)
     worker_threads: int = Field(default=2, ge=1, le=256)
+    #: Port `outbox worker` and `outbox sweep` serve Prometheus metrics on (None: none),
+    #: and the address they listen on.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # --- operator CLI (outbox events / purge / reconcile) ---
     #: Events per second a bulk `outbox events replay` puts back, unless --rate says otherwise.
     replay_rate: float = Field(default=20.0, gt=0)
 
     log_level: str = "INFO"
+
+    # --- traces (outbox/tracing.py): the standard OpenTelemetry variables we act on; the
+    # SDK reads the others (sampler, headers, resource attributes) itself.
+    otel_sdk_disabled: bool = False
+    #: `otlp` (over HTTP) or `console`; unset with no OTLP endpoint either: no traces.
+    otel_traces_exporter: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None
 
     # --- GitHub pull-request jobs and usage reporting ---
     #: Head branches of PR jobs are "<prefix>/job-<id>-<digest>"; onboarding "<prefix>/onboarding".

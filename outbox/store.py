@@ -88,6 +88,8 @@ class IncomingEvent:
     #: Rows that must never be applied are stored already finished (skipped or dead) with a reason.
     status: Status = Status.PENDING
     reason: str | None = None
+    #: The ingress request's trace context (outbox/tracing.py), when tracing is on.
+    trace_parent: str | None = None
 
     def row(self, now: datetime) -> dict[str, Any]:
         """Every column the ingress fills."""
@@ -116,6 +118,7 @@ class IncomingEvent:
             "next_attempt_at": now if self.status == Status.PENDING else None,
             "last_error": self.reason,
             "processed_at": None if self.status == Status.PENDING else now,
+            "trace_parent": self.trace_parent,
         }
 
 
@@ -261,6 +264,7 @@ _POSTGRES_COLUMNS = (
     "next_attempt_at",
     "last_error",
     "processed_at",
+    "trace_parent",
 )
 # A batch is two parameters whatever its size: the bodies as one binary bytea[] (sent as
 # they are, never re-encoded) and every other field as one JSON array of rows, which
@@ -369,6 +373,8 @@ class ClaimedEvent:
     backfilled: bool = False
     #: Times a worker died or lost its lease holding this row: 1 or more, it is applied alone.
     interruptions: int = 0
+    #: The trace context the ingress kept on the row (None: tracing was off).
+    trace_parent: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -605,6 +611,7 @@ def _claimed_columns() -> list[Any]:
         c.provider_created_at,
         c.backfilled,
         c.interruptions,
+        c.trace_parent,
     ]
 
 

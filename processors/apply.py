@@ -42,8 +42,9 @@ from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from outbox.store import ClaimedEvent
+from processors import traces
 from processors.dispatch import find_handler
-from processors.metrics import EVENT_SECONDS, EVENTS_PROCESSED
+from processors.metrics import EVENT_SECONDS, EVENTS_PROCESSED, observe_batch, type_family
 from processors.runtime import Runtime
 
 log = logging.getLogger("outbox.processors")
@@ -160,6 +161,7 @@ def _apply_batch(
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
     steps = [_Step(event, time.perf_counter()) for event in claimed]
+    traces.begin_events(claimed)
     last = _interrupted_last(steps)
     for step in steps:
         if step.unrun or step is last:
@@ -238,7 +240,8 @@ def _prepare(runtime: Runtime, step: _Step, now: datetime) -> None:
             return
         step.handler, step.context = handler, context_or_reason
         if handler.prepare is not None:
-            step.prepared = handler.prepare(context_or_reason)
+            with traces.event_step(event, "prepare"):
+                step.prepared = handler.prepare(context_or_reason)
     except Exception as exc:  # PermanentFailure, a network error: recorded with the batch
         step.prepare_error = exc
 
@@ -299,7 +302,8 @@ def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step
     assert step.handler is not None and step.context is not None
     try:
         with transaction(sessions) as session:
-            applied = step.handler.apply(session, step.context, step.prepared)
+            with traces.event_step(step.event, "apply"):
+                applied = step.handler.apply(session, step.context, step.prepared)
             note = applied.reason if isinstance(applied, NoEffect) else None
             if not store.mark_done(session, step.event, utcnow(), note=note):
                 raise _LeaseLost({step.event.id})  # rolls the row's effects back
@@ -440,13 +444,15 @@ def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:
     finished = time.perf_counter()
     logged = log.isEnabledFor(logging.INFO)
     routine: dict[Outcome, list[dict[str, Any]]] = {}
-    counted: dict[tuple[str, Outcome], int] = {}
+    counted: dict[tuple[str, str, Outcome], int] = {}
     timers: dict[str, Any] = {}
     for step in steps:
         outcome = step.outcome or Outcome.UNRECORDED
         counts[outcome] = counts.get(outcome, 0) + 1
+        traces.end_event(step.event, outcome.value, step.error)
         source = step.event.source
-        counted[(source, outcome)] = counted.get((source, outcome), 0) + 1
+        key = (source, type_family(step.event.event_type), outcome)
+        counted[key] = counted.get(key, 0) + 1
         timer = timers.get(source) or timers.setdefault(source, EVENT_SECONDS.labels(source))
         elapsed = finished - step.started
         timer.observe(elapsed)
@@ -455,8 +461,10 @@ def _report(steps: Sequence[_Step], counts: dict[Outcome, int]) -> None:
                 routine.setdefault(outcome, []).append(_fields(step, outcome, elapsed))
         elif log.isEnabledFor(logging.WARNING):
             log.warning("event %s", outcome.value, extra=_fields(step, outcome, elapsed))
-    for (source, outcome), number in counted.items():
-        EVENTS_PROCESSED.labels(source, outcome.value).inc(number)
+    for (source, family, outcome), number in counted.items():
+        EVENTS_PROCESSED.labels(source, family, outcome.value).inc(number)
+    if steps:
+        observe_batch(len(steps), finished - min(step.started for step in steps))
     for outcome, lines in routine.items():
         log.info("event %s", outcome.value, extra={LINES: lines})
 

@@ -15,7 +15,7 @@ import dramatiq
 from sqlalchemy.orm import Session
 
 from outbox import store
-from processors import runtime
+from processors import runtime, traces
 from processors.apply import EVENTS_PER_PASS, process_pass
 from processors.runtime import Runtime
 from processors.sweeper import SweepSource, register_sweep_source
@@ -37,7 +37,8 @@ RING_GRACE_SECONDS = 0.1  #: seconds (or the sweep interval, when that is shorte
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def process_events(ids: list[int]) -> None:
     """Apply these outbox rows (those still due), and a few more due ones."""
-    process_pass(runtime.current(), ids)
+    with traces.pass_span(len(ids)):
+        process_pass(runtime.current(), ids)
 
 
 def ring_events(ids: Sequence[int]) -> None:
@@ -62,7 +63,8 @@ def _due_events(session: Session, now: datetime, limit: int) -> list[int]:
 def _apply_here(runtime: Runtime, ids: list[int]) -> None:
     """With the broker down, the sweeper applies due events itself, a pass's worth at a time."""
     for start in range(0, len(ids), EVENTS_PER_PASS):
-        process_pass(runtime, ids[start : start + EVENTS_PER_PASS])
+        with traces.pass_span(len(ids[start : start + EVENTS_PER_PASS])):
+            process_pass(runtime, ids[start : start + EVENTS_PER_PASS])
 
 
 register_sweep_source(

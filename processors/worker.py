@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import sys
 
+from outbox import tracing
 from outbox.logs import configure_logging
 from outbox.settings import get_settings
 from processors import runtime
@@ -28,6 +29,7 @@ def setup() -> None:
     # and errors are written at once.
     configure_logging(settings.log_level, buffered=True)
     runtime.configure(settings).handlers  # noqa: B018  (a bad HANDLER_TABLE stops the boot)
+    tracing.configure(settings, "worker")  # in each process: its exporter thread is its own
     setup_broker(settings, in_process=False)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     # What is loaded by now lives as long as the process: keep it out of every collection.

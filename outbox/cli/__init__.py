@@ -14,6 +14,7 @@ from outbox.cli import (
     accounts,
     command_line,
     credits,
+    doctor,
     events,
     jobs,
     packs,
@@ -21,6 +22,7 @@ from outbox.cli import (
     reconcile,
     run,
     send,
+    tail,
     usage,
     work,
 )
@@ -53,11 +55,13 @@ work.register(app)
 jobs.register(app)
 usage.register(app)
 events.register(app)
+tail.register(app)
 purge.register(app)
 reconcile.register(app)
 credits.register(app)
 packs.register(app)
 accounts.register(app)
+doctor.register(app)
 command_line.reflow_help(app)
 command_line.show_no_type_after_flags()
 

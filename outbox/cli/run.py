@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from outbox.cli.common import err_console, friendly_errors, get_settings
+from outbox.cli.common import err_console, fail, friendly_errors, get_settings, say
 from outbox.doorbell import Doorbell
 from outbox.logs import configure_logging
 
@@ -41,14 +41,35 @@ def migrate() -> None:
     typer.echo(f"migrated {safe_url(settings.database_url)} to head")
 
 
+@friendly_errors
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
 ) -> None:
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
+    require_migrated(settings)
     configure_logging(settings.log_level, buffered=True)
+    from outbox import tracing
+
+    tracing.configure(settings, "serve")
     _serve(settings, host, port, doorbell=_redis_doorbell(settings))
+
+
+def require_migrated(settings: Settings) -> None:
+    """Exit with one line when the database is unreachable or not at the migration head."""
+    from outbox.db import make_engine
+    from outbox.schema import schema_state
+
+    engine = make_engine(
+        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
+    )
+    try:
+        problem = schema_state(engine).problem
+    finally:
+        engine.dispose()
+    if problem is not None:
+        fail(f"{problem} (DATABASE_URL={safe_url(settings.database_url)})")
 
 
 @friendly_errors
@@ -72,6 +93,9 @@ def dev(
     settings_of_the_process.cache_clear()  # read again, with the dev defaults just set
     settings = get_settings()
     configure_logging(settings.log_level)
+    from outbox import tracing
+
+    tracing.configure(settings, "dev")
     from outbox.migrate import upgrade
 
     upgrade(settings.database_url)
@@ -84,6 +108,7 @@ def dev(
         err_console.print(f"[yellow]dev: warning:[/yellow] {escape(warning)}", highlight=False)
 
     processors = InProcessProcessors(settings).start()
+    _serve_backlog_gauges(processors.runtime.sessions)
     typer.echo("dev: in-process worker and sweeper started (no Redis needed)")
     typer.echo(f"dev: POST webhooks to http://{host}:{port}/webhooks/github and /webhooks/stripe")
     try:
@@ -119,6 +144,15 @@ def not_configured(settings: Settings) -> list[str]:
     return missing
 
 
+def _serve_backlog_gauges(sessions: Any) -> None:
+    """`outbox dev`'s /metrics also has the sweeper's backlog gauges (processors/backlog.py)."""
+    from prometheus_client import REGISTRY
+
+    from processors.backlog import BacklogCollector
+
+    REGISTRY.register(BacklogCollector(sessions))
+
+
 def _serve(
     settings: Settings,
     host: str,
@@ -133,6 +167,7 @@ def _serve(
 
     from ingress.app import create_app
     from ingress.edge import edge_limits, edge_protocol
+    from ingress.serving import AnnouncedServer
 
     sys.setswitchinterval(0.0005)
 
@@ -147,7 +182,7 @@ def _serve(
     # those survivors up and walked the older generations again; collecting less often
     # cut ~15 % of the CPU per webhook under 64 senders (three paired runs).
     gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -157,6 +192,7 @@ def _serve(
         log_config=None,
         http=edge_protocol(edge_limits(settings)),
     )
+    AnnouncedServer(config, announce=say).run()
 
 
 def _redis_doorbell(settings: Settings) -> Doorbell:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from outbox.cli.common import fail, friendly_errors, get_settings, print_json_lines, say
-from outbox.cli.run import safe_url
+from outbox.cli.run import require_migrated, safe_url
 from outbox.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ def worker(
         "--worker-shutdown-timeout",
         str(WORKER_SHUTDOWN_TIMEOUT_MS),
     ]
+    if settings.metrics_port is not None:
+        argv += _worker_metrics(settings)
     os.environ.setdefault("dramatiq_worker_timeout", str(WORKER_IDLE_POLL_MS))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -75,7 +77,11 @@ def sweep(
     from processors.sweeper import run_sweeper, sweep_once
 
     settings = get_settings()
+    require_migrated(settings)
     configure_logging(settings.log_level)
+    from outbox import tracing
+
+    tracing.configure(settings, "sweep")
     setup_broker(settings, in_process=False)
     processors = runtime.configure(settings)
     if once:
@@ -96,15 +102,42 @@ def sweep(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port is not None:
+        from processors.metrics_server import serve_sweeper_metrics
+
+        _require_free_port(settings)
+        serve_sweeper_metrics(settings, processors.sessions)
+        say(f"outbox: sweeper metrics on http://{settings.metrics_host}:{settings.metrics_port}/")
     run_sweeper(processors, stop)
+
+
+def _worker_metrics(settings: Settings) -> list[str]:
+    """Dramatiq's arguments that serve the worker processes' metrics, counted once, on
+    METRICS_PORT (processors/metrics_server.py); their files go to a fresh directory."""
+    from processors.metrics_server import prepare_multiproc_dir
+
+    _require_free_port(settings)
+    prepare_multiproc_dir()
+    return ["--fork-function", "processors.metrics_server:serve_worker_metrics"]
+
+
+def _require_free_port(settings: Settings) -> None:
+    from processors.metrics_server import check_port_free
+
+    assert settings.metrics_port is not None
+    try:
+        check_port_free(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        fail(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(METRICS_HOST / METRICS_PORT): {exc.strerror or exc}"
+        )
 
 
 def _check_services(settings: Settings) -> None:
     """Fail now, with the reason, rather than start workers that cannot do anything."""
     import redis
-    from sqlalchemy import text
 
-    from outbox.db import make_engine
     from processors.dispatch import HandlerTableNotFound, load_handler_table
 
     try:
@@ -114,14 +147,7 @@ def _check_services(settings: Settings) -> None:
         ).ping()
     except redis.RedisError as exc:
         fail(f"Redis unreachable at {safe_url(settings.redis_url)}: {exc}")
-    engine = make_engine(
-        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    finally:
-        engine.dispose()
+    require_migrated(settings)
     try:
         load_handler_table(settings)
     except HandlerTableNotFound as exc:

@@ -6,6 +6,7 @@ import json
 import subprocess
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
@@ -69,6 +70,8 @@ def test_outbox_dev_applies_a_posted_webhook_with_no_redis(sqlite_db, tmp_path):
         assert sent.returncode == 0, sent.stderr
         wait_until(lambda: effect_counts(engine), timeout=20, what="the dev worker")
         assert "in-process worker and sweeper started" in dev.output()
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "outbox_backlog_up 1.0" in metrics and "outbox_due_events " in metrics
     with engine.connect() as conn:
         [row] = conn.execute(select(WebhookEvent.id, WebhookEvent.status)).all()
     assert row.status == Status.DONE and effect_counts(engine) == {row.id: 1}

@@ -1,0 +1,153 @@
+"""`outbox events tail`: the latest events, then new ones and their outcomes as they happen,
+with the filters of `events list`, read by ranges of the primary key."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+from outbox import events as queries
+from outbox import store
+from outbox.db import utcnow
+from outbox.event_tail import EventTail
+from outbox.events import EventFilter
+from outbox.models import Source
+from tests.cli.conftest import finish, kill, stored
+from tests.factories import incoming
+
+SETTLE = timedelta(seconds=6)
+
+
+class Printed:
+    """What a tail printed: (kind, id, status) per line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, int, str]] = []
+
+    def __call__(self, kind, row) -> None:
+        self.lines.append((kind, row.id, row.status))
+
+    def take(self) -> list[tuple[str, int, str]]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def test_tail_shows_the_latest_matching_events_oldest_first(cli, engine):
+    stripe_ids = [stored(engine, event_type="invoice.paid") for _ in range(4)]
+    stored(engine, source=Source.GITHUB, event_type="push")
+    ran = cli("events", "tail", "--json", "--last", "3", "--source", "stripe")
+    assert ran.code == 0, ran.stderr
+    rows = ran.json_lines()
+    assert [r["id"] for r in rows] == stripe_ids[-3:]
+    assert all(r["seen"] == "new" and r["status"] == "pending" for r in rows)
+
+
+def test_tail_in_text_is_one_line_per_event_with_untrusted_text_made_visible(cli, engine):
+    stored(engine, event_type="invoice.\x1b[31mpaid", delivery_id="evt_text")
+    ran = cli("events", "tail")
+    assert ran.code == 0
+    [line] = ran.stdout.splitlines()
+    assert "invoice.\\x1b[31mpaid" in line and "\x1b" not in line
+    assert "pending" in line and "evt_text" in line
+
+
+def test_tail_with_no_match_says_so_and_exits_1(cli, engine):
+    stored(engine)
+    ran = cli("events", "tail", "--status", "dead")
+    assert ran.code == 1
+    assert "no events match" in ran.stderr
+
+
+def test_following_prints_new_rows_then_their_outcomes(engine, sessions):
+    printed = Printed()
+    tail = EventTail(EventFilter(), SETTLE)
+    with sessions() as session:
+        assert tail.start(session, 10, printed) == 0
+    first, second = stored(engine), stored(engine)
+    tail.follow(sessions, printed, 0.0, polls=1)
+    assert printed.take() == [("new", first, "pending"), ("new", second, "pending")]
+    finish(sessions, first)
+    kill(sessions, second, "boom")
+    tail.follow(sessions, printed, 0.0, polls=2)  # the second look finds nothing new
+    assert printed.take() == [("outcome", first, "done"), ("outcome", second, "dead")]
+    assert tail.watched == {}
+
+
+def test_following_keeps_to_the_filter(engine, sessions):
+    printed = Printed()
+    tail = EventTail(EventFilter(sources=("github",), event_type="pull_request.*"), SETTLE)
+    with sessions() as session:
+        tail.start(session, 10, printed)
+    stored(engine, source=Source.STRIPE, event_type="pull_request.opened")
+    wanted = stored(engine, source=Source.GITHUB, event_type="pull_request.opened")
+    stored(engine, source=Source.GITHUB, event_type="push")
+    tail.follow(sessions, printed, 0.0, polls=1)
+    assert printed.take() == [("new", wanted, "pending")]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_row_committed_after_a_higher_id_is_still_shown_once(engine, sessions):
+    printed = Printed()
+    tail = EventTail(EventFilter(), SETTLE)
+    with sessions() as session:
+        tail.start(session, 10, printed)
+    late = engine.connect()
+    transaction = late.begin()
+    [slow] = store.record(late, [incoming()], utcnow())  # its id is taken, not yet visible
+    quick = stored(engine)
+    tail.follow(sessions, printed, 0.0, polls=1)
+    assert printed.take() == [("new", quick, "pending")]
+    transaction.commit()
+    late.close()
+    tail.follow(sessions, printed, 0.0, polls=2)
+    assert printed.take() == [("new", slow.id, "pending")]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine):
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO webhook_events (source, delivery_id, event_type, headers,"
+                " received_at, status) SELECT 'stripe', 'evt_' || n, 'invoice.paid', '{}',"
+                " now() - interval '1 day', 'done' FROM generate_series(1, 50000) AS n"
+            )
+        )
+        conn.execute(text("ANALYZE webhook_events"))
+        top = conn.scalar(text("SELECT max(id) FROM webhook_events"))
+    with Session(engine) as session:
+        where = EventFilter(statuses=("dead",), sources=("stripe",))
+        for read in (
+            lambda: queries.events_after(session, where, after_id=top - 10, up_to_id=top, limit=9),
+            lambda: queries.settled_id(session, utcnow() - SETTLE),
+            lambda: queries.newest_id(session),
+        ):
+            plan = _plan_of(engine, session, read)
+            # an index on the id: the primary key (or, for dead rows, their partial index)
+            assert re.search(
+                r"Scan (Backward )?using (webhook_events_pkey|ix_webhook_events_dead)",
+                plan,
+            ), plan
+            assert "Seq Scan" not in plan, plan
+
+
+def _plan_of(engine, session, read) -> str:
+    """Postgres's plan for the one statement `read()` sends."""
+    sent = []
+
+    def capture(conn, cursor, statement, params, context, executemany):
+        sent.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        read()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    [(statement, params)] = sent
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + statement, params)
+    return "\n".join(row[0] for row in cursor.fetchall())
