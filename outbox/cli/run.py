@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from outbox.cli.common import friendly_errors
-from outbox.doorbell import Doorbell
+from outbox.doorbell import Doorbell, LoopDoorbell
 from outbox.logs import configure_logging
 from outbox.settings import Settings, get_settings
 
@@ -46,7 +46,9 @@ def serve(
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
     configure_logging(settings.log_level, buffered=True)
-    _serve(settings, host, port, doorbell=_redis_doorbell(settings))
+    from processors.loop_doorbell import RedisLoopDoorbell
+
+    _serve(settings, host, port, doorbell=RedisLoopDoorbell(settings))
 
 
 def dev(
@@ -86,7 +88,7 @@ def _serve(
     settings: Settings,
     host: str,
     port: int,
-    doorbell: Doorbell | None,
+    doorbell: Doorbell | LoopDoorbell | None,
     engine: Engine | None = None,
 ) -> None:
     import gc
