@@ -26,10 +26,11 @@ from outbox.doorbell import Doorbell, LoopDoorbell
 log = logging.getLogger("outbox.ingress.bell")
 
 MAX_WAITING = 100_000  #: ids held while the broker is slow; past that they are dropped
-#: seconds between the starts of two rings at least. Under load a ring per commit cost
-#: ~80 µs of the loop each, up to a thousand times a second; spaced, a ring names every
-#: row of the last few milliseconds, and a lone webhook still rings at once.
-RING_SPACING = 0.002
+#: seconds between the starts of two rings at least. A ring costs ~140 µs of CPU whatever
+#: it names (most of it the loopback send to Redis); at 2 ms apart, ringing still cost the
+#: ingress 10-20 µs a webhook at 5,000/s. At 5 ms it is at most 200 rings a second, each
+#: naming every row of the last few milliseconds; a lone webhook still rings at once.
+RING_SPACING = 0.005
 #: seconds the bell rests after the broker failed. Rows committed meanwhile wait (or are
 #: dropped past MAX_WAITING; the sweeper rings for those rows): retrying at once cost a
 #: failed connection attempt per batch, on the interpreter the requests need.
