@@ -22,16 +22,12 @@ actor, so every process that imports `processors.broker.ACTOR_MODULES` knows it:
 A source whose `enqueue` returns its rings (`Ring`: the broker's message id and the ids
 it names) and that says which rings are still out (`rings_out`: waiting in the broker, or
 taken and not yet acknowledged) is rung at most once per row: a due row named by a ring
-still out is not rung again, and a source keeps at most RUNG_OUT_MAX rows rung and not
-yet taken. While workers are down the queue so holds each due row once (up to that
-bound), instead of the same oldest rows again at every pass. Rings are remembered by the
+still out is not rung again, and each pass rings due rows until RUNG_OUT_MAX rows are
+out. While workers are down the queue so holds each due row once (up to that bound),
+instead of the same oldest rows again at every pass. Rings are remembered by the
 sweeper's process (a restarted sweeper rings each due row once more), and forgotten when
 a pass gives back expired leases: a worker that died may have held messages that would
 otherwise stand for their rows until Dramatiq's maintenance requeues them.
-A source may also say how to do the work here, in the sweeper's own process
-(`work_here(runtime, ids)`), for when the broker is down: then Redis being stopped
-delays its rows by about one sweep interval instead of until it is back. Events
-(`webhook_events`) are registered that way, by processors/events.py.
 """
 
 from __future__ import annotations
@@ -52,12 +48,13 @@ from processors.runtime import Runtime
 
 log = logging.getLogger("outbox.sweeper")
 
-#: Ids rung per source and per pass at most; a larger backlog is drained over several passes
-#: (and by the workers' own extra claims).
+#: Ids rung per pass at most for a source whose rings are not followed; a larger backlog
+#: is drained over several passes (and by the workers' own extra claims).
 SWEEP_BATCH = 1000
-#: Rows a followed source may have named by rings still out; past that a pass rings
-#: nothing more for it. Two workers drain this many in a few seconds; the queue a stopped
-#: worker pool comes back to is at most this many rows, each named once.
+#: Rows a followed source may have named by rings still out: each pass rings due rows up
+#: to this (not SWEEP_BATCH), and nothing more while that many are out. Two workers drain
+#: this many in a few seconds; the queue a stopped worker pool comes back to is at most
+#: this many rows, each named once.
 RUNG_OUT_MAX = 20_000
 #: Seconds after which a ring still out is forgotten and its rows rung again: a message
 #: held by a worker that died comes back through Dramatiq's maintenance well before.
@@ -182,8 +179,11 @@ def sweep_once(
     for source in registered_sweep_sources() if sources is None else sources:
         ids: list[int] = []
         try:
+            followed = ledger is not None and source.rings_out is not None
             out = ledger.rows_out(source) if ledger is not None else set()
-            room = min(limit, RUNG_OUT_MAX - len(out)) if out else limit
+            # A followed source is topped up to RUNG_OUT_MAX rows out at every pass: workers
+            # coming back after an outage drain at their own pace, not at `limit` a pass.
+            room = RUNG_OUT_MAX - len(out) if followed else limit
             if room > 0:
                 with runtime.sessions() as session:
                     due = source.find_due(session, now, len(out) + room)

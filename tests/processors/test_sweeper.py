@@ -171,14 +171,20 @@ def test_a_row_named_by_a_ring_still_out_is_not_rung_again(runtime):
     assert list(ringer.rings[-1].ids) == first
 
 
-def test_rows_out_past_the_bound_are_not_rung_until_workers_take_some(runtime, monkeypatch):
+def test_a_pass_tops_rows_out_up_to_the_bound_and_no_further(runtime, monkeypatch):
     monkeypatch.setattr(sweeper, "RUNG_OUT_MAX", 3)
     ids = [r.id for r in record(runtime.engine, *(scripted_event() for _ in range(5)))]
     ringer = FollowedRinger()
     ledger = sweeper.RingLedger()
     for _ in range(3):
-        sweep_once(runtime, sources=[ringer.source()], limit=2, ledger=ledger)
-    assert [list(r.ids) for r in ringer.rings] == [ids[:2], ids[2:3]]
+        sweep_once(runtime, sources=[ringer.source()], limit=1, ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [ids[:3]]
+    with transaction(runtime.sessions) as session:  # a worker took the ring and did two
+        for event_id in ids[:2]:
+            session.get_one(WebhookEvent, event_id).status = Status.DONE
+    ringer.taken.add("m0")
+    sweep_once(runtime, sources=[ringer.source()], limit=1, ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [ids[:3], ids[2:5]]
 
 
 def test_released_leases_make_the_sweeper_forget_its_rings(runtime):
@@ -204,14 +210,14 @@ def test_with_no_worker_the_events_queue_names_each_due_row_once(runtime, redis_
         time.sleep(RING_GRACE_SECONDS * 2)  # past the grace the ingress's own ring gets
         ledger = sweeper.RingLedger()
         for _ in range(4):
-            sweep_once(runtime, sources=sources, ledger=ledger, limit=100)
+            sweep_once(runtime, sources=sources, ledger=ledger)
         client, queue = broker.client, f"{runtime.settings.redis_namespace}:{QUEUE}"  # type: ignore[attr-defined]
         messages = [json.loads(m) for m in client.hvals(f"{queue}.msgs")]
         named = sorted(i for m in messages for i in m["args"][0])
         assert named == ids
-        assert client.llen(queue) == -(-100 // IDS_PER_MESSAGE) + -(-20 // IDS_PER_MESSAGE)
+        assert client.llen(queue) == -(-120 // IDS_PER_MESSAGE)
         broker.flush(QUEUE)  # the workers took them all, the rows are still due
-        sweep_once(runtime, sources=sources, ledger=ledger, limit=200)
+        sweep_once(runtime, sources=sources, ledger=ledger)
         assert client.llen(queue) == -(-120 // IDS_PER_MESSAGE)
     finally:
         broker.flush_all()
