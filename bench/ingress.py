@@ -1,7 +1,17 @@
-"""Ingress benchmark: verified-and-committed webhooks per second against Postgres, next to a
-bare endpoint on the same stack that only checks the HMAC, measured in the same run.
+"""Ingress benchmark: verified-and-committed webhooks per second on Postgres, with the
+doorbell ringing a real Redis (a private redis-server), beside two baselines on the same
+server stack (uvicorn, uvloop, httptools) measured in the same round: a bare endpoint that
+only checks the HMAC (bench/bare_app.py) and a naive one that stores each webhook with one
+INSERT and commit (bench/naive_app.py).
 
-    .venv/bin/python -m bench.ingress [--seconds 10] [--rate 1000] [--rounds 3]
+    .venv/bin/python -m bench.ingress [--seconds 8] [--rate 1000] [--rounds 3] [--redisless]
+
+Closed loops are driven by wrk (2 threads; bench/wrk_github.lua), the steady rate by the
+open loop of bench/loadgen.py (latency from each request's scheduled time). Each run reads
+the CPU time (user + system, /proc) of every process before and after: the server (and
+its children), every `postgres` process, the redis-server, and the generator, so each
+one's CPU per webhook is in the table. `--redisless` also measures the ingress with its
+Redis unreachable (the doorbell failing and resting), labelled as such.
 """
 
 from __future__ import annotations
@@ -10,11 +20,19 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import tempfile
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 
 from bench.common import (
+    ROOT,
     free_port,
     postgres_database,
     print_table,
@@ -23,23 +41,36 @@ from bench.common import (
     settle,
     write_results,
 )
-from bench.loadgen import LoadResult, build_request, closed_loop, open_loop
+from bench.loadgen import build_request, open_loop
 from bench.loadgen import run as run_load
 from ingress.signatures import github_signature
 from outbox.models import WebhookEvent
+from tests.services import RedisServer
 
 SECRET = "bench-secret"
 BODY_BYTES = 4096
+WRK_SCRIPT = ROOT / "bench" / "wrk_github.lua"
+WRK_THREADS = 2  #: one per core of the machine the targets are set for
+
+BARE = "bare HMAC endpoint"
+NAIVE = "naive INSERT+commit"
+INGRESS = "ingress, ringing Redis"
+REDISLESS = "ingress, Redis unreachable"
+
+
+def github_body(n: int) -> bytes:
+    """A 4 KB GitHub `issues` delivery."""
+    payload = {"action": "opened", "installation": {"id": 42}, "number": n, "pad": ""}
+    raw = json.dumps(payload, separators=(",", ":"))
+    payload["pad"] = "x" * (BODY_BYTES - len(raw))
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def signed_requests(port: int, count: int, run: str) -> list[bytes]:
     """`count` distinct 4 KB GitHub deliveries, each with its own delivery id and signature."""
     requests = []
     for n in range(count):
-        payload = {"action": "opened", "installation": {"id": 42}, "number": n, "pad": ""}
-        raw = json.dumps(payload, separators=(",", ":"))
-        payload["pad"] = "x" * (BODY_BYTES - len(raw))
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = github_body(n)
         headers = {
             "Content-Type": "application/json",
             "X-GitHub-Event": "issues",
@@ -50,28 +81,170 @@ def signed_requests(port: int, count: int, run: str) -> list[bytes]:
     return requests
 
 
-def figures(name: str, result: LoadResult) -> dict[str, object]:
-    ok = result.statuses.get(200, 0)
-    return {
-        "target": name,
-        "answered": result.sent,
-        "2xx": ok,
-        "per_second": round(ok / result.elapsed) if result.elapsed else 0,
-        "p50_ms": round(result.percentile(50) * 1000, 2),
-        "p99_ms": round(result.percentile(99) * 1000, 2),
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (ended ones count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pids_of(*pgrep_args: str) -> list[int]:
+    found = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    pid: int
+    redis_pid: int | None = None
+
+    def processes(self) -> dict[str, list[int]]:
+        return {
+            "server": [self.pid, *pids_of("-P", str(self.pid))],
+            "postgres": pids_of("-x", "postgres"),
+            "redis": [self.redis_pid] if self.redis_pid else [],
+        }
+
+
+@dataclass
+class Load:
+    """What one run of a generator measured."""
+
+    answered: int
+    ok: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    generator_cpu: float
+
+
+def wrk(port: int, connections: int, seconds: float, body: Path, run: str) -> Load:
+    """A closed loop of `connections` keep-alive connections for `seconds`, by wrk."""
+    env = {
+        **os.environ,
+        "WRK_BODY": str(body),
+        "WRK_SIGNATURE": github_signature(SECRET, body.read_bytes()),
+        "WRK_RUN": run,
     }
+    command = ["wrk", "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{seconds:g}s"]
+    command += ["-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    lines = {
+        line.split()[0]: line.split()[1:] for line in output.splitlines() if line[:1].isupper()
+    }
+    if proc.returncode != 0 or "RESULT" not in lines:
+        raise RuntimeError(f"wrk failed: {output[-1000:]}")
+    requests, duration_us, bad_status, *_errors = (int(x) for x in lines["RESULT"])
+    p50, p99, _ = (int(x) for x in lines["LATENCY"])
+    return Load(
+        answered=requests,
+        ok=requests - bad_status,
+        seconds=duration_us / 1e6,
+        p50_ms=p50 / 1000,
+        p99_ms=p99 / 1000,
+        generator_cpu=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def steady(port: int, rate: float, seconds: float, run: str) -> Load:
+    """An open loop at `rate` per second for `seconds` (bench/loadgen.py, this process)."""
+    requests = signed_requests(port, int(rate * seconds), run)
+    before = time.process_time()
+    result = run_load(open_loop("127.0.0.1", port, requests, rate, seconds))
+    return Load(
+        answered=result.sent,
+        ok=result.statuses.get(200, 0),
+        seconds=result.elapsed,
+        p50_ms=round(result.percentile(50) * 1000, 2),
+        p99_ms=round(result.percentile(99) * 1000, 2),
+        generator_cpu=time.process_time() - before,
+    )
+
+
+def measured(target: Target, load: callable) -> dict[str, object]:  # type: ignore[valid-type]
+    """Run `load` against `target` on a settled disk; its figures and each process's CPU."""
+    settle()
+    processes = target.processes()
+    before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+    result: Load = load()
+    after = {name: cpu_seconds(pids) for name, pids in processes.items()}
+    per = max(1, result.ok)
+    row: dict[str, object] = {
+        "target": target.name,
+        "answered": result.answered,
+        "2xx": result.ok,
+        "per_second": round(result.ok / result.seconds) if result.seconds else 0,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+    }
+    for name in processes:
+        row[f"{name}_us"] = round((after[name] - before[name]) / per * 1e6)
+    row["generator_us"] = round(result.generator_cpu / per * 1e6)
+    return row
+
+
+@contextmanager
+def targets(url: str, log_level: str, redisless: bool) -> Iterator[list[Target]]:
+    """The servers, each on a free port: bare, naive, the ingress ringing a private Redis,
+    and maybe the ingress with its Redis unreachable."""
+    from bench.pipeline import conninfo
+
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        base = {
+            "DATABASE_URL": url,
+            "GITHUB_WEBHOOK_SECRET": SECRET,
+            "LOG_LEVEL": log_level,
+            "BENCH_GITHUB_SECRET": SECRET,
+            "BENCH_NAIVE_DSN": conninfo(url),
+            "REDIS_URL": redis.url,
+            "REDIS_NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
+        }
+        uvicorn = [python(), "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+        found = []
+        commands = [
+            (BARE, lambda port: [*uvicorn, "--port", str(port), "bench.bare_app:app"], {}),
+            (NAIVE, lambda port: [*uvicorn, "--port", str(port), "bench.naive_app:app"], {}),
+            (INGRESS, lambda port: [python(), "-m", "outbox", "serve", "--port", str(port)], {}),
+        ]
+        if redisless:
+            commands.append(
+                (
+                    REDISLESS,
+                    lambda port: [python(), "-m", "outbox", "serve", "--port", str(port)],
+                    {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+                )
+            )
+        for name, command, extra in commands:
+            port = free_port()
+            proc = stack.enter_context(server(command(port), port, {**base, **extra}))
+            assert redis._proc is not None
+            redis_pid = redis._proc.pid if name == INGRESS else None
+            found.append(Target(name, port, proc.pid, redis_pid))
+        yield found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
-    parser.add_argument(
-        "--rate", type=float, default=1000.0, help="steady rate for the latency run"
-    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
+    parser.add_argument("--rate", type=float, default=1000.0, help="steady rate, per second")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement")
     parser.add_argument("--log-level", default="INFO", help="the ingress's LOG_LEVEL")
+    parser.add_argument("--redisless", action="store_true", help="also the Redis-less ingress")
     args = parser.parse_args()
-    rows, meta = measure(args.seconds, args.rate, args.log_level, args.rounds)
+    rows, meta = measure(args.seconds, args.rate, args.log_level, args.rounds, args.redisless)
     print_table(rows)
     for key, value in meta.items():
         print(f"{key}: {value}")
@@ -79,106 +252,100 @@ def main() -> None:
 
 
 def measure(
-    seconds: float, rate: float, log_level: str = "INFO", rounds: int = 3
+    seconds: float,
+    rate: float,
+    log_level: str = "INFO",
+    rounds: int = 3,
+    redisless: bool = False,
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
-    """`rounds` rounds of: closed loops at 16 and 64 senders (bare endpoint, then ingress,
-    back to back), then a steady rate, each started on a settled disk (bench.common.settle).
-    The machine is shared and its speed moves by tens of per cent within minutes; each
-    ratio pairs runs seconds apart, and the targets are read off the median round, every
-    round reported."""
-
+    """`rounds` rounds of: wrk closed loops at 16 and 64 connections against every target,
+    back to back, then the steady rate against the ingress ringing Redis; each run started
+    on a settled disk (bench.common.settle). The machine is shared and its speed moves
+    within minutes: each ratio pairs runs seconds apart, the targets are read off the
+    median of the rounds, every round reported."""
     rows: list[dict[str, object]] = []
-    bare_port, ingress_port = free_port(), free_port()
-    per_run = int(seconds * 20_000)
-    with postgres_database() as url:
-        env = {
-            "DATABASE_URL": url,
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "LOG_LEVEL": log_level,
-            "BENCH_GITHUB_SECRET": SECRET,
-            "REDIS_URL": "redis://127.0.0.1:1/0",
-        }
-        uvicorn = [python(), "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
-        with (
-            server([*uvicorn, "--port", str(bare_port), "bench.bare_app:app"], bare_port, env),
-            server(
-                [python(), "-m", "outbox", "serve", "--port", str(ingress_port)], ingress_port, env
-            ),
-        ):
-            warm = signed_requests(ingress_port, 2000, f"warm-{uuid.uuid4().hex[:6]}")
-            run_load(closed_loop("127.0.0.1", ingress_port, warm, 16, 2.0))
-            run_load(closed_loop("127.0.0.1", bare_port, warm, 16, 2.0))
+    load_before = os.getloadavg()
+    with postgres_database() as url, tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body.json"
+        body.write_bytes(github_body(0))
+        with targets(url, log_level, redisless) as servers:
+            for target in servers:  # warm-up: imports, connections, the JIT-less caches
+                wrk(target.port, 16, 2, body, f"warm-{uuid.uuid4().hex[:6]}")
             for round_ in range(1, rounds + 1):
-                for concurrency in (16, 64):
-                    for name, port in (
-                        ("bare HMAC endpoint", bare_port),
-                        ("ingress (Postgres)", ingress_port),
-                    ):
-                        tag = f"r{round_}c{concurrency}-{uuid.uuid4().hex[:6]}"
-                        reqs = signed_requests(port, per_run, tag)
-                        settle()
-                        result = run_load(
-                            closed_loop("127.0.0.1", port, reqs, concurrency, seconds)
+                for connections in (16, 64):
+                    for target in servers:
+                        tag = f"r{round_}c{connections}-{uuid.uuid4().hex[:6]}"
+                        row = measured(
+                            target,
+                            lambda t=target, c=connections, g=tag: wrk(t.port, c, seconds, body, g),
                         )
-                        rows.append(
-                            {"round": round_, "senders": concurrency, **figures(name, result)}
-                        )
-                reqs = signed_requests(
-                    ingress_port, int(rate * seconds), f"steady{round_}-{uuid.uuid4().hex[:6]}"
-                )
-                settle()
-                steady = run_load(open_loop("127.0.0.1", ingress_port, reqs, rate, seconds))
-                rows.append(
-                    {
-                        "round": round_,
-                        "senders": f"steady {int(rate)}/s",
-                        **figures("ingress (Postgres)", steady),
-                    }
-                )
+                        rows.append({"round": round_, "load": f"{connections} conn.", **row})
+                ingress = next(t for t in servers if t.name == INGRESS)
+                tag = f"steady{round_}-{uuid.uuid4().hex[:6]}"
+                row = measured(ingress, lambda p=ingress.port, g=tag: steady(p, rate, seconds, g))
+                rows.append({"round": round_, "load": f"steady {int(rate)}/s", **row})
         engine = create_engine(url)
         with engine.connect() as conn:
             stored = conn.scalar(select(func.count()).select_from(WebhookEvent))
+            naive_stored = conn.scalar(text("SELECT count(*) FROM naive_webhooks"))
             version = conn.execute(text("SHOW server_version")).scalar()
         engine.dispose()
-    answered_2xx = sum(int(str(r["2xx"])) for r in rows if r["target"] == "ingress (Postgres)")
+    answered = {
+        name: sum(int(str(r["2xx"])) for r in rows if r["target"] == name)
+        for name in (INGRESS, REDISLESS, NAIVE)
+    }
     meta: dict[str, object] = {
         "cores": os.cpu_count(),
+        "load_average_before": " ".join(f"{x:.2f}" for x in load_before),
+        "load_average_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "postgres": version,
         "body_bytes": BODY_BYTES,
         "seconds_per_run": seconds,
         "rounds": rounds,
+        "generator": f"wrk -t {WRK_THREADS} (closed loops), bench.loadgen open loop (steady)",
         "ingress_log_level": log_level,
-        "rows_stored_vs_2xx_answered": f"{stored} stored / {answered_2xx} answered 2xx (+ warm-up)",
+        # wrk does not count the requests in flight when it stops: those may be stored too.
+        "ingress_rows_vs_2xx": f"{stored} stored / {answered[INGRESS] + answered[REDISLESS]} "
+        "2xx answered after warm-up (+ warm-up rows)",
+        "ingress_every_2xx_stored": bool(
+            stored and stored >= answered[INGRESS] + answered[REDISLESS]
+        ),
+        "naive_rows_vs_2xx": f"{naive_stored} stored / {answered[NAIVE]} 2xx answered",
     }
-    for concurrency in (16, 64):
-        ratios = [round_ratio(rows, round_, concurrency) for round_ in range(1, rounds + 1)]
-        meta[f"ratio_{concurrency}_rounds"] = ratios
-        meta[f"ratio_{concurrency}"] = statistics.median(ratios)
-    steady_p99 = [float(str(r["p99_ms"])) for r in rows if str(r["senders"]).startswith("steady")]
+    for connections in (16, 64):
+        for baseline, key in ((BARE, "bare"), (NAIVE, "naive")):
+            ratios = [
+                round_ratio(rows, round_, connections, INGRESS, baseline)
+                for round_ in range(1, rounds + 1)
+            ]
+            meta[f"ratio_to_{key}_{connections}_rounds"] = ratios
+            meta[f"ratio_to_{key}_{connections}"] = statistics.median(ratios)
+        p99 = [
+            float(str(r["p99_ms"]))
+            for r in rows
+            if r["target"] == INGRESS and r["load"] == f"{connections} conn."
+        ]
+        meta[f"p99_ms_{connections}"] = statistics.median(p99)
+    steady_p99 = [float(str(r["p99_ms"])) for r in rows if str(r["load"]).startswith("steady")]
     meta["steady_p99_ms_rounds"] = steady_p99
     meta["steady_p99_ms"] = statistics.median(steady_p99)
     return rows, meta
 
 
-def round_ratio(rows: list[dict[str, object]], round_: int, concurrency: int) -> float:
-    """The ingress's committed rate over the bare endpoint's, in one round."""
-    ours, bare = round_rates(rows, round_, concurrency)
-    return round(ours / max(1, bare), 3)
+def round_rate(rows: list[dict[str, object]], round_: int, connections: int, name: str) -> int:
+    return next(
+        int(str(r["per_second"]))
+        for r in rows
+        if r["round"] == round_ and r["load"] == f"{connections} conn." and r["target"] == name
+    )
 
 
-def round_rates(rows: list[dict[str, object]], round_: int, concurrency: int) -> tuple[int, int]:
-    """The ingress's and the bare endpoint's rates (per second) in one round."""
-
-    def rate(prefix: str) -> int:
-        return next(
-            int(str(r["per_second"]))
-            for r in rows
-            if r["round"] == round_
-            and r["senders"] == concurrency
-            and str(r["target"]).startswith(prefix)
-        )
-
-    return rate("ingress"), rate("bare")
+def round_ratio(
+    rows: list[dict[str, object]], round_: int, connections: int, name: str, baseline: str
+) -> float:
+    """`name`'s committed rate over `baseline`'s, in one round."""
+    ours, theirs = (round_rate(rows, round_, connections, n) for n in (name, baseline))
+    return round(ours / max(1, theirs), 3)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ingress.bell import BackgroundBell
+from ingress.bell import CoalescingBell
 from ingress.deadline import AnswerDeadlines
 from ingress.errors import NotConfigured, Rejection
 from ingress.github import MAX_HEADER_ID, github_event, required_headers
@@ -36,7 +36,7 @@ from ingress.tracing import RequestSpans
 from ingress.writer import GroupCommitWriter
 from outbox import tracing
 from outbox.db import make_engine
-from outbox.doorbell import Doorbell, SilentDoorbell
+from outbox.doorbell import Doorbell, LoopDoorbell, SilentDoorbell
 from outbox.schema import schema_state
 from outbox.settings import Settings
 from outbox.store import IncomingEvent
@@ -48,12 +48,12 @@ def create_app(
     settings: Settings,
     *,
     engine: Engine | None = None,
-    doorbell: Doorbell | None = None,
+    doorbell: Doorbell | LoopDoorbell | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The ingress for `settings`; `doorbell` is told about every row it stores."""
     engine = engine or make_engine(settings.database_url, timeout=settings.database_timeout_seconds)
-    bell = BackgroundBell(doorbell or SilentDoorbell())
+    bell = CoalescingBell(doorbell or SilentDoorbell())
     writer = make_writer(
         engine, bell.ring_later, settings.ingress_writers, settings.database_timeout_seconds
     )
@@ -162,7 +162,7 @@ def create_app(
         finally:
             await writer.stop()
             await deadlines.stop()
-            bell.stop()
+            await bell.stop()
 
     return Starlette(
         routes=[

@@ -92,6 +92,20 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
 
 
+def messages_out(broker: dramatiq.Broker, queue_name: str, message_ids: list[str]) -> set[str]:
+    """Which of these messages (their Redis ids) are still out on `queue_name`: waiting, or
+    taken by a worker and not yet acknowledged (Dramatiq keeps a message in the queue's
+    hash until its ack). Followed on Redis only: an in-process broker answers none."""
+    if not message_ids or not isinstance(broker, RedisBroker):
+        return set()
+    key = f"{broker.namespace}:{queue_name}.msgs"
+    with broker.client.pipeline(transaction=False) as pipe:
+        for message_id in message_ids:
+            pipe.hexists(key, message_id)
+        found = pipe.execute()
+    return {message_id for message_id, out in zip(message_ids, found, strict=True) if out}
+
+
 def declared_actors() -> list[dramatiq.Actor]:  # type: ignore[type-arg]
     """Every actor of `ACTOR_MODULES`, importing the modules as needed."""
     return [

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from outbox import store
 from processors import runtime, traces
 from processors.apply import EVENTS_PER_PASS, process_pass
+from processors.broker import messages_out
 from processors.runtime import Runtime
-from processors.sweeper import SweepSource, register_sweep_source
+from processors.sweeper import Ring, SweepSource, register_sweep_source
 
 QUEUE = "events"
 #: Ids carried by one message: as many as one pass applies. A pass claims its message's
@@ -41,11 +42,19 @@ def process_events(ids: list[int]) -> None:
         process_pass(runtime.current(), ids)
 
 
-def ring_events(ids: Sequence[int]) -> None:
+def ring_events(ids: Sequence[int]) -> list[Ring]:
     """Send `process_events` messages for these ids; raises when the broker cannot take them."""
     ids = list(ids)
+    rings = []
     for start in range(0, len(ids), IDS_PER_MESSAGE):
-        process_events.send(ids[start : start + IDS_PER_MESSAGE])
+        chunk = ids[start : start + IDS_PER_MESSAGE]
+        message = process_events.send(chunk)
+        rings.append(Ring(message.options.get("redis_message_id", message.message_id), chunk))
+    return rings
+
+
+def _rings_out(message_ids: list[str]) -> set[str]:
+    return messages_out(dramatiq.get_broker(), QUEUE, message_ids)
 
 
 class EventsDoorbell:
@@ -68,5 +77,11 @@ def _apply_here(runtime: Runtime, ids: list[int]) -> None:
 
 
 register_sweep_source(
-    SweepSource("webhook_events", find_due=_due_events, enqueue=ring_events, work_here=_apply_here)
+    SweepSource(
+        "webhook_events",
+        find_due=_due_events,
+        enqueue=ring_events,
+        work_here=_apply_here,
+        rings_out=_rings_out,
+    )
 )

@@ -18,10 +18,16 @@ actor, so every process that imports `processors.broker.ACTOR_MODULES` knows it:
 
 `find_due(session, now, limit)` returns at most `limit` ids, oldest first, and only reads;
 `enqueue(ids)` sends the messages and may raise (broker down): the next pass tries again.
-A source may also say how to do the work here, in the sweeper's own process
-(`work_here(runtime, ids)`), for when the broker is down: then Redis being stopped
-delays its rows by about one sweep interval instead of until it is back. Events
-(`webhook_events`) are registered that way, by processors/events.py.
+
+A source whose `enqueue` returns its rings (`Ring`: the broker's message id and the ids
+it names) and that says which rings are still out (`rings_out`: waiting in the broker, or
+taken and not yet acknowledged) is rung at most once per row: a due row named by a ring
+still out is not rung again, and each pass rings due rows until RUNG_OUT_MAX rows are
+out. While workers are down the queue so holds each due row once (up to that bound),
+instead of the same oldest rows again at every pass. Rings are remembered by the
+sweeper's process (a restarted sweeper rings each due row once more), and forgotten when
+a pass gives back expired leases: a worker that died may have held messages that would
+otherwise stand for their rows until Dramatiq's maintenance requeues them.
 """
 
 from __future__ import annotations
@@ -42,9 +48,25 @@ from processors.runtime import Runtime
 
 log = logging.getLogger("outbox.sweeper")
 
-#: Ids rung per source and per pass at most; a larger backlog is drained over several passes
-#: (and by the workers' own extra claims).
+#: Ids rung per pass at most for a source whose rings are not followed; a larger backlog
+#: is drained over several passes (and by the workers' own extra claims).
 SWEEP_BATCH = 1000
+#: Rows a followed source may have named by rings still out: each pass rings due rows up
+#: to this (not SWEEP_BATCH), and nothing more while that many are out. Two workers drain
+#: this many in a few seconds; the queue a stopped worker pool comes back to is at most
+#: this many rows, each named once.
+RUNG_OUT_MAX = 20_000
+#: Seconds after which a ring still out is forgotten and its rows rung again: a message
+#: held by a worker that died comes back through Dramatiq's maintenance well before.
+RING_PATIENCE = 900.0
+
+
+@dataclass(frozen=True)
+class Ring:
+    """One message a source sent: the broker's id for it, and the row ids it names."""
+
+    message_id: str
+    ids: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -53,9 +75,45 @@ class SweepSource:
 
     name: str
     find_due: Callable[[Session, datetime, int], list[int]]
-    enqueue: Callable[[list[int]], None]
+    enqueue: Callable[[list[int]], Sequence[Ring] | None]
     #: Does the work of these ids in this process, for when `enqueue` fails.
     work_here: Callable[[Runtime, list[int]], None] | None = None
+    #: Which of these message ids are still out; None: rings are not followed, and every
+    #: due row is rung at every pass.
+    rings_out: Callable[[list[str]], set[str]] | None = None
+
+
+class RingLedger:
+    """The rings a sweeper sent that are still out, per source: the rows they name are
+    not rung again while their message waits or is being worked on."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._rings: dict[str, dict[str, tuple[float, Sequence[int]]]] = {}
+
+    def rows_out(self, source: SweepSource) -> set[int]:
+        """The rows named by `source`'s rings still out (asks the broker; may raise)."""
+        rings = self._rings.get(source.name)
+        if not rings or source.rings_out is None:
+            return set()
+        now = self._clock()
+        for message_id in [m for m, (sent, _) in rings.items() if now - sent > RING_PATIENCE]:
+            del rings[message_id]
+        out = source.rings_out(list(rings))
+        for message_id in [m for m in rings if m not in out]:
+            del rings[message_id]
+        return {row for _, ids in rings.values() for row in ids}
+
+    def remember(self, source: SweepSource, rings: Sequence[Ring] | None) -> None:
+        if source.rings_out is None or not rings:
+            return
+        sent = self._clock()
+        self._rings.setdefault(source.name, {}).update(
+            (ring.message_id, (sent, ring.ids)) for ring in rings
+        )
+
+    def forget_all(self) -> None:
+        self._rings.clear()
 
 
 _sources: dict[str, SweepSource] = {}
@@ -100,10 +158,13 @@ def sweep_once(
     *,
     sources: Sequence[SweepSource] | None = None,
     limit: int = SWEEP_BATCH,
+    ledger: RingLedger | None = None,
 ) -> SweepReport:
     """One pass: release expired leases, then ring what every source says is due.
 
-    Each step fails alone (database or broker down): the report says which, the others run.
+    With a `ledger` (the sweeper's loop keeps one), a followed source's rows named by its
+    rings still out are not rung again. Each step fails alone (database or broker down):
+    the report says which, the others run.
     """
     report = SweepReport()
     now = utcnow()
@@ -111,15 +172,26 @@ def sweep_once(
         with transaction(runtime.sessions) as session:
             report.released = store.release_expired(session, now=now, policy=runtime.policy)
         SWEEP_RELEASED.inc(report.released)
+        if report.released and ledger is not None:
+            ledger.forget_all()
     except Exception as exc:
         _failed(report, "release_expired", exc)
     for source in registered_sweep_sources() if sources is None else sources:
         ids: list[int] = []
         try:
-            with runtime.sessions() as session:
-                ids = source.find_due(session, now, limit)
+            followed = ledger is not None and source.rings_out is not None
+            out = ledger.rows_out(source) if ledger is not None else set()
+            # A followed source is topped up to RUNG_OUT_MAX rows out at every pass: workers
+            # coming back after an outage drain at their own pace, not at `limit` a pass.
+            room = RUNG_OUT_MAX - len(out) if followed else limit
+            if room > 0:
+                with runtime.sessions() as session:
+                    due = source.find_due(session, now, len(out) + room)
+                ids = [i for i in due if i not in out][:room]
             if ids:
-                source.enqueue(ids)
+                rings = source.enqueue(ids)
+                if ledger is not None:
+                    ledger.remember(source, rings)
             report.rung[source.name] = len(ids)
             SWEEP_RUNG.labels(source.name).inc(len(ids))
         except Exception as exc:
@@ -159,7 +231,8 @@ def run_sweeper(runtime: Runtime, stop: threading.Event, interval: float | None 
     """
     period = interval if interval is not None else runtime.settings.sweep_interval_seconds
     next_start = time.monotonic()
+    ledger = RingLedger()
     while not stop.is_set():
-        sweep_once(runtime)
+        sweep_once(runtime, ledger=ledger)
         next_start = max(next_start + period, time.monotonic())
         stop.wait(next_start - time.monotonic())

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from outbox.cli.common import err_console, fail, friendly_errors, get_settings, say
-from outbox.doorbell import Doorbell
+from outbox.doorbell import Doorbell, LoopDoorbell
 from outbox.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -51,9 +51,10 @@ def serve(
     require_migrated(settings)
     configure_logging(settings.log_level, buffered=True)
     from outbox import tracing
+    from processors.loop_doorbell import RedisLoopDoorbell
 
     tracing.configure(settings, "serve")
-    _serve(settings, host, port, doorbell=_redis_doorbell(settings))
+    _serve(settings, host, port, doorbell=RedisLoopDoorbell(settings))
 
 
 def require_migrated(settings: Settings) -> None:
@@ -157,7 +158,7 @@ def _serve(
     settings: Settings,
     host: str,
     port: int,
-    doorbell: Doorbell | None,
+    doorbell: Doorbell | LoopDoorbell | None,
     engine: Engine | None = None,
 ) -> None:
     import gc

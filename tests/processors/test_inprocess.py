@@ -12,8 +12,8 @@ from ingress.app import create_app
 from outbox.models import Status, WebhookEvent
 from processors import runtime as runtimes
 from processors.broker import setup_broker
-from processors.events import EventsDoorbell
 from processors.inprocess import InProcessProcessors
+from processors.loop_doorbell import RedisLoopDoorbell
 from tests.factories import stripe_event_body, stripe_headers
 from tests.processors.handlers import TEST_EVENT_TYPE, effect_counts
 from tests.services import wait_until
@@ -69,7 +69,9 @@ def test_the_redis_doorbell_reaches_a_worker_through_the_real_redis(
     worker = dramatiq.Worker(broker, worker_threads=2)
     worker.start()
     try:
-        app = create_app(proc_settings, engine=effects_engine, doorbell=EventsDoorbell())
+        app = create_app(
+            proc_settings, engine=effects_engine, doorbell=RedisLoopDoorbell(proc_settings)
+        )
         with TestClient(app) as client:
             ids = post_events(client, 5)
             wait_until(lambda: set(statuses(effects_engine).values()) == {Status.DONE})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
+
+import pytest
 
 from outbox import store
 from outbox.db import transaction, utcnow
@@ -127,3 +131,94 @@ def test_a_source_whose_lookup_fails_fails_its_step_only_even_with_work_here(run
     report = sweep_once(runtime, sources=[source])
     assert report.errors == {"webhook_events": "ConnectionError: database down"}
     assert report.worked_here == {}
+
+
+class FollowedRinger:
+    """A source's broker side as the sweeper sees it: rings are out until taken."""
+
+    def __init__(self) -> None:
+        self.rings: list[sweeper.Ring] = []
+        self.taken: set[str] = set()
+
+    def enqueue(self, ids: list[int]) -> list[sweeper.Ring]:
+        ring = sweeper.Ring(f"m{len(self.rings)}", list(ids))
+        self.rings.append(ring)
+        return [ring]
+
+    def out(self, message_ids: list[str]) -> set[str]:
+        return {m for m in message_ids if m not in self.taken}
+
+    def source(self) -> SweepSource:
+        return SweepSource(
+            "webhook_events",
+            find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+            enqueue=self.enqueue,
+            rings_out=self.out,
+        )
+
+
+def test_a_row_named_by_a_ring_still_out_is_not_rung_again(runtime):
+    first = [r.id for r in record(runtime.engine, scripted_event(), scripted_event())]
+    ringer = FollowedRinger()
+    ledger = sweeper.RingLedger()
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    later = [r.id for r in record(runtime.engine, scripted_event())]
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [first, later]
+    ringer.taken.add("m0")  # a worker took the first ring and the rows are still due
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    assert list(ringer.rings[-1].ids) == first
+
+
+def test_a_pass_tops_rows_out_up_to_the_bound_and_no_further(runtime, monkeypatch):
+    monkeypatch.setattr(sweeper, "RUNG_OUT_MAX", 3)
+    ids = [r.id for r in record(runtime.engine, *(scripted_event() for _ in range(5)))]
+    ringer = FollowedRinger()
+    ledger = sweeper.RingLedger()
+    for _ in range(3):
+        sweep_once(runtime, sources=[ringer.source()], limit=1, ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [ids[:3]]
+    with transaction(runtime.sessions) as session:  # a worker took the ring and did two
+        for event_id in ids[:2]:
+            session.get_one(WebhookEvent, event_id).status = Status.DONE
+    ringer.taken.add("m0")
+    sweep_once(runtime, sources=[ringer.source()], limit=1, ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [ids[:3], ids[2:5]]
+
+
+def test_released_leases_make_the_sweeper_forget_its_rings(runtime):
+    ids = [r.id for r in record(runtime.engine, scripted_event(), scripted_event())]
+    ringer = FollowedRinger()
+    ledger = sweeper.RingLedger()
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    with transaction(runtime.sessions) as session:  # a worker took the second and died
+        assert store.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[ids[1]])
+    sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
+    assert [list(r.ids) for r in ringer.rings] == [ids, ids]
+
+
+@pytest.mark.redis
+def test_with_no_worker_the_events_queue_names_each_due_row_once(runtime, redis_url):
+    from processors.broker import setup_broker
+    from processors.events import IDS_PER_MESSAGE, QUEUE, RING_GRACE_SECONDS
+
+    broker = setup_broker(runtime.settings, in_process=False)
+    try:
+        ids = [r.id for r in record(runtime.engine, *(scripted_event() for _ in range(120)))]
+        sources = [s for s in sweeper.registered_sweep_sources() if s.name == "webhook_events"]
+        time.sleep(RING_GRACE_SECONDS * 2)  # past the grace the ingress's own ring gets
+        ledger = sweeper.RingLedger()
+        for _ in range(4):
+            sweep_once(runtime, sources=sources, ledger=ledger)
+        client, queue = broker.client, f"{runtime.settings.redis_namespace}:{QUEUE}"  # type: ignore[attr-defined]
+        messages = [json.loads(m) for m in client.hvals(f"{queue}.msgs")]
+        named = sorted(i for m in messages for i in m["args"][0])
+        assert named == ids
+        assert client.llen(queue) == -(-120 // IDS_PER_MESSAGE)
+        broker.flush(QUEUE)  # the workers took them all, the rows are still due
+        sweep_once(runtime, sources=sources, ledger=ledger)
+        assert client.llen(queue) == -(-120 // IDS_PER_MESSAGE)
+    finally:
+        broker.flush_all()
+        broker.close()
