@@ -18,6 +18,7 @@ from outbox.cli import (
     jobs,
     packs,
     purge,
+    receive,
     reconcile,
     run,
     send,
@@ -49,6 +50,7 @@ def outbox(
 
 run.register(app)
 send.register(app)
+receive.register(app)
 work.register(app)
 jobs.register(app)
 usage.register(app)
