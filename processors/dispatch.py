@@ -46,12 +46,16 @@ def load_handler_table(settings: Settings) -> DispatchTable:
             register = entry.load()
         except (ImportError, AttributeError) as exc:
             raise HandlerTableNotFound(f"{where}: {exc}") from exc
+        except Exception as exc:  # the package's own import failed: say which, in one line
+            raise HandlerTableNotFound(f"{where}: {_one_line(exc)}") from exc
         if not callable(register):
             raise HandlerTableNotFound(f"{where}: {type(register).__name__} is not callable")
         try:
             register(registry, settings)
         except (InvalidPattern, TypeError) as exc:
             raise HandlerTableNotFound(f"{where}: {exc}") from exc
+        except Exception as exc:
+            raise HandlerTableNotFound(f"{where}: {_one_line(exc)}") from exc
     return registry.table()
 
 
@@ -67,6 +71,11 @@ def _named_table(settings: Settings) -> Callable[[Settings], object]:
         return getattr(importlib.import_module(module_name), function_name)  # type: ignore[no-any-return]
     except (ImportError, AttributeError) as exc:
         raise HandlerTableNotFound(f"HANDLER_TABLE={settings.handler_table}: {exc}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def find_handler(

@@ -90,6 +90,12 @@ def test_the_domains_table_is_the_default_and_keeps_its_exact_types(settings: Se
             "def register(registry, settings):\n    registry.on('github', 'is*', None)\n",
             "expected a Handler",
         ),
+        (
+            "{m}:register",
+            "def register(registry, settings):\n    raise RuntimeError('no config\\nat all')\n",
+            "RuntimeError: no config",
+        ),
+        ("{m}:register", "import json\n1 / 0\n", "ZeroDivisionError: division by zero"),
     ],
 )
 def test_a_broken_entry_point_is_one_line_naming_it(site, settings, entry, code, says):
