@@ -103,11 +103,17 @@ class DispatchTable(Mapping[tuple[str, str], Handler]):
         self._resolved: dict[tuple[str, str], Handler | None] = {}
         self._lock = threading.Lock()  # worker threads resolve types side by side
 
-    def __getitem__(self, key: tuple[str, str]) -> Handler:
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        """The handler of (source, event type), or `default`: the processors' lookup, once
+        per event, so an unhandled type costs a dict lookup, not a KeyError."""
         handler = self._resolved.get(key, _UNRESOLVED)
         if handler is _UNRESOLVED:
             with self._lock:
                 handler = self._resolved.setdefault(key, self._resolve(*key))
+        return default if handler is None else handler
+
+    def __getitem__(self, key: tuple[str, str]) -> Handler:
+        handler = self.get(key)
         if handler is None:
             raise KeyError(key)
         assert isinstance(handler, Handler)
@@ -123,7 +129,7 @@ class DispatchTable(Mapping[tuple[str, str], Handler]):
         return len({(r.source, r.pattern) for r in self._registrations})
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, tuple) and self.get(key) is not None  # type: ignore[arg-type]
+        return isinstance(key, tuple) and self.get(key) is not None
 
     def matching(self, source: str, event_type: str) -> list[Handler]:
         """Every handler that applies an event of this type, in the order they run."""
