@@ -37,6 +37,22 @@ def test_a_handler_table_that_names_nothing_is_one_line_and_exit_2(cli):
     assert "Traceback" not in ran.stdout + ran.stderr
 
 
+def test_an_entry_point_that_fails_to_import_is_one_line_naming_it_and_exit_2(
+    cli, tmp_path, monkeypatch
+):
+    from tests.processors.test_dispatch import install_package
+
+    install_package(tmp_path, "broken_plugin", {"broken": "broken_plugin:register"}, "1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = cli("dev", "--port", "0")
+    assert ran.code == 2
+    [line] = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert line == (
+        "error: entry point broken (broken_plugin:register) in webhook_outbox.handlers: "
+        "ZeroDivisionError: division by zero"
+    )
+
+
 def test_accounts_add_without_kind_keeps_the_kind_an_account_has(cli, sessions):
     from domain.accounts import Account
 
