@@ -8,6 +8,7 @@ from domain.packs import PackSpec, set_pack
 from outbox.cli.run import not_configured
 from outbox.db import transaction, utcnow
 from outbox.settings import Settings
+from tests.packages import install_package
 
 
 def test_dev_names_each_missing_piece_and_what_it_costs(database_url, sessions):
@@ -40,8 +41,6 @@ def test_a_handler_table_that_names_nothing_is_one_line_and_exit_2(cli):
 def test_an_entry_point_that_fails_to_import_is_one_line_naming_it_and_exit_2(
     cli, tmp_path, monkeypatch
 ):
-    from tests.processors.test_dispatch import install_package
-
     install_package(tmp_path, "broken_plugin", {"broken": "broken_plugin:register"}, "1 / 0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     ran = cli("dev", "--port", "0")

@@ -4,7 +4,6 @@ and the processors applying every handler of an event in its one transaction."""
 from __future__ import annotations
 
 import importlib
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,10 @@ from outbox.registry import Registry
 from outbox.settings import Settings
 from processors import runtime as runtimes
 from processors.apply import Outcome, process_pass
-from processors.dispatch import ENTRY_POINT_GROUP, HandlerTableNotFound, load_handler_table
+from processors.dispatch import HandlerTableNotFound, load_handler_table
 from tests.factories import record
+from tests.packages import install_package
 from tests.processors.handlers import TEST_EVENT_TYPE, effect_counts, effects, scripted_event
-
-
-def install_package(root: Path, name: str, entry_points: dict[str, str], code: str) -> None:
-    """An installed distribution as importlib.metadata finds one: a module and a dist-info
-    directory with its entry points, on a directory put on sys.path."""
-    (root / f"{name}.py").write_text(textwrap.dedent(code))
-    info = root / f"{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
 
 
 @pytest.fixture
