@@ -14,7 +14,7 @@ Network calls (`fetch_*`, `redeliver`) are at the edges; the decisions in the mi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.events import known_deliveries
-from outbox.handling import HandlerTable
+from outbox.handling import Handler
 from outbox.models import Source
 from outbox.settings import StripeMode
 from outbox.store import DeliveryIdNotStorable, IncomingEvent
@@ -55,9 +55,12 @@ BACKFILL_VERIFIED_BY = "stripe-api"
 # --- Stripe -----------------------------------------------------------------------------------
 
 
-def handled_stripe_types(table: HandlerTable) -> list[str]:
-    """The Stripe event types the domain applies; the billing types until it names any."""
-    types = sorted({event_type for source, event_type in table if source == Source.STRIPE})
+def handled_stripe_types(table: Mapping[tuple[str, str], Handler]) -> list[str]:
+    """The Stripe event types the handlers name; the billing types until they name any.
+    A wildcard pattern (`invoice.*`) is not a type Stripe's event list can be asked for."""
+    types = sorted(
+        {pattern for source, pattern in table if source == Source.STRIPE and "*" not in pattern}
+    )
     return types or list(FALLBACK_STRIPE_TYPES)
 
 

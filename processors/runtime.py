@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.db import make_engine, make_sessionmaker
-from outbox.handling import HandlerTable
+from outbox.registry import DispatchTable
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings, get_settings
 from processors.dispatch import load_handler_table
@@ -39,7 +39,7 @@ class Runtime:
         return RetryPolicy.from_settings(self.settings)
 
     @cached_property
-    def handlers(self) -> HandlerTable:
+    def handlers(self) -> DispatchTable:
         return load_handler_table(self.settings)
 
     @contextmanager

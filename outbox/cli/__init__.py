@@ -19,6 +19,7 @@ from outbox.cli import (
     jobs,
     packs,
     purge,
+    receive,
     reconcile,
     run,
     send,
@@ -51,6 +52,7 @@ def outbox(
 
 run.register(app)
 send.register(app)
+receive.register(app)
 work.register(app)
 jobs.register(app)
 usage.register(app)

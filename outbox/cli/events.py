@@ -401,7 +401,7 @@ def _print_detail(
 
     console.print(f"\n[bold]effects[/bold] ({len(effects)})")
     for effect in effects:
-        console.print("  " + _effect_line(effect), highlight=False, markup=False)
+        console.print("  " + effect_line(effect), highlight=False, markup=False)
     if not effects:
         why = _no_effect_note(s.status, s.last_error)
         console.print(f"  (none: {why})" if why else "  (none recorded)", markup=False)
@@ -416,7 +416,8 @@ def _no_effect_note(status: str, last_error: str | None) -> str | None:
     return last_error if _finished(status) and last_error else None
 
 
-def _effect_line(effect: dict[str, Any]) -> str:
+def effect_line(effect: dict[str, Any]) -> str:
+    """One effect row on one line: `kind: column=value, …` (None columns left out)."""
     rest = ", ".join(f"{k}={v}" for k, v in effect.items() if k != "kind" and v is not None)
     return f"{effect['kind']}: {rest}"
 
@@ -632,7 +633,7 @@ def _print_plan(
             "replay"
             if v.replayable
             else Text.from_markup(f"[red]refuse[/red]: {shown(v.refusal)}"),
-            "; ".join(_effect_line(e) for e in effects) or "none",
+            "; ".join(effect_line(e) for e in effects) or "none",
         )
         for v, effects in plans
     ]

@@ -101,10 +101,12 @@ def dev(
 
     upgrade(settings.database_url)
     typer.echo(f"dev: database {safe_url(settings.database_url)} migrated")
-    from processors.dispatch import load_handler_table
+    from processors.dispatch import handler_entry_points, load_handler_table
     from processors.inprocess import InProcessProcessors
 
     load_handler_table(settings)  # a HANDLER_TABLE naming nothing: one line now, not later
+    for entry in handler_entry_points():
+        say(f"dev: handlers of an installed package: {entry.name} ({entry.value})")
     for warning in not_configured(settings):
         err_console.print(f"[yellow]dev: warning:[/yellow] {escape(warning)}", highlight=False)
 

@@ -230,3 +230,15 @@ def test_unicode_digits_in_ids_are_read_as_absent_and_the_event_is_still_stored(
     assert set(stored) == {"evt_digits"}
     assert stored["evt_digits"].account_id is None  # "٣" is not 3
     assert stored["evt_digits"].provider_created_at is None
+
+
+def test_the_types_asked_of_stripe_are_the_exact_ones_never_a_wildcard():
+    from domain.reconcile import handled_stripe_types
+    from outbox.registry import Registry
+
+    registry = Registry()
+    handler = Handler("audit", apply=lambda session, event, prepared: None)
+    for source, pattern in [("stripe", "invoice.paid"), ("stripe", "invoice.*"),
+                            ("stripe", "*"), ("github", "push")]:  # fmt: skip
+        registry.on(source, pattern, handler)
+    assert handled_stripe_types(registry.table()) == ["invoice.paid"]

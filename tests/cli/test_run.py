@@ -8,6 +8,7 @@ from domain.packs import PackSpec, set_pack
 from outbox.cli.run import not_configured
 from outbox.db import transaction, utcnow
 from outbox.settings import Settings
+from tests.packages import install_package
 
 
 def test_dev_names_each_missing_piece_and_what_it_costs(database_url, sessions):
@@ -35,6 +36,20 @@ def test_a_handler_table_that_names_nothing_is_one_line_and_exit_2(cli):
     [line] = [line for line in ran.stderr.splitlines() if line.strip()]
     assert line == "error: HANDLER_TABLE=nowhere.handlers:table: No module named 'nowhere'"
     assert "Traceback" not in ran.stdout + ran.stderr
+
+
+def test_an_entry_point_that_fails_to_import_is_one_line_naming_it_and_exit_2(
+    cli, tmp_path, monkeypatch
+):
+    install_package(tmp_path, "broken_plugin", {"broken": "broken_plugin:register"}, "1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = cli("dev", "--port", "0")
+    assert ran.code == 2
+    [line] = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert line == (
+        "error: entry point broken (broken_plugin:register) in webhook_outbox.handlers: "
+        "ZeroDivisionError: division by zero"
+    )
 
 
 def test_accounts_add_without_kind_keeps_the_kind_an_account_has(cli, sessions):
