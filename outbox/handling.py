@@ -3,11 +3,18 @@
 A handler applies one kind of event. The processors call `prepare` (if any) outside any
 transaction, then `apply` inside the transaction that also marks the event done, so the
 event's database effects and its `done` commit together or not at all.
+
+That transaction is a batch's: many events apply in it, each handler's set-based
+`apply_many` for its events, every other event by itself in a savepoint of its own (one
+that fails rolls back only itself). So that two batches never deadlock, the batch first
+locks every account its events will write (`accounts`, `lock_accounts`), all in one
+statement in ascending id order; a handler takes no other lock that another batch may
+hold, except on its event's own object, which no other batch has claimed meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,8 +48,8 @@ class PermanentFailure(Exception):
 
 class ApplyAlone(Exception):
     """Returned (never raised) by `apply_many` for an event it leaves to `apply`, which the
-    processors then run in a transaction of its own (an unusual shape of event, whose
-    locks must not be taken inside the batch's transaction)."""
+    processors then run by itself, in a savepoint of the batch's transaction (an unusual
+    shape of event that the set-based path does not cover)."""
 
 
 class RetryLater(Exception):
@@ -52,9 +59,14 @@ class RetryLater(Exception):
 Apply = Callable[[Session, EventContext, Any], None]
 Prepare = Callable[[EventContext], Any]
 #: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
-#: None when it was applied; ApplyAlone when it is left to `apply`, in a transaction of
-#: its own; else the exception that stopped it (it wrote nothing then).
+#: None when it was applied; ApplyAlone when it is left to `apply`, run by itself; else
+#: the exception that stopped it (it wrote nothing then).
 ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | None]]
+#: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may
+#: lock or write, found by reads that lock nothing.
+AccountsOf = Callable[[Session, EventContext, Any], Iterable[int]]
+#: `lock_accounts(session, ids)`: lock these accounts' rows in one go, in ascending id order.
+LockAccounts = Callable[[Session, Iterable[int]], object]
 
 
 @dataclass(frozen=True)
@@ -69,12 +81,18 @@ class Handler:
         transaction (a few statements for the lot instead of a few per event). It must
         give the same effects as `apply` on each event in turn; if it raises, the
         processors roll it back and use `apply` on each event instead.
+    :param accounts: optional; the accounts an event's apply locks or writes (default: the
+        event's own `account_id`, when it has one), read without locking.
+    :param lock_accounts: how those accounts are locked, before anything of the batch
+        is applied; None when applying the handler's events locks no account.
     """
 
     name: str
     apply: Apply
     prepare: Prepare | None = None
     apply_many: ApplyMany | None = None
+    accounts: AccountsOf | None = None
+    lock_accounts: LockAccounts | None = None
 
 
 #: The dispatch table's shape: (source, event type) -> handler.

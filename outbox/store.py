@@ -31,7 +31,6 @@ from sqlalchemy import (
     Connection,
     Table,
     all_,
-    and_,
     any_,
     bindparam,
     exists,
@@ -622,38 +621,6 @@ def _claimed(row: Any) -> ClaimedEvent:
     return ClaimedEvent(*row)
 
 
-def _owned(event: ClaimedEvent, now: datetime) -> Any:
-    return and_(
-        WebhookEvent.id == event.id,
-        WebhookEvent.status == Status.PROCESSING.value,
-        WebhookEvent.lease_owner == event.lease_owner,
-        WebhookEvent.lease_expires_at > now,
-    )
-
-
-def _finish(
-    session: Session, event: ClaimedEvent, status: Status, note: str | None, now: datetime
-) -> bool:
-    stmt = (
-        update(WebhookEvent)
-        .where(_owned(event, now))
-        .values(_finished_values(status, note, now))
-        .execution_options(synchronize_session=False)
-    )
-    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
-
-
-def _finished_values(status: Status, note: str | None, now: datetime) -> dict[str, Any]:
-    return {
-        "status": status.value,
-        "processed_at": now,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "next_attempt_at": None,
-        "last_error": note,
-    }
-
-
 def mark_done(session: Session, event: ClaimedEvent, now: datetime) -> bool:
     """Finish a claimed row as done; False when the lease is no longer ours (do not commit then)."""
     return event.id in mark_done_many(session, [event], now)
@@ -699,7 +666,45 @@ _MARK_DONE = ListQuery(
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
     """Finish a claimed row that nothing applies (no handler, wrong mode); False if not ours."""
-    return _finish(session, event, Status.SKIPPED, reason, now)
+    return event.id in mark_skipped_many(session, [(event, reason)], now)
+
+
+def mark_skipped_many(
+    session: Session, skipped: Sequence[tuple[ClaimedEvent, str]], now: datetime
+) -> set[int]:
+    """mark_skipped for many rows, one statement per claim and reason (a batch's rows
+    share a few reasons: one per event type nothing applies); the ids still ours."""
+    finished: set[int] = set()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for event, reason in skipped:
+        groups.setdefault((event.lease_owner, reason), []).append(event.id)
+    for (owner, reason), ids in groups.items():
+        rows = _MARK_SKIPPED.rows(session, ids, owner=owner, now=now, finished_at=now, note=reason)
+        finished.update(id_ for (id_,) in rows)
+    return finished
+
+
+#: Built once, like the claim. Parameters: the ids, owner, now, finished_at, note.
+_MARK_SKIPPED = ListQuery(
+    lambda one_of: (
+        update(events)
+        .where(
+            one_of(events.c.id),
+            events.c.status == Status.PROCESSING.value,
+            events.c.lease_owner == bindparam("owner"),
+            events.c.lease_expires_at > bindparam("now"),
+        )
+        .values(
+            status=Status.SKIPPED.value,
+            processed_at=bindparam("finished_at"),
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error=bindparam("note"),
+        )
+        .returning(events.c.id)
+    )
+)
 
 
 def fail(

@@ -288,3 +288,36 @@ def test_an_event_without_a_session_object_is_dead(sessions, table):
     event.payload["data"] = {}
     with pytest.raises(PermanentFailure):
         deliver(sessions, table, event)
+
+
+def test_every_checkout_shape_is_granted_set_based_and_links_customers_as_in_turn(sessions, table):
+    """Account by client_reference_id or metadata, pack by metadata or only through line
+    items (several packs, quantities), a customer on every session: one apply_many call
+    grants them all, and links each customer as applying them one after the other would
+    (the first link of an account or a customer wins; an earlier link stands)."""
+    from domain.billing_handlers import apply_checkouts
+
+    seed(sessions, 1, 2, 3)
+    with transaction(sessions) as s:
+        link_customer(s, 3, "cus_old", now=NOW)
+    by_metadata = checkout_session(None, customer="cus_b")
+    by_metadata["metadata"]["github_account_id"] = "2"
+    by_metadata["line_items"] = {
+        "object": "list",
+        "has_more": False,
+        "data": [line_item(PRO, 2), line_item(ORGANISME)],
+    }
+    events = [
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_a")),
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_b")),
+        stripe_event(COMPLETED, by_metadata),
+        stripe_event(COMPLETED, checkout_session(3, pack=PRO, customer="cus_new")),
+    ]
+    with transaction(sessions) as s:
+        assert apply_checkouts(s, [(event, None) for event in events]) == [None] * 4
+    with transaction(sessions) as s:
+        assert [ledger.balance(s, a) for a in (1, 2, 3)] == [170, 85 * 2 + 250, 85]
+        linked = {c: account_for_customer(s, c) for c in ("cus_a", "cus_b", "cus_old", "cus_new")}
+        assert {c: a.id if a else None for c, a in linked.items()} == {
+            "cus_a": 1, "cus_b": 2, "cus_old": 3, "cus_new": None
+        }  # fmt: skip
