@@ -22,6 +22,7 @@ from sqlalchemy import (
     exists,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -179,10 +180,19 @@ def link_customers(session: Session, links: Iterable[tuple[int, str]], *, now: d
             taken.add(customer)
     if not chosen:
         return
-    session.execute(
-        _LINK_IF_FREE,
-        [{"account": a, "customer": c, "linked_at": now} for a, c in sorted(chosen.items())],
-    )
+    pairs = sorted(chosen.items())
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement over two arrays: a statement per pair cost a batch of 50
+        # realistic checkouts a quarter of its time (bench/mix.py).
+        accounts, customers = zip(*pairs, strict=True)
+        session.execute(
+            _LINK_ALL_IF_FREE,
+            {"accounts": list(accounts), "customers": list(customers), "linked_at": now},
+        )
+    else:
+        session.execute(
+            _LINK_IF_FREE, [{"account": a, "customer": c, "linked_at": now} for a, c in pairs]
+        )
     for held in list(session.identity_map.values()):
         if isinstance(held, Account):
             session.expire(held)  # read again: the statement went around the session
@@ -201,6 +211,16 @@ _LINK_IF_FREE = (
     )
     .values(stripe_customer_id=bindparam("customer"), customer_linked_at=bindparam("linked_at"))
 )
+
+
+#: _LINK_IF_FREE for every pair of two arrays at once, on Postgres.
+_LINK_ALL_IF_FREE = text(
+    "UPDATE accounts AS a SET stripe_customer_id = v.customer, customer_linked_at = :linked_at "
+    "FROM unnest(CAST(:accounts AS bigint[]), CAST(:customers AS varchar[])) "
+    "AS v(account, customer) "
+    "WHERE a.id = v.account AND a.stripe_customer_id IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM accounts AS o WHERE o.stripe_customer_id = v.customer)"
+).bindparams(bindparam("linked_at", type_=UTCDateTime()))
 
 
 def list_accounts(session: Session, *, limit: int = 100) -> list[Account]:

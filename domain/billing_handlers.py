@@ -57,7 +57,7 @@ DISPUTE_CLOSED = "charge.dispute.closed"
 def billing_handlers(settings: Settings) -> HandlerTable:
     """Billing's entries of the dispatch table, configured from `settings`."""
     fetch = settings.stripe_api_key is not None
-    lock = ledger.lock_accounts
+    lock = ledger.try_lock_accounts
     grant = Handler(
         "grant_pack",
         apply=apply_checkout,
@@ -91,8 +91,9 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         "apply_invoice",
         apply=apply_invoice,
         prepare=_subscription_reader(settings) if fetch else None,
-        accounts=subscription_accounts,
-        lock_accounts=lock,
+        # Only the subscription fetched from Stripe may link its customer (see _apply_state).
+        accounts=subscription_accounts if fetch else None,
+        lock_accounts=lock if fetch else None,
     )
     return {
         ("stripe", "checkout.session.completed"): grant,

@@ -56,7 +56,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
             )
             effect(session, event, installation, news)
 
-        return Handler(name=name, apply=apply, lock_accounts=ledger.lock_accounts)
+        return Handler(name=name, apply=apply, lock_accounts=ledger.try_lock_accounts)
 
     def onboard(
         session: Session,
@@ -138,7 +138,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
     entries = {
         "installation.created": installation_event("record_installation", created, reinstall=True),
         "installation.deleted": Handler(
-            name="delete_installation", apply=deleted, lock_accounts=ledger.lock_accounts
+            name="delete_installation", apply=deleted, lock_accounts=ledger.try_lock_accounts
         ),
         "installation.suspend": installation_event(
             "suspend_installation", suspend, makes_account=False

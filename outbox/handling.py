@@ -6,10 +6,13 @@ event's database effects and its `done` commit together or not at all.
 
 That transaction is a batch's: many events apply in it, each handler's set-based
 `apply_many` for its events, every other event by itself in a savepoint of its own (one
-that fails rolls back only itself). So that two batches never deadlock, the batch first
-locks every account its events will write (`accounts`, `lock_accounts`), all in one
-statement in ascending id order; a handler takes no other lock that another batch may
-hold, except on its event's own object, which no other batch has claimed meanwhile.
+that fails rolls back only itself). Before applying anything, the batch locks every
+account its events will write (`accounts`, `lock_accounts`), in one statement, in
+ascending id order, skipping the accounts another batch holds: the events of those go
+back to the queue unrun (their attempt refunded) for a later batch, so a batch never
+waits for another's accounts, and two batches never deadlock. A handler takes no other
+lock that another batch may hold, except on its event's own object, which no other batch
+has claimed meanwhile.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[Bas
 #: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may
 #: lock or write, found by reads that lock nothing.
 AccountsOf = Callable[[Session, EventContext, Any], Iterable[int]]
-#: `lock_accounts(session, ids)`: lock these accounts' rows in one go, in ascending id order.
-LockAccounts = Callable[[Session, Iterable[int]], object]
+#: `lock_accounts(session, ids)`: lock the rows of these accounts that no other transaction
+#: holds, in one go, in ascending id order, without waiting; the ids another one holds.
+LockAccounts = Callable[[Session, Iterable[int]], set[int]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class Handler:
     :param accounts: optional; the accounts an event's apply locks or writes (default: the
         event's own `account_id`, when it has one), read without locking.
     :param lock_accounts: how those accounts are locked, before anything of the batch
-        is applied; None when applying the handler's events locks no account.
+        is applied (LockAccounts); None when applying the handler's events locks no
+        account.
     """
 
     name: str

@@ -268,7 +268,7 @@ def _commit_batch(
     with transaction(sessions) as session:
         applicable = [s for s in steps if _applicable(s)] if together else []
         if applicable:
-            _lock_accounts_first(session, applicable)
+            applicable = _lock_accounts_first(session, applicable)
             _apply_in_batch(session, applicable)
         now = utcnow()
         applied = [s for s in applicable if not s.alone and s.apply_error is None]
@@ -310,21 +310,34 @@ def _applicable(step: _Step) -> bool:
     )
 
 
-def _lock_accounts_first(session: Session, steps: list[_Step]) -> None:
+def _lock_accounts_first(session: Session, steps: list[_Step]) -> list[_Step]:
     """The batch's lock order: every account its rows will write, locked before any of them
-    is applied, in one statement per lock (ascending ids). Two batches that share accounts
-    then wait for each other instead of deadlocking; each row's other locks are on its own
-    object, which no other batch holds (the claim gives an object to one batch at a time)."""
+    is applied, in one statement per lock (ascending ids), skipping the accounts another
+    batch holds. The rows left to apply are returned; a row whose account another batch
+    holds is given back unrun instead (its attempt refunded): the next claim, of this
+    batch or another, takes it again. No batch waits for another's accounts, so two
+    batches never deadlock, and busy accounts do not make batches take turns. Each row's
+    other locks are on its own object, which no other batch holds (the claim gives an
+    object to one batch at a time)."""
+    accounts: dict[int, list[int]] = {}
     wanted: dict[Any, set[int]] = {}
     for step in steps:
         handler = step.handler
         assert handler is not None and step.context is not None
         if handler.lock_accounts is None:
             continue
-        wanted.setdefault(handler.lock_accounts, set()).update(_accounts_of(session, step))
-    for lock, ids in wanted.items():
-        if ids:
-            lock(session, sorted(ids))
+        ids = accounts[id(step)] = list(_accounts_of(session, step))
+        wanted.setdefault(handler.lock_accounts, set()).update(ids)
+    busy: set[int] = set()
+    for lock, all_ids in wanted.items():
+        if all_ids:
+            busy |= lock(session, sorted(all_ids))
+    if not busy:
+        return steps
+    for step in steps:
+        if busy.intersection(accounts.get(id(step), ())):
+            step.unrun = True
+    return [step for step in steps if not step.unrun]
 
 
 def _accounts_of(session: Session, step: _Step) -> Iterable[int]:
