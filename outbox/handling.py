@@ -9,10 +9,10 @@ That transaction is a batch's: many events apply in it, each handler's set-based
 that fails rolls back only itself). Before applying anything, the batch locks every
 account its events will write (`accounts`, `lock_accounts`), in one statement, in
 ascending id order, skipping the accounts another batch holds: the events of those go
-back to the queue unrun (their attempt refunded) for a later batch, so a batch never
-waits for another's accounts, and two batches never deadlock. A handler takes no other
-lock that another batch may hold, except on its event's own object, which no other batch
-has claimed meanwhile.
+back to the queue unrun (their attempt refunded), due again shortly, for a later batch,
+so a batch never waits for another's accounts, and two batches never deadlock. A handler
+takes no other lock that another batch may hold, except on its event's own object, which
+no other batch has claimed meanwhile.
 """
 
 from __future__ import annotations

@@ -775,9 +775,11 @@ def _log_failure(
     )
 
 
-def give_back_unrun(session: Session, claimed: Sequence[ClaimedEvent], now: datetime) -> set[int]:
-    """Put claimed rows whose handler never started back to pending, due now, refunding the
-    attempt their claim counted; the ids whose lease was still ours."""
+def give_back_unrun(
+    session: Session, claimed: Sequence[ClaimedEvent], now: datetime, *, due: datetime | None = None
+) -> set[int]:
+    """Put claimed rows whose handler never started back to pending, due at `due` (now by
+    default), refunding the attempt their claim counted; the ids whose lease was still ours."""
     given_back: set[int] = set()
     by_owner: dict[str, list[int]] = {}
     for event in claimed:
@@ -793,7 +795,7 @@ def give_back_unrun(session: Session, claimed: Sequence[ClaimedEvent], now: date
             )
             .values(
                 status=Status.PENDING.value,
-                next_attempt_at=now,
+                next_attempt_at=due or now,
                 lease_owner=None,
                 lease_expires_at=None,
                 attempts=WebhookEvent.attempts - 1,

@@ -53,6 +53,10 @@ log = logging.getLogger("outbox.processors")
 #: (a backlog drains in batches even when rings were lost, and the next event of an object
 #: follows the one just finished). Each claim's rows are applied in one transaction.
 EVENTS_PER_PASS = 50
+#: A row whose account another batch holds is due again this long after it was given back:
+#: long enough for that batch to commit, so that the next claims do not take it straight
+#: back while the account is still busy.
+BUSY_ACCOUNT_DELAY = timedelta(milliseconds=100)
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
 #: A row's handler starts only while at least this share of its claim's lease is left, so
@@ -124,6 +128,8 @@ class _Step:
     alone: bool = False
     #: Not started: given back with its attempt refunded (no time left, or it waits its turn).
     unrun: bool = False
+    #: Not started because another batch holds its account: given back, due shortly.
+    busy: bool = False
     outcome: Outcome | None = None
 
     @property
@@ -181,6 +187,8 @@ def _apply_batch(
             for step in in_play:
                 step.apply_error = None
                 step.alone = False
+                if step.busy:
+                    step.unrun = step.busy = False  # its account is asked for again
                 if step.event.id in lost.ids:
                     step.outcome = Outcome.LEASE_LOST
             in_play = [step for step in in_play if step.outcome is None]
@@ -191,6 +199,8 @@ def _apply_batch(
                 together = False
                 for step in in_play:
                     step.apply_error, step.alone = None, False
+                    if step.busy:
+                        step.unrun = step.busy = False
                 continue
             # Nothing of the batch committed; the leases run out and the rows come back.
             log.error(
@@ -276,8 +286,12 @@ def _commit_batch(
         lost = {s.event.id for s in applied} - finished
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
-        unrun = [s.event for s in steps if s.unrun]
+        unrun = [s.event for s in steps if s.unrun and not s.busy]
+        busy = [s.event for s in steps if s.busy]
         given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
+        if busy:
+            later = now + BUSY_ACCOUNT_DELAY
+            given_back |= store.give_back_unrun(session, busy, now, due=later)
         skipping = [s for s in steps if s.skip_reason is not None and s.event.id not in finished]
         skipped = store.mark_skipped_many(
             session, [(s.event, s.skip_reason or "") for s in skipping], now
@@ -314,9 +328,10 @@ def _lock_accounts_first(session: Session, steps: list[_Step]) -> list[_Step]:
     """The batch's lock order: every account its rows will write, locked before any of them
     is applied, in one statement per lock (ascending ids), skipping the accounts another
     batch holds. The rows left to apply are returned; a row whose account another batch
-    holds is given back unrun instead (its attempt refunded): the next claim, of this
-    batch or another, takes it again. No batch waits for another's accounts, so two
-    batches never deadlock, and busy accounts do not make batches take turns. Each row's
+    holds is given back unrun instead (its attempt refunded), due again after
+    BUSY_ACCOUNT_DELAY: a later claim, of this batch or another, takes it again. No batch
+    waits for another's accounts, so two batches never deadlock, and busy accounts do not
+    make batches take turns. Each row's
     other locks are on its own object, which no other batch holds (the claim gives an
     object to one batch at a time)."""
     accounts: dict[int, list[int]] = {}
@@ -336,7 +351,7 @@ def _lock_accounts_first(session: Session, steps: list[_Step]) -> list[_Step]:
         return steps
     for step in steps:
         if busy.intersection(accounts.get(id(step), ())):
-            step.unrun = True
+            step.unrun = step.busy = True
     return [step for step in steps if not step.unrun]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import httpx
@@ -16,7 +17,7 @@ from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
 from processors import runtime as runtimes
-from processors.apply import Outcome, process_pass
+from processors.apply import BUSY_ACCOUNT_DELAY, Outcome, process_pass
 from tests.domain.billing_support import (
     NOW,
     ORGANISME,
@@ -321,3 +322,20 @@ def test_every_checkout_shape_is_granted_set_based_and_links_customers_as_in_tur
         assert {c: a.id if a else None for c, a in linked.items()} == {
             "cus_a": 1, "cus_b": 2, "cus_old": 3, "cus_new": None
         }  # fmt: skip
+
+
+def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_applies(
+    sessions, engine, settings
+):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other batch holds an account")
+    seed(sessions, 1)
+    runtime = runtimes.configure(settings, engine=engine)
+    [row] = record(engine, stored(stripe_event(COMPLETED, checkout_session(1, pack=PRO))))
+    with sessions() as other_batch, other_batch.begin():
+        ledger.lock_account(other_batch, 1)
+        assert process_pass(runtime, [row.id]) == {Outcome.RELEASED: 1}  # no wait, no attempt
+    assert process_pass(runtime, [row.id]) == {}  # not taken straight back
+    time.sleep(BUSY_ACCOUNT_DELAY.total_seconds())
+    assert process_pass(runtime, [row.id]) == {Outcome.DONE: 1}
+    assert balance(sessions) == Decimal(85)
