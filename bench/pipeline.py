@@ -82,18 +82,24 @@ class Stack:
 
 
 @contextmanager
-def stack(url: str, *, ingress: bool = False, sweeper: bool = False) -> Iterator[Stack]:
-    """Workers (and an ingress, a sweeper) on database `url` and a private redis-server."""
+def stack(
+    url: str, *, ingress: bool = False, sweeper: bool = False, **settings: Any
+) -> Iterator[Stack]:
+    """Workers (and an ingress, a sweeper) on database `url` and a private redis-server;
+    `settings` are more of their settings by field name."""
     with ExitStack() as exit_stack:
         redis = exit_stack.enter_context(RedisServer())
         env = outbox_env(
             url,
             redis_url=redis.url,
-            stripe_webhook_secret=STRIPE_SECRET,
-            stripe_mode="any",
-            log_level="INFO",
-            sweep_interval_seconds=SWEEP_INTERVAL,
-            welcome_credits=0,
+            **{
+                "stripe_webhook_secret": STRIPE_SECRET,
+                "stripe_mode": "any",
+                "log_level": "INFO",
+                "sweep_interval_seconds": SWEEP_INTERVAL,
+                "welcome_credits": 0,
+                **settings,
+            },
         )
         engine = create_engine(url)
         exit_stack.callback(engine.dispose)
@@ -197,7 +203,7 @@ def measure_backlog(url: str, count: int) -> list[dict[str, Any]]:
         {"benchmark": "processing", "measure": f"2 workers, {count} credit-pack grants",
          "figure": f"{real:,.0f}/s", "target": ">= 2,000/s", "pass": real >= 2000},
         {"benchmark": "processing", "measure": "workers / bare loop",
-         "figure": f"{real / bare:.2f}x", "target": ">= 0.5x", "pass": real / bare >= 0.5},
+         "figure": f"{real / bare:.2f}x", "target": ">= 0.75x", "pass": real / bare >= 0.75},
         {"benchmark": "processing", "measure": "ledger grants exactly once",
          "figure": f"{entries} entries, {credits} credits", "target": f"{count}, {85 * count}",
          "pass": exact},

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ingress, pipeline
+from bench import ingress, mix, pipeline
 from bench.common import postgres_database, print_table, write_results
 
 
@@ -33,11 +33,12 @@ class Sizes:
     memory_events: int  #: webhooks through the ingress for the RSS growth
     latency_rate: float  #: webhooks per second of the latency runs
     latency_seconds: float  #: seconds of each latency run
-    rounds: int  #: rounds of the ingress measurements (the targets use the median round)
+    rounds: int  #: rounds of the ingress and mix measurements (targets use the medians)
+    mix_events: int  #: webhooks of each workload of the realistic mix (bench/mix.py)
 
 
-FULL = Sizes(10.0, 1000.0, 100_000, 20_000, 1_000_000, 200_000, 200.0, 30.0, 3)
-QUICK = Sizes(3.0, 1000.0, 5_000, 3_000, 100_000, 20_000, 200.0, 5.0, 1)
+FULL = Sizes(10.0, 1000.0, 100_000, 20_000, 1_000_000, 200_000, 200.0, 30.0, 3, 20_000)
+QUICK = Sizes(3.0, 1000.0, 5_000, 3_000, 100_000, 20_000, 200.0, 5.0, 1, 3_000)
 
 
 def ingress_rows(sizes: Sizes) -> list[dict[str, Any]]:
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument(
         "--only",
-        choices=["ingress", "processing", "growth", "memory", "latency"],
+        choices=["ingress", "processing", "mix", "growth", "memory", "latency"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -116,6 +117,9 @@ def main() -> None:
     parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "ingress": lambda: ingress_rows(sizes),
         "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
+        "mix": lambda: in_database(
+            lambda u: mix.measure(u, sizes.mix_events, sizes.rounds, growth=True)[0]
+        ),
         "growth": lambda: in_database(
             lambda u: pipeline.measure_growth(u, sizes.growth_events, sizes.finished_rows)
         ),

@@ -22,7 +22,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain import disputes, ledger, purchases, stripe_objects, stripe_reads
-from domain.accounts import Account, CustomerAlreadyLinked, account_for_customer, link_customer
+from domain.accounts import (
+    Account,
+    CustomerAlreadyLinked,
+    account_for_customer,
+    link_customer,
+    link_customers,
+)
 from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscriptions import (
     Change,
@@ -52,31 +58,43 @@ DISPUTE_CLOSED = "charge.dispute.closed"
 def billing_handlers(settings: Settings) -> HandlerTable:
     """Billing's entries of the dispatch table, configured from `settings`."""
     fetch = settings.stripe_api_key is not None
+    lock = ledger.try_lock_accounts
     grant = Handler(
         "grant_pack",
         apply=apply_checkout,
         prepare=_checkout_reader(settings),
         apply_many=apply_checkouts,
+        accounts=checkout_accounts,
+        lock_accounts=lock,
     )
     refund = Handler(
         "take_back_refund",
         apply=apply_refund,
         prepare=_refund_reader(settings) if fetch else None,
+        accounts=payment_accounts,
+        lock_accounts=lock,
     )
     dispute = Handler(
         "apply_dispute",
         apply=apply_dispute,
         prepare=_refund_reader(settings) if fetch else None,  # a dispute names its payment too
+        accounts=payment_accounts,
+        lock_accounts=lock,
     )
     sub = Handler(
         "apply_subscription",
         apply=apply_subscription,
         prepare=_subscription_reader(settings) if fetch else None,
+        accounts=subscription_accounts,
+        lock_accounts=lock,
     )
     invoice = Handler(
         "apply_invoice",
         apply=apply_invoice,
         prepare=_subscription_reader(settings) if fetch else None,
+        # Only the subscription fetched from Stripe may link its customer (see _apply_state).
+        accounts=subscription_accounts if fetch else None,
+        lock_accounts=lock if fetch else None,
     )
     return {
         ("stripe", "checkout.session.completed"): grant,
@@ -95,6 +113,40 @@ def billing_handlers(settings: Settings) -> HandlerTable:
 
 def past_due_grace(settings: Settings) -> timedelta:
     return timedelta(days=settings.past_due_grace_days)
+
+
+# --- the accounts each event writes: the batch locks them first, in id order ----------
+
+
+def checkout_accounts(session: Session, event: EventContext, _fetched: Any) -> list[int]:
+    """The account a checkout names, else its customer's (the grant credits it, the link
+    writes it)."""
+    obj = stripe_objects.event_object(event)
+    named = stripe_objects.named_account(obj)
+    if named is not None:
+        return [named]
+    customer = stripe_objects.object_id(obj.get("customer"))
+    owner = account_for_customer(session, customer) if customer is not None else None
+    return [owner.id] if owner is not None else []
+
+
+def payment_accounts(session: Session, event: EventContext, _sessions: Any) -> list[int]:
+    """The account of the purchase a refund or dispute is about (the ledger takes from it)."""
+    payment_intent = stripe_objects.object_id(
+        stripe_objects.event_object(event).get("payment_intent")
+    )
+    if payment_intent is None:
+        return []
+    purchase = purchases.purchase_for_payment(session, payment_intent)
+    return [purchase.account_id] if purchase is not None else []
+
+
+def subscription_accounts(session: Session, event: EventContext, fetched: Any) -> list[int]:
+    """The account a subscription event may link its customer to (the subscription's row
+    itself belongs to its object, claimed by one batch at a time)."""
+    obj = fetched if fetched is not None else stripe_objects.event_object(event)
+    named = stripe_objects.named_account(obj)
+    return [named] if named is not None else []
 
 
 # --- checkout: grant a pack once per session ------------------------------------------
@@ -178,10 +230,13 @@ def apply_checkouts(
 ) -> list[BaseException | None]:
     """`apply_checkout` for many events in one go (the processors' batches).
 
-    The usual event, a paid pack purchase that names its account and its packs, is granted
-    with the others in a few statements (purchases.grant_packs), every account locked in
-    one statement first; any other one is left to `apply_checkout` (ApplyAlone). One
-    result per event: None, ApplyAlone, or why it failed. An event that fails writes
+    Every paid pack purchase that names its account (`client_reference_id` or metadata),
+    with its packs in metadata or in the line items the event carries or `prepare` read
+    (several packs, quantities), is granted with the others in a few statements
+    (purchases.grant_packs), every account locked in one statement first, and its Stripe
+    customer linked in one more (accounts.link_customers). Any other event (not paid, an
+    account found only through its customer) is left to `apply_checkout` (ApplyAlone).
+    One result per event: None, ApplyAlone, or why it failed. An event that fails writes
     nothing (its customer is not linked either), exactly as `apply_checkout` in a
     transaction of its own, which is rolled back.
     """
@@ -210,13 +265,16 @@ def apply_checkouts(
         return results
     now = max(event.now for _, event, _ in ready)  # the batch's attempt time
     granted = purchases.grant_packs(session, [grant for _, _, grant in ready], now=now)
-    for (index, event, grant), outcome in zip(ready, granted, strict=True):
+    links = []
+    for (index, _, grant), outcome in zip(ready, granted, strict=True):
         if isinstance(outcome, UnknownPack):
             results[index] = _unknown_pack(grant.checkout.session_id, outcome)
         elif isinstance(outcome, Exception):
             results[index] = RetryLater(str(outcome))
-        else:  # linked only once granted: a row that fails writes nothing, as alone
-            _link(session, grant.checkout.account_id, grant.checkout.stripe_customer_id, event)
+        elif grant.checkout.stripe_customer_id is not None:
+            # Linked only once granted: a row that fails writes nothing, as alone.
+            links.append((grant.checkout.account_id, grant.checkout.stripe_customer_id))
+    link_customers(session, links, now=now)
     return results
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain import installations as inst
+from domain import ledger
 from domain.accounts import ensure_account
 from domain.jobs import JobOrigin, JobSpec, PrJob, submit
 from domain.pull_requests import FileChange
@@ -55,7 +56,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
             )
             effect(session, event, installation, news)
 
-        return Handler(name=name, apply=apply)
+        return Handler(name=name, apply=apply, lock_accounts=ledger.try_lock_accounts)
 
     def onboard(
         session: Session,
@@ -136,7 +137,9 @@ def github_handlers(settings: Settings) -> HandlerTable:
 
     entries = {
         "installation.created": installation_event("record_installation", created, reinstall=True),
-        "installation.deleted": Handler(name="delete_installation", apply=deleted),
+        "installation.deleted": Handler(
+            name="delete_installation", apply=deleted, lock_accounts=ledger.try_lock_accounts
+        ),
         "installation.suspend": installation_event(
             "suspend_installation", suspend, makes_account=False
         ),

@@ -78,6 +78,7 @@ __all__ = [
     "parse_credits",
     "release_hold",
     "spend",
+    "try_lock_accounts",
 ]
 
 ZERO = Decimal("0.0000")
@@ -209,7 +210,39 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     return wanted & held
 
 
+def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
+    """Lock the rows of these accounts that no other transaction holds now, in ascending
+    id order, without waiting; the ids another transaction holds (busy: their writes wait
+    for another batch). An id with no account is not busy: its writer finds it missing.
+
+    A batch of events takes its accounts this way (processors/apply.py): it never waits
+    for another batch's accounts, so two batches never deadlock, and the rows whose
+    accounts are busy are handed to a later batch instead of keeping this one waiting.
+    SQLite has no row locks (a transaction holds the database's write lock): never busy.
+    """
+    held, own = _held_locks(session)
+    wanted = set(account_ids)
+    missing = sorted(wanted - held)
+    if not missing:
+        return set()
+    fresh = {account_id for (account_id,) in _TRY_LOCK_ACCOUNTS.rows(session, missing)}
+    own.update(fresh)
+    if len(fresh) == len(missing):
+        return set()
+    unlocked = [account_id for account_id in missing if account_id not in fresh]
+    return {account_id for (account_id,) in _EXISTING_ACCOUNTS.rows(session, unlocked)}
+
+
 _LOCKS = "ledger_account_locks"
+_TRY_LOCK_ACCOUNTS = ListQuery(
+    lambda one_of: (
+        select(Account.id)
+        .where(one_of(Account.id))
+        .order_by(Account.id)
+        .with_for_update(skip_locked=True)
+    )
+)
+_EXISTING_ACCOUNTS = ListQuery(lambda one_of: select(Account.id).where(one_of(Account.id)))
 _LOCK_ACCOUNTS = ListQuery(
     lambda one_of: (
         select(Account.id).where(one_of(Account.id)).order_by(Account.id).with_for_update()

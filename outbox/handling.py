@@ -3,11 +3,21 @@
 A handler applies one kind of event. The processors call `prepare` (if any) outside any
 transaction, then `apply` inside the transaction that also marks the event done, so the
 event's database effects and its `done` commit together or not at all.
+
+That transaction is a batch's: many events apply in it, each handler's set-based
+`apply_many` for its events, every other event by itself in a savepoint of its own (one
+that fails rolls back only itself). Before applying anything, the batch locks every
+account its events will write (`accounts`, `lock_accounts`), in one statement, in
+ascending id order, skipping the accounts another batch holds: the events of those go
+back to the queue unrun (their attempt refunded), due again shortly, for a later batch,
+so a batch never waits for another's accounts, and two batches never deadlock. A handler
+takes no other lock that another batch may hold, except on its event's own object, which
+no other batch has claimed meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,8 +51,8 @@ class PermanentFailure(Exception):
 
 class ApplyAlone(Exception):
     """Returned (never raised) by `apply_many` for an event it leaves to `apply`, which the
-    processors then run in a transaction of its own (an unusual shape of event, whose
-    locks must not be taken inside the batch's transaction)."""
+    processors then run by itself, in a savepoint of the batch's transaction (an unusual
+    shape of event that the set-based path does not cover)."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,18 @@ class RetryLater(Exception):
 Apply = Callable[[Session, EventContext, Any], NoEffect | None]
 Prepare = Callable[[EventContext], Any]
 #: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
-#: None when it was applied; ApplyAlone when it is left to `apply`, in a transaction of
-#: its own; else the exception that stopped it (it wrote nothing then).
-ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | None]]
+#: None when it was applied; NoEffect when it was looked at and left alone; ApplyAlone when
+#: it is left to `apply`, run by itself; else the exception that stopped it (it wrote
+#: nothing then).
+ApplyMany = Callable[
+    [Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | NoEffect | None]
+]
+#: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may
+#: lock or write, found by reads that lock nothing.
+AccountsOf = Callable[[Session, EventContext, Any], Iterable[int]]
+#: `lock_accounts(session, ids)`: lock the rows of these accounts that no other transaction
+#: holds, in one go, in ascending id order, without waiting; the ids another one holds.
+LockAccounts = Callable[[Session, Iterable[int]], set[int]]
 
 
 @dataclass(frozen=True)
@@ -79,12 +98,19 @@ class Handler:
         transaction (a few statements for the lot instead of a few per event). It must
         give the same effects as `apply` on each event in turn; if it raises, the
         processors roll it back and use `apply` on each event instead.
+    :param accounts: optional; the accounts an event's apply locks or writes (default: the
+        event's own `account_id`, when it has one), read without locking.
+    :param lock_accounts: how those accounts are locked, before anything of the batch
+        is applied (LockAccounts); None when applying the handler's events locks no
+        account.
     """
 
     name: str
     apply: Apply
     prepare: Prepare | None = None
     apply_many: ApplyMany | None = None
+    accounts: AccountsOf | None = None
+    lock_accounts: LockAccounts | None = None
 
 
 #: The dispatch table's shape: (source, event type) -> handler.

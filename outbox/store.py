@@ -715,7 +715,45 @@ _MARK_DONE = ListQuery(
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
     """Finish a claimed row that nothing applies (no handler, wrong mode); False if not ours."""
-    return _finish(session, event, Status.SKIPPED, reason, now)
+    return event.id in mark_skipped_many(session, [(event, reason)], now)
+
+
+def mark_skipped_many(
+    session: Session, skipped: Sequence[tuple[ClaimedEvent, str]], now: datetime
+) -> set[int]:
+    """mark_skipped for many rows, one statement per claim and reason (a batch's rows
+    share a few reasons: one per event type nothing applies); the ids still ours."""
+    finished: set[int] = set()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for event, reason in skipped:
+        groups.setdefault((event.lease_owner, reason), []).append(event.id)
+    for (owner, reason), ids in groups.items():
+        rows = _MARK_SKIPPED.rows(session, ids, owner=owner, now=now, finished_at=now, note=reason)
+        finished.update(id_ for (id_,) in rows)
+    return finished
+
+
+#: Built once, like the claim. Parameters: the ids, owner, now, finished_at, note.
+_MARK_SKIPPED = ListQuery(
+    lambda one_of: (
+        update(events)
+        .where(
+            one_of(events.c.id),
+            events.c.status == Status.PROCESSING.value,
+            events.c.lease_owner == bindparam("owner"),
+            events.c.lease_expires_at > bindparam("now"),
+        )
+        .values(
+            status=Status.SKIPPED.value,
+            processed_at=bindparam("finished_at"),
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            last_error=bindparam("note"),
+        )
+        .returning(events.c.id)
+    )
+)
 
 
 def fail(
@@ -786,9 +824,11 @@ def _log_failure(
     )
 
 
-def give_back_unrun(session: Session, claimed: Sequence[ClaimedEvent], now: datetime) -> set[int]:
-    """Put claimed rows whose handler never started back to pending, due now, refunding the
-    attempt their claim counted; the ids whose lease was still ours."""
+def give_back_unrun(
+    session: Session, claimed: Sequence[ClaimedEvent], now: datetime, *, due: datetime | None = None
+) -> set[int]:
+    """Put claimed rows whose handler never started back to pending, due at `due` (now by
+    default), refunding the attempt their claim counted; the ids whose lease was still ours."""
     given_back: set[int] = set()
     by_owner: dict[str, list[int]] = {}
     for event in claimed:
@@ -804,7 +844,7 @@ def give_back_unrun(session: Session, claimed: Sequence[ClaimedEvent], now: date
             )
             .values(
                 status=Status.PENDING.value,
-                next_attempt_at=now,
+                next_attempt_at=due or now,
                 lease_owner=None,
                 lease_expires_at=None,
                 attempts=WebhookEvent.attempts - 1,

@@ -5,9 +5,10 @@ for each row:
 1. decode the stored bytes, check the Stripe mode again, find the handler
    (none, or the wrong mode: `skipped`, never applied);
 2. run the handler's `prepare` outside any transaction (network reads);
-3. apply it so that its effects and `done` commit together: in the batch's one transaction
-   when its handler has a set-based `apply_many`, else alone in a transaction of its own;
-   if the lease is no longer ours, roll back and apply nothing;
+3. apply it so that its effects and `done` commit together, in the batch's one
+   transaction: with its handler's set-based `apply_many` beside the other rows of that
+   handler, else by itself in a savepoint; the accounts the batch writes are locked first,
+   in id order; if the lease is no longer ours, roll back and apply nothing;
 4. a failure goes through `store.fail` and the retry policy: `PermanentFailure` is dead at
    once, anything else is tried again later, and dead after the last attempt.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -53,6 +54,10 @@ log = logging.getLogger("outbox.processors")
 #: (a backlog drains in batches even when rings were lost, and the next event of an object
 #: follows the one just finished). Each claim's rows are applied in one transaction.
 EVENTS_PER_PASS = 50
+#: A row whose account another batch holds is due again this long after it was given back:
+#: long enough for that batch to commit, so that the next claims do not take it straight
+#: back while the account is still busy.
+BUSY_ACCOUNT_DELAY = timedelta(milliseconds=100)
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
 #: A row's handler starts only while at least this share of its claim's lease is left, so
@@ -124,6 +129,10 @@ class _Step:
     alone: bool = False
     #: Not started: given back with its attempt refunded (no time left, or it waits its turn).
     unrun: bool = False
+    #: Not started because another batch holds its account: given back, due shortly.
+    busy: bool = False
+    #: Why its handler changed nothing (NoEffect), kept on the `done` row.
+    note: str | None = None
     outcome: Outcome | None = None
 
     @property
@@ -148,16 +157,17 @@ def _apply_batch(
     """Apply claimed rows together: one transaction holds all their effects and end states,
     and claims the next batch (up to `claim_next` rows), which is returned.
 
-    The batch transaction holds the rows whose handler has an `apply_many` (a set-based
-    apply that locks every account it writes in one statement, in id order, so two
-    batches wait for each other and never deadlock), each handler's rows in a savepoint;
-    the end state of every row; and the next claim. Every other row (its handler has no
-    `apply_many`, or declined or failed the row) is applied alone afterwards, in a
-    transaction of its own: in a batch it would hold its locks while others are taken.
-    The statement that marks rows done is guarded by their leases: if a lease turned out
-    lost, the whole transaction is rolled back, that row is left to its new owner, and the
-    rows still ours go round again. Claiming the next rows in the same transaction saves a
-    transaction per batch, and lets the next event of an object follow the one just done.
+    The batch transaction first locks every account its rows will write, in one statement
+    in ascending id order (the lock order that keeps batches from deadlocking, see
+    outbox/handling.py); then holds each set-based handler's rows (`apply_many`) in a
+    savepoint, every other row in a savepoint of its own, so that a row that fails rolls
+    back only itself and writes nothing; then the end state of every row, and the next
+    claim. The statement that marks rows done is guarded by their leases: if a lease
+    turned out lost, the whole transaction is rolled back, that row is left to its new
+    owner, and the rows still ours go round again. If the batch still loses a lock
+    conflict, it is rolled back and its rows are applied alone, each in a transaction of
+    its own. Claiming the next rows in the same transaction saves a transaction per
+    batch, and lets the next event of an object follow the one just done.
     """
     attempted_at = utcnow()  # one attempt time for the whole batch
     steps = [_Step(event, time.perf_counter()) for event in claimed]
@@ -172,17 +182,30 @@ def _apply_batch(
             step.unrun = True
     in_play = steps
     following: list[ClaimedEvent] = []
+    together = True
     while in_play:
         try:
-            following = _commit_batch(runtime, sessions, in_play, claim_next)
+            following = _commit_batch(runtime, sessions, in_play, claim_next, together=together)
             break
         except _LeaseLost as lost:
             for step in in_play:
                 step.apply_error = None
+                step.alone = False
+                if step.busy:
+                    step.unrun = step.busy = False  # its account is asked for again
                 if step.event.id in lost.ids:
                     step.outcome = Outcome.LEASE_LOST
             in_play = [step for step in in_play if step.outcome is None]
         except SQLAlchemyError as exc:
+            if together and _is_lock_conflict(exc):
+                # A lock outside the batch's order (an account found only while applying)
+                # met another batch: nothing committed; each row goes alone instead.
+                together = False
+                for step in in_play:
+                    step.apply_error, step.alone = None, False
+                    if step.busy:
+                        step.unrun = step.busy = False
+                continue
             # Nothing of the batch committed; the leases run out and the rows come back.
             log.error(
                 "could not commit a batch; its rows come back when their leases run out",
@@ -247,27 +270,42 @@ def _prepare(runtime: Runtime, step: _Step, now: datetime) -> None:
 
 
 def _commit_batch(
-    runtime: Runtime, sessions: Callable[[], Session], steps: list[_Step], claim_next: int
+    runtime: Runtime,
+    sessions: Callable[[], Session],
+    steps: list[_Step],
+    claim_next: int,
+    *,
+    together: bool = True,
 ) -> list[ClaimedEvent]:
     """One transaction: every row's effects, every row's end state, then the next claim;
-    raises _LeaseLost."""
+    raises _LeaseLost. Without `together`, it applies nothing and leaves every row with a
+    handler to apply alone afterwards (the fallback when a batch met a lock conflict)."""
     with transaction(sessions) as session:
-        together = [s for s in steps if _batchable(s)]
-        together.sort(key=lambda s: (s.event.account_id or 0, s.event.id))
-        by_handler: dict[str, list[_Step]] = {}
-        for step in together:
-            assert step.handler is not None
-            by_handler.setdefault(step.handler.name, []).append(step)
-        for group in by_handler.values():
-            _apply_together(session, group)
+        applicable = [s for s in steps if _applicable(s)] if together else []
+        if applicable:
+            applicable = _lock_accounts_first(session, applicable)
+            _apply_in_batch(session, applicable)
         now = utcnow()
-        applied = [s for s in together if not s.alone and s.apply_error is None]
-        finished = store.mark_done_many(session, [s.event for s in applied], now)
+        applied = [s for s in applicable if not s.alone and s.apply_error is None]
+        finished = store.mark_done_many(session, [s.event for s in applied if s.note is None], now)
+        finished.update(
+            s.event.id
+            for s in applied
+            if s.note is not None and store.mark_done(session, s.event, now, note=s.note)
+        )
         lost = {s.event.id for s in applied} - finished
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
-        unrun = [s.event for s in steps if s.unrun]
+        unrun = [s.event for s in steps if s.unrun and not s.busy]
+        busy = [s.event for s in steps if s.busy]
         given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
+        if busy:
+            later = now + BUSY_ACCOUNT_DELAY
+            given_back |= store.give_back_unrun(session, busy, now, due=later)
+        skipping = [s for s in steps if s.skip_reason is not None and s.event.id not in finished]
+        skipped = store.mark_skipped_many(
+            session, [(s.event, s.skip_reason or "") for s in skipping], now
+        )
         for step in steps:
             if step.event.id in finished:
                 step.outcome = Outcome.DONE
@@ -275,8 +313,7 @@ def _commit_batch(
                 released = step.event.id in given_back
                 step.outcome = Outcome.RELEASED if released else Outcome.LEASE_LOST
             elif step.skip_reason is not None:
-                skipped = store.mark_skipped(session, step.event, step.skip_reason, now)
-                step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
+                step.outcome = Outcome.SKIPPED if step.event.id in skipped else Outcome.LEASE_LOST
             elif step.error is not None:
                 step.outcome = _record_failure(runtime, session, step, now)
             else:
@@ -286,15 +323,100 @@ def _commit_batch(
         return _claim(runtime, session, ids=[], limit=claim_next)
 
 
-def _batchable(step: _Step) -> bool:
+def _applicable(step: _Step) -> bool:
     return (
         step.handler is not None
-        and step.handler.apply_many is not None
         and step.context is not None
         and step.error is None
         and step.skip_reason is None
+        and not step.unrun
         and not step.alone
     )
+
+
+def _lock_accounts_first(session: Session, steps: list[_Step]) -> list[_Step]:
+    """The batch's lock order: every account its rows will write, locked before any of them
+    is applied, in one statement per lock (ascending ids), skipping the accounts another
+    batch holds. The rows left to apply are returned; a row whose account another batch
+    holds is given back unrun instead (its attempt refunded), due again after
+    BUSY_ACCOUNT_DELAY: a later claim, of this batch or another, takes it again. No batch
+    waits for another's accounts, so two batches never deadlock, and busy accounts do not
+    make batches take turns. Each row's
+    other locks are on its own object, which no other batch holds (the claim gives an
+    object to one batch at a time)."""
+    accounts: dict[int, list[int]] = {}
+    wanted: dict[Any, set[int]] = {}
+    for step in steps:
+        handler = step.handler
+        assert handler is not None and step.context is not None
+        if handler.lock_accounts is None:
+            continue
+        ids = accounts[id(step)] = list(_accounts_of(session, step))
+        wanted.setdefault(handler.lock_accounts, set()).update(ids)
+    busy: set[int] = set()
+    for lock, all_ids in wanted.items():
+        if all_ids:
+            busy |= lock(session, sorted(all_ids))
+    if not busy:
+        return steps
+    for step in steps:
+        if busy.intersection(accounts.get(id(step), ())):
+            step.unrun = step.busy = True
+    return [step for step in steps if not step.unrun]
+
+
+def _accounts_of(session: Session, step: _Step) -> Iterable[int]:
+    handler, context = step.handler, step.context
+    assert handler is not None and context is not None
+    if handler.accounts is None:
+        return () if context.account_id is None else (context.account_id,)
+    try:
+        return list(handler.accounts(session, context, step.prepared))
+    except SQLAlchemyError:
+        raise
+    except Exception:  # a malformed event: its apply fails with the reason, and locks nothing
+        return ()
+
+
+def _apply_in_batch(session: Session, steps: list[_Step]) -> None:
+    """Apply the batch's rows in its transaction: each set-based handler's rows together
+    (one savepoint per handler), then every other row by itself in claim order (a savepoint
+    each): a row that fails rolls back only itself."""
+    by_handler: dict[str, list[_Step]] = {}
+    for step in sorted(steps, key=lambda s: (s.event.account_id or 0, s.event.id)):
+        assert step.handler is not None
+        if step.handler.apply_many is not None:
+            by_handler.setdefault(step.handler.name, []).append(step)
+    one_by_one = {id(step) for step in steps if step.handler and step.handler.apply_many is None}
+    for group in by_handler.values():
+        one_by_one.update(id(step) for step in _apply_together(session, group))
+    for step in steps:
+        if id(step) in one_by_one:
+            _apply_by_itself(session, step)
+
+
+def _apply_by_itself(session: Session, step: _Step) -> None:
+    """One row's `apply` in a savepoint of the batch's transaction."""
+    assert step.handler is not None and step.context is not None
+    try:
+        with session.begin_nested():
+            applied = step.handler.apply(session, step.context, step.prepared)
+        step.note = applied.reason if isinstance(applied, NoEffect) else None
+    except Exception as exc:  # RetryLater, PermanentFailure, a bug: recorded with the batch
+        if isinstance(exc, SQLAlchemyError) and not session.is_active:
+            raise  # the connection itself failed: the whole batch waits for its leases
+        if _is_lock_conflict(exc):
+            step.alone = True  # a deadlock it lost: tried again in a transaction of its own
+        else:
+            step.apply_error = exc
+
+
+#: SQLSTATEs of a transaction that lost a lock conflict: a deadlock, a serialization failure.
+_LOCK_CONFLICTS = frozenset({"40P01", "40001"})
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _LOCK_CONFLICTS
 
 
 def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step) -> None:
@@ -356,9 +478,10 @@ def _apply_last_alone(
     _commit_alone(runtime, sessions, step)
 
 
-def _apply_together(session: Session, group: list[_Step]) -> None:
-    """Apply one handler's rows with its `apply_many`, in a savepoint. A row it leaves
-    (ApplyAlone), and every row when it fails as a whole, is marked to apply alone."""
+def _apply_together(session: Session, group: list[_Step]) -> list[_Step]:
+    """Apply one handler's rows with its `apply_many`, in a savepoint; the rows left to
+    apply by themselves: those it declines (ApplyAlone), and every row when it fails as a
+    whole."""
     handler = group[0].handler
     assert handler is not None and handler.apply_many is not None
     try:
@@ -374,14 +497,16 @@ def _apply_together(session: Session, group: list[_Step]) -> None:
             "applying rows together failed; applying them one by one",
             extra={"handler": handler.name, "count": len(group), "error": _describe(exc)[:300]},
         )
-        for step in group:
-            step.alone = True
-        return
+        return group
+    declined = []
     for step, result in zip(group, results, strict=True):
         if isinstance(result, ApplyAlone):
-            step.alone = True
+            declined.append(step)
+        elif isinstance(result, NoEffect):
+            step.note = result.reason
         else:
             step.apply_error = result
+    return declined
 
 
 def _record_failure(runtime: Runtime, session: Session, step: _Step, now: datetime) -> Outcome:

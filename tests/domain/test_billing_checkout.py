@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import httpx
@@ -16,7 +17,7 @@ from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
 from processors import runtime as runtimes
-from processors.apply import Outcome, process_pass
+from processors.apply import BUSY_ACCOUNT_DELAY, Outcome, process_pass
 from tests.domain.billing_support import (
     NOW,
     ORGANISME,
@@ -288,3 +289,53 @@ def test_an_event_without_a_session_object_is_dead(sessions, table):
     event.payload["data"] = {}
     with pytest.raises(PermanentFailure):
         deliver(sessions, table, event)
+
+
+def test_every_checkout_shape_is_granted_set_based_and_links_customers_as_in_turn(sessions, table):
+    """Account by client_reference_id or metadata, pack by metadata or only through line
+    items (several packs, quantities), a customer on every session: one apply_many call
+    grants them all, and links each customer as applying them one after the other would
+    (the first link of an account or a customer wins; an earlier link stands)."""
+    from domain.billing_handlers import apply_checkouts
+
+    seed(sessions, 1, 2, 3)
+    with transaction(sessions) as s:
+        link_customer(s, 3, "cus_old", now=NOW)
+    by_metadata = checkout_session(None, customer="cus_b")
+    by_metadata["metadata"]["github_account_id"] = "2"
+    by_metadata["line_items"] = {
+        "object": "list",
+        "has_more": False,
+        "data": [line_item(PRO, 2), line_item(ORGANISME)],
+    }
+    events = [
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_a")),
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_b")),
+        stripe_event(COMPLETED, by_metadata),
+        stripe_event(COMPLETED, checkout_session(3, pack=PRO, customer="cus_new")),
+    ]
+    with transaction(sessions) as s:
+        assert apply_checkouts(s, [(event, None) for event in events]) == [None] * 4
+    with transaction(sessions) as s:
+        assert [ledger.balance(s, a) for a in (1, 2, 3)] == [170, 85 * 2 + 250, 85]
+        linked = {c: account_for_customer(s, c) for c in ("cus_a", "cus_b", "cus_old", "cus_new")}
+        assert {c: a.id if a else None for c, a in linked.items()} == {
+            "cus_a": 1, "cus_b": 2, "cus_old": 3, "cus_new": None
+        }  # fmt: skip
+
+
+def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_applies(
+    sessions, engine, settings
+):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other batch holds an account")
+    seed(sessions, 1)
+    runtime = runtimes.configure(settings, engine=engine)
+    [row] = record(engine, stored(stripe_event(COMPLETED, checkout_session(1, pack=PRO))))
+    with sessions() as other_batch, other_batch.begin():
+        ledger.lock_account(other_batch, 1)
+        assert process_pass(runtime, [row.id]) == {Outcome.RELEASED: 1}  # no wait, no attempt
+    assert process_pass(runtime, [row.id]) == {}  # not taken straight back
+    time.sleep(BUSY_ACCOUNT_DELAY.total_seconds())
+    assert process_pass(runtime, [row.id]) == {Outcome.DONE: 1}
+    assert balance(sessions) == Decimal(85)

@@ -288,6 +288,30 @@ def test_fifty_concurrent_spends_never_drive_the_balance_below_zero(postgres_url
 
 
 @pytest.mark.postgres
+def test_a_batch_takes_the_accounts_no_other_transaction_holds_and_names_the_busy_ones(
+    postgres_url,
+):
+    """try_lock_accounts never waits: an account another transaction holds is named busy,
+    the others are locked; an id with no account is not busy."""
+    engine = make_engine(postgres_url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as s:
+            for account_id in (1, 2):
+                ensure_account(s, account_id, login=f"a{account_id}", now=NOW, welcome_credits=D(0))
+        with sessions() as holder, holder.begin(), sessions() as batch, batch.begin():
+            ledger.lock_account(holder, 1)
+            assert ledger.try_lock_accounts(batch, [1, 2, 3]) == {1}
+            assert ledger.try_lock_accounts(batch, [2]) == set()  # already this batch's
+            batch.execute(select(ledger.CreditEntry.id).limit(1))  # still usable: no wait
+    finally:
+        engine.dispose()
+        from tests.conftest import _empty_postgres
+
+        _empty_postgres(postgres_url)
+
+
+@pytest.mark.postgres
 def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(postgres_url):
     engine = make_engine(postgres_url, pool_size=10)
     sessions = make_sessionmaker(engine)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -355,3 +356,27 @@ def test_a_row_that_kills_its_worker_ends_dead_and_the_rows_claimed_with_it_do_n
             select(EventFailure.outcome).where(EventFailure.event_id == poison)
         ).all()
     assert failures == ["lease-expired"] * attempts + ["dead"]
+
+
+def test_rows_without_a_set_based_apply_finish_in_the_batch_transaction(runtime):
+    """Plain handlers' rows, skipped rows and a failing row: one transaction claims, and one
+    applies, marks and records them all (a commit per row made mixed traffic slow)."""
+    from sqlalchemy import event
+
+    ids = stored(
+        runtime,
+        *(scripted_event() for _ in range(5)),
+        scripted_event(script={"fail": "retry"}),
+        *(replace(scripted_event(), event_type="push") for _ in range(3)),
+    )
+    commits: list[int] = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    event.listen(runtime.engine, "commit", listener)
+    try:
+        counts = process_pass(runtime, ids)
+    finally:
+        event.remove(runtime.engine, "commit", listener)
+    assert counts == {Outcome.DONE: 5, Outcome.RETRY: 1, Outcome.SKIPPED: 3}
+    assert len(commits) == 2  # the claim, then the batch (with the claim of the next rows)
+    assert effect_counts(runtime.engine) == dict.fromkeys(ids[:5], 1)
+    assert {row(runtime, i).last_error for i in ids[6:]} == {"no handler for stripe push"}

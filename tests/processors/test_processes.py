@@ -263,11 +263,13 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
     url, engine = database
     env = env_for(url, redis_url)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    objects = ["sub_a", "sub_b", "cus_c"]
+    objects = ["sub_a", "sub_b", "cus_c", "sub_d", "sub_e", "cus_f"]
     workers = [
-        # Two threads each, handlers of 80 ms: one worker alone cannot keep up with three
-        # objects, so both take part.
-        OutboxProcess(["worker", "-p", "1", "-t", "2"], env, log_dir=tmp_path)
+        # One thread each, handlers of 80 ms (300 ms for the first events). A batch takes
+        # the next event of each of its objects in the commit that finishes the one before,
+        # so the objects whose events start later (from the second step on) are taken by
+        # the worker that is free meanwhile: both take part.
+        OutboxProcess(["worker", "-p", "1", "-t", "1"], env, log_dir=tmp_path)
         for _ in range(2)
     ]
     sweeper = OutboxProcess(["sweep"], env, log_dir=tmp_path)
@@ -281,10 +283,10 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
             batch = [
                 (name, t0 + timedelta(seconds=2 * step + later))
                 for later in (1, 0)
-                for name in objects
+                for name in (objects if step else objects[:3])
             ]
             stored = record(engine, *(
-                scripted_event(object_id=name, created=at, script={"sleep": 0.08})
+                scripted_event(object_id=name, created=at, script={"sleep": 0.08 if step else 0.3})
                 for name, at in batch
             ))  # fmt: skip
             for (name, at), result in zip(batch, stored, strict=True):
@@ -293,7 +295,7 @@ def test_two_workers_apply_same_object_events_one_at_a_time_in_created_order(
             time.sleep(0.1)
         doomed = [r.id for r in record(engine, scripted_event(script={"fail": "crash"}))]
         ring_from_here(env, doomed)
-        total = 12 * len(objects) + 1
+        total = sum(len(events) for events in created.values()) + 1
         wait_until(
             lambda: (
                 sum(status_counts(engine).get(s, 0) for s in (Status.DONE, Status.DEAD)) == total
