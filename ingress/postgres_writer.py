@@ -88,6 +88,10 @@ class PostgresGroupWriter:
         self._stopping = False
         self._busy = 0
         self._tasks: list[asyncio.Task[None]] = []
+        #: Calls that missed their deadline so far, and, for each open connection, how many
+        #: had when it was opened (see `_connect`).
+        self._missed = 0
+        self._opened_after: dict[int, int] = {}
 
     def start(self) -> None:
         """Start the connection tasks on the running loop (the app's lifespan)."""
@@ -158,14 +162,22 @@ class PostgresGroupWriter:
         self, conn: psycopg.AsyncConnection[Any] | None
     ) -> psycopg.AsyncConnection[Any]:
         if conn is not None and not conn.closed:
-            return conn
+            if self._opened_after.get(id(conn)) == self._missed:
+                return conn
+            # A call on another connection missed its deadline since this one was opened:
+            # what froze that one (a failover leaving the old connections half-open) most
+            # likely holds this one too, and using it would cost another deadline.
+            await _discard(conn)
+        self._opened_after.pop(id(conn), None)
         # Autocommit: the batch's INSERT is its own transaction. The server commits it
         # (synchronous_commit: WAL flushed) before it reports ready for the next query,
         # and execute() returns only after that report. One round trip per batch where
         # BEGIN, INSERT, COMMIT took three.
-        return await psycopg.AsyncConnection.connect(
+        fresh = await psycopg.AsyncConnection.connect(
             *self._connect_args, **self._connect_params, autocommit=True
         )
+        self._opened_after[id(fresh)] = self._missed
+        return fresh
 
     async def _record(
         self, conn: psycopg.AsyncConnection[Any], events: list[IncomingEvent]
@@ -180,6 +192,7 @@ class PostgresGroupWriter:
         except TimeoutError:
             assert self._deadline is not None
             stalled("postgres", self._deadline)
+            self._missed += 1
             if not conn.closed:
                 shut_down(conn.pgconn.socket)
             await _discard(conn)

@@ -399,7 +399,7 @@ def _apply_by_itself(session: Session, step: _Step) -> None:
     """One row's `apply` in a savepoint of the batch's transaction."""
     assert step.handler is not None and step.context is not None
     try:
-        with session.begin_nested():
+        with session.begin_nested(), traces.event_step(step.event, "apply"):
             applied = step.handler.apply(session, step.context, step.prepared)
         step.note = applied.reason if isinstance(applied, NoEffect) else None
     except Exception as exc:  # RetryLater, PermanentFailure, a bug: recorded with the batch
