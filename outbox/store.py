@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -630,38 +630,6 @@ def _claimed(row: Any) -> ClaimedEvent:
     return ClaimedEvent(*row)
 
 
-def _owned(event: ClaimedEvent, now: datetime) -> Any:
-    return and_(
-        WebhookEvent.id == event.id,
-        WebhookEvent.status == Status.PROCESSING.value,
-        WebhookEvent.lease_owner == event.lease_owner,
-        WebhookEvent.lease_expires_at > now,
-    )
-
-
-def _finish(
-    session: Session, event: ClaimedEvent, status: Status, note: str | None, now: datetime
-) -> bool:
-    stmt = (
-        update(WebhookEvent)
-        .where(_owned(event, now))
-        .values(_finished_values(status, note, now))
-        .execution_options(synchronize_session=False)
-    )
-    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
-
-
-def _finished_values(status: Status, note: str | None, now: datetime) -> dict[str, Any]:
-    return {
-        "status": status.value,
-        "processed_at": now,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "next_attempt_at": None,
-        "last_error": note,
-    }
-
-
 def mark_done(
     session: Session, event: ClaimedEvent, now: datetime, *, note: str | None = None
 ) -> bool:
@@ -670,47 +638,24 @@ def mark_done(
     `note` says why its handler changed nothing (kept in `last_error`, as a skipped row's
     reason is; a done row has no error).
     """
-    if note is not None:
-        return _finish(session, event, Status.DONE, _clean(note), now)
-    return event.id in mark_done_many(session, [event], now)
+    notes = {event.id: note} if note is not None else None
+    return event.id in mark_done_many(session, [event], now, notes=notes)
 
 
-def mark_done_many(session: Session, claimed: Sequence[ClaimedEvent], now: datetime) -> set[int]:
-    """Finish claimed rows as done, one statement per claim; the ids whose lease was still ours.
+def mark_done_many(
+    session: Session,
+    claimed: Sequence[ClaimedEvent],
+    now: datetime,
+    *,
+    notes: Mapping[int, str] | None = None,
+) -> set[int]:
+    """Finish claimed rows as done; the ids whose lease was still ours. `notes`: the rows
+    whose handler changed nothing, and why (see mark_done).
 
     A row missing from the answer belongs to someone else now: do not commit then.
     """
-    finished: set[int] = set()
-    by_owner: dict[str, list[int]] = {}
-    for event in claimed:
-        by_owner.setdefault(event.lease_owner, []).append(event.id)
-    for owner, ids in by_owner.items():
-        rows = _MARK_DONE.rows(session, ids, owner=owner, now=now, finished_at=now)
-        finished.update(id_ for (id_,) in rows)
-    return finished
-
-
-#: Built once, like the claim. Parameters: the ids, owner, now, finished_at.
-_MARK_DONE = ListQuery(
-    lambda one_of: (
-        update(events)
-        .where(
-            one_of(events.c.id),
-            events.c.status == Status.PROCESSING.value,
-            events.c.lease_owner == bindparam("owner"),
-            events.c.lease_expires_at > bindparam("now"),
-        )
-        .values(
-            status=Status.DONE.value,
-            processed_at=bindparam("finished_at"),
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            last_error=None,
-        )
-        .returning(events.c.id)
-    )
-)
+    noted = notes or {}
+    return _finish(session, [(e, _clean(noted.get(e.id))) for e in claimed], Status.DONE, now)
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
@@ -723,18 +668,32 @@ def mark_skipped_many(
 ) -> set[int]:
     """mark_skipped for many rows, one statement per claim and reason (a batch's rows
     share a few reasons: one per event type nothing applies); the ids still ours."""
+    return _finish(session, skipped, Status.SKIPPED, now)
+
+
+def _finish(
+    session: Session,
+    rows: Sequence[tuple[ClaimedEvent, str | None]],
+    status: Status,
+    now: datetime,
+) -> set[int]:
+    """Finish claimed rows with `status` and their note, one statement per lease owner and
+    note (a batch's rows share a few: most have none, skipped ones one per event type);
+    the ids whose lease was still ours."""
     finished: set[int] = set()
-    groups: dict[tuple[str, str], list[int]] = {}
-    for event, reason in skipped:
-        groups.setdefault((event.lease_owner, reason), []).append(event.id)
-    for (owner, reason), ids in groups.items():
-        rows = _MARK_SKIPPED.rows(session, ids, owner=owner, now=now, finished_at=now, note=reason)
-        finished.update(id_ for (id_,) in rows)
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for event, note in rows:
+        groups.setdefault((event.lease_owner, note), []).append(event.id)
+    for (owner, note), ids in groups.items():
+        done = _FINISH.rows(
+            session, ids, owner=owner, now=now, finished_at=now, status=status.value, note=note
+        )
+        finished.update(id_ for (id_,) in done)
     return finished
 
 
-#: Built once, like the claim. Parameters: the ids, owner, now, finished_at, note.
-_MARK_SKIPPED = ListQuery(
+#: Built once, like the claim. Parameters: the ids, owner, now, finished_at, status, note.
+_FINISH = ListQuery(
     lambda one_of: (
         update(events)
         .where(
@@ -744,7 +703,7 @@ _MARK_SKIPPED = ListQuery(
             events.c.lease_expires_at > bindparam("now"),
         )
         .values(
-            status=Status.SKIPPED.value,
+            status=bindparam("status"),
             processed_at=bindparam("finished_at"),
             lease_owner=None,
             lease_expires_at=None,

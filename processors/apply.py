@@ -97,7 +97,7 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
     except SQLAlchemyError as exc:
         log.warning(
             "database unavailable; the sweeper will ring these rows again",
-            extra={"error": _describe(exc)[:300], "asked": len(ids)},
+            extra={"error": describe(exc)[:300], "asked": len(ids)},
         )
     return counts
 
@@ -209,7 +209,7 @@ def _apply_batch(
             # Nothing of the batch committed; the leases run out and the rows come back.
             log.error(
                 "could not commit a batch; its rows come back when their leases run out",
-                extra={"count": len(in_play), "error": _describe(exc)[:300]},
+                extra={"count": len(in_play), "error": describe(exc)[:300]},
             )
             for step in in_play:
                 step.outcome = Outcome.UNRECORDED
@@ -253,7 +253,7 @@ def _prepare(runtime: Runtime, step: _Step, now: datetime) -> None:
     """Decode the row, find its handler and run its `prepare`, outside any transaction."""
     event = step.event
     try:
-        context_or_reason = _context(runtime, event, now)
+        context_or_reason = event_context(runtime, event, now)
         if isinstance(context_or_reason, str):
             step.skip_reason = context_or_reason
             return
@@ -287,12 +287,8 @@ def _commit_batch(
             _apply_in_batch(session, applicable)
         now = utcnow()
         applied = [s for s in applicable if not s.alone and s.apply_error is None]
-        finished = store.mark_done_many(session, [s.event for s in applied if s.note is None], now)
-        finished.update(
-            s.event.id
-            for s in applied
-            if s.note is not None and store.mark_done(session, s.event, now, note=s.note)
-        )
+        notes = {s.event.id: s.note for s in applied if s.note is not None}
+        finished = store.mark_done_many(session, [s.event for s in applied], now, notes=notes)
         lost = {s.event.id for s in applied} - finished
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
@@ -442,7 +438,7 @@ def _commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: _Step
     except SQLAlchemyError as exc:
         log.error(
             "could not record a failed attempt; the row's lease will run out and it comes back",
-            extra={"event_id": step.event.id, "error": _describe(exc)[:300]},
+            extra={"event_id": step.event.id, "error": describe(exc)[:300]},
         )
         step.outcome = Outcome.UNRECORDED
 
@@ -471,7 +467,7 @@ def _apply_last_alone(
     except SQLAlchemyError as exc:
         log.error(
             "could not finish an interrupted row; its lease will run out and it comes back",
-            extra={"event_id": step.event.id, "error": _describe(exc)[:300]},
+            extra={"event_id": step.event.id, "error": describe(exc)[:300]},
         )
         step.outcome = Outcome.UNRECORDED
         return
@@ -495,7 +491,7 @@ def _apply_together(session: Session, group: list[_Step]) -> list[_Step]:
             raise  # the connection itself failed: the whole batch waits for its leases
         log.warning(
             "applying rows together failed; applying them one by one",
-            extra={"handler": handler.name, "count": len(group), "error": _describe(exc)[:300]},
+            extra={"handler": handler.name, "count": len(group), "error": describe(exc)[:300]},
         )
         return group
     declined = []
@@ -514,7 +510,7 @@ def _record_failure(runtime: Runtime, session: Session, step: _Step, now: dateti
     exc = step.error
     assert exc is not None
     permanent = isinstance(exc, PermanentFailure)
-    text = f"permanent: {_describe(exc)}" if permanent else _describe(exc)
+    text = f"permanent: {describe(exc)}" if permanent else describe(exc)
     status = store.fail(
         session,
         step.event,
@@ -528,8 +524,9 @@ def _record_failure(runtime: Runtime, session: Session, step: _Step, now: dateti
     return Outcome.DEAD if status == Status.DEAD else Outcome.RETRY
 
 
-def _context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventContext | str:
-    """The handler's view of the row, or the reason it must be skipped."""
+def event_context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventContext | str:
+    """The handler's view of the row, or the reason it must be skipped (PermanentFailure
+    for a row that can never be read: its body purged or unreadable)."""
     if event.raw_body is None:
         raise PermanentFailure("the body was purged")
     try:
@@ -610,7 +607,7 @@ def _fields(step: _Step, outcome: Outcome, elapsed: float) -> dict[str, Any]:
     for key, value in (
         ("handler", _name(step.handler)),
         ("reason", step.skip_reason),
-        ("error", _describe(error) if error is not None and outcome != Outcome.DONE else None),
+        ("error", describe(error) if error is not None and outcome != Outcome.DONE else None),
     ):
         if value is not None:
             fields[key] = value[:500]
@@ -621,6 +618,7 @@ def _name(handler: Handler | None) -> str | None:
     return handler.name if handler is not None else None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """An error on one line: its class, then its message's first line."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,11 +15,10 @@ from datetime import timedelta
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.handling import EventContext, NoEffect, PermanentFailure
-from outbox.models import Source, Status
-from outbox.modes import mode_mismatch
-from outbox.payload import UnreadablePayload, decode_body
+from outbox.handling import NoEffect, PermanentFailure
+from outbox.models import Status
 from outbox.store import ClaimedEvent
+from processors.apply import describe, event_context
 from processors.dispatch import find_handler
 from processors.runtime import Runtime
 
@@ -48,7 +47,7 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
     event = claimed[0]
     handler_name = None
     try:
-        context = _context(runtime, event)
+        context = event_context(runtime, event, utcnow())
         if isinstance(context, str):
             return _finish_skipped(runtime, event, context)
         handler = find_handler(runtime.handlers, event.source, event.event_type)
@@ -88,38 +87,3 @@ def _finish_failed(
             permanent=permanent,
         )
     return Received(event.id, status.value if status is not None else "not due", handler, text)
-
-
-def _context(runtime: Runtime, event: ClaimedEvent) -> EventContext | str:
-    """The handlers' view of the row, or why it is skipped."""
-    if event.raw_body is None:
-        raise PermanentFailure("the body was purged")
-    try:
-        payload = decode_body(event.raw_body, event.headers.get("content-type"))
-    except UnreadablePayload as exc:
-        raise PermanentFailure(f"unprocessable: {exc}") from exc
-    if event.source == Source.STRIPE:
-        reason = mode_mismatch(event.livemode, runtime.settings.stripe_mode)
-        if reason is not None:
-            return reason
-    return EventContext(
-        id=event.id,
-        source=event.source,
-        delivery_id=event.delivery_id,
-        event_type=event.event_type,
-        payload=payload,
-        livemode=event.livemode,
-        provider_created_at=event.provider_created_at,
-        installation_id=event.installation_id,
-        stripe_account=event.stripe_account,
-        account_id=event.account_id,
-        attempts=event.attempts,
-        backfilled=event.backfilled,
-        now=utcnow(),
-    )
-
-
-def describe(exc: BaseException) -> str:
-    """An error on one line: its class, then its message's first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
