@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -14,10 +15,12 @@ from sqlalchemy import Engine, func, select
 from ingress.errors import DatabaseUnavailable
 from ingress.postgres_writer import PostgresGroupWriter
 from outbox.db import make_engine
+from outbox.deadlines import call_deadline
 from outbox.models import WebhookEvent
 from outbox.store import Recorded
 from tests.conftest import _empty_postgres
 from tests.factories import incoming
+from tests.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -143,3 +146,50 @@ def test_database_down_fails_the_batch_with_database_unavailable():
     results, rung = asyncio.run(_with_writer(engine, body))
     assert all(isinstance(r, DatabaseUnavailable) for r in results)
     assert rung == []
+
+
+def test_after_a_call_misses_its_deadline_the_connections_opened_before_it_are_not_used_again(
+    pg_engine, postgres_url
+):
+    """A failover that froze one connection froze its siblings: the next batch must not wait
+    out a second deadline on the writer's other old connection."""
+    port = make_engine(postgres_url).url.port or 5432
+    with FaultProxy(port) as proxy:
+        proxied = make_engine(postgres_url.replace(f":{port}/", f":{proxy.port}/"))
+
+        async def body(writer: PostgresGroupWriter) -> tuple[list[object], float]:
+            # Both connection tasks open a connection: while one waits on a row another
+            # transaction holds, the next requests go to the other.
+            async with await psycopg.AsyncConnection.connect(_dsn(pg_engine)) as blocker:
+                await blocker.execute(
+                    "INSERT INTO webhook_events (source, delivery_id, event_type, headers, "
+                    "received_at, status, attempts, backfilled) "
+                    "VALUES ('stripe', 'held', 'x', '{}', now(), 'pending', 0, false)"
+                )
+                held = asyncio.ensure_future(writer.store(incoming("held")))
+                await asyncio.sleep(0.2)
+                await asyncio.gather(*(writer.store(incoming(f"beside-{n}")) for n in range(8)))
+                await blocker.rollback()
+            await asyncio.gather(held, return_exceptions=True)  # stored or timed out: either
+            assert len(proxy._links) == 2  # the connections opened so far
+            proxy.freeze()
+            lost = await asyncio.gather(writer.store(incoming("frozen")), return_exceptions=True)
+            started = time.perf_counter()
+            after = await writer.store(incoming("after"))
+            return [*lost, after], time.perf_counter() - started
+
+        async def run() -> tuple[tuple[list[object], float], list[list[int]]]:
+            rung: list[list[int]] = []
+            writer = PostgresGroupWriter(proxied, lambda ids: rung.append(list(ids)), 2, 1.0)
+            writer.start()
+            try:
+                return await body(writer), rung
+            finally:
+                proxy.pass_through()
+                await asyncio.wait_for(writer.stop(), 30)
+
+        ((answers, after_seconds), _) = asyncio.run(run())
+        proxied.dispose()
+    assert isinstance(answers[0], DatabaseUnavailable)
+    assert isinstance(answers[1], Recorded) and not answers[1].duplicate
+    assert after_seconds < call_deadline(1.0)
