@@ -123,3 +123,22 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (ended ones count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a process that ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pids_of(*pgrep_args: str) -> list[int]:
+    """The pids `pgrep` finds for these arguments."""
+    found = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]

@@ -33,7 +33,9 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench.common import (
     ROOT,
+    cpu_seconds,
     free_port,
+    pids_of,
     postgres_database,
     print_table,
     python,
@@ -79,24 +81,6 @@ def signed_requests(port: int, count: int, run: str) -> list[bytes]:
         }
         requests.append(build_request("127.0.0.1", port, "/webhooks/github", body, headers))
     return requests
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (ended ones count nothing)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def pids_of(*pgrep_args: str) -> list[int]:
-    found = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True).stdout
-    return [int(pid) for pid in found.split()]
 
 
 @dataclass

@@ -10,32 +10,13 @@ process and its children, for every `postgres` process, and for this process (th
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import time
 import uuid
 
-from bench.common import free_port, postgres_database, python, server
+from bench.common import cpu_seconds, free_port, pids_of, postgres_database, python, server
 from bench.ingress import SECRET, signed_requests
 from bench.loadgen import closed_loop
 from bench.loadgen import run as run_load
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # a process that ended meanwhile
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def pids_of(*pgrep_args: str) -> list[int]:
-    found = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True).stdout
-    return [int(pid) for pid in found.split()]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,9 @@ class PostgresGroupWriter:
         #: Calls that missed their deadline so far, and, for each open connection, how many
         #: had when it was opened (see `_connect`).
         self._missed = 0
-        self._opened_after: dict[int, int] = {}
+        self._opened_after: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def start(self) -> None:
         """Start the connection tasks on the running loop (the app's lifespan)."""
@@ -162,13 +165,12 @@ class PostgresGroupWriter:
         self, conn: psycopg.AsyncConnection[Any] | None
     ) -> psycopg.AsyncConnection[Any]:
         if conn is not None and not conn.closed:
-            if self._opened_after.get(id(conn)) == self._missed:
+            if self._opened_after.get(conn) == self._missed:
                 return conn
             # A call on another connection missed its deadline since this one was opened:
             # what froze that one (a failover leaving the old connections half-open) most
             # likely holds this one too, and using it would cost another deadline.
             await _discard(conn)
-        self._opened_after.pop(id(conn), None)
         # Autocommit: the batch's INSERT is its own transaction. The server commits it
         # (synchronous_commit: WAL flushed) before it reports ready for the next query,
         # and execute() returns only after that report. One round trip per batch where
@@ -176,7 +178,7 @@ class PostgresGroupWriter:
         fresh = await psycopg.AsyncConnection.connect(
             *self._connect_args, **self._connect_params, autocommit=True
         )
-        self._opened_after[id(fresh)] = self._missed
+        self._opened_after[fresh] = self._missed
         return fresh
 
     async def _record(
