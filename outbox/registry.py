@@ -165,8 +165,26 @@ def compose(handlers: Sequence[Handler]) -> Handler:
         said = zip(members, notes, strict=True)
         return NoEffect("; ".join(f"{handler.name}: {note.reason}" for handler, note in said))
 
+    # The batch locks a row's accounts before applying anything (the lock order in
+    # outbox/handling.py): the composite declares every account its members lock.
+    locking = [h for h in members if h.lock_accounts is not None]
+
+    def accounts(session: Session, event: EventContext, prepared: Any) -> list[int]:
+        parts = prepared if prepared is not None else (None,) * len(members)
+        found: set[int] = set()
+        for handler, own in zip(members, parts, strict=True):
+            if handler.lock_accounts is None:
+                continue
+            if handler.accounts is not None:
+                found.update(handler.accounts(session, event, own))
+            elif event.account_id is not None:
+                found.add(event.account_id)
+        return sorted(found)
+
     return Handler(
         name="+".join(h.name for h in members),
         apply=apply,
         prepare=prepare if any(h.prepare is not None for h in members) else None,
+        accounts=accounts if locking else None,
+        lock_accounts=locking[0].lock_accounts if locking else None,
     )

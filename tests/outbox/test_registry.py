@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,3 +143,34 @@ def test_a_pattern_that_is_no_type_family_or_star_is_refused(pattern):
 def test_something_that_is_not_a_handler_is_refused_with_where_it_was_registered():
     with pytest.raises(TypeError, match="github push: expected a Handler"):
         Registry().on("github", "push", lambda *a: None)  # type: ignore[arg-type]
+
+
+def test_several_handlers_declare_every_account_their_members_lock_for_the_batch():
+    """The batch locks a row's accounts before applying anything: a composite keeps the
+    locks of its members (their accounts, or the event's own) and locks none of its own."""
+    journal, registry = Journal(), Registry()
+
+    def lock(_session: Any, ids: list[int]) -> set[int]:
+        return set()
+
+    def named(_session: Any, _ctx: EventContext, prepared: Any) -> list[int]:
+        assert prepared == "grant-prepared"
+        return [7, 3]
+
+    grant = journal.handler("grant", prepares=True)
+    registry.on("stripe", "charge.refunded", Handler(
+        "grant", apply=grant.apply, prepare=grant.prepare, accounts=named, lock_accounts=lock,
+    ))  # fmt: skip
+    own = journal.handler("own")
+    registry.on("stripe", "charge.*", Handler("own", apply=own.apply, lock_accounts=lock))
+    registry.on("stripe", "*", journal.handler("notes"))  # locks nothing
+    handler = registry.table()[("stripe", "charge.refunded")]
+    ctx = dataclasses.replace(event("charge.refunded", "stripe"), account_id=5)
+    assert handler.lock_accounts is lock and handler.accounts is not None
+    assert handler.prepare is not None
+    assert handler.accounts(None, ctx, handler.prepare(ctx)) == [3, 5, 7]  # type: ignore[arg-type]
+    unlocked = Registry()
+    unlocked.on("github", "*", journal.handler("a"))
+    unlocked.on("github", "issues.*", journal.handler("b"))
+    plain = unlocked.table()[("github", "issues.opened")]
+    assert plain.accounts is None and plain.lock_accounts is None
