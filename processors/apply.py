@@ -54,9 +54,14 @@ log = logging.getLogger("outbox.processors")
 #: (a backlog drains in batches even when rings were lost, and the next event of an object
 #: follows the one just finished). Each claim's rows are applied in one transaction.
 EVENTS_PER_PASS = 50
-#: A row whose account another batch holds is due again this long after it was given back:
-#: long enough for that batch to commit, so that the next claims do not take it straight
-#: back while the account is still busy.
+#: Times the rows whose accounts another batch held are tried again, each in a transaction
+#: of their own right after their batch's, BUSY_PAUSE_SECONDS apart, before they are given
+#: back: a batch holds its accounts for a few milliseconds, so most go on the first try.
+BUSY_ROUNDS = 3
+BUSY_PAUSE_SECONDS = 0.002
+#: A row whose accounts stayed busy through BUSY_ROUNDS is due again this long after it was
+#: given back: long enough for that batch to commit, so that the next claims do not take it
+#: straight back while the account is still busy.
 BUSY_ACCOUNT_DELAY = timedelta(milliseconds=100)
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
@@ -183,10 +188,24 @@ def _apply_batch(
     in_play = steps
     following: list[ClaimedEvent] = []
     together = True
+    busy_rounds = BUSY_ROUNDS
     while in_play:
         try:
-            following = _commit_batch(runtime, sessions, in_play, claim_next, together=together)
-            break
+            following += _commit_batch(
+                runtime, sessions, in_play, claim_next, together=together, keep_busy=busy_rounds > 0
+            )
+            busy = [step for step in in_play if step.busy and step.outcome is None]
+            if not busy:
+                break
+            # Their accounts were another batch's: that batch has most likely committed
+            # meanwhile. They go again, still ours, in a transaction of their own.
+            busy_rounds -= 1
+            claim_next = 0
+            for step in busy:
+                step.unrun = step.busy = False
+            in_play = busy
+            time.sleep(BUSY_PAUSE_SECONDS)
+            continue
         except _LeaseLost as lost:
             for step in in_play:
                 step.apply_error = None
@@ -276,10 +295,13 @@ def _commit_batch(
     claim_next: int,
     *,
     together: bool = True,
+    keep_busy: bool = False,
 ) -> list[ClaimedEvent]:
     """One transaction: every row's effects, every row's end state, then the next claim;
     raises _LeaseLost. Without `together`, it applies nothing and leaves every row with a
-    handler to apply alone afterwards (the fallback when a batch met a lock conflict)."""
+    handler to apply alone afterwards (the fallback when a batch met a lock conflict).
+    With `keep_busy`, the rows whose accounts another batch holds stay ours, unfinished,
+    to be tried again; else they are given back, due after BUSY_ACCOUNT_DELAY."""
     with transaction(sessions) as session:
         applicable = [s for s in steps if _applicable(s)] if together else []
         if applicable:
@@ -293,7 +315,7 @@ def _commit_batch(
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
         unrun = [s.event for s in steps if s.unrun and not s.busy]
-        busy = [s.event for s in steps if s.busy]
+        busy = [s.event for s in steps if s.busy and not keep_busy]
         given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
         if busy:
             later = now + BUSY_ACCOUNT_DELAY
@@ -305,6 +327,8 @@ def _commit_batch(
         for step in steps:
             if step.event.id in finished:
                 step.outcome = Outcome.DONE
+            elif step.busy and keep_busy:
+                continue  # tried again after this transaction
             elif step.unrun:
                 released = step.event.id in given_back
                 step.outcome = Outcome.RELEASED if released else Outcome.LEASE_LOST
@@ -378,11 +402,12 @@ def _apply_in_batch(session: Session, steps: list[_Step]) -> None:
     """Apply the batch's rows in its transaction: each set-based handler's rows together
     (one savepoint per handler), then every other row by itself in claim order (a savepoint
     each): a row that fails rolls back only itself."""
-    by_handler: dict[str, list[_Step]] = {}
+    # Handlers sharing one `apply_many` (subscription and invoice events) apply together.
+    by_handler: dict[Any, list[_Step]] = {}
     for step in sorted(steps, key=lambda s: (s.event.account_id or 0, s.event.id)):
         assert step.handler is not None
         if step.handler.apply_many is not None:
-            by_handler.setdefault(step.handler.name, []).append(step)
+            by_handler.setdefault(step.handler.apply_many, []).append(step)
     one_by_one = {id(step) for step in steps if step.handler and step.handler.apply_many is None}
     for group in by_handler.values():
         one_by_one.update(id(step) for step in _apply_together(session, group))
