@@ -3,8 +3,8 @@
 checkout.session.completed (paid) and checkout.session.async_payment_succeeded -> grant_pack
 charge.refunded                                                   -> take_back_refund
 charge.dispute.created / .funds_withdrawn / .closed               -> apply_dispute
-customer.subscription.created / .updated / .deleted               -> apply_subscription
-invoice.paid / invoice.payment_failed                             -> apply_invoice
+customer.subscription.created / .updated / .deleted               -> apply_subscription_event
+invoice.paid / invoice.payment_failed                             -> apply_subscription_event
 
 `prepare` reads Stripe (line items, the current subscription) outside the transaction;
 `apply` writes only. An event naming an account that does not exist yet is RetryLater (kept
@@ -30,13 +30,7 @@ from domain.accounts import (
     link_customers,
 )
 from domain.purchases import Checkout, LineItem, UnknownPack
-from domain.subscriptions import (
-    Change,
-    InvoiceNews,
-    SubscriptionState,
-    apply_change,
-    subscription,
-)
+from domain.subscription_events import apply_subscription_event, apply_subscription_events
 from outbox.handling import (
     ApplyAlone,
     EventContext,
@@ -83,16 +77,18 @@ def billing_handlers(settings: Settings) -> HandlerTable:
     )
     sub = Handler(
         "apply_subscription",
-        apply=apply_subscription,
+        apply=apply_subscription_event,
+        apply_many=apply_subscription_events,
         prepare=_subscription_reader(settings) if fetch else None,
         accounts=subscription_accounts,
         lock_accounts=lock,
     )
     invoice = Handler(
         "apply_invoice",
-        apply=apply_invoice,
+        apply=apply_subscription_event,
+        apply_many=apply_subscription_events,
         prepare=_subscription_reader(settings) if fetch else None,
-        # Only the subscription fetched from Stripe may link its customer (see _apply_state).
+        # Only a subscription object may link its customer (domain/subscription_events.py).
         accounts=subscription_accounts if fetch else None,
         lock_accounts=lock if fetch else None,
     )
@@ -410,99 +406,3 @@ def _subscription_reader(settings: Settings) -> Any:
         return stripe_reads.subscription(settings, subscription_id)
 
     return prepare
-
-
-def apply_subscription(session: Session, event: EventContext, fetched: Any) -> None:
-    obj = fetched if fetched is not None else stripe_objects.event_object(event)
-    state = stripe_objects.subscription_state(obj)
-    _apply_state(session, event, state, obj, fetched=fetched is not None)
-
-
-def apply_invoice(session: Session, event: EventContext, fetched: Any) -> NoEffect | None:
-    invoice = stripe_objects.event_object(event)
-    subscription_id = stripe_objects.invoice_subscription(invoice)
-    if subscription_id is None:
-        return NoEffect("a one-off invoice: no subscription to update")
-    if fetched is not None:
-        state = stripe_objects.subscription_state(fetched)
-        _apply_state(session, event, state, fetched, fetched=True)
-        return None
-    news = invoice_news(event.event_type, invoice)
-    if news is None:
-        return NoEffect(
-            f"{event.event_type} of a {invoice.get('billing_reason')} invoice says nothing "
-            "about its subscription"
-        )
-    account_id = _subscription_account(
-        session,
-        subscription_id,
-        stripe_objects.named_account(invoice, *stripe_objects.INVOICE_ACCOUNT_PATHS),
-        stripe_objects.object_id(invoice.get("customer")),
-    )
-    change = Change(
-        subscription_id=subscription_id,
-        account_id=account_id,
-        at=stripe_objects.event_time(event),
-        invoice=news,
-    )
-    apply_change(session, change, now=event.now, event_id=event.id)
-    return None
-
-
-def invoice_news(event_type: str, invoice: dict[str, Any]) -> InvoiceNews | None:
-    """What an invoice event says about its subscription, by the invoice's billing_reason
-    (https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason): the first
-    invoice (`subscription_create`) paid, another one paid, or a renewal
-    (`subscription_cycle`) failed. Any other failure says nothing: a first invoice that
-    fails leaves the subscription `incomplete`, and its own object says when it is past due."""
-    reason = invoice.get("billing_reason")
-    if event_type == "invoice.paid":
-        return InvoiceNews.FIRST_PAID if reason == "subscription_create" else InvoiceNews.PAID
-    if event_type == "invoice.payment_failed" and reason == "subscription_cycle":
-        return InvoiceNews.PAYMENT_FAILED
-    return None
-
-
-def _apply_state(
-    session: Session,
-    event: EventContext,
-    state: SubscriptionState,
-    obj: dict[str, Any],
-    *,
-    fetched: bool,
-) -> None:
-    named = stripe_objects.named_account(obj)
-    account_id = _subscription_account(
-        session, state.subscription_id, named, state.stripe_customer_id
-    )
-    if named is not None:
-        _link(session, account_id, state.stripe_customer_id, event)
-    at = stripe_objects.event_time(event)
-    change = Change(
-        subscription_id=state.subscription_id,
-        account_id=account_id,
-        # Read during this attempt, the object is news as of the attempt's start.
-        at=max(at, event.now) if fetched else at,
-        state=state,
-    )
-    apply_change(session, change, now=event.now, event_id=event.id)
-
-
-def _subscription_account(
-    session: Session, subscription_id: str, named: int | None, customer: str | None
-) -> int:
-    """The subscription's account: as already recorded, else named by metadata, else its
-    customer's; RetryLater until one of these exists."""
-    known = subscription(session, subscription_id)
-    if known is not None:
-        return known.account_id
-    if named is not None:
-        return _existing(session, named)
-    if customer is not None:
-        owner = account_for_customer(session, customer)
-        if owner is not None:
-            return owner.id
-    raise RetryLater(
-        f"subscription {subscription_id}: no account yet for Stripe customer {customer} "
-        f"(set metadata.{stripe_objects.ACCOUNT_KEY}, or `outbox accounts link`)"
-    )

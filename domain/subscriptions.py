@@ -43,6 +43,7 @@ anything else no.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -179,15 +180,45 @@ def apply_change(
     ).scalar_one_or_none()
     created = row is None
     if row is None:
-        row = Subscription(
-            id=change.subscription_id,
-            account_id=change.account_id,
-            status=INCOMPLETE,
-            cancel_at_period_end=False,
-            status_at=change.at,
-            updated_at=now,
-        )
+        row = new_subscription(change, now=now)
         session.add(row)
+    if not merge_change(row, change, created=created, now=now, event_id=event_id):
+        return False
+    session.flush()
+    return True
+
+
+def subscriptions_for_update(session: Session, ids: Iterable[str]) -> dict[str, Subscription]:
+    """The rows of these subscriptions that exist, locked in ascending id order."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Subscription)
+        .where(Subscription.id.in_(wanted))
+        .order_by(Subscription.id)
+        .with_for_update()
+    ).scalars()
+    return {row.id: row for row in rows}
+
+
+def new_subscription(change: Change, *, now: datetime) -> Subscription:
+    """The row of a subscription first heard of by `change`, before its news is merged."""
+    return Subscription(
+        id=change.subscription_id,
+        account_id=change.account_id,
+        status=INCOMPLETE,
+        cancel_at_period_end=False,
+        status_at=change.at,
+        updated_at=now,
+    )
+
+
+def merge_change(
+    row: Subscription, change: Change, *, created: bool, now: datetime, event_id: int | None
+) -> bool:
+    """Merge `change` into `row` (not written: the caller flushes); False when a row not
+    `created` by this change kept everything it held."""
     before = _held(row)
     if change.state is not None:
         _take_object(row, change.state, change.at)
@@ -200,7 +231,6 @@ def apply_change(
         return False
     row.event_id = event_id
     row.updated_at = now
-    session.flush()
     return True
 
 

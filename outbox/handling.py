@@ -8,9 +8,10 @@ That transaction is a batch's: many events apply in it, each handler's set-based
 `apply_many` for its events, every other event by itself in a savepoint of its own (one
 that fails rolls back only itself). Before applying anything, the batch locks every
 account its events will write (`accounts`, `lock_accounts`), in one statement, in
-ascending id order, skipping the accounts another batch holds: the events of those go
-back to the queue unrun (their attempt refunded), due again shortly, for a later batch,
-so a batch never waits for another's accounts, and two batches never deadlock. A handler
+ascending id order, skipping the accounts another batch holds: the events of those are
+tried again in the worker's next batch, and after a few tries go back to the queue unrun
+(their attempt refunded), due again shortly, so a batch never waits for another's
+accounts, and two batches never deadlock. A handler
 takes no other lock that another batch may hold, except on its event's own object, which
 no other batch has claimed meanwhile.
 """

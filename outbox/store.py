@@ -383,22 +383,22 @@ def _order_key(table: Any) -> Any:
     return tuple_(func.coalesce(table.c.provider_created_at, table.c.received_at), table.c.id)
 
 
-def _due(candidate: Any) -> Any:
+def _due(candidate: Any, *, turn: bool = True) -> Any:
     """The due rows of `candidate` (an alias of the table), oldest first, locked as they are
     read and skipping rows another claim holds: pending, their time come, and their
-    object's turn (see _held_back).
+    object's turn (see _held_back). Without `turn`, the object's advisory lock is left to
+    the caller (_with_object_turn), to take only on the rows this claim locked.
 
     Parameter: now.
     """
+    held_back = _held_back(candidate)
+    in_turn = ~held_back & _ObjectTurn(candidate.c.source, candidate.c.object_id)
     return (
-        select(candidate.c.id)
+        select(candidate.c.id, candidate.c.source, candidate.c.object_id)
         .where(
             candidate.c.status == Status.PENDING.value,
             candidate.c.next_attempt_at <= bindparam("now"),
-            or_(
-                candidate.c.object_id.is_(None),
-                ~_held_back(candidate) & _ObjectTurn(candidate.c.source, candidate.c.object_id),
-            ),
+            or_(candidate.c.object_id.is_(None), in_turn if turn else ~held_back),
         )
         .order_by(candidate.c.next_attempt_at, candidate.c.id)
         .with_for_update(skip_locked=True)
@@ -460,15 +460,41 @@ def _object_turn_elsewhere(element: _ObjectTurn, compiler: Any, **kw: Any) -> st
     return "1"
 
 
-def _lease(rows: Any) -> Any:
-    """Put the pending rows whose ids `rows` selects under the new lease, returning them.
+class _IdArray(ColumnElement[Any]):
+    """`ARRAY(<select of ids>)` on Postgres: `id = ANY(ARRAY(...))` finds a claim's few rows
+    by primary key, where `id IN (<select>)` let the planner hash-join them against a scan
+    of every pending row (3.5 ms of a 5.5 ms claim over a 5,000-row backlog)."""
+
+    inherit_cache = True
+    type = postgresql.ARRAY(BigInteger())
+    _traverse_internals = [("rows", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, rows: Any) -> None:
+        self.rows = rows
+
+
+@compiles(_IdArray, "postgresql")
+def _id_array_on_postgres(element: _IdArray, compiler: Any, **kw: Any) -> str:
+    return f"ARRAY({compiler.process(element.rows, **kw)})"
+
+
+def _lease(rows: Any, *, by_array: bool = False) -> Any:
+    """Put the pending rows whose ids `rows` selects under the new lease, returning them
+    (`by_array`: looked up as one array of ids, Postgres only, see _IdArray).
 
     Parameters: owner, expires.
     """
+    if by_array:
+        # The rows were read pending and locked by this statement (a lock re-reads the
+        # row's newest version and checks it again): nobody changes them before this
+        # update. A status guard here would let the planner walk ix_webhook_events_due
+        # instead of looking the rows up by id.
+        chosen = events.c.id == any_(_IdArray(rows))
+    else:
+        chosen = events.c.id.in_(rows) & (events.c.status == Status.PENDING.value)
     return (
         update(events)
-        .where(events.c.id.in_(rows))
-        .where(events.c.status == Status.PENDING.value)
+        .where(chosen)
         .values(
             status=Status.PROCESSING.value,
             lease_owner=bindparam("owner"),
@@ -505,20 +531,32 @@ def _claim_for_pass_statement() -> Any:
     """
     ids = bindparam("ids", type_=postgresql.ARRAY(BigInteger))
     named_candidate, other_candidate = events.alias("named_candidate"), events.alias("candidate")
-    named = (
-        _due(named_candidate)
+    named = _with_object_turn(
+        _due(named_candidate, turn=False)
         .where(named_candidate.c.id == any_(ids))
+        .order_by(None)  # the limit is never below the ids' number (processors/apply.py)
         .limit(bindparam("limit"))
-        .cte("named")
+        .cte("named_locked"),
+        "named",
     )
     named_count = select(func.count()).select_from(named).scalar_subquery()
-    others = (
-        _due(other_candidate)
+    others = _with_object_turn(
+        _due(other_candidate, turn=False)
         .where(other_candidate.c.id != all_(ids))
         .limit(func.greatest(0, bindparam("limit") - named_count))
-        .cte("others")
+        .cte("others_locked"),
+        "others",
     )
-    return _lease(union_all(select(named.c.id), select(others.c.id)))
+    return _lease(union_all(select(named.c.id), select(others.c.id)), by_array=True)
+
+
+def _with_object_turn(locked: Any, name: str) -> Any:
+    """Of the rows a claim locked, those whose object's advisory lock it also gets (see
+    _ObjectTurn): taken only on the rows it is about to lease, never on the candidates it
+    walked past, so that a claim does not keep a concurrent one off objects it does not
+    take."""
+    turn = or_(locked.c.object_id.is_(None), _ObjectTurn(locked.c.source, locked.c.object_id))
+    return select(locked.c.id).where(turn).cte(name)
 
 
 def claim(
@@ -577,6 +615,7 @@ def claim_for_pass(
         return claimed
     params = {"ids": list(ids), "now": now, "limit": limit, "owner": owner,
               "expires": now + lease}  # fmt: skip
+    driver.execute(_WALK_THE_DUE_INDEX, None)
     rows = _CLAIM_FOR_PASS.execute(driver, params).fetchall()
     return sorted((_claimed_from_driver(r) for r in rows), key=lambda c: c.id)
 
@@ -618,6 +657,14 @@ def _claimed_columns() -> list[Any]:
 _CLAIM_DUE = _claim_statement(among_ids=False)
 _CLAIM_DUE_AMONG_IDS = _claim_statement(among_ids=True)
 _CLAIM_FOR_PASS = DriverStatement(_claim_for_pass_statement())
+#: For the rest of the claim's transaction (the claim is its last statement): the claim
+#: walks ix_webhook_events_due in claim order and stops at its limit. The statistics of a
+#: table of finished rows put the pending ones at a handful, and the planner then read
+#: every due row (a bitmap scan), probed each one's object and sorted them all: 6 ms a
+#: claim over a 5,000-row backlog, growing with the backlog, where the walk takes 0.3 ms.
+_WALK_THE_DUE_INDEX = (
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
+)
 #: Positions of the claim's datetime columns (see _claimed_from_driver).
 _CLAIMED_TIMES = tuple(
     n for n, column in enumerate(_claimed_columns()) if isinstance(column.type, UTCDateTime)
@@ -681,6 +728,21 @@ def _finish(
     note (a batch's rows share a few: most have none, skipped ones one per event type);
     the ids whose lease was still ours."""
     finished: set[int] = set()
+    driver = postgres_driver(session)
+    if driver is not None:
+        # One statement per lease owner (a batch has one): each row's note rides beside
+        # its id. A statement per note cost a batch of the mix, with its half-dozen kinds
+        # of skipped events, a tenth of its time.
+        by_owner: dict[str, tuple[list[int], list[str | None]]] = {}
+        for event, note in rows:
+            ids, notes = by_owner.setdefault(event.lease_owner, ([], []))
+            ids.append(event.id)
+            notes.append(note)
+        for owner, (ids, notes) in by_owner.items():
+            params = {"ids": ids, "notes": notes, "owner": owner, "now": now,
+                      "status": status.value}  # fmt: skip
+            finished.update(id_ for (id_,) in driver.execute(_FINISH_ON_POSTGRES, params))
+        return finished
     groups: dict[tuple[str, str | None], list[int]] = {}
     for event, note in rows:
         groups.setdefault((event.lease_owner, note), []).append(event.id)
@@ -692,6 +754,15 @@ def _finish(
     return finished
 
 
+#: _FINISH on Postgres for rows of one owner with a note each. Parameters: ids, notes (in
+#: the same order), owner, now (also the finishing time), status.
+_FINISH_ON_POSTGRES = (
+    "UPDATE webhook_events AS e SET status = %(status)s, processed_at = %(now)s, "
+    "lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = v.note "
+    "FROM unnest(%(ids)s::bigint[], %(notes)s::text[]) AS v(id, note) "
+    f"WHERE e.id = v.id AND e.status = '{Status.PROCESSING.value}' "
+    "AND e.lease_owner = %(owner)s AND e.lease_expires_at > %(now)s RETURNING e.id"
+)
 #: Built once, like the claim. Parameters: the ids, owner, now, finished_at, status, note.
 _FINISH = ListQuery(
     lambda one_of: (

@@ -54,9 +54,15 @@ log = logging.getLogger("outbox.processors")
 #: (a backlog drains in batches even when rings were lost, and the next event of an object
 #: follows the one just finished). Each claim's rows are applied in one transaction.
 EVENTS_PER_PASS = 50
-#: A row whose account another batch holds is due again this long after it was given back:
-#: long enough for that batch to commit, so that the next claims do not take it straight
-#: back while the account is still busy.
+#: Times a row whose accounts another batch held is carried on to the pass's next batch
+#: before it is given back: a batch holds its accounts for a few milliseconds, so most go
+#: in the next one, at no cost of a transaction of their own.
+BUSY_ROUNDS = 3
+#: A batch of carried rows alone waits this long first, for the batch holding their accounts.
+BUSY_PAUSE_SECONDS = 0.01
+#: A row whose accounts stayed busy through BUSY_ROUNDS is due again this long after it was
+#: given back: long enough for that batch to commit, so that the next claims do not take it
+#: straight back while the account is still busy.
 BUSY_ACCOUNT_DELAY = timedelta(milliseconds=100)
 #: Characters of an error kept on the row (the failure log keeps its own copy).
 ERROR_CAP = 2000
@@ -91,9 +97,14 @@ def process_pass(runtime: Runtime, ids: Sequence[int]) -> dict[Outcome, int]:
             budget = max(EVENTS_PER_PASS, len(ids))
             with transaction(sessions) as session:
                 claimed = _claim(runtime, session, ids=list(ids), limit=budget)
-            while claimed:
+            carried: list[_Step] = []
+            while claimed or carried:
+                if not claimed:
+                    time.sleep(BUSY_PAUSE_SECONDS)  # only rows whose accounts were busy
                 budget -= len(claimed)
-                claimed = _apply_batch(runtime, sessions, claimed, counts, claim_next=budget)
+                claimed, carried = _apply_batch(
+                    runtime, sessions, claimed, counts, carried=carried, claim_next=budget
+                )
     except SQLAlchemyError as exc:
         log.warning(
             "database unavailable; the sweeper will ring these rows again",
@@ -129,8 +140,12 @@ class _Step:
     alone: bool = False
     #: Not started: given back with its attempt refunded (no time left, or it waits its turn).
     unrun: bool = False
-    #: Not started because another batch holds its account: given back, due shortly.
+    #: Not started because another batch holds its account: carried on to the pass's next
+    #: batch, or given back, due shortly.
     busy: bool = False
+    #: Carried on to the pass's next batch (its accounts were busy), `busy_rounds` times so far.
+    carried: bool = False
+    busy_rounds: int = 0
     #: Why its handler changed nothing (NoEffect), kept on the `done` row.
     note: str | None = None
     outcome: Outcome | None = None
@@ -152,10 +167,14 @@ def _apply_batch(
     claimed: list[ClaimedEvent],
     counts: dict[Outcome, int],
     *,
+    carried: Sequence[_Step] = (),
     claim_next: int,
-) -> list[ClaimedEvent]:
-    """Apply claimed rows together: one transaction holds all their effects and end states,
-    and claims the next batch (up to `claim_next` rows), which is returned.
+) -> tuple[list[ClaimedEvent], list[_Step]]:
+    """Apply claimed rows together, with the rows `carried` from the pass's previous batch:
+    one transaction holds all their effects and end states, and claims the next batch (up
+    to `claim_next` rows, and one more for each row carried on). Returns the next batch's
+    rows, and the rows carried on to it: those whose accounts another batch held (each
+    carried at most BUSY_ROUNDS times, then given back).
 
     The batch transaction first locks every account its rows will write, in one statement
     in ascending id order (the lock order that keeps batches from deadlocking, see
@@ -180,6 +199,7 @@ def _apply_batch(
             _prepare(runtime, step, attempted_at)
         else:
             step.unrun = True
+    steps = [*carried, *steps]
     in_play = steps
     following: list[ClaimedEvent] = []
     together = True
@@ -192,7 +212,7 @@ def _apply_batch(
                 step.apply_error = None
                 step.alone = False
                 if step.busy:
-                    step.unrun = step.busy = False  # its account is asked for again
+                    step.unrun = step.busy = step.carried = False  # its account is asked for again
                 if step.event.id in lost.ids:
                     step.outcome = Outcome.LEASE_LOST
             in_play = [step for step in in_play if step.outcome is None]
@@ -204,7 +224,7 @@ def _apply_batch(
                 for step in in_play:
                     step.apply_error, step.alone = None, False
                     if step.busy:
-                        step.unrun = step.busy = False
+                        step.unrun = step.busy = step.carried = False
                 continue
             # Nothing of the batch committed; the leases run out and the rows come back.
             log.error(
@@ -214,6 +234,8 @@ def _apply_batch(
             for step in in_play:
                 step.outcome = Outcome.UNRECORDED
             break
+    carry = [step for step in steps if step.carried and step.outcome is None]
+    steps = [step for step in steps if step not in carry]
     alone = [step for step in steps if step.outcome is None and step is not last]
     for step in alone:
         _commit_alone(runtime, sessions, step)
@@ -227,7 +249,9 @@ def _apply_batch(
         except SQLAlchemyError:
             following = []  # the sweeper rings what is left
     _report(steps, counts)
-    return following
+    for step in carry:
+        step.busy = step.unrun = step.carried = False  # its accounts are asked for again
+    return following, carry
 
 
 def _interrupted_last(steps: list[_Step]) -> _Step | None:
@@ -279,7 +303,10 @@ def _commit_batch(
 ) -> list[ClaimedEvent]:
     """One transaction: every row's effects, every row's end state, then the next claim;
     raises _LeaseLost. Without `together`, it applies nothing and leaves every row with a
-    handler to apply alone afterwards (the fallback when a batch met a lock conflict)."""
+    handler to apply alone afterwards (the fallback when a batch met a lock conflict).
+    A row whose accounts another batch holds stays ours, unfinished, carried on to the
+    next batch (which claims one row fewer for it), at most BUSY_ROUNDS times; then it is
+    given back, due after BUSY_ACCOUNT_DELAY."""
     with transaction(sessions) as session:
         applicable = [s for s in steps if _applicable(s)] if together else []
         if applicable:
@@ -293,7 +320,11 @@ def _commit_batch(
         if lost:
             raise _LeaseLost(lost)  # rolls every row's effects back with the transaction
         unrun = [s.event for s in steps if s.unrun and not s.busy]
-        busy = [s.event for s in steps if s.busy]
+        for step in steps:
+            if step.busy and step.busy_rounds < BUSY_ROUNDS:
+                step.carried = True
+                step.busy_rounds += 1
+        busy = [s.event for s in steps if s.busy and not s.carried]
         given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
         if busy:
             later = now + BUSY_ACCOUNT_DELAY
@@ -305,6 +336,8 @@ def _commit_batch(
         for step in steps:
             if step.event.id in finished:
                 step.outcome = Outcome.DONE
+            elif step.carried:
+                continue  # tried again in the next batch
             elif step.unrun:
                 released = step.event.id in given_back
                 step.outcome = Outcome.RELEASED if released else Outcome.LEASE_LOST
@@ -316,7 +349,8 @@ def _commit_batch(
                 step.alone = True  # applied after this transaction, in one of its own
         if any(step.alone for step in steps):
             return []  # claimed after those: the next event of their object waits for them
-        return _claim(runtime, session, ids=[], limit=claim_next)
+        carried = sum(1 for step in steps if step.carried)
+        return _claim(runtime, session, ids=[], limit=max(claim_next, 0) + carried)
 
 
 def _applicable(step: _Step) -> bool:
@@ -378,11 +412,12 @@ def _apply_in_batch(session: Session, steps: list[_Step]) -> None:
     """Apply the batch's rows in its transaction: each set-based handler's rows together
     (one savepoint per handler), then every other row by itself in claim order (a savepoint
     each): a row that fails rolls back only itself."""
-    by_handler: dict[str, list[_Step]] = {}
+    # Handlers sharing one `apply_many` (subscription and invoice events) apply together.
+    by_handler: dict[Any, list[_Step]] = {}
     for step in sorted(steps, key=lambda s: (s.event.account_id or 0, s.event.id)):
         assert step.handler is not None
         if step.handler.apply_many is not None:
-            by_handler.setdefault(step.handler.name, []).append(step)
+            by_handler.setdefault(step.handler.apply_many, []).append(step)
     one_by_one = {id(step) for step in steps if step.handler and step.handler.apply_many is None}
     for group in by_handler.values():
         one_by_one.update(id(step) for step in _apply_together(session, group))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import respx
 
-from domain.accounts import link_customer
+from domain.accounts import account_for_customer, link_customer
 from domain.subscriptions import may_use_paid_features, subscription, subscriptions_of
 from outbox.db import transaction
 from outbox.handling import RetryLater
@@ -386,3 +387,71 @@ def _about(sub_id, event):
     obj = subscription_object(CUSTOMER, "active", sub_id=sub_id)
     payload = {**event.payload, "data": {"object": obj}}
     return dataclasses.replace(event, id=event.id + 10**6, payload=payload)
+
+
+def _batch_of_sign_ups(suffix, named_account):
+    """Events of a batch: a sign-up of customer `cus_<suffix>` (object, first invoice, failed
+    renewal), a subscription naming `named_account` with a new customer, one naming an
+    account that does not exist."""
+    customer = f"cus_{suffix}"
+    named = subscription_object(f"cus_named_{suffix}", "active", sub_id=f"sub_named_{suffix}")
+    named["metadata"] = {"github_account_id": str(named_account)}
+    missing = subscription_object(f"cus_none_{suffix}", "active", sub_id=f"sub_none_{suffix}")
+    missing["metadata"] = {"github_account_id": "99"}
+    sub = f"sub_{suffix}"
+    events = [
+        stripe_event(
+            "customer.subscription.created",
+            subscription_object(customer, "incomplete", sub_id=sub),
+            created=T0,
+        ),
+        stripe_event(
+            "invoice.paid",
+            invoice_object(customer, sub, billing_reason="subscription_create"),
+            created=T0 + 1,
+        ),
+        stripe_event("customer.subscription.created", named, created=T0 + 2),
+        stripe_event("customer.subscription.created", missing, created=T0 + 3),
+        stripe_event(
+            "invoice.payment_failed",
+            invoice_object(customer, sub, billing_reason="subscription_cycle"),
+            created=T0 + 4,
+        ),
+    ]
+    return [dataclasses.replace(event, id=n + 1) for n, event in enumerate(events)]
+
+
+def test_subscription_and_invoice_events_applied_together_end_as_applied_one_by_one(
+    sessions, table
+):
+    """One apply_subscription_events call over a batch's events writes what applying them
+    one after the other writes (rows, customer links); the one whose account does not
+    exist yet fails alone and writes nothing."""
+    from domain.subscription_events import apply_subscription_events
+
+    seed(sessions, 1, 2, 3, 4)
+    with transaction(sessions) as s:
+        link_customer(s, 1, "cus_a", now=NOW)
+        link_customer(s, 3, "cus_b", now=NOW)
+    together = _batch_of_sign_ups("a", 2)
+    with transaction(sessions) as s:
+        results = apply_subscription_events(s, [(event, None) for event in together])
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["RetryLater", "NoneType"]
+    for event in _batch_of_sign_ups("b", 4):
+        with contextlib.suppress(RetryLater):
+            deliver(sessions, table, event)
+
+    def rows(suffix):
+        found = [record(sessions, f"sub{name}_{suffix}") for name in ("", "_named", "_none")]
+        return [
+            None if row is None else {k: v for k, v in row.items() if k != "subscription"}
+            for row in found
+        ]
+
+    a, b = rows("a"), rows("b")
+    assert a[2] is None and b[2] is None
+    assert a[0] == {**b[0], "account_id": 1} and a[0]["status"] == "past_due"
+    assert a[1] == {**b[1], "account_id": 2}
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_named_a").id == 2
+        assert account_for_customer(s, "cus_named_b").id == 4
