@@ -33,8 +33,8 @@ from outbox.db import transaction
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings
 from processors.jobs import JobOutcome, JobWork, UsageOutcome, report_usage_record, work_on_job
-from tests.domain.github_fake import API_URL, FakeGitHub, throwaway_private_key
-from tests.domain.stripe_meter_fake import STRIPE_BASE, FakeStripeMeter
+from tests.fakes.github import API_URL, FakeGitHub, throwaway_private_key
+from tests.fakes.stripe import STRIPE_BASE, FakeStripe
 
 ACCOUNT = 21031067
 LOGIN = "Codertocat"
@@ -97,7 +97,7 @@ class World:
     sessions: sessionmaker[Session]
     settings: Settings
     github: FakeGitHub
-    meter: FakeStripeMeter
+    stripe: FakeStripe
     now: datetime = START
     _work: JobWork | None = field(default=None, repr=False)
 
@@ -180,7 +180,7 @@ class World:
                 debits=debits or 0,
                 usage_records=records or 0,
                 pull_requests=len(self.github.pulls(REPO)),
-                meter_events=len(self.meter.events),
+                meter_events=len(self.stripe.meter_events),
             )
 
 
@@ -189,5 +189,4 @@ def world(sessions: sessionmaker[Session], settings: Settings) -> Iterator[World
     with respx.mock(assert_all_called=False) as router:
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        meter = FakeStripeMeter(router)
-        yield World(sessions, job_settings(settings), github, meter)
+        yield World(sessions, job_settings(settings), github, FakeStripe(router))

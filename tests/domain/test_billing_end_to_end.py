@@ -23,10 +23,10 @@ from tests.domain.billing_support import (
     seed,
     subscription_object,
 )
-from tests.domain.github_fake import FakeGitHub
 from tests.domain.jobs_world import ACCOUNT, REPO, World, job_settings
-from tests.domain.stripe_meter_fake import FakeStripeMeter
 from tests.factories import stripe_event_body, stripe_headers
+from tests.fakes.github import FakeGitHub
+from tests.fakes.stripe import FakeStripe
 from tests.services import wait_until
 
 
@@ -121,7 +121,7 @@ def test_credits_refunded_while_a_job_holds_them_are_not_spendable_when_it_fails
     with respx.mock(assert_all_called=False) as router:
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        world = World(sessions, config, github, FakeStripeMeter(router))
+        world = World(sessions, config, github, FakeStripe(router))
         world.install(credits=Decimal(0))
         seed(sessions)  # the pack catalog
         github.fail("GET", "/pulls", status=502)  # first attempt: retried later, still held

@@ -365,14 +365,14 @@ def test_usage_of_an_account_without_customer_waits_until_linked(world: World) -
     [record] = world.usage()
 
     assert world.report(record.id) is UsageOutcome.NOT_DUE
-    assert world.meter.requests == []
+    assert world.stripe.meter_requests == []
     world.link_customer()
     assert world.report(record.id) is UsageOutcome.REPORTED
 
-    [event] = world.meter.events.values()
+    [event] = world.stripe.meter_events.values()
     assert event["payload"] == {"stripe_customer_id": CUSTOMER, "value": "3"}
     assert event["event_name"] == "pr_jobs"
-    [request] = world.meter.requests
+    [request] = world.stripe.meter_requests
     assert request["identifier"] == request["idempotency_key"] == f"usage:pr_job:{record.job_id}"
     [reported] = world.usage()
     assert reported.reported_at == world.now and reported.stripe_customer_id == CUSTOMER
@@ -383,7 +383,7 @@ def test_usage_already_known_to_stripe_is_marked_reported(world: World) -> None:
     world.link_customer()
     world.work(world.submit())
     [record] = world.usage()
-    world.meter.events[record.identifier] = {"sent": "by an attempt whose answer was lost"}
+    world.stripe.meter_events[record.identifier] = {"sent": "by an attempt whose answer was lost"}
 
     assert world.report(record.id) is UsageOutcome.ALREADY_REPORTED
     [reported] = world.usage()
@@ -396,7 +396,8 @@ def test_usage_report_is_retried_until_stripe_accepts(world: World) -> None:
     world.link_customer()
     world.work(world.submit(required_credits="2.5"))
     [record] = world.usage()
-    world.meter.fail_next(500, 429)
+    world.stripe.fail("POST", "/meter_events", status=500)
+    world.stripe.fail("POST", "/meter_events", status=429)
 
     assert world.report(record.id) is UsageOutcome.RETRY
     assert world.report(record.id) is UsageOutcome.NOT_DUE  # backoff
@@ -405,9 +406,9 @@ def test_usage_report_is_retried_until_stripe_accepts(world: World) -> None:
     world.later(3600)
     assert world.report(record.id) is UsageOutcome.REPORTED
 
-    [event] = world.meter.events.values()
+    [event] = world.stripe.meter_events.values()
     assert event["payload"]["value"] == "2.5"
-    assert len({r["identifier"] for r in world.meter.requests}) == 1
+    assert len({r["identifier"] for r in world.stripe.meter_requests}) == 1
     assert world.report(record.id) is UsageOutcome.NOT_DUE
 
 

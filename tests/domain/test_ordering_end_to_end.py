@@ -41,7 +41,8 @@ from tests.domain.billing_support import (
     subscription_object,
 )
 from tests.factories import github_headers, stripe_event_body, stripe_headers
-from tests.fakes.providers import FakeProviders, FakeStripe
+from tests.fakes.providers import FakeProviders
+from tests.fakes.stripe import FakeStripe
 from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
 pytestmark = pytest.mark.slow
