@@ -19,8 +19,9 @@ import respx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import jobs, ledger
-from domain.accounts import ensure_account, link_customer
+from domain import job_specs, jobs, ledger
+from domain.account_opening import ensure_account
+from domain.accounts import link_customer
 from domain.clients import github_app, stripe_client
 from domain.installations import (
     InstallationFacts,
@@ -67,7 +68,7 @@ def job_settings(settings: Settings, **overrides: Any) -> Settings:
     return Settings(**{**settings.model_dump(), **values})
 
 
-def spec(**changes: Any) -> jobs.JobSpec:
+def spec(**changes: Any) -> job_specs.JobSpec:
     document: dict[str, Any] = {
         "account": LOGIN,
         "installation": INSTALLATION,
@@ -79,7 +80,7 @@ def spec(**changes: Any) -> jobs.JobSpec:
         "required_credits": 3,
     }
     document.update(changes)
-    return jobs.parse_spec(document)
+    return job_specs.parse_spec(document)
 
 
 @dataclass

@@ -10,8 +10,9 @@ import pytest
 import respx
 from sqlalchemy import BigInteger
 
-from domain import ledger
-from domain.accounts import account_for_customer, ensure_account, link_customer
+from domain import account_locks, ledger
+from domain.account_opening import ensure_account
+from domain.accounts import account_for_customer, link_customer
 from domain.packs import CreditPack, PackSpec, list_packs, set_pack
 from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
@@ -333,7 +334,7 @@ def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_appli
     runtime = runtimes.configure(settings, engine=engine)
     [row] = record(engine, stored(stripe_event(COMPLETED, checkout_session(1, pack=PRO))))
     with sessions() as other_batch, other_batch.begin():
-        ledger.lock_account(other_batch, 1)
+        account_locks.lock_account(other_batch, 1)
         assert process_pass(runtime, [row.id]) == {Outcome.RELEASED: 1}  # no wait, no attempt
     assert process_pass(runtime, [row.id]) == {}  # not taken straight back
     time.sleep(BUSY_ACCOUNT_DELAY.total_seconds())

@@ -9,6 +9,7 @@ import respx
 from starlette.testclient import TestClient
 
 from domain import jobs, ledger
+from domain.accounts import Account
 from domain.subscriptions import subscription
 from ingress.app import create_app
 from outbox import store
@@ -67,7 +68,7 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
         assert ledger.balance(s, 77) == Decimal(50 + 85)
         grants = [e for e in ledger.history(s, 77) if e.key.startswith("pack:")]
         assert len(grants) == 1 and grants[0].event_id in (first["id"], other["id"])
-        assert s.get(ledger.Account, 77).stripe_customer_id == "cus_e2e"
+        assert s.get(Account, 77).stripe_customer_id == "cus_e2e"
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import respx
 
-from domain import ledger
+from domain import holds, ledger
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
 from outbox.handling import RetryLater
@@ -82,11 +82,11 @@ def test_a_refund_never_takes_credits_reserved_by_a_hold(sessions, table):
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 30, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 30, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 1499)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (30, 0, 30)
-        assert ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert holds.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
         assert ledger.balance(s, 1) == 0
 
 
@@ -94,27 +94,27 @@ def test_refunded_credits_a_job_held_are_never_spendable_once_the_job_fails(sess
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 85, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 85, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 1499)  # nothing available: all 85 become debt
     with transaction(sessions) as s:
-        assert ledger.release_hold(s, "hold:job:1", now=NOW)  # the job failed
-        assert not ledger.release_hold(s, "hold:job:1", now=NOW)
+        assert holds.release_hold(s, "hold:job:1", now=NOW)  # the job failed
+        assert not holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (0, 0, 0)
         assert ledger.history(s, 1)[-1].key == "settle:hold:job:1"
         with pytest.raises(ledger.InsufficientCredits):
-            ledger.hold(s, 1, 1, key="hold:job:2", now=NOW)
+            holds.hold(s, 1, 1, key="hold:job:2", now=NOW)
 
 
 def test_a_released_hold_pays_the_debt_and_frees_only_what_was_not_refunded(sessions, table):
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 60, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 750, cents=1500)  # 42.5 credits: 25 available, 17.5 as debt
     with transaction(sessions) as s:
         assert (ledger.available(s, 1), ledger.debt(s, 1)) == (0, D("17.5"))
-        ledger.release_hold(s, "hold:job:1", now=NOW)
+        holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (
             D("42.5"), D("42.5"), 0,
@@ -127,8 +127,8 @@ def test_a_hold_released_with_no_debt_writes_no_entry(sessions, table):
     seed(sessions, 1)
     bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 60, key="hold:job:1", now=NOW)
-        ledger.release_hold(s, "hold:job:1", now=NOW)
+        holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
+        holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert ledger.available(s, 1) == 85 and len(ledger.history(s, 1)) == 1
 

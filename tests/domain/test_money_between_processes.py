@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import installations as inst
 from domain import jobs, ledger
-from domain.accounts import ensure_account, link_customer
+from domain.account_opening import ensure_account
+from domain.accounts import link_customer
 from domain.installations import (
     InstallationFacts,
     RepositoryFacts,
