@@ -32,7 +32,7 @@ from githubkit import AppAuthStrategy, GitHub
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import job_queue, jobs, usage
+from domain import job_queue, jobs, usage, usage_reports
 from domain.clients import NotConfigured, github_app, stripe_client
 from domain.pull_requests import (
     GitHubRefused,
@@ -196,7 +196,7 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     """Report one usage record to the Stripe meter (nothing happens when it is not due)."""
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
-        claimed = usage.claim_usage(
+        claimed = usage_reports.claim_usage(
             session,
             record_id,
             now=work.clock(),
@@ -207,11 +207,11 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     if claimed is None:
         return UsageOutcome.NOT_DUE
     try:
-        accepted = usage.report(work.stripe(), claimed)
-    except (usage.StripeUnavailable, NotConfigured) as exc:
-        uncertain = isinstance(exc, usage.StripeUnavailable) and exc.uncertain
+        accepted = usage_reports.report(work.stripe(), claimed)
+    except (usage_reports.StripeUnavailable, NotConfigured) as exc:
+        uncertain = isinstance(exc, usage_reports.StripeUnavailable) and exc.uncertain
         with transaction(work.sessions) as session:
-            kept = usage.report_failed(
+            kept = usage_reports.report_failed(
                 session,
                 claimed,
                 str(exc),
@@ -224,7 +224,7 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
         return UsageOutcome.RETRY if kept else UsageOutcome.LEASE_LOST
     note = None if accepted else "Stripe already had this meter event"
     with transaction(work.sessions) as session:
-        done = usage.mark_reported(session, claimed, now=work.clock(), note=note)
+        done = usage_reports.mark_reported(session, claimed, now=work.clock(), note=note)
     if not done:
         return UsageOutcome.LEASE_LOST
     return UsageOutcome.REPORTED if accepted else UsageOutcome.ALREADY_REPORTED
@@ -274,5 +274,5 @@ def ring_usage(ids: list[int]) -> None:
 
 register_sweep_source(SweepSource("pr_jobs", find_due=job_queue.due_job_ids, enqueue=ring_jobs))
 register_sweep_source(
-    SweepSource("usage_records", find_due=usage.due_usage_ids, enqueue=ring_usage)
+    SweepSource("usage_records", find_due=usage_reports.due_usage_ids, enqueue=ring_usage)
 )

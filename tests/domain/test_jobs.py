@@ -15,7 +15,7 @@ from domain import job_queue, job_specs, jobs, ledger
 from domain.installations import Installation as InstallationRow
 from domain.installations import RepositoryFacts, mark_deleted, remove_repositories
 from domain.pull_requests import open_pull_request
-from domain.usage import due_usage_ids
+from domain.usage_reports import due_usage_ids
 from outbox.db import transaction
 from outbox.store import new_lease_owner
 from processors.jobs import JobOutcome, UsageOutcome
