@@ -193,10 +193,9 @@ def drill(url: str, scenario: Scenario, tmp: Path) -> Iterator[Drill]:
             github_api_url=fake.url,
             onboarding_pr_enabled="true",
             welcome_credits=50,
-            # Short, so that a killed worker's rows come back within the drill; not so short
-            # that a pass slowed by a loaded machine outlives it. At 3 s, on a 2-core machine
-            # under a load average of 8, passes lost their leases to each other over and over
-            # (rows at attempt 24) and the fault-free drill timed out.
+            # Short, so that a killed worker's rows come back within the drill; long enough
+            # that a pass slowed by a loaded 2-core machine keeps its lease (with leases of a
+            # few seconds, passes take rows from each other over and over and never finish).
             lease_seconds=10,
             retry_base_seconds=0.2,
             retry_max_delay_seconds=2,
