@@ -33,6 +33,7 @@ from tests.domain.billing_support import (
     table_for,
 )
 from tests.factories import incoming, record
+from tests.fakes.stripe import FakeStripe
 
 COMPLETED = "checkout.session.completed"
 ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -98,17 +99,11 @@ def test_line_items_are_fetched_from_stripe_when_the_event_does_not_carry_them(
     seed(sessions, 1)
     table = table_for(database_url, stripe_api_key="sk_test_x")
     obj = checkout_session(1)
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
-        route = stripe.get(f"/v1/checkout/sessions/{obj['id']}/line_items").respond(
-            json={
-                "object": "list",
-                "url": f"/v1/checkout/sessions/{obj['id']}/line_items",
-                "has_more": False,
-                "data": [line_item(PRO, 2), line_item(ORGANISME)],
-            }
-        )
+    with respx.mock() as router:
+        stripe = FakeStripe(router, api_key="sk_test_x")
+        stripe.add_checkout_session(obj, [line_item(PRO, 2), line_item(ORGANISME)])
         deliver(sessions, table, stripe_event(COMPLETED, obj))
-    assert route.calls.last.request.headers["authorization"] == "Bearer sk_test_x"
+    assert stripe.calls == [("GET", f"/v1/checkout/sessions/{obj['id']}/line_items")]
     assert balance(sessions) == Decimal(85 * 2 + 250)
     with transaction(sessions) as s:
         assert purchase_for_session(s, obj["id"]).description == "Pro x2, Organisme"
@@ -120,9 +115,10 @@ def test_line_items_the_event_carries_need_no_stripe_call(sessions, database_url
     obj = checkout_session(
         1, line_items={"object": "list", "has_more": False, "data": [line_item(PRO)]}
     )
-    with respx.mock(base_url=STRIPE_BASE) as stripe:
+    with respx.mock(assert_all_called=False) as router:
+        stripe = FakeStripe(router)
         deliver(sessions, table, stripe_event(COMPLETED, obj))
-    assert not stripe.calls
+    assert stripe.calls == []
     assert balance(sessions) == Decimal(85)
 
 

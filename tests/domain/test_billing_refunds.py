@@ -15,7 +15,6 @@ from tests.domain.billing_support import (
     NOW,
     PACK_CENTS,
     PRO,
-    STRIPE_BASE,
     bought_pro,
     charge,
     checkout_session,
@@ -24,6 +23,7 @@ from tests.domain.billing_support import (
     stripe_event,
     table_for,
 )
+from tests.fakes.stripe import FakeStripe
 
 REFUNDED = "charge.refunded"
 D = Decimal
@@ -157,9 +157,9 @@ def test_a_refund_of_a_subscription_invoice_is_not_a_pack_refund(sessions, table
 def test_with_the_api_a_charge_no_checkout_made_is_left_alone(sessions, database_url):
     seed(sessions, 1, welcome="10")
     table = table_for(database_url, stripe_api_key="sk_test_x")
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
-        stripe.get("/v1/checkout/sessions", params={"payment_intent": "pi_other"}).respond(
-            json={"object": "list", "url": "/v1/checkout/sessions", "has_more": False, "data": []}
-        )
+    with respx.mock() as router:
+        stripe = FakeStripe(router, api_key="sk_test_x")
+        stripe.add_checkout_session({"id": "cs_paid", "payment_intent": "pi_paid"})
         deliver(sessions, table, stripe_event(REFUNDED, charge("pi_other", 2000, 2000)))
+    assert stripe.calls == [("GET", "/v1/checkout/sessions")]
     assert standing(sessions) == (D(10), D(0))

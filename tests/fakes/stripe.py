@@ -59,7 +59,15 @@ class FakeStripe:
     request's `idempotency_key`).
     """
 
-    def __init__(self, router: respx.MockRouter | None = None, base_url: str = STRIPE_BASE):
+    def __init__(
+        self,
+        router: respx.MockRouter | None = None,
+        base_url: str = STRIPE_BASE,
+        *,
+        api_key: str | None = None,
+    ) -> None:
+        #: The secret key Stripe accepts; None: any.
+        self.api_key = api_key
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         self.line_items: dict[str, list[dict[str, Any]]] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
@@ -122,6 +130,11 @@ class FakeStripe:
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            message = "Invalid API Key provided"
+            return httpx.Response(401, json=stripe_error(message, kind="authentication_error"))
         if path == METER_EVENTS and method == "POST":
             return self._meter_event(request)
         items = re.fullmatch(r"/v1/checkout/sessions/([^/]+)/line_items", path)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import respx
 import stripe
 from githubkit.exception import RequestFailed
 
@@ -13,6 +14,7 @@ from domain.clients import github_app, stripe_client
 from outbox.settings import Settings
 from tests.fakes.github import throwaway_private_key
 from tests.fakes.providers import FakeProviders
+from tests.fakes.stripe import STRIPE_BASE, FakeStripe
 
 REPO = "octo/app"
 
@@ -149,3 +151,15 @@ def test_stripe_events_are_listed_newest_first_in_pages(fake: FakeProviders) -> 
     assert [e["id"] for e in page["data"]] == ["evt_2", "evt_1"] and page["has_more"]
     rest = httpx.get(f"{fake.url}/v1/events", params={"starting_after": "evt_1"}).json()
     assert [e["id"] for e in rest["data"]] == ["evt_0"]
+
+
+def test_through_respx_the_stripe_fake_refuses_a_key_it_was_not_given() -> None:
+    with respx.mock() as router:
+        fake_stripe = FakeStripe(router, api_key="sk_test_right")
+        fake_stripe.subscriptions["sub_1"] = {"id": "sub_1", "object": "subscription"}
+        right = Settings(stripe_api_key="sk_test_right", stripe_api_base=STRIPE_BASE)
+        wrong = Settings(stripe_api_key="sk_test_wrong", stripe_api_base=STRIPE_BASE)
+        assert stripe_client(right).v1.subscriptions.retrieve("sub_1").id == "sub_1"
+        with pytest.raises(stripe.AuthenticationError):
+            stripe_client(wrong).v1.subscriptions.retrieve("sub_1")
+    assert fake_stripe.calls == [("GET", "/v1/subscriptions/sub_1")] * 2
