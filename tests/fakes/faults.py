@@ -67,3 +67,29 @@ class Faults:
             return fault.answer()
         response = answer(request)
         return response if fault is None else fault.answer()
+
+
+class InjectsFaults:
+    """What a provider fake offers to make its calls fail: `fail(...)`, and `faults` to
+    consult (`faults.around`) when it answers a call. `fault_body` is the provider's error
+    document for a status."""
+
+    faults: Faults
+
+    def fail(
+        self,
+        method: str,
+        path_suffix: str,
+        *,
+        status: int = 500,
+        store: bool = False,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | list[Any] | None = None,
+    ) -> None:
+        """Answer the next `times` matching calls with `status` (after doing them if `store`)."""
+        answer = self.fault_body(status) if body is None else body
+        self.faults.add(Fault(method, path_suffix, status, store, answer, headers or {}, times))
+
+    def fault_body(self, status: int) -> dict[str, Any]:
+        raise NotImplementedError

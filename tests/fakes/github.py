@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import CORPUS
-from tests.fakes.faults import Fault, Faults
+from tests.fakes.faults import Faults, InjectsFaults
 
 API_URL = "https://api.github.test"
 _PULL_TEMPLATE: dict[str, Any] = json.loads(
@@ -111,7 +111,7 @@ class HookDeliveries:
         return None
 
 
-class FakeGitHub:
+class FakeGitHub(InjectsFaults):
     """GitHub in memory, answering through `router` (respx) or `serve` (any transport)."""
 
     def __init__(self, router: respx.MockRouter | None = None, base_url: str = API_URL) -> None:
@@ -138,20 +138,8 @@ class FakeGitHub:
         self.repos[full_name.lower()] = repo
         return repo
 
-    def fail(
-        self,
-        method: str,
-        path_suffix: str,
-        *,
-        status: int = 500,
-        store: bool = False,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        body: dict[str, Any] | list[Any] | None = None,
-    ) -> None:
-        """Answer the next `times` matching calls with `status` (after doing them if `store`)."""
-        answer = {"message": "Server Error"} if body is None else body
-        self.faults.add(Fault(method, path_suffix, status, store, answer, headers or {}, times))
+    def fault_body(self, status: int) -> dict[str, Any]:
+        return {"message": "Server Error"}
 
     def rate_limit(self, method: str, path_suffix: str, *, times: int = 1) -> None:
         """GitHub's primary rate limit: 403 with no requests remaining until a reset."""

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import httpx
 import respx
 
-from tests.fakes.faults import Fault, Faults
+from tests.fakes.faults import Faults, InjectsFaults
 
 STRIPE_BASE = "https://stripe.test"
 METER_EVENTS = "/v1/billing/meter_events"
@@ -50,7 +50,7 @@ def form_to_nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return result
 
 
-class FakeStripe:
+class FakeStripe(InjectsFaults):
     """Stripe in memory, answering through `router` (respx) or `serve` (any transport).
 
     `meter_events[identifier]` is each meter event Stripe kept, `accepted[identifier]` how
@@ -91,20 +91,9 @@ class FakeStripe:
         self.checkout_sessions[session["id"]] = session
         self.line_items[session["id"]] = items or []
 
-    def fail(
-        self,
-        method: str,
-        path_suffix: str,
-        *,
-        status: int = 500,
-        store: bool = False,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer the next `times` matching calls with `status` (after doing them if `store`)."""
+    def fault_body(self, status: int) -> dict[str, Any]:
         kind = "rate_limit_error" if status == 429 else "api_error"
-        body = stripe_error("injected failure", kind=kind)
-        self.faults.add(Fault(method, path_suffix, status, store, body, headers or {}, times))
+        return stripe_error("injected failure", kind=kind)
 
     # --- serving ----------------------------------------------------------------------------
 
