@@ -1,9 +1,10 @@
 """Injected failures for the provider fakes: the one mechanism both GitHub and Stripe use.
 
-`faults.add(Fault("POST", "/pulls", 500, store=True, ...))` answers the next matching call
-with 500 after doing it (GitHub stored the pull request, then its answer was lost);
-`store=False` answers before doing anything. Faults match in the order they were added, each
-`times` times, so `fail(..., status=500)` then `fail(..., status=429)` fail two calls in turn.
+`fake.fail("POST", "/pulls", status=500, store=True)` answers the next matching call with
+500 after doing it (GitHub stored the pull request, then its answer was lost);
+`store=False` answers before doing anything. Faults match in the order they were added,
+each `times` times, so `fail(..., status=500)` then `fail(..., status=429)` fail two calls
+in turn.
 """
 
 from __future__ import annotations
