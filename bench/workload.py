@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from bench.loadgen import build_request
-from domain.accounts import ensure_account
+from domain.account_opening import ensure_account
 from domain.ledger import CreditEntry
 from domain.packs import load_packs, read_pack_file
 from ingress.signatures import stripe_signature

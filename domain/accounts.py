@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -25,14 +24,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from outbox.db import Base, UTCDateTime
 from outbox.fields import as_int64
-
-#: Ledger key of an account's welcome grant: one per account, ever.
-WELCOME_KEY = "welcome:{account_id}"
 
 
 class UnknownAccount(LookupError):
@@ -58,49 +53,6 @@ class Account(Base):
     __table_args__ = (
         UniqueConstraint("stripe_customer_id", name="uq_accounts_stripe_customer_id"),
     )
-
-
-def ensure_account(
-    session: Session,
-    account_id: int,
-    *,
-    login: str | None = None,
-    kind: str | None = None,
-    now: datetime,
-    welcome_credits: Decimal,
-) -> tuple[Account, bool]:
-    """The account, created if new (with its welcome grant, once); True when it was created.
-
-    Safe when two transactions create the same account at once: one inserts, the other
-    waits for it and finds the row. A login or kind given for an existing account updates it
-    (GitHub logins change on rename; the id does not).
-    """
-    from domain import ledger  # the ledger's entries reference accounts
-
-    values = {"id": account_id, "login": login, "kind": kind, "created_at": now}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted = insert(Account).values(values).on_conflict_do_nothing(index_elements=["id"])
-    created = session.execute(inserted.returning(Account.id)).first() is not None
-    account = session.execute(
-        select(Account).where(Account.id == account_id).execution_options(populate_existing=True)
-    ).scalar_one()
-    if not created:
-        if login is not None and account.login != login:
-            account.login = login
-        if kind is not None and account.kind != kind:
-            account.kind = kind
-        return account, False
-    if welcome_credits > 0:
-        ledger.credit(
-            session,
-            account_id,
-            welcome_credits,
-            key=WELCOME_KEY.format(account_id=account_id),
-            reason="welcome grant",
-            now=now,
-        )
-    return account, True
 
 
 def find_account(session: Session, ref: str) -> Account | None:
@@ -182,8 +134,8 @@ def link_customers(session: Session, links: Iterable[tuple[int, str]], *, now: d
         return
     pairs = sorted(chosen.items())
     if session.get_bind().dialect.name == "postgresql":
-        # One statement over two arrays: a statement per pair cost a batch of 50
-        # realistic checkouts a quarter of its time (bench/mix.py).
+        # One statement over two arrays, not one per pair: a batch links its customers in
+        # one round trip, whatever its size.
         accounts, customers = zip(*pairs, strict=True)
         session.execute(
             _LINK_ALL_IF_FREE,

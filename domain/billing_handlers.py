@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import disputes, ledger, purchases, stripe_objects, stripe_reads
+from domain import account_locks, disputes, purchases, stripe_objects, stripe_reads
 from domain.accounts import (
     Account,
     CustomerAlreadyLinked,
@@ -52,7 +52,7 @@ DISPUTE_CLOSED = "charge.dispute.closed"
 def billing_handlers(settings: Settings) -> HandlerTable:
     """Billing's entries of the dispatch table, configured from `settings`."""
     fetch = settings.stripe_api_key is not None
-    lock = ledger.try_lock_accounts
+    lock = account_locks.try_lock_accounts
     grant = Handler(
         "grant_pack",
         apply=apply_checkout,
@@ -250,7 +250,7 @@ def apply_checkouts(
             grants.append((index, event, grant))
     if not grants:
         return results
-    accounts = ledger.lock_accounts(session, (g.checkout.account_id for _, _, g in grants))
+    accounts = account_locks.lock_accounts(session, (g.checkout.account_id for _, _, g in grants))
     ready = []
     for index, event, grant in grants:
         if grant.checkout.account_id not in accounts:

@@ -35,7 +35,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain import ledger
+from domain import account_locks, ledger
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.purchases import CreditPurchase
 from outbox.db import Base, UTCDateTime
@@ -116,7 +116,7 @@ def apply_dispute(
 ) -> ledger.CreditEntry | None:
     """Move what the dispute takes back to what this event says (see the module doc);
     the ledger entry written, or None when nothing changed."""
-    ledger.lock_account(session, purchase.account_id)
+    account_locks.lock_account(session, purchase.account_id)
     session.refresh(purchase)
     row = _dispute_row(session, dispute.dispute_id)
     if row is None:

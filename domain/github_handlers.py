@@ -17,10 +17,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from domain import account_locks
 from domain import installations as inst
-from domain import ledger
-from domain.accounts import ensure_account
-from domain.jobs import JobOrigin, JobSpec, PrJob, submit
+from domain.account_opening import ensure_account
+from domain.job_specs import JobSpec
+from domain.jobs import JobOrigin, PrJob, submit
 from domain.pull_requests import FileChange
 from outbox.fields import as_time
 from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure
@@ -56,7 +57,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
             )
             effect(session, event, installation, news)
 
-        return Handler(name=name, apply=apply, lock_accounts=ledger.try_lock_accounts)
+        return Handler(name=name, apply=apply, lock_accounts=account_locks.try_lock_accounts)
 
     def onboard(
         session: Session,
@@ -138,7 +139,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
     entries = {
         "installation.created": installation_event("record_installation", created, reinstall=True),
         "installation.deleted": Handler(
-            name="delete_installation", apply=deleted, lock_accounts=ledger.try_lock_accounts
+            name="delete_installation", apply=deleted, lock_accounts=account_locks.try_lock_accounts
         ),
         "installation.suspend": installation_event(
             "suspend_installation", suspend, makes_account=False

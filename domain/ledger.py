@@ -10,21 +10,11 @@ available, and the rest is recorded as debt on the same entry (`debt_change` > 0
 credits pay the debt first (`debt_change` < 0 on their entry) and only the remainder reaches
 the balance. The debt, too, is a sum over the ledger.
 
-Holds reserve credits for work in progress (a PR job): `available` is the balance minus the
-open holds, and spends, holds and refunds only ever take from `available`, so capturing a
-hold can never drive the balance below zero.
+`available` is the balance minus the open holds (credits reserved for work in progress,
+domain/holds.py); spends and refunds only ever take from `available`.
 
-Debt is settled first from any credits that come back to the account, a released hold
-included: a refund that found its credits held records debt, and releasing that hold (the
-job failed) must not make refunded credits spendable again. Releasing a hold of H while the
-account owes D writes one entry `settle:<hold key>` of amount -min(H, D) and debt_change
--min(H, D); only the rest becomes available. So `available` never exceeds the credits paid
-for and not taken back, the debt never goes below zero, and neither does the balance.
-A captured hold (the work succeeded) is debited as usual, and any debt stays owed.
-
-Every write first locks the account's row (`SELECT … FOR UPDATE` on Postgres; SQLite
-serialises writers with BEGIN IMMEDIATE, see outbox/db.py), then checks the key, then the
-balance: two concurrent spends of one account run one after the other.
+Every write first locks the account's row (domain/account_locks.py), then checks the key,
+then the balance: two concurrent spends of one account run one after the other.
 """
 
 from __future__ import annotations
@@ -49,7 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain.accounts import Account, UnknownAccount
+from domain.account_locks import lock_account, lock_accounts
+from domain.accounts import UnknownAccount
 from domain.credits import (
     Credits,
     InvalidAmount,
@@ -59,27 +50,6 @@ from domain.credits import (
 )
 from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
 from outbox.models import BigId
-
-__all__ = [
-    "CreditEntry",
-    "CreditHold",
-    "InsufficientCredits",
-    "InvalidAmount",
-    "KeyReused",
-    "available",
-    "balance",
-    "capture_hold",
-    "credit",
-    "credit_many",
-    "debt",
-    "hold",
-    "lock_account",
-    "lock_accounts",
-    "parse_credits",
-    "release_hold",
-    "spend",
-    "try_lock_accounts",
-]
 
 ZERO = Decimal("0.0000")
 
@@ -179,103 +149,6 @@ class Standing:
 
 
 # --- reads ---------------------------------------------------------------------------
-
-
-def lock_account(session: Session, account_id: int) -> None:
-    """Lock the account's row until the transaction ends (UnknownAccount if there is none).
-
-    On Postgres this is `SELECT … FOR UPDATE`: every writer of one account's credits waits
-    here for the previous one to commit, then reads the balance that one left. SQLite
-    has no row locks, but a transaction there already holds the database's write lock.
-    A second call in the same transaction (a grant that then credits) asks nothing again:
-    the lock is already held until that transaction ends.
-    """
-    if account_id not in lock_accounts(session, [account_id]):
-        raise UnknownAccount(f"no account with id {account_id}")
-
-
-def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
-    """Lock the rows of these accounts until the transaction ends; the ids that exist.
-
-    One statement, locking in ascending id order: two transactions that lock overlapping
-    sets of accounts this way wait for each other instead of deadlocking.
-    """
-    held, own = _held_locks(session)
-    wanted = set(account_ids)
-    missing = sorted(wanted - held)
-    if missing:
-        fresh = {account_id for (account_id,) in _LOCK_ACCOUNTS.rows(session, missing)}
-        own.update(fresh)
-        held |= fresh
-    return wanted & held
-
-
-def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
-    """Lock the rows of these accounts that no other transaction holds now, in ascending
-    id order, without waiting; the ids another transaction holds (busy: their writes wait
-    for another batch). An id with no account is not busy: its writer finds it missing.
-
-    A batch of events takes its accounts this way (processors/apply.py): it never waits
-    for another batch's accounts, so two batches never deadlock, and the rows whose
-    accounts are busy are handed to a later batch instead of keeping this one waiting.
-    SQLite has no row locks (a transaction holds the database's write lock): never busy.
-    """
-    held, own = _held_locks(session)
-    wanted = set(account_ids)
-    missing = sorted(wanted - held)
-    if not missing:
-        return set()
-    fresh = {account_id for (account_id,) in _TRY_LOCK_ACCOUNTS.rows(session, missing)}
-    own.update(fresh)
-    if len(fresh) == len(missing):
-        return set()
-    unlocked = [account_id for account_id in missing if account_id not in fresh]
-    return {account_id for (account_id,) in _EXISTING_ACCOUNTS.rows(session, unlocked)}
-
-
-_LOCKS = "ledger_account_locks"
-_TRY_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id)
-        .where(one_of(Account.id))
-        .order_by(Account.id)
-        .with_for_update(skip_locked=True)
-    )
-)
-_EXISTING_ACCOUNTS = ListQuery(lambda one_of: select(Account.id).where(one_of(Account.id)))
-_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id).where(one_of(Account.id)).order_by(Account.id).with_for_update()
-    )
-)
-
-
-def _held_locks(session: Session) -> tuple[set[int], set[int]]:
-    """The accounts locked by the session's current transaction or a savepoint still open in
-    it, and the record that locks taken now go to (the innermost savepoint's).
-
-    A lock taken inside a savepoint is released if that savepoint rolls back, so each
-    savepoint keeps its own record, forgotten once it has ended.
-    """
-    innermost = session.get_nested_transaction() or session.get_transaction()
-    if innermost is None:
-        return set(), set()
-    open_ones: list[Any] = []
-    step: Any = innermost
-    while step is not None:
-        open_ones.append(step)
-        step = step.parent
-    records: dict[int, tuple[Any, set[int]]] = session.info.setdefault(_LOCKS, {})
-    for key in [k for k, (t, _) in records.items() if not any(t is o for o in open_ones)]:
-        del records[key]
-    held: set[int] = set()
-    for transaction in open_ones:
-        record = records.get(id(transaction))
-        if record is not None and record[0] is transaction:
-            held |= record[1]
-    if records.get(id(innermost), (None,))[0] is not innermost:
-        records[id(innermost)] = (innermost, set())
-    return held, records[id(innermost)][1]
 
 
 def balance(session: Session, account_id: int) -> Decimal:
@@ -422,7 +295,7 @@ def credit(
     [entry] = _credit_entries(session, [one], now)
     if entry is None:
         return None
-    return _append(
+    return append_entry(
         session, account_id, entry.amount, entry.debt_change, key=key, reason=reason, now=now,
         event_id=event_id, job_id=job_id,
     )  # fmt: skip
@@ -491,8 +364,8 @@ def spend(
     lock_account(session, account_id)
     if entry_for_key(session, key) is not None:
         return None
-    _require_available(session, account_id, amount)
-    return _append(
+    require_available(session, account_id, amount)
+    return append_entry(
         session, account_id, -amount, ZERO, key=key, reason=reason, now=now,
         event_id=event_id, job_id=job_id,
     )  # fmt: skip
@@ -517,7 +390,7 @@ def take_back(
     if entry_for_key(session, key) is not None:
         return None
     taken = max(ZERO, min(amount, available(session, account_id)))
-    return _append(
+    return append_entry(
         session, account_id, -taken, amount - taken, key=key, reason=reason, now=now,
         event_id=event_id,
     )  # fmt: skip
@@ -552,92 +425,6 @@ def adjust(
     return spend(session, account_id, -amount, key=key, reason=reason, now=now)
 
 
-def hold(
-    session: Session,
-    account_id: int,
-    amount: Decimal | int | str,
-    *,
-    key: str,
-    now: datetime,
-    job_id: int | None = None,
-) -> CreditHold:
-    """Reserve credits (InsufficientCredits if short); the same key returns the same hold."""
-    amount = positive_credits(amount)
-    lock_account(session, account_id)
-    existing = _hold_for_key(session, key)
-    if existing is not None:
-        return existing
-    _require_available(session, account_id, amount)
-    row = CreditHold(key=key, account_id=account_id, amount=amount, job_id=job_id, created_at=now)
-    session.add(row)
-    session.flush()
-    return row
-
-
-#: Ledger key of the entry that pays debt from a released hold.
-SETTLE_KEY = "settle:{hold_key}"
-
-
-def release_hold(session: Session, key: str, *, now: datetime) -> bool:
-    """Give a hold's credits back; False if there is no such open hold (released or captured).
-
-    Debt is paid first: while the account owes D, releasing a hold of H writes one entry
-    `settle:<hold key>` of amount -min(H, D), debt_change -min(H, D) (so credits a refund
-    took back while they were held never become available again); the rest is available.
-    """
-    row = _open_hold_locked(session, key)
-    if row is None:
-        return False
-    row.released_at = now
-    owed = debt(session, row.account_id)
-    settled = min(row.amount, owed)
-    if settled > 0:
-        _append(
-            session, row.account_id, -settled, -settled, key=SETTLE_KEY.format(hold_key=key),
-            reason="released hold pays debt", now=now, job_id=row.job_id,
-        )  # fmt: skip
-    session.flush()
-    return True
-
-
-def capture_hold(
-    session: Session,
-    key: str,
-    *,
-    ledger_key: str,
-    reason: str,
-    now: datetime,
-    job_id: int | None = None,
-) -> CreditEntry | None:
-    """Turn an open hold into one debit of its amount; None when it was already captured.
-
-    A hold released before its capture (its work came back after all) is charged as a plain
-    spend, which raises InsufficientCredits if the credits have gone meanwhile. No hold
-    with this key at all: LookupError.
-    """
-    row = _hold_for_key(session, key)
-    if row is None:
-        raise LookupError(f"no credit hold with key {key!r}")
-    lock_account(session, row.account_id)
-    session.refresh(row)
-    if row.captured_at is not None or entry_for_key(session, ledger_key) is not None:
-        return None
-    job_id = job_id if job_id is not None else row.job_id
-    if row.released_at is not None:
-        return spend(
-            session, row.account_id, row.amount, key=ledger_key, reason=reason, now=now,
-            job_id=job_id,
-        )  # fmt: skip
-    # The held amount is already counted out of `available`, and the balance covers every
-    # open hold, so this debit cannot drive the balance below zero.
-    row.captured_at = now
-    row.ledger_key = ledger_key
-    return _append(
-        session, row.account_id, -row.amount, ZERO, key=ledger_key, reason=reason, now=now,
-        job_id=job_id,
-    )  # fmt: skip
-
-
 # --- steps ---------------------------------------------------------------------------
 
 
@@ -654,26 +441,14 @@ def _require_same_adjustment(first: CreditEntry, account_id: int, amount: Decima
     )
 
 
-def _require_available(session: Session, account_id: int, amount: Decimal) -> None:
+def require_available(session: Session, account_id: int, amount: Decimal) -> None:
+    """InsufficientCredits unless the account may take `amount` now."""
     have = available(session, account_id)
     if have < amount:
         raise InsufficientCredits(account_id, amount, have)
 
 
-def _hold_for_key(session: Session, key: str) -> CreditHold | None:
-    return session.execute(select(CreditHold).where(CreditHold.key == key)).scalar_one_or_none()
-
-
-def _open_hold_locked(session: Session, key: str) -> CreditHold | None:
-    row = _hold_for_key(session, key)
-    if row is None:
-        return None
-    lock_account(session, row.account_id)
-    session.refresh(row)
-    return row if row.is_open else None
-
-
-def _append(
+def append_entry(
     session: Session,
     account_id: int,
     amount: Decimal,
@@ -685,6 +460,7 @@ def _append(
     event_id: int | None = None,
     job_id: int | None = None,
 ) -> CreditEntry:
+    """Write one entry as given; the caller has locked the account and applied the rules."""
     row = CreditEntry(
         key=key,
         account_id=account_id,

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain import ledger
+from domain import account_locks, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
@@ -167,7 +167,7 @@ def grant_packs(
     `credit_purchases` row. A grant whose account is missing, or whose price the catalog
     lacks (unless it was granted before), writes nothing and says why in its place.
     """
-    accounts = ledger.lock_accounts(session, (g.checkout.account_id for g in grants))
+    accounts = account_locks.lock_accounts(session, (g.checkout.account_id for g in grants))
     prices = (line.price_id for grant in grants for line in grant.checkout.lines)
     catalog = packs_for_prices(session, prices)
     results: list[GrantResult] = [None] * len(grants)
@@ -305,7 +305,7 @@ def take_back_refund(
 ) -> ledger.CreditEntry | None:
     """Take back what this refund state adds to the earlier ones; None when it adds nothing
     (an older or repeated state, or credits a dispute of the payment already took back)."""
-    ledger.lock_account(session, purchase.account_id)
+    account_locks.lock_account(session, purchase.account_id)
     session.refresh(purchase)
     target = refunded_share(purchase, refund)
     if target <= purchase.refunded_credits:

@@ -1,12 +1,12 @@
-"""Structured logs: one JSON object per line, with the fields a caller passes in `extra`."""
+"""Structured logs: one JSON object per line on stderr, with the fields a caller passes in
+`extra`, each stamped with its time in UTC (ISO-8601, milliseconds: 2026-12-06T16:43:25.123Z).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import threading
 import time
 from typing import Any
 
@@ -20,7 +20,6 @@ _encode_slowly = json.JSONEncoder(default=str).encode
 
 
 def _encode(entry: dict[str, Any]) -> str:
-    # orjson: a log line in a fifth of the time, which a line per webhook makes count.
     try:
         return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
@@ -31,21 +30,20 @@ def _encode(entry: dict[str, Any]) -> str:
 #: line: such a record is written as one JSON line per dict, each with the record's time,
 #: level, logger and message, exactly as that many records would be. A batch of events
 #: logs its outcomes with one pass through logging's machinery (record, handler lock,
-#: formatter) instead of one pass each, which cost more than writing the lines.
+#: formatter, write) instead of one pass each.
 LINES = "json_lines"
-
-FLUSH_INTERVAL = 0.1  #: seconds an INFO line may wait in a buffered handler's buffer
-BUFFER_BYTES = 64 * 1024  #: characters of log lines a buffered handler holds between writes
 
 
 class JsonFormatter(logging.Formatter):
+    """A record as a JSON line (or lines, see LINES): time, level, logger, message, extras."""
+
     def __init__(self) -> None:
         super().__init__()
-        self._stamp: tuple[int, str] = (-1, "")
+        self._second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self._time(record.created),
+            "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -60,74 +58,25 @@ class JsonFormatter(logging.Formatter):
             entry["error"] = self.formatException(record.exc_info)
         return _encode(entry)
 
-    def _time(self, created: float) -> str:
-        # Formatted once a second: a busy ingress logs thousands of lines within one.
-        second = int(created)
-        stamp = self._stamp
-        if stamp[0] != second:
-            stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(second)))
-            self._stamp = stamp
-        return stamp[1]
+    def _time(self, record: logging.LogRecord) -> str:
+        # The part up to the second is formatted once a second: a busy process logs many
+        # lines within one.
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
 
 
-class BufferedStderrHandler(logging.Handler):
-    """Writes whole lines to stderr in blocks instead of one system call each.
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr at `level`, written by the caller's thread.
 
-    For `outbox serve`, which logs a line per webhook: the write per line cost as much
-    as formatting it. Warnings and errors are written at once; other lines within
-    FLUSH_INTERVAL (a small thread sees to it, so a quiet server still shows its last
-    lines) or as soon as BUFFER_BYTES of them wait.
+    The standard library's StreamHandler: the processes log a record per batch (of
+    webhooks, of events; see LINES), so one write per record is cheap, and handing records
+    to a thread of its own (logging.handlers.QueueHandler) costs more than it saves.
     """
-
-    def __init__(self, fd: int = 2) -> None:
-        super().__init__()
-        self._fd = fd
-        self._lines: list[str] = []
-        self._size = 0
-        self._pending = threading.Event()
-        threading.Thread(target=self._flush_now_and_then, name="log-flush", daemon=True).start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + "\n"
-        except Exception:
-            self.handleError(record)
-            return
-        self._lines.append(line)
-        self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= BUFFER_BYTES:
-            self._write()
-        elif not self._pending.is_set():  # set() takes a lock and notifies: once per flush
-            self._pending.set()
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write()
-
-    def _write(self) -> None:
-        # Called with the handler's lock held (emit runs under it).
-        if not self._lines:
-            return
-        data = "".join(self._lines).encode("utf-8", "backslashreplace")
-        self._lines, self._size = [], 0
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError:  # stderr is gone: the lines are lost, the server goes on
-            return
-
-    def _flush_now_and_then(self) -> None:
-        while True:
-            self._pending.wait()
-            time.sleep(FLUSH_INTERVAL)
-            self._pending.clear()
-            self.flush()
-
-
-def configure_logging(level: str = "INFO", *, buffered: bool = False) -> None:
-    """JSON lines on stderr at `level`; `buffered` for a long-running server (see above)."""
-    handler = BufferedStderrHandler() if buffered else logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     # The JSON lines print none of the caller's file and line, thread or process: the
     # logging HOWTO's "Optimization" switches spare finding them for every record.

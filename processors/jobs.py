@@ -32,7 +32,7 @@ from githubkit import AppAuthStrategy, GitHub
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import jobs, usage
+from domain import job_queue, jobs, usage, usage_reports
 from domain.clients import NotConfigured, github_app, stripe_client
 from domain.pull_requests import (
     GitHubRefused,
@@ -104,7 +104,7 @@ def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     """One attempt at job `job_id` (nothing happens when it is not due)."""
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
-        claim = jobs.claim_job(
+        claim = job_queue.claim_job(
             session, job_id, now=work.clock(), lease=work.lease, owner=owner, policy=work.policy
         )
     if claim.failed is not None:
@@ -132,7 +132,7 @@ def work_on_job(work: JobWork, job_id: int) -> JobOutcome:
     return _succeeded(work, claimed, opened)
 
 
-def _settle_blocked(work: JobWork, claimed: jobs.ClaimedJob, blocked: str) -> JobOutcome:
+def _settle_blocked(work: JobWork, claimed: job_queue.ClaimedJob, blocked: str) -> JobOutcome:
     """A job that may not go on: it succeeds if an earlier attempt opened its pull request,
     else it fails (or waits, when its installation is only suspended and GitHub cannot be
     asked now)."""
@@ -151,10 +151,12 @@ def _settle_blocked(work: JobWork, claimed: jobs.ClaimedJob, blocked: str) -> Jo
     return _succeeded(work, claimed, found)
 
 
-def _succeeded(work: JobWork, claimed: jobs.ClaimedJob, opened: OpenedPullRequest) -> JobOutcome:
+def _succeeded(
+    work: JobWork, claimed: job_queue.ClaimedJob, opened: OpenedPullRequest
+) -> JobOutcome:
     job_id = claimed.id
     with transaction(work.sessions) as session:
-        done = jobs.succeed(
+        done = job_queue.succeed(
             session,
             claimed,
             opened,
@@ -170,18 +172,18 @@ def _succeeded(work: JobWork, claimed: jobs.ClaimedJob, opened: OpenedPullReques
     return JobOutcome.SUCCESS
 
 
-def _failed(work: JobWork, claimed: jobs.ClaimedJob, reason: str) -> JobOutcome:
+def _failed(work: JobWork, claimed: job_queue.ClaimedJob, reason: str) -> JobOutcome:
     with transaction(work.sessions) as session:
-        done = jobs.fail(session, claimed, reason, now=work.clock())
+        done = job_queue.fail(session, claimed, reason, now=work.clock())
     log.info("job failed", extra={"job_id": claimed.id, "reason": reason})
     return JobOutcome.FAILED if done else JobOutcome.LEASE_LOST
 
 
 def _retry(
-    work: JobWork, claimed: jobs.ClaimedJob, reason: str, not_before: timedelta | None
+    work: JobWork, claimed: job_queue.ClaimedJob, reason: str, not_before: timedelta | None
 ) -> JobOutcome:
     with transaction(work.sessions) as session:
-        status = jobs.retry_later(
+        status = job_queue.retry_later(
             session, claimed, reason, now=work.clock(), policy=work.policy, not_before=not_before
         )
     log.info("job attempt failed", extra={"job_id": claimed.id, "reason": reason})
@@ -194,7 +196,7 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     """Report one usage record to the Stripe meter (nothing happens when it is not due)."""
     owner = new_lease_owner()
     with transaction(work.sessions) as session:
-        claimed = usage.claim_usage(
+        claimed = usage_reports.claim_usage(
             session,
             record_id,
             now=work.clock(),
@@ -205,11 +207,11 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
     if claimed is None:
         return UsageOutcome.NOT_DUE
     try:
-        accepted = usage.report(work.stripe(), claimed)
-    except (usage.StripeUnavailable, NotConfigured) as exc:
-        uncertain = isinstance(exc, usage.StripeUnavailable) and exc.uncertain
+        accepted = usage_reports.report(work.stripe(), claimed)
+    except (usage_reports.StripeUnavailable, NotConfigured) as exc:
+        uncertain = isinstance(exc, usage_reports.StripeUnavailable) and exc.uncertain
         with transaction(work.sessions) as session:
-            kept = usage.report_failed(
+            kept = usage_reports.report_failed(
                 session,
                 claimed,
                 str(exc),
@@ -222,7 +224,7 @@ def report_usage_record(work: JobWork, record_id: int) -> UsageOutcome:
         return UsageOutcome.RETRY if kept else UsageOutcome.LEASE_LOST
     note = None if accepted else "Stripe already had this meter event"
     with transaction(work.sessions) as session:
-        done = usage.mark_reported(session, claimed, now=work.clock(), note=note)
+        done = usage_reports.mark_reported(session, claimed, now=work.clock(), note=note)
     if not done:
         return UsageOutcome.LEASE_LOST
     return UsageOutcome.REPORTED if accepted else UsageOutcome.ALREADY_REPORTED
@@ -270,7 +272,7 @@ def ring_usage(ids: list[int]) -> None:
         report_usage.send(record_id)
 
 
-register_sweep_source(SweepSource("pr_jobs", find_due=jobs.due_job_ids, enqueue=ring_jobs))
+register_sweep_source(SweepSource("pr_jobs", find_due=job_queue.due_job_ids, enqueue=ring_jobs))
 register_sweep_source(
-    SweepSource("usage_records", find_due=usage.due_usage_ids, enqueue=ring_usage)
+    SweepSource("usage_records", find_due=usage_reports.due_usage_ids, enqueue=ring_usage)
 )

@@ -25,9 +25,7 @@ GIL_SWITCH_INTERVAL = 0.001
 
 def setup() -> None:
     settings = get_settings()
-    # Buffered like `outbox serve`: a line per event outcome, written in blocks; warnings
-    # and errors are written at once.
-    configure_logging(settings.log_level, buffered=True)
+    configure_logging(settings.log_level)
     runtime.configure(settings).handlers  # noqa: B018  (a bad HANDLER_TABLE stops the boot)
     tracing.configure(settings, "worker")  # in each process: its exporter thread is its own
     setup_broker(settings, in_process=False)

@@ -129,7 +129,8 @@ def add(
 
     For an account that exists already, the login (and the kind, when given) is updated.
     """
-    from domain.accounts import ensure_account, find_account
+    from domain.account_opening import ensure_account
+    from domain.accounts import find_account
     from outbox.db import utcnow
 
     account_id = id_argument(account_id_text, "account id")

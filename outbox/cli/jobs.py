@@ -175,7 +175,7 @@ def submit_job(
     or {"path", "delete": true}]), required_credits, and an optional key (submitting the
     same key again returns the same job).
     """
-    from domain import jobs
+    from domain import job_specs, jobs
     from outbox.db import utcnow
 
     try:
@@ -183,8 +183,8 @@ def submit_job(
     except OSError as exc:
         usage_error(f"cannot read {file}: {exc.strerror or exc}")
     try:
-        spec = jobs.load_spec(text)
-    except jobs.InvalidJobSpec as invalid:
+        spec = job_specs.load_spec(text)
+    except job_specs.InvalidJobSpec as invalid:
         usage_error(f"{file}: {invalid}")
     with command_session() as session:
         try:

@@ -49,7 +49,7 @@ def serve(
     """Run the webhook ingress (uvicorn)."""
     settings = get_settings()
     require_migrated(settings)
-    configure_logging(settings.log_level, buffered=True)
+    configure_logging(settings.log_level)
     from outbox import tracing
     from processors.loop_doorbell import RedisLoopDoorbell
 

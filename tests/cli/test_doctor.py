@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from domain.packs import PackSpec, set_pack
 from outbox.db import transaction, utcnow
 from tests.cli.conftest import NO_REDIS
-from tests.domain.github_fake import throwaway_private_key
+from tests.fakes.github import throwaway_private_key
 
 GITHUB_API = "https://api.github.test"
 STRIPE_EVENTS = "https://api.stripe.com/v1/events"

@@ -70,7 +70,7 @@ def test_account_filter_takes_the_numeric_id(cli, engine):
 
 
 def test_account_filter_takes_a_login_of_a_known_account(cli, engine, sessions):
-    from domain.accounts import ensure_account
+    from domain.account_opening import ensure_account
 
     with transaction(sessions) as session:
         ensure_account(session, 42, login="Octo-Org", now=utcnow(), welcome_credits=Decimal(0))

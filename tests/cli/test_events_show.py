@@ -141,7 +141,7 @@ def test_show_needs_an_id(cli):
 def test_billing_effects_are_wired_in_ledger_entries_shown_with_exact_amounts(
     cli, engine, sessions
 ):
-    from domain.accounts import ensure_account
+    from domain.account_opening import ensure_account
     from domain.ledger import credit
 
     event_id = stored(engine, delivery_id="evt_paid")

@@ -18,7 +18,7 @@ def test_times_are_iso_8601_in_utc_and_decimals_strings():
 
 def test_ledger_and_account_listings_print_iso_times_and_string_amounts(cli, sessions):
     from domain import ledger
-    from domain.accounts import ensure_account
+    from domain.account_opening import ensure_account
 
     with transaction(sessions) as session:
         ensure_account(session, 42, login="octo", now=utcnow(), welcome_credits=Decimal(50))

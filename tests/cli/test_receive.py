@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.accounts import ensure_account
+from domain.account_opening import ensure_account
 from domain.installations import InstallationFacts, record_installation
 from outbox.db import transaction, utcnow
 from outbox.models import WebhookEvent

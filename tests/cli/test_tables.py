@@ -77,7 +77,7 @@ def test_the_footer_names_an_id_the_table_shows(cli, engine, sessions):
 
 def test_credits_history_fits_80_columns_with_its_amounts_whole(cli, sessions):
     from domain import ledger
-    from domain.accounts import ensure_account
+    from domain.account_opening import ensure_account
 
     with transaction(sessions) as session:
         ensure_account(session, 583231, login="octocat", now=utcnow(), welcome_credits=Decimal(50))

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.accounts import ensure_account
+from domain.account_opening import ensure_account
 from domain.handlers import handler_table
 from domain.packs import load_packs, read_pack_file
 from outbox.db import transaction

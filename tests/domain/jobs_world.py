@@ -19,8 +19,9 @@ import respx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import jobs, ledger
-from domain.accounts import ensure_account, link_customer
+from domain import job_specs, jobs, ledger
+from domain.account_opening import ensure_account
+from domain.accounts import link_customer
 from domain.clients import github_app, stripe_client
 from domain.installations import (
     InstallationFacts,
@@ -33,8 +34,8 @@ from outbox.db import transaction
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings
 from processors.jobs import JobOutcome, JobWork, UsageOutcome, report_usage_record, work_on_job
-from tests.domain.github_fake import API_URL, FakeGitHub, throwaway_private_key
-from tests.domain.stripe_meter_fake import STRIPE_BASE, FakeStripeMeter
+from tests.fakes.github import API_URL, FakeGitHub, throwaway_private_key
+from tests.fakes.stripe import STRIPE_BASE, FakeStripe
 
 ACCOUNT = 21031067
 LOGIN = "Codertocat"
@@ -67,7 +68,7 @@ def job_settings(settings: Settings, **overrides: Any) -> Settings:
     return Settings(**{**settings.model_dump(), **values})
 
 
-def spec(**changes: Any) -> jobs.JobSpec:
+def spec(**changes: Any) -> job_specs.JobSpec:
     document: dict[str, Any] = {
         "account": LOGIN,
         "installation": INSTALLATION,
@@ -79,7 +80,7 @@ def spec(**changes: Any) -> jobs.JobSpec:
         "required_credits": 3,
     }
     document.update(changes)
-    return jobs.parse_spec(document)
+    return job_specs.parse_spec(document)
 
 
 @dataclass
@@ -97,7 +98,7 @@ class World:
     sessions: sessionmaker[Session]
     settings: Settings
     github: FakeGitHub
-    meter: FakeStripeMeter
+    stripe: FakeStripe
     now: datetime = START
     _work: JobWork | None = field(default=None, repr=False)
 
@@ -180,7 +181,7 @@ class World:
                 debits=debits or 0,
                 usage_records=records or 0,
                 pull_requests=len(self.github.pulls(REPO)),
-                meter_events=len(self.meter.events),
+                meter_events=len(self.stripe.meter_events),
             )
 
 
@@ -189,5 +190,4 @@ def world(sessions: sessionmaker[Session], settings: Settings) -> Iterator[World
     with respx.mock(assert_all_called=False) as router:
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        meter = FakeStripeMeter(router)
-        yield World(sessions, job_settings(settings), github, meter)
+        yield World(sessions, job_settings(settings), github, FakeStripe(router))

@@ -10,8 +10,9 @@ import pytest
 import respx
 from sqlalchemy import BigInteger
 
-from domain import ledger
-from domain.accounts import account_for_customer, ensure_account, link_customer
+from domain import account_locks, ledger
+from domain.account_opening import ensure_account
+from domain.accounts import account_for_customer, link_customer
 from domain.packs import CreditPack, PackSpec, list_packs, set_pack
 from domain.purchases import CreditPurchase, purchase_for_session
 from outbox.db import transaction
@@ -32,6 +33,7 @@ from tests.domain.billing_support import (
     table_for,
 )
 from tests.factories import incoming, record
+from tests.fakes.stripe import FakeStripe
 
 COMPLETED = "checkout.session.completed"
 ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
@@ -97,17 +99,11 @@ def test_line_items_are_fetched_from_stripe_when_the_event_does_not_carry_them(
     seed(sessions, 1)
     table = table_for(database_url, stripe_api_key="sk_test_x")
     obj = checkout_session(1)
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
-        route = stripe.get(f"/v1/checkout/sessions/{obj['id']}/line_items").respond(
-            json={
-                "object": "list",
-                "url": f"/v1/checkout/sessions/{obj['id']}/line_items",
-                "has_more": False,
-                "data": [line_item(PRO, 2), line_item(ORGANISME)],
-            }
-        )
+    with respx.mock() as router:
+        stripe = FakeStripe(router, api_key="sk_test_x")
+        stripe.add_checkout_session(obj, [line_item(PRO, 2), line_item(ORGANISME)])
         deliver(sessions, table, stripe_event(COMPLETED, obj))
-    assert route.calls.last.request.headers["authorization"] == "Bearer sk_test_x"
+    assert stripe.calls == [("GET", f"/v1/checkout/sessions/{obj['id']}/line_items")]
     assert balance(sessions) == Decimal(85 * 2 + 250)
     with transaction(sessions) as s:
         assert purchase_for_session(s, obj["id"]).description == "Pro x2, Organisme"
@@ -119,9 +115,10 @@ def test_line_items_the_event_carries_need_no_stripe_call(sessions, database_url
     obj = checkout_session(
         1, line_items={"object": "list", "has_more": False, "data": [line_item(PRO)]}
     )
-    with respx.mock(base_url=STRIPE_BASE) as stripe:
+    with respx.mock(assert_all_called=False) as router:
+        stripe = FakeStripe(router)
         deliver(sessions, table, stripe_event(COMPLETED, obj))
-    assert not stripe.calls
+    assert stripe.calls == []
     assert balance(sessions) == Decimal(85)
 
 
@@ -333,7 +330,7 @@ def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_appli
     runtime = runtimes.configure(settings, engine=engine)
     [row] = record(engine, stored(stripe_event(COMPLETED, checkout_session(1, pack=PRO))))
     with sessions() as other_batch, other_batch.begin():
-        ledger.lock_account(other_batch, 1)
+        account_locks.lock_account(other_batch, 1)
         assert process_pass(runtime, [row.id]) == {Outcome.RELEASED: 1}  # no wait, no attempt
     assert process_pass(runtime, [row.id]) == {}  # not taken straight back
     time.sleep(BUSY_ACCOUNT_DELAY.total_seconds())

@@ -9,6 +9,7 @@ import respx
 from starlette.testclient import TestClient
 
 from domain import jobs, ledger
+from domain.accounts import Account
 from domain.subscriptions import subscription
 from ingress.app import create_app
 from outbox import store
@@ -23,10 +24,10 @@ from tests.domain.billing_support import (
     seed,
     subscription_object,
 )
-from tests.domain.github_fake import FakeGitHub
 from tests.domain.jobs_world import ACCOUNT, REPO, World, job_settings
-from tests.domain.stripe_meter_fake import FakeStripeMeter
 from tests.factories import stripe_event_body, stripe_headers
+from tests.fakes.github import FakeGitHub
+from tests.fakes.stripe import FakeStripe
 from tests.services import wait_until
 
 
@@ -67,7 +68,7 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
         assert ledger.balance(s, 77) == Decimal(50 + 85)
         grants = [e for e in ledger.history(s, 77) if e.key.startswith("pack:")]
         assert len(grants) == 1 and grants[0].event_id in (first["id"], other["id"])
-        assert s.get(ledger.Account, 77).stripe_customer_id == "cus_e2e"
+        assert s.get(Account, 77).stripe_customer_id == "cus_e2e"
 
 
 @pytest.mark.slow
@@ -121,7 +122,7 @@ def test_credits_refunded_while_a_job_holds_them_are_not_spendable_when_it_fails
     with respx.mock(assert_all_called=False) as router:
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        world = World(sessions, config, github, FakeStripeMeter(router))
+        world = World(sessions, config, github, FakeStripe(router))
         world.install(credits=Decimal(0))
         seed(sessions)  # the pack catalog
         github.fail("GET", "/pulls", status=502)  # first attempt: retried later, still held

@@ -35,8 +35,9 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select, update
 
-from domain import jobs, ledger
-from domain.accounts import ensure_account, link_customer
+from domain import job_queue, jobs, ledger
+from domain.account_opening import ensure_account
+from domain.accounts import link_customer
 from domain.credits import QUANTUM
 from domain.installations import (
     InstallationFacts,
@@ -692,7 +693,7 @@ class BillingModel(RuleBasedStateMachine):
         books = self.books[job["account"]]
         self.job_clock += timedelta(days=1)
         with transaction(self.runtime.sessions) as session:
-            outcome = jobs.claim_job(session, job_id, now=self.job_clock, policy=JOB_POLICY,
+            outcome = job_queue.claim_job(session, job_id, now=self.job_clock, policy=JOB_POLICY,
                                      lease=timedelta(minutes=10), owner=f"w{job_id}")  # fmt: skip
         if job["status"] == "pending" and job["credits"] > 0:
             if books.available < job["credits"]:
@@ -716,12 +717,12 @@ class BillingModel(RuleBasedStateMachine):
         with transaction(self.runtime.sessions) as session:
             if end == "success":
                 opened = OpenedPullRequest(job_id, f"https://github.test/pull/{job_id}", False)
-                assert jobs.succeed(session, job["claimed"], opened, now=self.job_clock,
+                assert job_queue.succeed(session, job["claimed"], opened, now=self.job_clock,
                                     meter_event_name="pr_jobs")  # fmt: skip
             elif end == "failure":
-                assert jobs.fail(session, job["claimed"], "refused", now=self.job_clock)
+                assert job_queue.fail(session, job["claimed"], "refused", now=self.job_clock)
             else:
-                jobs.retry_later(session, job["claimed"], "GitHub is down", now=self.job_clock,
+                job_queue.retry_later(session, job["claimed"], "GitHub is down", now=self.job_clock,
                                  policy=JOB_POLICY)  # fmt: skip
         if end == "success":
             job["status"] = "success"

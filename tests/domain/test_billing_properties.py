@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain import ledger
-from domain.accounts import ensure_account
+from domain.account_opening import ensure_account
 from domain.credits import QUANTUM
 from domain.ledger import InsufficientCredits
 from outbox.db import transaction

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import respx
 
-from domain import ledger
+from domain import holds, ledger
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
 from outbox.handling import RetryLater
@@ -15,7 +15,6 @@ from tests.domain.billing_support import (
     NOW,
     PACK_CENTS,
     PRO,
-    STRIPE_BASE,
     bought_pro,
     charge,
     checkout_session,
@@ -24,6 +23,7 @@ from tests.domain.billing_support import (
     stripe_event,
     table_for,
 )
+from tests.fakes.stripe import FakeStripe
 
 REFUNDED = "charge.refunded"
 D = Decimal
@@ -82,11 +82,11 @@ def test_a_refund_never_takes_credits_reserved_by_a_hold(sessions, table):
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 30, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 30, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 1499)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (30, 0, 30)
-        assert ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert holds.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
         assert ledger.balance(s, 1) == 0
 
 
@@ -94,27 +94,27 @@ def test_refunded_credits_a_job_held_are_never_spendable_once_the_job_fails(sess
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 85, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 85, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 1499)  # nothing available: all 85 become debt
     with transaction(sessions) as s:
-        assert ledger.release_hold(s, "hold:job:1", now=NOW)  # the job failed
-        assert not ledger.release_hold(s, "hold:job:1", now=NOW)
+        assert holds.release_hold(s, "hold:job:1", now=NOW)  # the job failed
+        assert not holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (0, 0, 0)
         assert ledger.history(s, 1)[-1].key == "settle:hold:job:1"
         with pytest.raises(ledger.InsufficientCredits):
-            ledger.hold(s, 1, 1, key="hold:job:2", now=NOW)
+            holds.hold(s, 1, 1, key="hold:job:2", now=NOW)
 
 
 def test_a_released_hold_pays_the_debt_and_frees_only_what_was_not_refunded(sessions, table):
     seed(sessions, 1)
     pi = bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 60, key="hold:job:1", now=NOW)
+        holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 750, cents=1500)  # 42.5 credits: 25 available, 17.5 as debt
     with transaction(sessions) as s:
         assert (ledger.available(s, 1), ledger.debt(s, 1)) == (0, D("17.5"))
-        ledger.release_hold(s, "hold:job:1", now=NOW)
+        holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (
             D("42.5"), D("42.5"), 0,
@@ -127,8 +127,8 @@ def test_a_hold_released_with_no_debt_writes_no_entry(sessions, table):
     seed(sessions, 1)
     bought_pro(sessions, table)
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 60, key="hold:job:1", now=NOW)
-        ledger.release_hold(s, "hold:job:1", now=NOW)
+        holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
+        holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert ledger.available(s, 1) == 85 and len(ledger.history(s, 1)) == 1
 
@@ -157,9 +157,9 @@ def test_a_refund_of_a_subscription_invoice_is_not_a_pack_refund(sessions, table
 def test_with_the_api_a_charge_no_checkout_made_is_left_alone(sessions, database_url):
     seed(sessions, 1, welcome="10")
     table = table_for(database_url, stripe_api_key="sk_test_x")
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
-        stripe.get("/v1/checkout/sessions", params={"payment_intent": "pi_other"}).respond(
-            json={"object": "list", "url": "/v1/checkout/sessions", "has_more": False, "data": []}
-        )
+    with respx.mock() as router:
+        stripe = FakeStripe(router, api_key="sk_test_x")
+        stripe.add_checkout_session({"id": "cs_paid", "payment_intent": "pi_paid"})
         deliver(sessions, table, stripe_event(REFUNDED, charge("pi_other", 2000, 2000)))
+    assert stripe.calls == [("GET", "/v1/checkout/sessions")]
     assert standing(sessions) == (D(10), D(0))

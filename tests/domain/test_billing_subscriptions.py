@@ -24,6 +24,7 @@ from tests.domain.billing_support import (
     subscription_object,
     table_for,
 )
+from tests.fakes.stripe import FakeStripe
 
 T0 = int(NOW.timestamp()) - 3600  #: seconds; Stripe `created` of a sequence's first event
 GRACE = timedelta(days=3)
@@ -239,11 +240,12 @@ def test_with_the_api_the_current_subscription_is_fetched_instead_of_an_old_payl
     table = table_for(database_url, stripe_api_key="sk_test_x")
     stale = sub_event("updated", "active", 0, "sub_api")
     current = subscription_object(CUSTOMER, "past_due", sub_id="sub_api", price="price_pro")
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=True) as stripe:
-        route = stripe.get("/v1/subscriptions/sub_api").respond(json=current)
+    with respx.mock() as router:
+        stripe = FakeStripe(router, api_key="sk_test_x")
+        stripe.subscriptions["sub_api"] = current
         deliver(sessions, table, stale)
         deliver(sessions, table, invoice_event("paid", -100, "sub_api"))  # older still
-    assert route.call_count == 2
+    assert stripe.calls == [("GET", "/v1/subscriptions/sub_api")] * 2
     row = record(sessions, "sub_api")
     assert (row["status"], row["price_id"]) == ("past_due", "price_pro")
 

@@ -19,7 +19,7 @@ from domain.pull_requests import (
     open_pull_request,
 )
 from outbox.settings import Settings
-from tests.domain.github_fake import API_URL, FakeGitHub, throwaway_private_key
+from tests.fakes.github import API_URL, FakeGitHub, throwaway_private_key
 
 INSTALLATION = 957387
 REPO = "Codertocat/Hello-World"

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 import processors.jobs as job_steps
-from domain import jobs, ledger
+from domain import job_queue, job_specs, jobs, ledger
 from domain.installations import Installation as InstallationRow
 from domain.installations import RepositoryFacts, mark_deleted, remove_repositories
 from domain.pull_requests import open_pull_request
-from domain.usage import due_usage_ids
+from domain.usage_reports import due_usage_ids
 from outbox.db import transaction
 from outbox.store import new_lease_owner
 from processors.jobs import JobOutcome, UsageOutcome
@@ -174,12 +174,12 @@ def test_only_one_of_two_jobs_validates_on_one_jobs_worth_of_credits(world: Worl
     world.install(credits=Decimal(3))
     first, second = world.submit(), world.submit()
     barrier = threading.Barrier(2)
-    outcomes: dict[int, jobs.ClaimOutcome] = {}
+    outcomes: dict[int, job_queue.ClaimOutcome] = {}
 
     def claim(job_id: int) -> None:
         barrier.wait()
         with transaction(world.sessions) as session:
-            outcomes[job_id] = jobs.claim_job(
+            outcomes[job_id] = job_queue.claim_job(
                 session,
                 job_id,
                 now=world.now,
@@ -267,7 +267,7 @@ def test_repository_removed_before_the_job_ran_fails_it(world: World) -> None:
 def test_job_for_an_installation_of_another_account_is_refused(world: World) -> None:
     world.install()
     with transaction(world.sessions) as session:
-        from domain.accounts import ensure_account
+        from domain.account_opening import ensure_account
 
         ensure_account(session, 42, login="mallory", now=world.now, welcome_credits=Decimal(5))
     job_id = world.submit(account="mallory")
@@ -282,7 +282,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(world: World) -> None:
     world.install()
     job_id = world.submit()
     with transaction(world.sessions) as session:
-        slow = jobs.claim_job(
+        slow = job_queue.claim_job(
             session,
             job_id,
             now=world.now,
@@ -296,9 +296,9 @@ def test_a_worker_that_lost_its_lease_writes_nothing(world: World) -> None:
 
     opened = open_pull_request(world.job_work.github(), slow.plan)
     with transaction(world.sessions) as session:
-        assert not jobs.succeed(session, slow, opened, now=world.now, meter_event_name="m")
+        assert not job_queue.succeed(session, slow, opened, now=world.now, meter_event_name="m")
         assert (
-            jobs.retry_later(session, slow, "x", now=world.now, policy=world.job_work.policy)
+            job_queue.retry_later(session, slow, "x", now=world.now, policy=world.job_work.policy)
             is None
         )
     assert world.totals().debits == 1
@@ -365,14 +365,14 @@ def test_usage_of_an_account_without_customer_waits_until_linked(world: World) -
     [record] = world.usage()
 
     assert world.report(record.id) is UsageOutcome.NOT_DUE
-    assert world.meter.requests == []
+    assert world.stripe.meter_requests == []
     world.link_customer()
     assert world.report(record.id) is UsageOutcome.REPORTED
 
-    [event] = world.meter.events.values()
+    [event] = world.stripe.meter_events.values()
     assert event["payload"] == {"stripe_customer_id": CUSTOMER, "value": "3"}
     assert event["event_name"] == "pr_jobs"
-    [request] = world.meter.requests
+    [request] = world.stripe.meter_requests
     assert request["identifier"] == request["idempotency_key"] == f"usage:pr_job:{record.job_id}"
     [reported] = world.usage()
     assert reported.reported_at == world.now and reported.stripe_customer_id == CUSTOMER
@@ -383,7 +383,7 @@ def test_usage_already_known_to_stripe_is_marked_reported(world: World) -> None:
     world.link_customer()
     world.work(world.submit())
     [record] = world.usage()
-    world.meter.events[record.identifier] = {"sent": "by an attempt whose answer was lost"}
+    world.stripe.meter_events[record.identifier] = {"sent": "by an attempt whose answer was lost"}
 
     assert world.report(record.id) is UsageOutcome.ALREADY_REPORTED
     [reported] = world.usage()
@@ -396,7 +396,8 @@ def test_usage_report_is_retried_until_stripe_accepts(world: World) -> None:
     world.link_customer()
     world.work(world.submit(required_credits="2.5"))
     [record] = world.usage()
-    world.meter.fail_next(500, 429)
+    world.stripe.fail("POST", "/meter_events", status=500)
+    world.stripe.fail("POST", "/meter_events", status=429)
 
     assert world.report(record.id) is UsageOutcome.RETRY
     assert world.report(record.id) is UsageOutcome.NOT_DUE  # backoff
@@ -405,9 +406,9 @@ def test_usage_report_is_retried_until_stripe_accepts(world: World) -> None:
     world.later(3600)
     assert world.report(record.id) is UsageOutcome.REPORTED
 
-    [event] = world.meter.events.values()
+    [event] = world.stripe.meter_events.values()
     assert event["payload"]["value"] == "2.5"
-    assert len({r["identifier"] for r in world.meter.requests}) == 1
+    assert len({r["identifier"] for r in world.stripe.meter_requests}) == 1
     assert world.report(record.id) is UsageOutcome.NOT_DUE
 
 
@@ -418,10 +419,10 @@ def test_due_sources_find_waiting_and_abandoned_work(world: World) -> None:
     world.work(done)
     records = [r.id for r in world.usage()]
     with world.sessions() as session:
-        assert jobs.due_job_ids(session, world.now, 10) == [waiting]
+        assert job_queue.due_job_ids(session, world.now, 10) == [waiting]
         assert due_usage_ids(session, world.now, 10) == records
     with transaction(world.sessions) as session:
-        jobs.claim_job(
+        job_queue.claim_job(
             session,
             waiting,
             now=world.now,
@@ -430,9 +431,9 @@ def test_due_sources_find_waiting_and_abandoned_work(world: World) -> None:
             policy=world.job_work.policy,
         )
     with world.sessions() as session:
-        assert jobs.due_job_ids(session, world.now, 10) == []
+        assert job_queue.due_job_ids(session, world.now, 10) == []
         later = world.now + timedelta(seconds=31)
-        assert jobs.due_job_ids(session, later, 10) == [waiting]  # its worker vanished
+        assert job_queue.due_job_ids(session, later, 10) == [waiting]  # its worker vanished
 
 
 @pytest.mark.parametrize(
@@ -460,16 +461,16 @@ def test_due_sources_find_waiting_and_abandoned_work(world: World) -> None:
     ],
 )
 def test_a_bad_spec_names_the_field(changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(jobs.InvalidJobSpec, match=message):
+    with pytest.raises(job_specs.InvalidJobSpec, match=message):
         spec(**changes)
 
 
 def test_spec_from_json_reads_fractions_exactly() -> None:
-    parsed = jobs.load_spec(
+    parsed = job_specs.load_spec(
         b'{"account": 1, "installation": 2, "repository": "a/b", "title": "t",'
         b' "files": [{"path": "x", "delete": true}], "required_credits": 2.5}'
     )
     assert parsed.required_credits == Decimal("2.5")
     assert parsed.base_branch == ""  # the repository's default branch
-    with pytest.raises(jobs.InvalidJobSpec, match="not valid JSON"):
-        jobs.load_spec(b"{")
+    with pytest.raises(job_specs.InvalidJobSpec, match="not valid JSON"):
+        job_specs.load_spec(b"{")

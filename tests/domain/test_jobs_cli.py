@@ -159,11 +159,11 @@ def stopped_for_an_operator(cli: World) -> int:
     cli.link_customer()
     cli.work(cli.submit())
     [record] = cli.usage()
-    cli.meter.fail_next(*[503] * 40)
+    cli.stripe.fail("POST", "/meter_events", status=503, times=40)
     for _ in range(30):
         cli.report(record.id)
         cli.later(3600)
-    cli.meter.recover()
+    cli.stripe.faults.clear()
     [stopped] = cli.usage()
     assert stopped.needs_operator_at is not None
     return record.id
@@ -180,10 +180,10 @@ def test_usage_resolve_reported_after_checking_stripe(cli: World) -> None:
     assert f"usage record {record_id} is reported" in resolved.output
     [record] = json_lines(run("usage", "list", "--json").output)
     assert record["state"] == "reported"
-    sent = len(cli.meter.requests)
+    sent = len(cli.stripe.meter_requests)
     cli.now = utcnow() + timedelta(days=1)
     assert cli.report(record_id) is UsageOutcome.NOT_DUE
-    assert len(cli.meter.requests) == sent and cli.meter.events == {}
+    assert len(cli.stripe.meter_requests) == sent and cli.stripe.meter_events == {}
 
 
 def test_usage_resolve_resend_sends_it_once_under_a_new_identifier(cli: World) -> None:
@@ -195,8 +195,8 @@ def test_usage_resolve_resend_sends_it_once_under_a_new_identifier(cli: World) -
     assert f"as identifier {stopped.identifier}:resend-1" in resolved.output
     cli.now = utcnow()
     assert cli.report(record_id) is UsageOutcome.REPORTED
-    assert list(cli.meter.events) == [f"{stopped.identifier}:resend-1"]
-    assert cli.meter.requests[-1]["idempotency_key"] == f"{stopped.identifier}:resend-1"
+    assert list(cli.stripe.meter_events) == [f"{stopped.identifier}:resend-1"]
+    assert cli.stripe.meter_requests[-1]["idempotency_key"] == f"{stopped.identifier}:resend-1"
 
 
 def test_usage_resolve_refuses_what_is_not_waiting_for_an_operator(cli: World) -> None:

@@ -10,15 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import respx
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.db import utcnow
 from outbox.settings import Settings
 from processors.jobs import JobOutcome
-from tests.domain.github_fake import FakeGitHub
 from tests.domain.jobs_world import REPO, World, job_settings, private_key
-from tests.domain.stripe_meter_fake import FakeStripeMeter
+from tests.fakes.providers import FakeProviders
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 1  #: seconds the dead worker's lease holds the job
@@ -28,27 +26,28 @@ LEASE_SECONDS = 1  #: seconds the dead worker's lease holds the job
 def served_world(
     sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> Iterator[tuple[World, dict[str, str]]]:
-    github = FakeGitHub(None)
-    github.add_repo(REPO)
-    base_url, stop = github.serve_http()
-    config = job_settings(settings, github_api_url=base_url, lease_seconds=LEASE_SECONDS)
-    key_file = tmp_path / "app.pem"
-    key_file.write_text(private_key())
-    env = {
-        **os.environ,
-        "DATABASE_URL": config.database_url,
-        "GITHUB_APP_ID": str(config.github_app_id),
-        "GITHUB_APP_PRIVATE_KEY_FILE": str(key_file),
-        "GITHUB_API_URL": base_url,
-        "LEASE_SECONDS": str(LEASE_SECONDS),
-    }
-    env.pop("GITHUB_APP_PRIVATE_KEY", None)
-    with respx.mock(assert_all_called=False) as router:
-        router.route(host="127.0.0.1").pass_through()
-        world = World(sessions, config, github, FakeStripeMeter(router))
+    with FakeProviders() as fake:
+        fake.github.add_repo(REPO)
+        config = job_settings(
+            settings,
+            github_api_url=fake.url,
+            stripe_api_base=fake.url,
+            lease_seconds=LEASE_SECONDS,
+        )
+        key_file = tmp_path / "app.pem"
+        key_file.write_text(private_key())
+        env = {
+            **os.environ,
+            "DATABASE_URL": config.database_url,
+            "GITHUB_APP_ID": str(config.github_app_id),
+            "GITHUB_APP_PRIVATE_KEY_FILE": str(key_file),
+            "GITHUB_API_URL": fake.url,
+            "LEASE_SECONDS": str(LEASE_SECONDS),
+        }
+        env.pop("GITHUB_APP_PRIVATE_KEY", None)
+        world = World(sessions, config, fake.github, fake.stripe)
         world.now = utcnow()
         yield world, env
-    stop()
 
 
 @pytest.mark.slow

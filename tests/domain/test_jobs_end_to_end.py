@@ -24,10 +24,10 @@ from outbox.models import Status, WebhookEvent
 from outbox.settings import Settings
 from processors.inprocess import InProcessProcessors
 from tests.conftest import CORPUS
-from tests.domain.github_fake import FakeGitHub
 from tests.domain.jobs_world import REPO, World, job_settings, spec
-from tests.domain.stripe_meter_fake import FakeStripeMeter
 from tests.factories import github_headers
+from tests.fakes.github import FakeGitHub
+from tests.fakes.stripe import FakeStripe
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -55,8 +55,8 @@ def test_signed_installation_webhook_then_a_paid_job_end_to_end(
     with respx.mock(assert_all_called=False) as router:
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        meter = FakeStripeMeter(router)
-        world = World(sessions, config, github, meter)
+        stripe = FakeStripe(router)
+        world = World(sessions, config, github, stripe)
         github.fail("POST", "/pulls", status=502, times=2)  # retried by the policy, free
         with InProcessProcessors(config, engine=engine, threads=2) as processors:
             app = create_app(config, engine=engine, doorbell=processors.doorbell)
@@ -74,7 +74,7 @@ def test_signed_installation_webhook_then_a_paid_job_end_to_end(
                 world.link_customer()
                 with transaction(sessions) as session:
                     job = jobs.submit_job(session, spec(), now=utcnow())
-                wait_until(lambda: len(meter.events) == 1)
+                wait_until(lambda: len(stripe.meter_events) == 1)
 
     with sessions() as session:
         event = session.get(WebhookEvent, event_id)
@@ -90,6 +90,6 @@ def test_signed_installation_webhook_then_a_paid_job_end_to_end(
     assert (totals.pull_requests, totals.debits, totals.usage_records) == (2, 1, 1)
     assert totals.balance == config.welcome_credits - Decimal(3)
     assert totals.meter_events == 1
-    [sent] = meter.events.values()
+    [sent] = stripe.meter_events.values()
     assert sent["payload"]["value"] == "3"
     assert github.tokens_minted == [957387]  # one token for every call of both jobs

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Float, Numeric, event, select
 
-from domain import ledger
+from domain import account_locks, holds, ledger
+from domain.account_opening import ensure_account
 from domain.accounts import (
     CustomerAlreadyLinked,
     UnknownAccount,
     account_for_customer,
-    ensure_account,
     find_account,
     link_customer,
 )
@@ -147,48 +147,48 @@ def test_writing_to_an_unknown_account_is_an_error(sessions):
 def test_holds_reserve_credits_until_released_or_captured_once(sessions):
     new_account(sessions, welcome="10")
     with transaction(sessions) as s:
-        first = ledger.hold(s, 1, 6, key="hold:job:1", now=NOW, job_id=1)
-        assert ledger.hold(s, 1, 6, key="hold:job:1", now=NOW).id == first.id
+        first = holds.hold(s, 1, 6, key="hold:job:1", now=NOW, job_id=1)
+        assert holds.hold(s, 1, 6, key="hold:job:1", now=NOW).id == first.id
         assert ledger.available(s, 1) == D(4)
         with pytest.raises(InsufficientCredits):
-            ledger.hold(s, 1, 5, key="hold:job:2", now=NOW)
+            holds.hold(s, 1, 5, key="hold:job:2", now=NOW)
         with pytest.raises(InsufficientCredits):
             ledger.spend(s, 1, 5, key="spend", reason="x", now=NOW)
-        ledger.hold(s, 1, 4, key="hold:job:2", now=NOW, job_id=2)
+        holds.hold(s, 1, 4, key="hold:job:2", now=NOW, job_id=2)
     with transaction(sessions) as s:
-        assert ledger.release_hold(s, "hold:job:2", now=NOW)
-        assert not ledger.release_hold(s, "hold:job:2", now=NOW)
-        assert not ledger.release_hold(s, "hold:none", now=NOW)
-        entry = ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        assert holds.release_hold(s, "hold:job:2", now=NOW)
+        assert not holds.release_hold(s, "hold:job:2", now=NOW)
+        assert not holds.release_hold(s, "hold:none", now=NOW)
+        entry = holds.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
         assert entry is not None and entry.amount == D(-6) and entry.job_id == 1
-        again = ledger.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
+        again = holds.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
         assert again is None
-        assert not ledger.release_hold(s, "hold:job:1", now=NOW)
+        assert not holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
         assert ledger.balance(s, 1) == D(4)
         assert ledger.available(s, 1) == D(4)
         with pytest.raises(LookupError):
-            ledger.capture_hold(s, "hold:none", ledger_key="job:9", reason="job", now=NOW)
+            holds.capture_hold(s, "hold:none", ledger_key="job:9", reason="job", now=NOW)
 
 
 def test_capturing_a_released_hold_charges_it_only_if_the_credits_are_still_there(sessions):
     new_account(sessions, welcome="10")
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 6, key="h1", now=NOW)
-        ledger.release_hold(s, "h1", now=NOW)
+        holds.hold(s, 1, 6, key="h1", now=NOW)
+        holds.release_hold(s, "h1", now=NOW)
         ledger.spend(s, 1, 5, key="other", reason="x", now=NOW)
     with transaction(sessions) as s, pytest.raises(InsufficientCredits):
-        ledger.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
+        holds.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
     with transaction(sessions) as s:
         ledger.credit(s, 1, 1, key="topup", reason="x", now=NOW)
-        assert ledger.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
+        assert holds.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
         assert ledger.balance(s, 1) == D(0)
 
 
 def test_a_refund_beyond_the_balance_leaves_a_debt_that_later_credits_pay_first(sessions):
     new_account(sessions, welcome="10")
     with transaction(sessions) as s:
-        ledger.hold(s, 1, 3, key="h", now=NOW)
+        holds.hold(s, 1, 3, key="h", now=NOW)
         entry = ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW)
         assert (entry.amount, entry.debt_change) == (D(-7), D(18))
         assert ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW) is None
@@ -300,9 +300,9 @@ def test_a_batch_takes_the_accounts_no_other_transaction_holds_and_names_the_bus
             for account_id in (1, 2):
                 ensure_account(s, account_id, login=f"a{account_id}", now=NOW, welcome_credits=D(0))
         with sessions() as holder, holder.begin(), sessions() as batch, batch.begin():
-            ledger.lock_account(holder, 1)
-            assert ledger.try_lock_accounts(batch, [1, 2, 3]) == {1}
-            assert ledger.try_lock_accounts(batch, [2]) == set()  # already this batch's
+            account_locks.lock_account(holder, 1)
+            assert account_locks.try_lock_accounts(batch, [1, 2, 3]) == {1}
+            assert account_locks.try_lock_accounts(batch, [2]) == set()  # already this batch's
             batch.execute(select(ledger.CreditEntry.id).limit(1))  # still usable: no wait
     finally:
         engine.dispose()
@@ -371,11 +371,11 @@ def test_a_second_lock_in_one_transaction_asks_nothing_and_a_new_transaction_loc
         ensure_account(session, 4242, login="locker", now=NOW, welcome_credits=D(0))
     with recorded_statements(engine) as statements, sessions() as session:
         with session.begin():
-            ledger.lock_account(session, 4242)
-            ledger.lock_account(session, 4242)
+            account_locks.lock_account(session, 4242)
+            account_locks.lock_account(session, 4242)
         in_first = len([s for s in statements if "accounts" in s])
         with session.begin():
-            ledger.lock_account(session, 4242)
+            account_locks.lock_account(session, 4242)
         in_both = len([s for s in statements if "accounts" in s])
     assert in_first == 1
     assert in_both == 2
@@ -386,11 +386,11 @@ def test_a_lock_taken_in_a_savepoint_that_rolled_back_is_taken_again(sessions, e
         ensure_account(session, 4343, login="saver", now=NOW, welcome_credits=D(0))
     with recorded_statements(engine) as statements, sessions() as session, session.begin():
         savepoint = session.begin_nested()
-        assert ledger.lock_accounts(session, [4343, 404]) == {4343}  # 404: no such account
+        assert account_locks.lock_accounts(session, [4343, 404]) == {4343}  # 404: no such account
         savepoint.rollback()  # the row lock went with the savepoint
-        ledger.lock_account(session, 4343)
+        account_locks.lock_account(session, 4343)
         with session.begin_nested():
-            ledger.lock_account(session, 4343)  # held by the transaction around it
+            account_locks.lock_account(session, 4343)  # held by the transaction around it
     assert len([s for s in statements if "FROM accounts" in s]) == 2
 
 
@@ -454,7 +454,7 @@ def test_available_and_debt_follow_from_what_came_in_went_out_and_is_held(sessio
     debt first)."""
     account = next(_ids)
     new_account(sessions, account, login=f"p{account}")
-    net, holds = D(0), []  # holds: [key, amount, open]
+    net, reserved = D(0), []  # reserved: [key, amount, open]
     for n, (kind, value) in enumerate(steps):
         key = f"p:{account}:{n}"
         with transaction(sessions) as s:
@@ -468,19 +468,19 @@ def test_available_and_debt_follow_from_what_came_in_went_out_and_is_held(sessio
                 ledger.spend(s, account, value, key=key, reason="out", now=NOW)
                 net -= value
             elif kind == "hold" and ledger.available(s, account) >= value:
-                ledger.hold(s, account, value, key=key, now=NOW)
-                holds.append([key, value, True])
-            elif kind in ("release", "capture") and any(is_open for *_, is_open in holds):
-                oldest = next(h for h in holds if h[2])
+                holds.hold(s, account, value, key=key, now=NOW)
+                reserved.append([key, value, True])
+            elif kind in ("release", "capture") and any(is_open for *_, is_open in reserved):
+                oldest = next(h for h in reserved if h[2])
                 hold_key, amount, _ = oldest
                 oldest[2] = False
                 if kind == "release":
-                    assert ledger.release_hold(s, hold_key, now=NOW)
+                    assert holds.release_hold(s, hold_key, now=NOW)
                 else:
-                    ledger.capture_hold(s, hold_key, ledger_key=f"c:{hold_key}", reason="job",
+                    holds.capture_hold(s, hold_key, ledger_key=f"c:{hold_key}", reason="job",
                                         now=NOW)  # fmt: skip
                     net -= amount
-        held = sum((amount for _, amount, is_open in holds if is_open), D(0))
+        held = sum((amount for _, amount, is_open in reserved if is_open), D(0))
         with transaction(sessions) as s:
             now = ledger.standing(s, account)
         assert (now.available, now.debt, now.balance) == (

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import installations as inst
 from domain import jobs, ledger
-from domain.accounts import ensure_account, link_customer
+from domain.account_opening import ensure_account
+from domain.accounts import link_customer
 from domain.installations import (
     InstallationFacts,
     RepositoryFacts,
@@ -54,8 +55,8 @@ from tests.domain.billing_support import (
     seed,
     subscription_object,
 )
-from tests.domain.github_fake import throwaway_private_key
 from tests.factories import github_headers, stripe_event_body, stripe_headers
+from tests.fakes.github import throwaway_private_key
 from tests.fakes.providers import FakeProviders
 from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
@@ -199,7 +200,7 @@ def test_credits_refunded_while_a_job_holds_them_stay_unspendable_when_it_fails(
     second = submit(service, "second")
     wait_until(lambda: job_status(sessions, second)[0] == "failed", what="the second job")
     assert "cannot pay 85" in (job_status(sessions, second)[1] or "")
-    assert service.fake.pull_requests_opened() == 0
+    assert service.fake.github.pull_requests_opened() == 0
     with transaction(sessions) as s:
         assert [e.key for e in ledger.history(s, BUYER)][-1] == f"settle:pr_job:{first}:1"
 

@@ -41,7 +41,8 @@ from tests.domain.billing_support import (
     subscription_object,
 )
 from tests.factories import github_headers, stripe_event_body, stripe_headers
-from tests.fakes.providers import FakeProviders, FakeStripe
+from tests.fakes.providers import FakeProviders
+from tests.fakes.stripe import FakeStripe
 from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
 pytestmark = pytest.mark.slow
@@ -120,30 +121,34 @@ def test_a_sign_up_delivered_in_each_of_its_six_orders_ends_active(settings, eng
     assert ends == {order: "active" for order in orders}
 
 
-class ScriptedStripe:
-    """GET /v1/subscriptions/{id} answered from a script of (seconds, status), one per
-    read, noting how many reads of it are in flight at once."""
+class ScriptedSubscriptionReads(FakeStripe):
+    """Stripe whose reads of a subscription (GET /v1/subscriptions/{id}) follow a script of
+    (seconds, status), one per read, noting how many reads are in flight at once; every
+    other call is the plain fake's."""
 
-    def __init__(self, sub_id: str, script: list[tuple[float, str]]) -> None:
-        self.sub_id = sub_id
+    def __init__(self, script: list[tuple[float, str]], **fake: Any) -> None:
+        super().__init__(**fake)
         self.script = list(script)
         self.in_flight = 0
         self.most_in_flight = 0
         self.reads = 0
-        self._lock = threading.Lock()
+        self._reading = threading.Lock()
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
+    def serve(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method != "GET" or not path.startswith("/v1/subscriptions/"):
+            return super().serve(request)
+        with self._reading:
             delay, status = self.script[min(self.reads, len(self.script) - 1)]
             self.reads += 1
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             time.sleep(delay)
-            obj = subscription_object(CUSTOMER, status, sub_id=self.sub_id)
+            obj = subscription_object(CUSTOMER, status, sub_id=path.rsplit("/", 1)[1])
             return httpx.Response(200, json=obj)
         finally:
-            with self._lock:
+            with self._reading:
                 self.in_flight -= 1
 
 
@@ -157,7 +162,6 @@ def test_an_older_event_arriving_late_waits_for_the_newer_one_and_its_stale_read
     sessions = make_sessionmaker(engine)
     with_customer(sessions)
     config = fast(settings, stripe_api_key=SecretStr("sk_test_x"), stripe_api_base=STRIPE_BASE)
-    stripe = ScriptedStripe("sub_race", [(3.0, "canceled"), (2.0, "active")])
     newer = stripe_event_body(
         subscription_object(CUSTOMER, "canceled", sub_id="sub_race"),
         "customer.subscription.deleted",
@@ -168,9 +172,9 @@ def test_an_older_event_arriving_late_waits_for_the_newer_one_and_its_stale_read
         "customer.subscription.updated",
         created=CREATED,
     )
-    with respx.mock(base_url=STRIPE_BASE, assert_all_called=False) as router:
+    with respx.mock(assert_all_called=False) as router:
         router.route(host="testserver").pass_through()
-        router.get("/v1/subscriptions/sub_race").mock(side_effect=stripe)
+        stripe = ScriptedSubscriptionReads([(3.0, "canceled"), (2.0, "active")], router=router)
         with InProcessProcessors(config, engine=engine, threads=2) as processors:
             app = create_app(config, engine=engine, doorbell=processors.doorbell)
             with TestClient(app) as client:
@@ -230,25 +234,6 @@ def test_a_replayed_creation_and_late_repository_events_leave_an_uninstalled_app
 # --- the same race between real processes --------------------------------------------------
 
 
-class SlowSubscriptionReads(FakeStripe):
-    """Stripe whose reads of a subscription follow a script of (seconds, status)."""
-
-    def __init__(self, script: list[tuple[float, str]]) -> None:
-        super().__init__()
-        self.script = script
-        self.reads = 0
-
-    def serve(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if request.method != "GET" or not path.startswith("/v1/subscriptions/"):
-            return super().serve(request)
-        delay, status = self.script[min(self.reads, len(self.script) - 1)]
-        self.reads += 1
-        time.sleep(delay)
-        obj = subscription_object(CUSTOMER, status, sub_id=path.rsplit("/", 1)[1])
-        return httpx.Response(200, json=obj)
-
-
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_worker_processes_never_apply_two_events_of_a_subscription_side_by_side(
@@ -261,7 +246,7 @@ def test_worker_processes_never_apply_two_events_of_a_subscription_side_by_side(
         sessions = make_sessionmaker(engine)
         with_customer(sessions)
         with FakeProviders() as fake:
-            fake.stripe = SlowSubscriptionReads([(3.0, "canceled"), (0.0, "active")])
+            fake.stripe = ScriptedSubscriptionReads([(3.0, "canceled"), (0.0, "active")])
             port = free_port()
             env = outbox_env(
                 url, redis_url=redis_url, stripe_webhook_secret=STRIPE_SECRET, stripe_mode="any",

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.jobs import JobStatus
 from outbox.settings import Settings
 from processors.jobs import JobOutcome, UsageOutcome
-from tests.domain.github_fake import FakeGitHub
 from tests.domain.jobs_world import REPO, World, job_settings
-from tests.domain.stripe_meter_fake import FakeStripeMeter
+from tests.fakes.github import FakeGitHub
+from tests.fakes.stripe import FakeStripe
 
 TIMEOUT = 0.5  #: seconds: PROVIDER_TIMEOUT_SECONDS in these tests
 SLACK = 2.0  #: seconds the attempt may take beyond its timeout (the database, a loaded machine)
@@ -38,10 +38,9 @@ def world_with(sessions: sessionmaker[Session], settings: Settings, **api: str) 
         router.route(url__startswith=silent).pass_through()
         github = FakeGitHub(router)
         github.add_repo(REPO)
-        meter = FakeStripeMeter(router)
         urls = {name: silent if url == "silent" else url for name, url in api.items()}
         changed = job_settings(settings, provider_timeout_seconds=TIMEOUT, **urls)
-        yield World(sessions, changed, github, meter)
+        yield World(sessions, changed, github, FakeStripe(router))
 
 
 def timed(attempt):  # type: ignore[no-untyped-def]

@@ -8,7 +8,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from domain import purchases
-from domain.accounts import UnknownAccount, ensure_account
+from domain.account_opening import ensure_account
+from domain.accounts import UnknownAccount
 from domain.packs import load_packs, read_pack_file
 from domain.purchases import Checkout, CreditPurchase, LineItem, PackGrant, UnknownPack
 from outbox.db import transaction

@@ -29,8 +29,8 @@ from domain.usage import UsageRecord
 from outbox.db import make_sessionmaker, transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from tests.domain.billing_support import SEED_PACKS
-from tests.domain.github_fake import throwaway_private_key
 from tests.drills.scenario import Scenario, Secrets, Sender
+from tests.fakes.github import throwaway_private_key
 from tests.fakes.providers import FakeProviders
 from tests.services import WORKER_READY, OutboxProcess, RedisServer, free_port, outbox_env
 
@@ -159,7 +159,7 @@ class Drill:
         assert set(debts.values()) == {Decimal(0)}
         assert jobs == {JobStatus.SUCCESS.value: scenario.expected_pull_requests}
         assert subs == scenario.subscription_status
-        by_head = self.fake.pull_requests_by_head()
+        by_head = self.fake.github.pull_requests_by_head()
         assert sum(by_head.values()) == scenario.expected_pull_requests
         assert set(by_head.values()) == {1}, "a pull request opened twice"
         expected_meter = {f"usage:pr_job:{job_id}" for job_id in charged}
@@ -193,10 +193,9 @@ def drill(url: str, scenario: Scenario, tmp: Path) -> Iterator[Drill]:
             github_api_url=fake.url,
             onboarding_pr_enabled="true",
             welcome_credits=50,
-            # Short, so that a killed worker's rows come back within the drill; not so short
-            # that a pass slowed by a loaded machine outlives it. At 3 s, on a 2-core machine
-            # under a load average of 8, passes lost their leases to each other over and over
-            # (rows at attempt 24) and the fault-free drill timed out.
+            # Short, so that a killed worker's rows come back within the drill; long enough
+            # that a pass slowed by a loaded 2-core machine keeps its lease (with leases of a
+            # few seconds, passes take rows from each other over and over and never finish).
             lease_seconds=10,
             retry_base_seconds=0.2,
             retry_max_delay_seconds=2,

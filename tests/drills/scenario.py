@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from domain.jobs import JobSpec
+from domain.job_specs import JobSpec
 from domain.pull_requests import FileChange
 from ingress.signatures import github_signature, stripe_signature
 from tests.conftest import CORPUS

@@ -104,9 +104,8 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_doubles_nothing(
 def test_postgres_restarted_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     with PostgresCluster() as cluster:
         url = cluster.create_database()
-        # The throwaway cluster runs with synchronous_commit=off for speed, which lets an
-        # immediate stop lose the last commits: the ingress's "2xx means committed" needs
-        # commits that are on disk before COMMIT returns, as in production.
+        # The ingress's "2xx means committed" needs commits that are on disk before COMMIT
+        # returns, as in production: pinned for this database, whatever the cluster's default.
         durable(cluster, url)
 
         def restart_postgres(d: Drill, stop: threading.Event) -> None:

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from outbox.models import WebhookEvent
-from tests.drills.faults import (
+from tests.drills.prober import (
     LEASE,
     Figures,
     Prober,

@@ -6,13 +6,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import respx
 import stripe
 from githubkit.exception import RequestFailed
 
 from domain.clients import github_app, stripe_client
 from outbox.settings import Settings
-from tests.domain.github_fake import throwaway_private_key
+from tests.fakes.github import throwaway_private_key
 from tests.fakes.providers import FakeProviders
+from tests.fakes.stripe import STRIPE_BASE, FakeStripe
 
 REPO = "octo/app"
 
@@ -113,12 +115,12 @@ def test_a_second_pull_request_on_one_head_is_422_already_exists(
     assert "A pull request already exists for octo:feature" in refused.value.response.text
     listed = github.rest.pulls.list("octo", "app", head="octo:feature", state="all").json()
     assert len(listed) == 1
-    assert fake.pull_requests_by_head()[(REPO, "feature")] == 1
+    assert fake.github.pull_requests_by_head()[(REPO, "feature")] == 1
     assert 7 in fake.github.tokens_minted
 
 
 def test_faults_answer_5xx_a_set_number_of_times_then_work(fake: FakeProviders) -> None:
-    fake.rate_limit_github("GET", "/repos/octo/app", times=1)
+    fake.github.rate_limit("GET", "/repos/octo/app", times=1)
     fake.github.fail("GET", "/repos/octo/app", status=502, times=1)
     headers = {"Authorization": "token ghs_x"}
     statuses = [httpx.get(f"{fake.url}/repos/{REPO}", headers=headers).status_code for _ in "abc"]
@@ -128,16 +130,16 @@ def test_faults_answer_5xx_a_set_number_of_times_then_work(fake: FakeProviders) 
 def test_hook_deliveries_list_newest_first_and_take_redelivery_requests(
     fake: FakeProviders,
 ) -> None:
-    first = fake.hooks.add("guid-1", "push")
-    second = fake.hooks.add("guid-2", "installation", action="created", status_code=503)
+    first = fake.github.hooks.add("guid-1", "push")
+    second = fake.github.hooks.add("guid-2", "installation", action="created", status_code=503)
     listed = httpx.get(f"{fake.url}/app/hook/deliveries", params={"per_page": 1})
     assert [d["guid"] for d in listed.json()] == ["guid-2"]
     assert "cursor=1" in listed.headers["link"]
     answer = httpx.post(f"{fake.url}/app/hook/deliveries/{second['id']}/attempts")
     assert answer.status_code == 202
     assert httpx.post(f"{fake.url}/app/hook/deliveries/999/attempts").status_code == 404
-    assert fake.hooks.redelivered == [second["id"]]
-    assert first["id"] not in fake.hooks.redelivered
+    assert fake.github.hooks.redelivered == [second["id"]]
+    assert first["id"] not in fake.github.hooks.redelivered
 
 
 def test_stripe_events_are_listed_newest_first_in_pages(fake: FakeProviders) -> None:
@@ -149,3 +151,15 @@ def test_stripe_events_are_listed_newest_first_in_pages(fake: FakeProviders) -> 
     assert [e["id"] for e in page["data"]] == ["evt_2", "evt_1"] and page["has_more"]
     rest = httpx.get(f"{fake.url}/v1/events", params={"starting_after": "evt_1"}).json()
     assert [e["id"] for e in rest["data"]] == ["evt_0"]
+
+
+def test_through_respx_the_stripe_fake_refuses_a_key_it_was_not_given() -> None:
+    with respx.mock() as router:
+        fake_stripe = FakeStripe(router, api_key="sk_test_right")
+        fake_stripe.subscriptions["sub_1"] = {"id": "sub_1", "object": "subscription"}
+        right = Settings(stripe_api_key="sk_test_right", stripe_api_base=STRIPE_BASE)
+        wrong = Settings(stripe_api_key="sk_test_wrong", stripe_api_base=STRIPE_BASE)
+        assert stripe_client(right).v1.subscriptions.retrieve("sub_1").id == "sub_1"
+        with pytest.raises(stripe.AuthenticationError):
+            stripe_client(wrong).v1.subscriptions.retrieve("sub_1")
+    assert fake_stripe.calls == [("GET", "/v1/subscriptions/sub_1")] * 2

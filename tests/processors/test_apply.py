@@ -101,8 +101,8 @@ def run_until_finished(runtime, event_id: int, timeout: float = 20.0) -> list[Ou
 
 
 #: Retries due after 0.25 s at the soonest: a pass that fails a row finishes long before,
-#: however busy the machine, so it never meets the row again. With the fixture's 25 ms, a
-#: slow pass claimed its own retry and a test counted one outcome too many.
+#: however busy the machine, so it never meets the row again (a retry due sooner could be
+#: claimed by the slow pass that failed it, which would count one outcome twice).
 SLOW_RETRIES = {"retry_base_seconds": 0.5, "retry_max_delay_seconds": 1.0}
 
 

@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain.installations import Installation, InstallationStatus
-from domain.jobs import InvalidJobSpec, JobRejected, parse_spec, submit
+from domain.job_specs import InvalidJobSpec, parse_spec
+from domain.jobs import JobRejected, submit
 from outbox.handling import EventContext, Handler, NoEffect, PermanentFailure, RetryLater
 from outbox.registry import Registry
 from outbox.settings import Settings

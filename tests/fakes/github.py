@@ -1,24 +1,29 @@
-"""A GitHub REST API held in memory, served through respx: just what PR jobs call.
+"""GitHub's REST API held in memory: what PR jobs, installations and reconciliation call.
+
+One fake for every test: mounted on a respx router (`FakeGitHub(router)`) for code running
+in the test's process, or served over HTTP by `tests.fakes.providers.FakeProviders` for
+worker processes.
 
 It keeps repositories' branches, Git objects and pull requests, so a test can check what
 exists after a run (one pull request, one branch), count the tokens minted, and make any
 call fail: `fail("POST", "/pulls", status=500, store=True)` answers 500 *after* storing the
-pull request, as GitHub sometimes does. `suspend(installation)` blocks an installation as
-GitHub does: no new token, and its tokens already minted are refused.
+pull request, as GitHub sometimes does (tests/fakes/faults.py). `suspend(installation)`
+blocks an installation as GitHub does: no new token, and its tokens already minted are
+refused. `hooks` holds the App's webhook deliveries (listed, and redelivered on request).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
 import itertools
 import json
 import re
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -27,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import CORPUS
+from tests.fakes.faults import Faults, InjectsFaults
 
 API_URL = "https://api.github.test"
 _PULL_TEMPLATE: dict[str, Any] = json.loads(
@@ -55,68 +61,71 @@ class Repo:
 
 
 @dataclass
-class Failure:
-    method: str
-    path_suffix: str
-    status: int
-    store: bool
-    headers: dict[str, str]
-    body: dict[str, Any] | list[Any]
-    times: int
+class HookDeliveries:
+    """GET /app/hook/deliveries and POST /app/hook/deliveries/{id}/attempts."""
+
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    redelivered: list[int] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, guid: str, event: str, *, action: str | None = None, status_code: int = 200,
+            installation_id: int | None = None) -> dict[str, Any]:  # fmt: skip
+        delivery = {
+            "id": next(self._ids),
+            "guid": guid,
+            "delivered_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "redelivery": False,
+            "duration": 0.1,
+            "status": "OK" if status_code < 300 else "Invalid HTTP Response: 503",
+            "status_code": status_code,
+            "event": event,
+            "action": action,
+            "installation_id": installation_id,
+            "repository_id": None,
+        }
+        self.deliveries.append(delivery)
+        return delivery
+
+    def serve(self, request: httpx.Request) -> httpx.Response | None:
+        """The answer to a call about deliveries; None for any other call."""
+        path, method = request.url.path, request.method
+        if path == "/app/hook/deliveries" and method == "GET":
+            per_page = int(request.url.params.get("per_page") or 30)
+            newest = sorted(self.deliveries, key=lambda d: d["id"], reverse=True)
+            cursor = request.url.params.get("cursor")
+            start = int(cursor) if cursor else 0
+            page = newest[start : start + per_page]
+            headers = {}
+            if start + per_page < len(newest):
+                base = str(request.url.copy_with(query=None))
+                after = start + per_page
+                headers["link"] = f'<{base}?per_page={per_page}&cursor={after}>; rel="next"'
+            return httpx.Response(200, json=page, headers=headers)
+        attempt = re.fullmatch(r"/app/hook/deliveries/(\d+)/attempts", path)
+        if attempt and method == "POST":
+            delivery_id = int(attempt.group(1))
+            if not any(d["id"] == delivery_id for d in self.deliveries):
+                return httpx.Response(404, json={"message": "Not Found"})
+            self.redelivered.append(delivery_id)
+            return httpx.Response(202, json={})
+        return None
 
 
-class FakeGitHub:
-    """GitHub in memory: through `router` (respx), or over HTTP (`serve_http()`) for processes."""
+class FakeGitHub(InjectsFaults):
+    """GitHub in memory, answering through `router` (respx) or `serve` (any transport)."""
 
-    def __init__(self, router: respx.MockRouter | None, base_url: str = API_URL) -> None:
+    def __init__(self, router: respx.MockRouter | None = None, base_url: str = API_URL) -> None:
         self.base = base_url.rstrip("/")
         self.repos: dict[str, Repo] = {}
         self.tokens_minted: list[int] = []
         self.suspended: set[int] = set()
         self.calls: list[tuple[str, str]] = []
-        self._failures: list[Failure] = []
+        self.hooks = HookDeliveries()
+        self.faults = Faults()
         self._ids = itertools.count(100)
         self._lock = threading.Lock()
         if router is not None:
-            router.route(url__regex=rf"^{re.escape(self.base)}/.*").mock(side_effect=self._serve)
-
-    def serve_http(self) -> tuple[str, Callable[[], None]]:
-        """Serve on a free local port; returns the base URL and a function that stops it."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                request = httpx.Request(
-                    self.command,
-                    f"http://{self.headers['host']}{self.path}",
-                    headers=dict(self.headers.items()),
-                    content=self.rfile.read(length) if length else b"",
-                )
-                response = fake._serve(request)
-                body = response.read()
-                self.send_response(response.status_code)
-                for name, value in response.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding"):
-                        self.send_header(name, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = _any
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-
-        return f"http://127.0.0.1:{server.server_port}", stop
+            router.route(url__regex=rf"^{re.escape(self.base)}/.*").mock(side_effect=self.serve)
 
     # --- set up ---------------------------------------------------------------------------
 
@@ -129,28 +138,19 @@ class FakeGitHub:
         self.repos[full_name.lower()] = repo
         return repo
 
-    def fail(
-        self,
-        method: str,
-        path_suffix: str,
-        *,
-        status: int = 500,
-        store: bool = False,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-        body: dict[str, Any] | list[Any] | None = None,
-    ) -> None:
-        """Answer the next `times` matching calls with `status` (after doing them if `store`)."""
-        self._failures.append(
-            Failure(
-                method,
-                path_suffix,
-                status,
-                store,
-                headers or {},
-                {"message": "Server Error"} if body is None else body,
-                times,
-            )
+    def fault_body(self, status: int) -> dict[str, Any]:
+        return {"message": "Server Error"}
+
+    def rate_limit(self, method: str, path_suffix: str, *, times: int = 1) -> None:
+        """GitHub's primary rate limit: 403 with no requests remaining until a reset."""
+        reset = str(int(time.time()) + 1)
+        self.fail(
+            method,
+            path_suffix,
+            status=403,
+            times=times,
+            headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
+            body={"message": "API rate limit exceeded for installation ID 1."},
         )
 
     def suspend(self, installation_id: int, suspended: bool = True) -> None:
@@ -166,36 +166,29 @@ class FakeGitHub:
     def count(self, method: str, path_suffix: str) -> int:
         return sum(1 for m, p in self.calls if m == method and p.endswith(path_suffix))
 
+    def pull_requests_opened(self) -> int:
+        return sum(len(repo.pulls) for repo in self.repos.values())
+
+    def pull_requests_by_head(self) -> collections.Counter[tuple[str, str]]:
+        return collections.Counter(
+            (repo.full_name, pull["head"]["ref"])
+            for repo in self.repos.values()
+            for pull in repo.pulls
+        )
+
     # --- serving ----------------------------------------------------------------------------
 
-    def _serve(self, request: httpx.Request) -> httpx.Response:
+    def serve(self, request: httpx.Request) -> httpx.Response:
+        """One call, answered as GitHub would (or by the fault waiting for it)."""
         with self._lock:
-            return self._serve_one(request)
+            self.calls.append((request.method, request.url.path))
+            return self.faults.around(request, self._answer)
 
-    def _serve_one(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        method = request.method
-        self.calls.append((method, path))
-        failure = self._failure_for(method, path)
-        if failure is not None and not failure.store:
-            return self._failed(failure)
-        response = self._answer(request, method, path)
-        if failure is not None:
-            return self._failed(failure)
-        return response
-
-    def _failure_for(self, method: str, path: str) -> Failure | None:
-        for failure in self._failures:
-            if failure.method == method and path.endswith(failure.path_suffix) and failure.times:
-                failure.times -= 1
-                return failure
-        return None
-
-    @staticmethod
-    def _failed(failure: Failure) -> httpx.Response:
-        return httpx.Response(failure.status, json=failure.body, headers=failure.headers)
-
-    def _answer(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        method, path = request.method, request.url.path
+        delivery = self.hooks.serve(request)
+        if delivery is not None:
+            return delivery
         token = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
         if token and method == "POST":
             if not request.headers.get("authorization", "").startswith("Bearer "):
