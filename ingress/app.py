@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -195,7 +195,7 @@ class IngressApp(Starlette):
     :param webhooks: path -> endpoint for the POSTs that skip the stack (None: none do).
     """
 
-    def __init__(self, *, webhooks: dict[str, ASGIApp] | None, **starlette: Any) -> None:
+    def __init__(self, *, webhooks: Mapping[str, ASGIApp] | None, **starlette: Any) -> None:
         super().__init__(**starlette)
         self._webhooks = webhooks or {}
 
