@@ -23,7 +23,6 @@ from outbox.cli import (
     reconcile,
     run,
     send,
-    tail,
     usage,
     work,
 )
@@ -57,7 +56,6 @@ work.register(app)
 jobs.register(app)
 usage.register(app)
 events.register(app)
-tail.register(app)
 purge.register(app)
 reconcile.register(app)
 credits.register(app)
