@@ -1,7 +1,7 @@
 """How stored events look on a terminal: the listing table, one event in full, the stats.
 
-Every stored string is untrusted (it came in a webhook): cells go through SafeTable and
-lines through `shown` or markup=False (outbox/cli/common.py).
+Every stored string is untrusted (it came in a webhook): cells are text, never markup
+(outbox/cli/tables.py), and lines go through `shown` or markup=False (outbox/cli/common.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from outbox.cli.common import SafeConsole, SafeTable, shown
-from outbox.cli.tables import PIPED_WIDTH, key_column, listing_table, note_column, text_column
+from outbox.cli.tables import key_column, note_column, print_listing, text_column
 from outbox.states import Source, Status
 
 if TYPE_CHECKING:
@@ -34,13 +34,13 @@ EVENT_COLUMNS = (
 )
 
 
-def events_table(rows: Sequence[EventSummary], width: int = PIPED_WIDTH) -> SafeTable:
+def print_events(console: SafeConsole, rows: Sequence[EventSummary]) -> None:
     """One event a line; at 80 columns the id, status, tries and account stay whole, and
     the error, then the delivery id and the type, are cut (tables.py)."""
     from rich.text import Text
 
-    moment = "%Y-%m-%d %H:%M:%S" if width >= FULL_TIME_WIDTH else "%m-%d %H:%M"
-    return listing_table(
+    moment = "%Y-%m-%d %H:%M:%S" if console.width >= FULL_TIME_WIDTH else "%m-%d %H:%M"
+    print_listing(
         EVENT_COLUMNS,
         [
             (
@@ -56,7 +56,7 @@ def events_table(rows: Sequence[EventSummary], width: int = PIPED_WIDTH) -> Safe
             )
             for r in rows
         ],
-        width=width,
+        console,
     )
 
 
@@ -212,7 +212,7 @@ def print_stats(console: SafeConsole, result: EventStats) -> None:
         rows.append((source, *map(str, counts), str(sum(counts))))
     counted = [key_column(name, right=True) for name in [*statuses, "total"]]
     columns = (key_column("source"), *counted)
-    console.print(listing_table(columns, rows, width=console.width), highlight=False)
+    print_listing(columns, rows, console)
     lag = age(result.oldest_due_age) if result.oldest_due_age is not None else "nothing due"
     console.print(f"oldest due row waiting: {lag}", highlight=False)
     console.print(f"dead in the last day: {result.dead_last_day}", highlight=False)

@@ -37,7 +37,7 @@ from outbox.cli.event_options import (
     FilterArgs,
     resolve_refs,
 )
-from outbox.cli.tables import key_column, listing_console, listing_table, note_column, text_column
+from outbox.cli.tables import key_column, listing_console, note_column, print_listing, text_column
 from outbox.states import IN_LINE, REPLAYABLE, Source, Status
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ def _print_plan(
         note_column("plan", least=8),
         note_column("already applied (kept, not applied again)", least=8),
     )
-    console.print(listing_table(columns, rows, width=console.width), highlight=False)
+    print_listing(columns, rows, console)
     for message in unresolved:
         console.print(f"[red]unknown[/red]: {shown(message)}", highlight=False)
 

@@ -24,7 +24,7 @@ from outbox.cli.common import (
     print_json_lines,
     usage_error,
 )
-from outbox.cli.event_display import detail_json, events_table, print_detail, print_stats
+from outbox.cli.event_display import detail_json, print_detail, print_events, print_stats
 from outbox.cli.event_options import (
     ACCOUNT_OPTION,
     DELIVERY_OPTION,
@@ -96,7 +96,7 @@ def list_events(
         print_json_lines(r.as_json() for r in rows)
         return
     console = listing_console()
-    console.print(events_table(rows, console.width), highlight=False)
+    print_events(console, rows)
     if len(rows) == limit:
         console.print(
             f"[dim]{limit} shown; older: --before-id {rows[-1].id}"
