@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -180,11 +181,10 @@ def sqlite_database(url: str) -> tuple[str, bool]:
     rest = url.partition("://")[2]
     path, _, query = rest.partition("?")
     path = path[1:] if path.startswith("/") else path
-    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
-    if options.pop("uri", "").lower() in ("true", "1"):
-        return path + (
-            "?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else ""
-        ), True
+    options = [part for part in query.split("&") if part]
+    if any(part.lower() in ("uri=true", "uri=1") for part in options):
+        rest = "&".join(p for p in options if not p.lower().startswith("uri="))
+        return path + (f"?{rest}" if rest else ""), True
     return path or ":memory:", False
 
 
@@ -227,8 +227,7 @@ def _translated_errors() -> Iterator[None]:
 
 
 def _database_error(exc: Exception) -> DatabaseError | None:
-    import sys
-
+    # The drivers are looked up, not imported: a command on SQLite never loads psycopg.
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     sqlite3 = sys.modules.get("sqlite3")
     if sqlite3 is not None and isinstance(exc, sqlite3.OperationalError):
