@@ -75,6 +75,19 @@ def test_version_and_shell_completion(cli):
     assert completion.code == 0 and "_OUTBOX_COMPLETE" in completion.stdout
 
 
+def test_the_command_leaves_its_objects_to_the_end_of_the_process_not_to_a_collector():
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['outbox', '--version']\n"
+        "from outbox.cli import main\n"
+        "main()"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "frozen True"
+
+
 def imported_by(code: str, env: dict[str, str]) -> tuple[set[str], str]:
     """The top-level packages a fresh interpreter has loaded after running `code`, and what
     `code` printed."""
