@@ -1,9 +1,10 @@
 """How long the `outbox` command takes to start: `outbox --help` and `outbox events list`.
 
 Each command runs as a new process (as an operator runs it) on a throwaway SQLite database
-of 200 events, several times; the figure is the median. Beside them, the floor any command
-pays: the interpreter alone, and importing SQLAlchemy's ORM, which every command that reads
-the database needs.
+of 200 events, several times; the figure is the median. Beside them: the interpreter alone;
+reading the settings (pydantic-settings), which every command that opens the database pays;
+importing SQLAlchemy's ORM, which the commands that write pay and a listing does not; and
+where the time of one `outbox events list` goes, timed inside the process.
 
     .venv/bin/python -m bench.cli_startup [--runs 21]
 """
@@ -11,6 +12,7 @@ the database needs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -21,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 TARGET_SECONDS = 0.25  #: the start-up an operator should not notice
+READ_SETTINGS = "from outbox.settings import get_settings; get_settings()"
 
 
 def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
@@ -32,6 +35,50 @@ def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
         if n:  # the first run fills the file cache and writes the bytecode
             seconds.append(time.perf_counter() - started)
     return seconds
+
+
+#: Runs `outbox events list` in this process and prints, as JSON, the seconds of each phase.
+PHASES_PROBE = """
+import json, sys, time
+started = time.perf_counter()
+import outbox.cli
+from outbox.cli import events
+from outbox import queries
+seconds = {"import outbox.cli": time.perf_counter() - started}
+marks = {}
+def timed(name, function):
+    def run(*args, **kwargs):
+        begun = marks.setdefault(name, time.perf_counter())
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seconds[name] = time.perf_counter() - begun
+    return run
+events.get_settings = timed("settings", events.get_settings)
+queries.list_events = timed("query", queries.list_events)
+events.print_events = timed("render", events.print_events)
+called = time.perf_counter()
+try:
+    outbox.cli.app(["events", "list"])
+except SystemExit:
+    pass
+seconds["typer, before the command"] = marks["settings"] - called
+seconds["whole run"] = time.perf_counter() - started
+sys.stdout.flush()
+sys.stderr.write(json.dumps(seconds) + "\\n")
+"""
+
+
+def phases(env: dict[str, str], runs: int) -> dict[str, float]:
+    """The median seconds of each phase of `outbox events list`, over `runs` processes."""
+    seen: dict[str, list[float]] = {}
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", PHASES_PROBE], env=env, capture_output=True, text=True
+        )
+        for name, value in json.loads(done.stderr.splitlines()[-1]).items():
+            seen.setdefault(name, []).append(value)
+    return {name: statistics.median(values) for name, values in seen.items()}
 
 
 def events_database(folder: Path) -> str:
@@ -62,6 +109,7 @@ def main() -> None:
             ("outbox --help", [*python, "-m", "outbox", "--help"], True),
             ("outbox events list", [*python, "-m", "outbox", "events", "list"], True),
             ("python -c pass", [*python, "-c", "pass"], False),
+            ("read the settings", [*python, "-c", READ_SETTINGS], False),
             ("import sqlalchemy.orm", [*python, "-c", "import sqlalchemy.orm"], False),
         ]
         for name, argv, is_target in cases:
@@ -71,6 +119,9 @@ def main() -> None:
             if is_target:
                 verdict = "  pass" if median < TARGET_SECONDS else f"  over {TARGET_SECONDS} s"
             print(f"{name:<24} median {median:.3f} s  min {min(seconds):.3f} s{verdict}")
+        print("outbox events list, inside the process (medians):")
+        for name, seconds in phases(env, runs).items():
+            print(f"  {name:<26} {seconds:.3f} s")
     print(f"load after {os.getloadavg()[0]:.2f}")
 
 

@@ -24,9 +24,10 @@ from githubkit import AppAuthStrategy, GitHub
 from sqlalchemy.orm import Session
 
 from outbox import store
-from outbox.events import known_deliveries
+from outbox.driver import of_session
 from outbox.handling import Handler
 from outbox.models import Source
+from outbox.queries import known_deliveries
 from outbox.settings import StripeMode
 from outbox.store import DeliveryIdNotStorable, IncomingEvent
 from outbox.stripe_events import incoming_stripe_event
@@ -149,7 +150,9 @@ def _backfill(
     session: Session, incoming: list[IncomingEvent], now: datetime, dry_run: bool
 ) -> list[Backfill]:
     if dry_run:
-        known = known_deliveries(session, Source.STRIPE, [i.delivery_id for i in incoming])
+        known = known_deliveries(
+            of_session(session), Source.STRIPE, [i.delivery_id for i in incoming]
+        )
         return [
             Backfill(
                 i.delivery_id,
@@ -274,7 +277,7 @@ def plan_redeliveries(deliveries: Iterable[Delivery], stored_guids: set[str]) ->
 
 
 def stored_guids(session: Session, deliveries: Sequence[Delivery]) -> set[str]:
-    return known_deliveries(session, Source.GITHUB, [d.guid for d in deliveries])
+    return known_deliveries(of_session(session), Source.GITHUB, [d.guid for d in deliveries])
 
 
 def redeliver(github: GitHub[AppAuthStrategy], delivery: Delivery) -> None:

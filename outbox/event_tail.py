@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from outbox import events as queries
-from outbox.db import utcnow
-from outbox.events import EventFilter, EventSummary
+from outbox import queries
+from outbox.driver import Connection
+from outbox.queries import EventFilter
+from outbox.query_results import EventSummary
 from outbox.states import IN_LINE
 
 #: Rows read per query while catching up; a busier second is read in several.
@@ -44,46 +43,42 @@ class EventTail:
         self.shown: set[int] = set()
         self.watched: dict[int, tuple[str, int]] = {}
 
-    def start(self, session: Session, last: int, emit: Emit) -> int:
+    def start(self, db: Connection, last: int, emit: Emit) -> int:
         """Show the `last` newest matching rows, oldest first; returns how many."""
-        top = queries.newest_id(session)
-        rows = (
-            queries.list_events(session, self.where, limit=last, before_id=top + 1) if last else []
-        )
+        top = queries.newest_id(db)
+        rows = queries.list_events(db, self.where, limit=last, before_id=top + 1) if last else []
         for row in reversed(rows):
             self._show(row, emit)
-        self.low = queries.settled_id(session, utcnow() - self.settle)
+        self.low = queries.settled_id(db, datetime.now(UTC) - self.settle)
         # Rows of the settling window not shown (older than the `last` ones) stay unshown.
-        self.shown.update(r.id for r in self._matching(session, self.low, top))
+        self.shown.update(r.id for r in self._matching(db, self.low, top))
         return len(rows)
 
-    def poll(self, session: Session, emit: Emit) -> None:
+    def poll(self, db: Connection, emit: Emit) -> None:
         """One look: the rows that appeared, then the outcomes of the rows awaited."""
-        top = queries.newest_id(session)
-        for row in self._matching(session, self.low, top):
+        top = queries.newest_id(db)
+        for row in self._matching(db, self.low, top):
             if row.id not in self.shown:
                 self._show(row, emit)
-        for row in queries.summaries_of(session, list(self.watched)):
+        for row in queries.summaries_of(db, list(self.watched)):
             if (row.status, row.attempts) != self.watched[row.id]:
                 emit("outcome", row)
                 self._await(row)
-        self.low = max(self.low, queries.settled_id(session, utcnow() - self.settle))
+        self.low = max(self.low, queries.settled_id(db, datetime.now(UTC) - self.settle))
         self.shown = {i for i in self.shown if i > self.low}
 
-    def follow(
-        self, sessions: sessionmaker[Session], emit: Emit, interval: float, *, polls: int = -1
-    ) -> None:
-        """Poll every `interval` seconds, `polls` times (-1: until interrupted)."""
+    def follow(self, db: Connection, emit: Emit, interval: float, *, polls: int = -1) -> None:
+        """Poll every `interval` seconds, `polls` times (-1: until interrupted): each read
+        runs in its own transaction (the connection autocommits), so each sees new rows."""
         while polls != 0:
             time.sleep(interval)
-            with sessions() as session:
-                self.poll(session, emit)
+            self.poll(db, emit)
             polls -= 1
 
-    def _matching(self, session: Session, after: int, top: int) -> Iterable[EventSummary]:
+    def _matching(self, db: Connection, after: int, top: int) -> Iterable[EventSummary]:
         while after < top:
             rows = queries.events_after(
-                session, self.where, after_id=after, up_to_id=top, limit=TAIL_PAGE
+                db, self.where, after_id=after, up_to_id=top, limit=TAIL_PAGE
             )
             yield from rows
             if len(rows) < TAIL_PAGE:

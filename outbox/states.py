@@ -27,3 +27,5 @@ class Status(StrEnum):
 FINISHED = (Status.DONE, Status.SKIPPED)
 #: Rows that still hold their place in their object's queue (see the ordering rule in claim).
 IN_LINE = (Status.PENDING, Status.PROCESSING)
+#: Rows `replay` may put back: finished or dead, so not already in play.
+REPLAYABLE = (Status.DONE, Status.DEAD, Status.SKIPPED)

@@ -55,6 +55,7 @@ from outbox.db import DriverStatement, ListQuery, UTCDateTime, postgres_driver
 from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
+from outbox.states import REPLAYABLE
 
 if TYPE_CHECKING:
     import psycopg
@@ -1006,9 +1007,6 @@ def next_due_at(session: Session) -> datetime | None:
             WebhookEvent.status == Status.PENDING.value
         )
     )
-
-
-REPLAYABLE = (Status.DONE, Status.DEAD, Status.SKIPPED)
 
 
 def replay(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 import migrations.schema  # noqa: F401  (the whole schema on Base.metadata)
 from outbox.db import Base, make_engine, make_sessionmaker
+from outbox.driver import Connection, connect
 from outbox.migrate import upgrade
 from outbox.settings import Settings
 
@@ -106,6 +107,13 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def reads(database_url: str) -> Iterator[Connection]:
+    """A plain driver connection for the named reads (outbox/queries.py)."""
+    with connect(database_url, timeout=5.0) as db:
+        yield db
 
 
 @pytest.fixture

@@ -185,11 +185,12 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 def _explained(exc: Exception) -> int | None:
     """Print one line for a failure a person can act on; its exit code, None if unknown.
 
-    The libraries are imported here, once something failed: a command that succeeds never
-    pays for pydantic's or SQLAlchemy's errors module (start-up time).
+    The libraries' errors are looked at only once something failed, and SQLAlchemy's only
+    when it is loaded: a command that succeeds never pays for importing them (start-up).
     """
     from pydantic import ValidationError
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from outbox.driver import DatabaseError
 
     if isinstance(exc, ValidationError):  # a setting (environment variable) that is not valid
         for problem in exc.errors():
@@ -199,19 +200,29 @@ def _explained(exc: Exception) -> int | None:
     if _handler_table_not_found(exc):
         error_line(str(exc))
         return EXIT_USAGE
-    if isinstance(exc, (OperationalError, ProgrammingError)):
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if _missing_table(reason):
-            message = f"database not migrated ({reason}): run `outbox migrate`"
-        elif isinstance(exc, ProgrammingError):
-            return None
-        elif _out_of_resources(exc.orig):
-            message = f"database cannot write ({reason}): free space on its disk"
-        else:
-            message = f"database unreachable: {reason}"
-        error_line(message)
-        return EXIT_FAILED
+    if isinstance(exc, DatabaseError):
+        return _database_failed(exc.reason, exc.sqlstate)
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
+        if isinstance(exc, (OperationalError, ProgrammingError)):
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if isinstance(exc, ProgrammingError) and not _missing_table(reason):
+                return None
+            return _database_failed(reason, getattr(exc.orig, "sqlstate", None))
     return None
+
+
+def _database_failed(reason: str, sqlstate: str | None) -> int:
+    """One line for a database that cannot answer: not migrated, full, or unreachable."""
+    if _missing_table(reason):
+        error_line(f"database not migrated ({reason}): run `outbox migrate`")
+    elif str(sqlstate or "").startswith("53"):
+        # SQLSTATE class 53, insufficient resources: a full disk (53100), out of memory.
+        error_line(f"database cannot write ({reason}): free space on its disk")
+    else:
+        error_line(f"database unreachable: {reason}")
+    return EXIT_FAILED
 
 
 def _handler_table_not_found(exc: Exception) -> bool:
@@ -224,11 +235,6 @@ def _handler_table_not_found(exc: Exception) -> bool:
 def error_line(message: str) -> None:
     """`error: …` on stderr, one line, the message shown as written (never markup)."""
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, emoji=False)
-
-
-def _out_of_resources(error: BaseException | None) -> bool:
-    # SQLSTATE class 53, insufficient resources: a full disk (53100), out of memory (53200).
-    return str(getattr(error, "sqlstate", "") or "").startswith("53")
 
 
 def _missing_table(reason: str) -> bool:

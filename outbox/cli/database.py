@@ -1,20 +1,38 @@
-"""The database as the operator commands use it: one engine per command, closed at the end."""
+"""The database as the operator commands use it, opened for one command and closed at its end.
+
+`open_reads` is a plain driver connection (outbox/driver.py): commands that only read
+(`events list | stats | tail`) never load SQLAlchemy. `open_database` is an engine and its
+sessions, for the commands that write or ask the domain.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
-from outbox.db import make_engine, make_sessionmaker
-from outbox.settings import Settings
+    from outbox.driver import Connection
+    from outbox.settings import Settings
+
+
+@contextmanager
+def open_reads(settings: Settings) -> Iterator[Connection]:
+    """A connection for the named reads (outbox/queries.py), with the engine's timeouts."""
+    from outbox.driver import connect
+
+    with connect(settings.database_url, timeout=settings.database_timeout_seconds) as db:
+        yield db
 
 
 @contextmanager
 def open_database(settings: Settings) -> Iterator[tuple[Engine, sessionmaker[Session]]]:
     """An engine and its session factory for one command; a small pool is plenty for a CLI."""
+    from outbox.db import make_engine, make_sessionmaker
+
     engine = make_engine(
         settings.database_url, pool_size=2, timeout=settings.database_timeout_seconds
     )

@@ -71,9 +71,10 @@ def purge(
     and dead events are never touched. Purged events cannot be replayed. The bodies go
     in batches of 1000 rows, one transaction each.
     """
-    from outbox import events as queries
     from outbox.cli.database import open_database
     from outbox.db import utcnow
+    from outbox.driver import of_session
+    from outbox.queries import purge_preview
 
     age = parse_duration(older_than, "--older-than")
     if age < MIN_AGE:
@@ -83,7 +84,7 @@ def purge(
     settings = get_settings()
     with open_database(settings) as (engine, sessions):
         with sessions() as session:
-            preview = queries.purge_preview(session, older_than=cutoff)
+            preview = purge_preview(of_session(session), older_than=cutoff)
         purged = preview.purgeable
         if not dry_run and purged:
             if purged > ASK_ABOVE_ROWS and not yes:

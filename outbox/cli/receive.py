@@ -193,7 +193,7 @@ def _as_json(received: Received, incoming: IncomingEvent) -> dict[str, Any]:
 def _print(
     received: Received, incoming: IncomingEvent, effects: list[dict[str, Any]], where: str
 ) -> None:
-    from outbox.cli.events import effect_line
+    from outbox.cli.event_display import effect_line
 
     say(
         f"event {received.event_id}  {incoming.source} {incoming.event_type}: "

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from outbox.cli.command_line import reflowed
+from tests.cli.conftest import stored
 
 
 @pytest.mark.parametrize(
@@ -74,26 +75,55 @@ def test_version_and_shell_completion(cli):
     assert completion.code == 0 and "_OUTBOX_COMPLETE" in completion.stdout
 
 
-def imported_by(code: str, env: dict[str, str]) -> set[str]:
-    """The top-level packages a fresh interpreter has loaded after running `code`."""
+def test_the_command_leaves_its_objects_to_the_end_of_the_process_not_to_a_collector():
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['outbox', '--version']\n"
+        "from outbox.cli import main\n"
+        "main()"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "frozen True"
+
+
+def imported_by(code: str, env: dict[str, str]) -> tuple[set[str], str]:
+    """The top-level packages a fresh interpreter has loaded after running `code`, and what
+    `code` printed."""
     loaded = "sorted({m.split('.')[0] for m in sys.modules})"
     probe = f"{code}\nimport sys, json\nprint(json.dumps({loaded}))"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
     )
-    return set(json.loads(done.stdout.splitlines()[-1]))
+    *printed, modules = done.stdout.splitlines()
+    return set(json.loads(modules)), "\n".join(printed)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the embedded default
-def test_help_and_a_listing_on_sqlite_load_no_database_driver_broker_or_domain(database_url):
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url}
-    at_help = imported_by("import outbox.cli", env)
+def test_help_loads_no_database_settings_driver_broker_or_domain():
+    at_help, _ = imported_by("import outbox.cli", {"PATH": "/usr/bin:/bin"})
     assert not at_help & {"sqlalchemy", "pydantic_settings", "psycopg", "redis", "domain"}
-    listing = imported_by(
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["events", "list"], "evt_listed"),
+        (["events", "tail"], "evt_listed"),
+        (["events", "stats"], "pending"),
+    ],
+)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the embedded default
+def test_reads_on_sqlite_load_no_sqlalchemy_driver_broker_or_domain(
+    database_url, engine, command, says
+):
+    stored(engine, delivery_id="evt_listed")
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": database_url, "COLUMNS": "200"}
+    loaded, printed = imported_by(
         "import sys\nfrom outbox.cli import app\n"
-        "try:\n    app(['events', 'list'])\nexcept SystemExit:\n    pass",
+        f"try:\n    app({command!r})\nexcept SystemExit:\n    pass",
         env,
     )
-    assert "sqlalchemy" in listing  # it did reach the database
-    heavy = {"psycopg", "redis", "dramatiq", "githubkit", "stripe", "domain", "processors"}
-    assert not listing & heavy
+    assert says in printed and "sqlite3" in loaded  # it did read the database
+    heavy = {"sqlalchemy", "psycopg", "redis", "dramatiq", "githubkit", "stripe", "domain"}
+    assert not loaded & {*heavy, "processors"}

@@ -7,15 +7,14 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.orm import Session
+from sqlalchemy import text
 
-from outbox import events as queries
-from outbox import store
+from outbox import queries, store
 from outbox.db import utcnow
+from outbox.driver import Connection
 from outbox.event_tail import EventTail
-from outbox.events import EventFilter
 from outbox.models import Source
+from outbox.queries import EventFilter
 from tests.cli.conftest import finish, kill, stored
 from tests.factories import incoming
 
@@ -62,53 +61,50 @@ def test_tail_with_no_match_says_so_and_exits_1(cli, engine):
     assert "no events match" in ran.stderr
 
 
-def test_following_prints_new_rows_then_their_outcomes(engine, sessions):
+def test_following_prints_new_rows_then_their_outcomes(engine, sessions, reads):
     printed = Printed()
     tail = EventTail(EventFilter(), SETTLE)
-    with sessions() as session:
-        assert tail.start(session, 10, printed) == 0
+    assert tail.start(reads, 10, printed) == 0
     first, second = stored(engine), stored(engine)
-    tail.follow(sessions, printed, 0.0, polls=1)
+    tail.follow(reads, printed, 0.0, polls=1)
     assert printed.take() == [("new", first, "pending"), ("new", second, "pending")]
     finish(sessions, first)
     kill(sessions, second, "boom")
-    tail.follow(sessions, printed, 0.0, polls=2)  # the second look finds nothing new
+    tail.follow(reads, printed, 0.0, polls=2)  # the second look finds nothing new
     assert printed.take() == [("outcome", first, "done"), ("outcome", second, "dead")]
     assert tail.watched == {}
 
 
-def test_following_keeps_to_the_filter(engine, sessions):
+def test_following_keeps_to_the_filter(engine, reads):
     printed = Printed()
     tail = EventTail(EventFilter(sources=("github",), event_type="pull_request.*"), SETTLE)
-    with sessions() as session:
-        tail.start(session, 10, printed)
+    tail.start(reads, 10, printed)
     stored(engine, source=Source.STRIPE, event_type="pull_request.opened")
     wanted = stored(engine, source=Source.GITHUB, event_type="pull_request.opened")
     stored(engine, source=Source.GITHUB, event_type="push")
-    tail.follow(sessions, printed, 0.0, polls=1)
+    tail.follow(reads, printed, 0.0, polls=1)
     assert printed.take() == [("new", wanted, "pending")]
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_a_row_committed_after_a_higher_id_is_still_shown_once(engine, sessions):
+def test_a_row_committed_after_a_higher_id_is_still_shown_once(engine, reads):
     printed = Printed()
     tail = EventTail(EventFilter(), SETTLE)
-    with sessions() as session:
-        tail.start(session, 10, printed)
+    tail.start(reads, 10, printed)
     late = engine.connect()
     transaction = late.begin()
     [slow] = store.record(late, [incoming()], utcnow())  # its id is taken, not yet visible
     quick = stored(engine)
-    tail.follow(sessions, printed, 0.0, polls=1)
+    tail.follow(reads, printed, 0.0, polls=1)
     assert printed.take() == [("new", quick, "pending")]
     transaction.commit()
     late.close()
-    tail.follow(sessions, printed, 0.0, polls=2)
+    tail.follow(reads, printed, 0.0, polls=2)
     assert printed.take() == [("new", slow.id, "pending")]
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine):
+def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine, reads):
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -119,35 +115,50 @@ def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine):
         )
         conn.execute(text("ANALYZE webhook_events"))
         top = conn.scalar(text("SELECT max(id) FROM webhook_events"))
-    with Session(engine) as session:
-        where = EventFilter(statuses=("dead",), sources=("stripe",))
-        for read in (
-            lambda: queries.events_after(session, where, after_id=top - 10, up_to_id=top, limit=9),
-            lambda: queries.settled_id(session, utcnow() - SETTLE),
-            lambda: queries.newest_id(session),
-        ):
-            plan = _plan_of(engine, session, read)
-            # an index on the id: the primary key (or, for dead rows, their partial index)
-            assert re.search(
-                r"Scan (Backward )?using (webhook_events_pkey|ix_webhook_events_dead)",
-                plan,
-            ), plan
-            assert "Seq Scan" not in plan, plan
+    where = EventFilter(statuses=("dead",), sources=("stripe",))
+    for read in (
+        lambda db: queries.events_after(db, where, after_id=top - 10, up_to_id=top, limit=9),
+        lambda db: queries.settled_id(db, utcnow() - SETTLE),
+        lambda db: queries.newest_id(db),
+    ):
+        plan = _plan_of(reads, read)
+        # an index on the id: the primary key (or, for dead rows, their partial index)
+        assert re.search(
+            r"Scan (Backward )?using (webhook_events_pkey|ix_webhook_events_dead)",
+            plan,
+        ), plan
+        assert "Seq Scan" not in plan, plan
 
 
-def _plan_of(engine, session, read) -> str:
-    """Postgres's plan for the one statement `read()` sends."""
-    sent = []
+class _Recording:
+    """A DBAPI connection that keeps each statement its cursors are given."""
 
-    def capture(conn, cursor, statement, params, context, executemany):
-        sent.append((statement, params))
+    def __init__(self, dbapi) -> None:
+        self.dbapi = dbapi
+        self.sent: list[tuple[str, object]] = []
 
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        read()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    [(statement, params)] = sent
-    cursor = session.connection().connection.driver_connection.cursor()
+    def cursor(self):
+        return _RecordingCursor(self.dbapi.cursor(), self.sent)
+
+
+class _RecordingCursor:
+    def __init__(self, cursor, sent: list[tuple[str, object]]) -> None:
+        self._cursor = cursor
+        self._sent = sent
+
+    def execute(self, statement, params=None):
+        self._sent.append((statement, params))
+        return self._cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+def _plan_of(reads: Connection, read) -> str:
+    """Postgres's plan for the one statement `read(db)` sends."""
+    recording = _Recording(reads.dbapi)
+    read(Connection(recording, reads.dialect))
+    [(statement, params)] = recording.sent
+    cursor = reads.dbapi.cursor()
     cursor.execute("EXPLAIN " + statement, params)
     return "\n".join(row[0] for row in cursor.fetchall())

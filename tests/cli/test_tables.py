@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import replace
 from decimal import Decimal
@@ -105,3 +106,52 @@ def test_columns_give_way_notes_first_then_text_from_the_right_and_keys_never():
     assert fitted_widths(columns, natural, 70) == [5, 20, 20, 10, 11]  # the error alone
     assert fitted_widths(columns, natural, 50) == [5, 20, 8, 10, 3]  # then the delivery
     assert fitted_widths(columns, natural, 20) == [5, 4, 4, 10, 3]  # keys stay whole
+
+
+def test_rows_wider_than_a_narrow_terminal_keep_their_keys_whole_for_it_to_wrap(
+    cli, engine, sessions
+):
+    github, stripe = events_on_screen(engine, sessions)
+    ran = cli("events", "list", columns="40")
+    assert ran.code == 0, ran.stderr
+    header, stripe_row, github_row = lines_of(ran.stdout)[:3]
+    assert header.split()[0] == "id" and "account" in header
+    assert re.match(rf"\s*{github}\s", github_row) and "9876543210" in github_row
+    assert re.match(rf"\s*{stripe}\s", stripe_row) and re.search(r"dead\s+1\s", stripe_row)
+    assert len({len(line) for line in (header, stripe_row, github_row)}) == 1  # aligned
+
+
+def test_a_listing_is_the_same_text_laid_out_by_rich_s_table_where_it_fits():
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    from outbox.cli.common import SafeConsole, shown, visible
+    from outbox.cli.tables import print_listing
+
+    columns = [key_column("id", right=True), text_column("type", least=4), note_column("error")]
+    rows = [
+        ("7", "invoice.paid", "[bold]not markup[/bold] and a long error that gives way"),
+        ("1234", "日本語のイベント", Text.from_markup("[red]styled[/red]")),
+        ("9", "\x1b[31mescaped", None),
+    ]
+    plain = [[c.plain if isinstance(c, Text) else visible(c or "") for c in row] for row in rows]
+    natural = [
+        max(cell_len(text) for text in [column.name, *(row[i] for row in plain)])
+        for i, column in enumerate(columns)
+    ]
+    for width in (40, 80, 200):
+        ours = SafeConsole(width=width, record=True, file=io.StringIO())
+        print_listing(columns, rows, ours)
+        widths = fitted_widths(columns, natural, width)
+        rich = SafeConsole(width=width, record=True, file=io.StringIO())
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+        for column, size in zip(columns, widths, strict=True):
+            justify = "right" if column.right else "left"
+            table.add_column(
+                column.name, width=size, no_wrap=True, overflow="ellipsis", justify=justify
+            )
+        for row in rows:
+            table.add_row(*(shown(c) if isinstance(c, str) else c for c in row))
+        rich.print(table, highlight=False)
+        assert ours.export_text() == rich.export_text(), width
