@@ -182,7 +182,7 @@ def test_stats_count_by_source_and_status_with_the_lag_and_the_recent_dead(engin
 
 
 def test_an_account_is_named_by_id_or_by_a_login_one_account_alone_carries(sessions, reads):
-    from domain.accounts import ensure_account
+    from domain.account_opening import ensure_account
 
     with transaction(sessions) as session:
         for account_id, login in ((42, "Octo-Org"), (43, "twin"), (44, "Twin"), (45, "46")):
