@@ -74,7 +74,7 @@ class Stack:
     def ring(self, ids: list[int]) -> None:
         """Send the doorbell messages for `ids`, as the ingress does after each commit."""
         from processors.broker import setup_broker
-        from processors.events import ring_events
+        from processors.event_actor import ring_events
 
         settings = Settings(redis_url=self.redis.url, redis_namespace=self.env["REDIS_NAMESPACE"])
         setup_broker(settings, in_process=False)

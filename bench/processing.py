@@ -149,7 +149,7 @@ def check_applied_once(engine: Any, total: int) -> str:
 def drain(events: int, log_level: str) -> dict[str, Any]:
     """Stored rows rung all at once: the processors' own rate."""
     from processors.broker import setup_broker
-    from processors.events import ring_events
+    from processors.event_actor import ring_events
 
     with deployment(with_ingress=False, log_level=log_level) as dep:
         now = datetime.now(UTC)

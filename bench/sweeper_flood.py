@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 
 from bench.common import postgres_database
 from bench.workload import store_backlog
-from processors.events import QUEUE
+from processors.event_actor import QUEUE
 from tests.services import OutboxProcess, RedisServer, outbox_env
 
 SAMPLE_EVERY = 30.0  #: seconds between two looks at the queue

@@ -36,7 +36,7 @@ from outbox.settings import Settings
 log = logging.getLogger("outbox.broker")
 
 #: Modules whose actors every process binds to its broker.
-ACTOR_MODULES: list[str] = ["processors.events", "processors.jobs"]
+ACTOR_MODULES: list[str] = ["processors.event_actor", "processors.jobs"]
 
 #: Seconds a pooled connection idles before it is checked again (a PING, itself bounded
 #: by the socket timeout: REDIS_TIMEOUT_SECONDS covers connects, reads and writes).

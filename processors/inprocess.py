@@ -53,7 +53,7 @@ class InProcessProcessors:
 
     @property
     def doorbell(self) -> Doorbell:
-        from processors.events import EventsDoorbell
+        from processors.event_actor import EventsDoorbell
 
         return EventsDoorbell()
 

@@ -23,7 +23,7 @@ from dramatiq import Message
 
 from outbox.settings import Settings
 from processors.broker import setup_broker
-from processors.events import IDS_PER_MESSAGE, process_events
+from processors.event_actor import IDS_PER_MESSAGE, process_events
 
 
 class RedisLoopDoorbell:

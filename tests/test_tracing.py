@@ -17,7 +17,7 @@ from outbox.handling import Handler, HandlerTable, RetryLater
 from outbox.models import WebhookEvent
 from outbox.settings import Settings
 from processors import runtime
-from processors.events import process_events
+from processors.event_actor import process_events
 from tests.factories import stripe_event_body, stripe_headers
 
 PROVIDER_URL = "https://api.stripe.test/v1/things/th_1"

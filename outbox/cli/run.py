@@ -201,7 +201,7 @@ def _serve(
 def _redis_doorbell(settings: Settings) -> Doorbell:
     """Rings `process_events` on Redis; a ring that fails is dropped (the sweeper finds the row)."""
     from processors.broker import setup_broker
-    from processors.events import EventsDoorbell
+    from processors.event_actor import EventsDoorbell
 
     setup_broker(settings, in_process=False)
     return EventsDoorbell()

@@ -10,7 +10,7 @@ import pytest
 
 from outbox.settings import Settings
 from processors.broker import DELAY_QUEUE_POLL_MS, setup_broker
-from processors.events import process_events
+from processors.event_actor import process_events
 from tests.fault_proxy import FaultProxy
 from tests.services import RedisServer
 

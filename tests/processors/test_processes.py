@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select
 from outbox.db import make_engine
 from outbox.models import Status, WebhookEvent
 from processors.broker import setup_broker
-from processors.events import ring_events
+from processors.event_actor import ring_events
 from tests.conftest import STRIPE_SECRET, create_postgres_database, drop_postgres_database
 from tests.factories import record, stripe_event_body, stripe_headers
 from tests.processors.handlers import (

@@ -82,7 +82,7 @@ def test_registered_sources_include_the_events_and_any_other_area(runtime):
 
 
 def test_the_events_source_leaves_just_received_rows_to_the_ingress_ring(runtime):
-    from processors.events import RING_GRACE_SECONDS, _due_events
+    from processors.event_actor import RING_GRACE_SECONDS, _due_events
 
     # Times are given, not read from the clock, so a slow machine cannot age the fresh row.
     now = utcnow()
@@ -102,7 +102,7 @@ def test_the_events_source_leaves_just_received_rows_to_the_ingress_ring(runtime
 
 
 def test_with_the_broker_down_the_sweeper_applies_due_events_itself(runtime):
-    from processors.events import _apply_here
+    from processors.event_actor import _apply_here
 
     ids = [r.id for r in record(runtime.engine, scripted_event(), scripted_event())]
     source = SweepSource(
@@ -201,7 +201,7 @@ def test_released_leases_make_the_sweeper_forget_its_rings(runtime):
 @pytest.mark.redis
 def test_with_no_worker_the_events_queue_names_each_due_row_once(runtime, redis_url):
     from processors.broker import setup_broker
-    from processors.events import IDS_PER_MESSAGE, QUEUE, RING_GRACE_SECONDS
+    from processors.event_actor import IDS_PER_MESSAGE, QUEUE, RING_GRACE_SECONDS
 
     broker = setup_broker(runtime.settings, in_process=False)
     try:
