@@ -326,11 +326,7 @@ def _credit_entries(
     amounts = [positive_credits(item.amount) for item in credits]
     if not credits:
         return []
-    accounts = lock_accounts(session, (c.account_id for c in credits))
-    for item in credits:
-        if item.account_id not in accounts:
-            raise UnknownAccount(f"no account with id {item.account_id}")
-    applied = applied_keys(session, (c.key for c in credits))
+    accounts, applied = _lock_and_read_keys(session, credits)
     owed = debts(session, accounts)
     entries: list[Entry | None] = []
     for item, amount in zip(credits, amounts, strict=True):
@@ -416,11 +412,7 @@ def take_back_many(
     amounts = [positive_credits(item.amount) for item in items]
     if not items:
         return []
-    accounts = lock_accounts(session, (item.account_id for item in items))
-    for item in items:
-        if item.account_id not in accounts:
-            raise UnknownAccount(f"no account with id {item.account_id}")
-    applied = applied_keys(session, (item.key for item in items))
+    accounts, applied = _lock_and_read_keys(session, items)
     left = availables(session, accounts)
     entries: list[Entry | None] = []
     for item, amount in zip(items, amounts, strict=True):
@@ -437,6 +429,18 @@ def take_back_many(
         entries.append(entry)
     insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
     return entries
+
+
+def _lock_and_read_keys(
+    session: Session, items: Sequence[NewCredit | NewTakeBack]
+) -> tuple[set[int], set[str]]:
+    """Lock the entries' accounts (UnknownAccount if one is missing); the accounts, and
+    those of the entries' keys already applied."""
+    accounts = lock_accounts(session, (item.account_id for item in items))
+    for item in items:
+        if item.account_id not in accounts:
+            raise UnknownAccount(f"no account with id {item.account_id}")
+    return accounts, applied_keys(session, (item.key for item in items))
 
 
 def _taken(amount: Decimal, available: Decimal) -> Decimal:
