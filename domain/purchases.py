@@ -308,31 +308,9 @@ def refunded_share(purchase: CreditPurchase, refund: Refund) -> Decimal:
     return (purchase.credits * fraction).quantize(QUANTUM, rounding=ROUND_HALF_UP)
 
 
-def take_back_refund(
-    session: Session,
-    purchase: CreditPurchase,
-    refund: Refund,
-    *,
-    now: datetime,
-    event_id: int | None = None,
-) -> ledger.CreditEntry | None:
-    """Take back what this refund state adds to the earlier ones; None when it adds nothing
-    (an older or repeated state, or credits a dispute of the payment already took back)."""
-    account_locks.lock_account(session, purchase.account_id)
-    session.refresh(purchase)
-    more = refund_take_back(purchase, refund, event_id=event_id)
-    if more is None:
-        return None
-    return ledger.take_back(
-        session, more.account_id, more.amount, key=more.key, reason=more.reason, now=now,
-        event_id=event_id,
-    )  # fmt: skip
-
-
 @dataclass(frozen=True)
 class RefundState:
-    """A charge's refund state, to take back from the purchase it paid for (see
-    `take_back_refunds`)."""
+    """A charge's refund state, and the purchase it paid for (see `take_back_refunds`)."""
 
     purchase: CreditPurchase
     refund: Refund
@@ -340,10 +318,11 @@ class RefundState:
 
 
 def take_back_refunds(session: Session, states: Sequence[RefundState], *, now: datetime) -> None:
-    """`take_back_refund` for many refund states at once, in the order given (each sees the
-    purchase as the one before left it): the purchases' accounts locked, the purchases read
-    again under their locks, and the entries written with a few statements whatever their
-    number (ledger.take_back_many)."""
+    """Take back what each refund state adds to the earlier ones of its purchase (nothing
+    for an older or repeated state, or credits a dispute of the payment already took
+    back), in the order given, each seeing the purchase as the one before left it: the
+    purchases' accounts locked, the purchases read again under their locks, the entries
+    written with a few statements whatever their number (ledger.take_back_many)."""
     if not states:
         return
     account_locks.lock_accounts(session, (state.purchase.account_id for state in states))
