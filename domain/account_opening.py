@@ -7,6 +7,8 @@ ledger's entries reference accounts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -60,3 +62,56 @@ def ensure_account(
             now=now,
         )
     return account, True
+
+
+@dataclass(frozen=True)
+class Opening:
+    """An account an event names: opened if new, its login and kind kept up to date."""
+
+    account_id: int
+    login: str | None = None
+    kind: str | None = None
+
+
+def ensure_accounts(
+    session: Session, openings: Sequence[Opening], *, now: datetime, welcome_credits: Decimal
+) -> set[int]:
+    """`ensure_account` for many at once, in a few statements whatever their number: the
+    new accounts inserted in one (ascending ids, the lock order), every one read in one,
+    the logins and kinds taken in the order given (the last one given stands), and the
+    welcome grants of the new ones credited in one. Returns the ids created now."""
+    if not openings:
+        return set()
+    first: dict[int, Opening] = {}
+    for opening in openings:
+        first.setdefault(opening.account_id, opening)
+    values = [
+        {"id": o.account_id, "login": o.login, "kind": o.kind, "created_at": now}
+        for o in sorted(first.values(), key=lambda o: o.account_id)
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = insert(Account).values(values).on_conflict_do_nothing(index_elements=["id"])
+    created = {account_id for (account_id,) in session.execute(inserted.returning(Account.id))}
+    wanted = select(Account).where(Account.id.in_(sorted(first)))
+    accounts = {a.id: a for a in session.scalars(wanted.execution_options(populate_existing=True))}
+    for opening in openings:
+        if opening.account_id in created and first[opening.account_id] is opening:
+            continue  # inserted with this opening's login and kind
+        account = accounts[opening.account_id]
+        if opening.login is not None and account.login != opening.login:
+            account.login = opening.login
+        if opening.kind is not None and account.kind != opening.kind:
+            account.kind = opening.kind
+    if created and welcome_credits > 0:
+        grants = [
+            ledger.NewCredit(
+                account_id,
+                welcome_credits,
+                key=WELCOME_KEY.format(account_id=account_id),
+                reason="welcome grant",
+            )
+            for account_id in sorted(created)
+        ]
+        ledger.credit_many(session, grants, now=now)
+    return created

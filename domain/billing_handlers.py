@@ -65,6 +65,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         "take_back_refund",
         apply=apply_refund,
         prepare=_refund_reader(settings) if fetch else None,
+        apply_many=apply_refunds,
         accounts=payment_accounts,
         lock_accounts=lock,
     )
@@ -341,15 +342,47 @@ def _refund_reader(settings: Settings) -> Any:
 
 
 def apply_refund(session: Session, event: EventContext, sessions: Any) -> NoEffect | None:
-    charge = stripe_objects.event_object(event)
-    if stripe_objects.object_id(charge.get("payment_intent")) is None:
-        return NoEffect(NOT_A_PACK_PAYMENT)
-    refund = stripe_objects.refund_of(charge)
-    purchase = _purchase_paid_by(session, charge, refund.payment_intent_id, sessions)
-    if purchase is None:
-        return NoEffect(NOT_A_PACK_PAYMENT)
-    purchases.take_back_refund(session, purchase, refund, now=event.now, event_id=event.id)
-    return None
+    """One `charge.refunded`: `apply_refunds` with one item."""
+    (result,) = apply_refunds(session, [(event, sessions)])
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def apply_refunds(
+    session: Session, items: Sequence[tuple[EventContext, Any]]
+) -> list[BaseException | NoEffect | None]:
+    """`charge.refunded` events together (with the checkout sessions `prepare` read, or
+    None), in the events' order: their purchases read in one statement, the refund states
+    taken in by domain/purchases.py's rule, the ledger entries written in a few statements.
+    One result per event: None (applied), NoEffect (no pack was bought with the charge), or
+    why it failed (malformed: PermanentFailure; its purchase not recorded yet: RetryLater),
+    writing nothing."""
+    results: list[BaseException | NoEffect | None] = [None] * len(items)
+    read: list[tuple[int, EventContext, Any, dict[str, Any], purchases.Refund]] = []
+    for index, (event, sessions) in enumerate(items):
+        try:
+            charge = stripe_objects.event_object(event)
+            if stripe_objects.object_id(charge.get("payment_intent")) is None:
+                results[index] = NoEffect(NOT_A_PACK_PAYMENT)
+                continue
+            read.append((index, event, sessions, charge, stripe_objects.refund_of(charge)))
+        except Exception as exc:  # PermanentFailure: a malformed event
+            results[index] = exc
+    if not read:
+        return results
+    paid_by = purchases.purchases_for_payments(session, (r.payment_intent_id for *_, r in read))
+    states: list[purchases.RefundState] = []
+    for index, event, sessions, charge, refund in sorted(read, key=lambda item: item[1].id):
+        purchase = paid_by.get(refund.payment_intent_id)
+        if purchase is not None:
+            states.append(purchases.RefundState(purchase, refund, event.id))
+        elif _not_a_pack_payment(charge, sessions):
+            results[index] = NoEffect(NOT_A_PACK_PAYMENT)
+        else:
+            results[index] = _purchase_not_recorded(refund.payment_intent_id)
+    purchases.take_back_refunds(session, states, now=max(event.now for _, event, *_ in read))
+    return results
 
 
 NOT_A_PACK_PAYMENT = "not a payment for a credit pack: no credits to take back"
@@ -362,8 +395,12 @@ def _purchase_paid_by(
     RetryLater while the purchase it may be about is not recorded yet."""
     purchase = purchases.purchase_for_payment(session, payment_intent_id)
     if purchase is None and not _not_a_pack_payment(obj, sessions):
-        raise RetryLater(f"no credit purchase recorded yet for payment {payment_intent_id}")
+        raise _purchase_not_recorded(payment_intent_id)
     return purchase
+
+
+def _purchase_not_recorded(payment_intent_id: str) -> RetryLater:
+    return RetryLater(f"no credit purchase recorded yet for payment {payment_intent_id}")
 
 
 # --- disputes: taken back while the funds are withdrawn, given back if won ---------------

@@ -23,6 +23,7 @@ from domain.account_opening import ensure_account
 from domain.job_specs import JobSpec
 from domain.jobs import JobOrigin, PrJob, submit
 from domain.pull_requests import FileChange
+from domain.repository_events import ADDED, REMOVED, RepositoryEvents
 from outbox.fields import as_time
 from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure
 from outbox.models import Source
@@ -109,17 +110,19 @@ def github_handlers(settings: Settings) -> HandlerTable:
         )
         onboard(session, event, installation, added)
 
-    def repos_removed(
-        session: Session, event: EventContext, installation: inst.Installation, news: bool
-    ) -> None:
-        if installation.status == inst.InstallationStatus.DELETED:
-            return
-        inst.remove_repositories(
-            session,
-            installation.id,
-            repository_facts(event.payload, "repositories_removed"),
-            now=event.now,
-            event_id=event.id,
+    repository_events = RepositoryEvents(
+        welcome_credits=settings.welcome_credits,
+        read_facts=installation_facts,
+        read_repositories=repository_facts,
+        onboard=onboard,
+    )
+
+    def repository_event(name: str) -> Handler:
+        return Handler(
+            name=name,
+            apply=repository_events.apply,
+            apply_many=repository_events.apply_many,
+            lock_accounts=account_locks.try_lock_accounts,
         )
 
     def deleted(session: Session, event: EventContext, _prepared: Any) -> None:
@@ -148,10 +151,9 @@ def github_handlers(settings: Settings) -> HandlerTable:
         "installation.new_permissions_accepted": installation_event(
             "accept_installation_permissions", permissions
         ),
-        "installation_repositories.added": installation_event("add_repositories", repos_added),
-        "installation_repositories.removed": installation_event(
-            "remove_repositories", repos_removed
-        ),
+        # Applied together (domain/repository_events.py), each event type under its name.
+        ADDED: repository_event("add_repositories"),
+        REMOVED: repository_event("remove_repositories"),
         "github_app_authorization.revoked": Handler(name="record_revocation", apply=revoked),
     }
     return {(Source.GITHUB.value, event_type): handler for event_type, handler in entries.items()}

@@ -156,7 +156,21 @@ def record_installation(
     installation is taken back only with `reinstall` (an `installation.created`) and facts
     of a new installation.
     """
-    installation = session.get(Installation, facts.id)
+    held = session.get(Installation, facts.id)
+    return take_installation(session, held, facts, now=now, event_id=event_id, reinstall=reinstall)
+
+
+def take_installation(
+    session: Session,
+    held: Installation | None,
+    facts: InstallationFacts,
+    *,
+    now: datetime,
+    event_id: int | None,
+    reinstall: bool = False,
+) -> tuple[Installation, bool]:
+    """`record_installation` on the row already read (`held`; None: there is none yet)."""
+    installation = held
     if installation is None:
         installation = Installation(id=facts.id, created_at=now)
         session.add(installation)
@@ -295,6 +309,24 @@ def _change_repositories(
     reachable: bool,
 ) -> list[InstallationRepository]:
     existing = _repositories_by_id(session, installation_id)
+    changed = change_repositories(
+        session, existing, installation_id, repositories, now, event_id, reachable
+    )
+    session.flush()
+    return changed
+
+
+def change_repositories(
+    session: Session,
+    existing: dict[int, InstallationRepository],
+    installation_id: int,
+    repositories: Iterable[RepositoryFacts],
+    now: datetime,
+    event_id: int | None,
+    reachable: bool,
+) -> list[InstallationRepository]:
+    """Add (`reachable`) or remove repositories of an installation whose rows were already
+    read (`existing`, by repository id, kept up to date); unflushed. Returns the rows changed."""
     changed: list[InstallationRepository] = []
     for repo in repositories:
         row = existing.get(repo.id)
@@ -315,7 +347,6 @@ def _change_repositories(
         row.removed_at = None if reachable else now
         row.event_id = event_id
         changed.append(row)
-    session.flush()
     return changed
 
 
@@ -420,6 +451,31 @@ def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]
                 "login": revoked.login,
             }
         )
+    return found
+
+
+def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Installation]:
+    """The installations of these ids that exist, read in one statement."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.scalars(select(Installation).where(Installation.id.in_(wanted)))
+    return {row.id: row for row in rows}
+
+
+def repositories_by_installation(
+    session: Session, installation_ids: Iterable[int]
+) -> dict[int, dict[int, InstallationRepository]]:
+    """Each installation's repository rows by repository id, read in one statement."""
+    wanted = sorted(set(installation_ids))
+    found: dict[int, dict[int, InstallationRepository]] = {i: {} for i in wanted}
+    if not wanted:
+        return found
+    rows = session.scalars(
+        select(InstallationRepository).where(InstallationRepository.installation_id.in_(wanted))
+    )
+    for row in rows:
+        found[row.installation_id][row.repository_id] = row
     return found
 
 

@@ -326,11 +326,7 @@ def _credit_entries(
     amounts = [positive_credits(item.amount) for item in credits]
     if not credits:
         return []
-    accounts = lock_accounts(session, (c.account_id for c in credits))
-    for item in credits:
-        if item.account_id not in accounts:
-            raise UnknownAccount(f"no account with id {item.account_id}")
-    applied = applied_keys(session, (c.key for c in credits))
+    accounts, applied = _lock_and_read_keys(session, credits)
     owed = debts(session, accounts)
     entries: list[Entry | None] = []
     for item, amount in zip(credits, amounts, strict=True):
@@ -389,11 +385,98 @@ def take_back(
     lock_account(session, account_id)
     if entry_for_key(session, key) is not None:
         return None
-    taken = max(ZERO, min(amount, available(session, account_id)))
+    taken = _taken(amount, available(session, account_id))
     return append_entry(
         session, account_id, -taken, amount - taken, key=key, reason=reason, now=now,
         event_id=event_id,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NewTakeBack:
+    """Credits to take back from an account, once per key (see `take_back_many`)."""
+
+    account_id: int
+    amount: Decimal
+    key: str
+    reason: str
+    event_id: int | None = None
+
+
+def take_back_many(
+    session: Session, items: Sequence[NewTakeBack], *, now: datetime
+) -> list[Entry | None]:
+    """`take_back` for many at once, in the order given: a few statements whatever their
+    number (the accounts locked, the keys and what each account has available read, the
+    entries written in one, not read back). None in place of a key already applied."""
+    amounts = [positive_credits(item.amount) for item in items]
+    if not items:
+        return []
+    accounts, applied = _lock_and_read_keys(session, items)
+    left = availables(session, accounts)
+    entries: list[Entry | None] = []
+    for item, amount in zip(items, amounts, strict=True):
+        if item.key in applied:
+            entries.append(None)
+            continue
+        applied.add(item.key)
+        taken = _taken(amount, left[item.account_id])
+        left[item.account_id] -= taken
+        entry = Entry(
+            item.key, item.account_id, -taken, amount - taken, item.reason, item.event_id,
+            None, now,
+        )  # fmt: skip
+        entries.append(entry)
+    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    return entries
+
+
+def _lock_and_read_keys(
+    session: Session, items: Sequence[NewCredit | NewTakeBack]
+) -> tuple[set[int], set[str]]:
+    """Lock the entries' accounts (UnknownAccount if one is missing); the accounts, and
+    those of the entries' keys already applied."""
+    accounts = lock_accounts(session, (item.account_id for item in items))
+    for item in items:
+        if item.account_id not in accounts:
+            raise UnknownAccount(f"no account with id {item.account_id}")
+    return accounts, applied_keys(session, (item.key for item in items))
+
+
+def _taken(amount: Decimal, available: Decimal) -> Decimal:
+    """What a take-back takes from the balance: what is available of it (the rest is debt)."""
+    return max(ZERO, min(amount, available))
+
+
+def availables(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
+    """`available` of each of these accounts, in two statements."""
+    wanted = sorted(set(account_ids))
+    found = {account_id: ZERO for account_id in wanted}
+    for account_id, total in _BALANCES.rows(session, wanted):
+        found[account_id] += Decimal(total or 0).quantize(ZERO)
+    for account_id, total in _HELD.rows(session, wanted):
+        found[account_id] -= Decimal(total or 0).quantize(ZERO)
+    return found
+
+
+_BALANCES = ListQuery(
+    lambda one_of: (
+        select(CreditEntry.account_id, func.sum(CreditEntry.amount))
+        .where(one_of(CreditEntry.account_id))
+        .group_by(CreditEntry.account_id)
+    )
+)
+_HELD = ListQuery(
+    lambda one_of: (
+        select(CreditHold.account_id, func.sum(CreditHold.amount))
+        .where(
+            one_of(CreditHold.account_id),
+            CreditHold.released_at.is_(None),
+            CreditHold.captured_at.is_(None),
+        )
+        .group_by(CreditHold.account_id)
+    )
+)
 
 
 def adjust(

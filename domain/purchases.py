@@ -287,6 +287,19 @@ def purchase_for_payment(session: Session, payment_intent_id: str) -> CreditPurc
     ).scalar_one_or_none()
 
 
+def purchases_for_payments(
+    session: Session, payment_intent_ids: Iterable[str]
+) -> dict[str, CreditPurchase]:
+    """The purchases these payments made, by payment intent, read in one statement."""
+    wanted = sorted(set(payment_intent_ids))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(CreditPurchase).where(CreditPurchase.payment_intent_id.in_(wanted))
+    )
+    return {row.payment_intent_id: row for row in rows if row.payment_intent_id is not None}
+
+
 def refunded_share(purchase: CreditPurchase, refund: Refund) -> Decimal:
     """The credits a refund state stands for: the refunded fraction of what was granted."""
     if refund.amount <= 0:
@@ -295,18 +308,41 @@ def refunded_share(purchase: CreditPurchase, refund: Refund) -> Decimal:
     return (purchase.credits * fraction).quantize(QUANTUM, rounding=ROUND_HALF_UP)
 
 
-def take_back_refund(
-    session: Session,
-    purchase: CreditPurchase,
-    refund: Refund,
-    *,
-    now: datetime,
-    event_id: int | None = None,
-) -> ledger.CreditEntry | None:
-    """Take back what this refund state adds to the earlier ones; None when it adds nothing
-    (an older or repeated state, or credits a dispute of the payment already took back)."""
-    account_locks.lock_account(session, purchase.account_id)
-    session.refresh(purchase)
+@dataclass(frozen=True)
+class RefundState:
+    """A charge's refund state, and the purchase it paid for (see `take_back_refunds`)."""
+
+    purchase: CreditPurchase
+    refund: Refund
+    event_id: int | None = None
+
+
+def take_back_refunds(session: Session, states: Sequence[RefundState], *, now: datetime) -> None:
+    """Take back what each refund state adds to the earlier ones of its purchase (nothing
+    for an older or repeated state, or credits a dispute of the payment already took
+    back), in the order given, each seeing the purchase as the one before left it: the
+    purchases' accounts locked, the purchases read again under their locks, the entries
+    written with a few statements whatever their number (ledger.take_back_many)."""
+    if not states:
+        return
+    account_locks.lock_accounts(session, (state.purchase.account_id for state in states))
+    ids = sorted({state.purchase.id for state in states})
+    session.scalars(
+        select(CreditPurchase)
+        .where(CreditPurchase.id.in_(ids))
+        .execution_options(populate_existing=True)
+    ).all()
+    more = [refund_take_back(s.purchase, s.refund, event_id=s.event_id) for s in states]
+    session.flush()
+    ledger.take_back_many(session, [item for item in more if item is not None], now=now)
+
+
+def refund_take_back(
+    purchase: CreditPurchase, refund: Refund, *, event_id: int | None
+) -> ledger.NewTakeBack | None:
+    """The refund state's rule: the purchase takes it in (refunded share, amount), and what
+    that adds to what the purchase has taken back is to be taken from the account; None
+    when it adds nothing."""
     target = refunded_share(purchase, refund)
     if target <= purchase.refunded_credits:
         return None
@@ -316,13 +352,11 @@ def take_back_refund(
     more = purchase.taken_back - before
     if more <= 0:
         return None
-    return ledger.take_back(
-        session,
+    return ledger.NewTakeBack(
         purchase.account_id,
         more,
         key=REFUND_KEY.format(charge_id=refund.charge_id, amount_refunded=refund.amount_refunded),
         reason=f"refund of {purchase.description}: {format_credits(more)} credits"[:255],
-        now=now,
         event_id=event_id,
     )
 

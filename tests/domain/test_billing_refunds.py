@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from decimal import Decimal
 
 import pytest
 import respx
+from sqlalchemy import select
 
 from domain import holds, ledger
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
-from outbox.handling import RetryLater
+from outbox.handling import PermanentFailure, RetryLater
 from tests.domain.billing_support import (
     NOW,
     PACK_CENTS,
@@ -19,6 +22,7 @@ from tests.domain.billing_support import (
     charge,
     checkout_session,
     deliver,
+    dispute,
     seed,
     stripe_event,
     table_for,
@@ -163,3 +167,77 @@ def test_with_the_api_a_charge_no_checkout_made_is_left_alone(sessions, database
         deliver(sessions, table, stripe_event(REFUNDED, charge("pi_other", 2000, 2000)))
     assert stripe.calls == [("GET", "/v1/checkout/sessions")]
     assert standing(sessions) == (D(10), D(0))
+
+
+def _refunds_of_a_batch(sessions, table, account_id):
+    """One account's refund states as a batch meets them: three of one payment (500, all,
+    then the older 500 again), all of a payment a dispute already took back half of, both
+    with a job's credits spent (debt) and held; then a refund of a purchase not recorded
+    yet, one of a subscription invoice, and a malformed one."""
+    seed(sessions, account_id)
+    first = bought_pro(sessions, table, account_id)
+    second = bought_pro(sessions, table, account_id)
+    withdrawn = dispute(second, 750, "needs_response", dispute_id=f"dp_{second}")
+    deliver(sessions, table, stripe_event("charge.dispute.funds_withdrawn", withdrawn))
+    with transaction(sessions) as s:
+        ledger.spend(s, account_id, 60, key=f"job:{account_id}", reason="jobs", now=NOW)
+        holds.hold(s, account_id, 30, key=f"hold:job:{account_id}", now=NOW)
+    unrecorded = checkout_session(account_id, pack=PRO)["payment_intent"]
+    malformed = charge(first, 1499, 1499)
+    del malformed["amount_refunded"]
+    charges = [
+        charge(first, 1499, 500),
+        charge(first, 1499, 1499),
+        charge(second, 1499, 1499),
+        charge(unrecorded, 1499, 1499),
+        charge("pi_inv", 2000, 2000, invoice=f"in_{account_id}"),
+        malformed,
+        charge(first, 1499, 500),
+    ]
+    return [stripe_event(REFUNDED, obj) for obj in charges]
+
+
+def _no_ids(text):
+    """The text without Stripe object ids and account numbers (each batch has its own)."""
+    return re.sub(r"\b(cs|pi|dp|ch)_\w+|\d+$", "·", text)
+
+
+def _ledger_of(sessions, account_id):
+    """The account's standing, its entries (without the payments' ids) and its purchases."""
+    from domain.purchases import CreditPurchase
+
+    with transaction(sessions) as s:
+        entries = [
+            (e.amount, e.debt_change, _no_ids(e.reason), _no_ids(e.key))
+            for e in ledger.history(s, account_id)
+        ]
+        bought = s.scalars(
+            select(CreditPurchase)
+            .where(CreditPurchase.account_id == account_id)
+            .order_by(CreditPurchase.id)
+        )
+        rows = [(p.refunded_amount, p.refunded_credits, p.disputed_credits) for p in bought]
+        return ledger.standing(s, account_id), entries, rows
+
+
+def test_refunds_applied_together_end_as_applied_one_by_one(sessions, table):
+    """One apply_many over a batch's refunds takes back, as debt and from the balance, what
+    applying them one after the other does, with the holds and a dispute of the same
+    payment in play; those that cannot apply fail alone and write nothing."""
+    handler = table[("stripe", REFUNDED)]
+    assert handler.apply_many is not None
+    together = _refunds_of_a_batch(sessions, table, 1)
+    with transaction(sessions) as s:
+        results = handler.apply_many(s, [(event, None) for event in together])
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "NoneType", "NoneType", "RetryLater", "NoEffect", "PermanentFailure",
+        "NoneType",
+    ]  # fmt: skip
+    for event in _refunds_of_a_batch(sessions, table, 2):
+        with contextlib.suppress(RetryLater, PermanentFailure):
+            deliver(sessions, table, event)
+
+    applied_together, one_by_one = _ledger_of(sessions, 1), _ledger_of(sessions, 2)
+    assert applied_together == one_by_one
+    standing_now, entries, _ = applied_together
+    assert standing_now.debt > 0 and len(entries) == 7  # 2 packs, a dispute, a spend, 3 refunds
