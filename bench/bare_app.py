@@ -18,13 +18,19 @@ from ingress.signatures import verify_github
 SECRETS = (os.environ.get("BENCH_GITHUB_SECRET", "bench-secret"),)
 
 
-async def verify_only(request: Request) -> Response:
+async def verified(request: Request) -> tuple[bytes, Response | None]:
+    """The request's body, and the refusal to answer with when its HMAC does not check."""
     body = await request.body()
     try:
         verify_github(body, request.headers.get("x-hub-signature-256"), SECRETS)
     except Rejection as rejection:
-        return JSONResponse({"error": rejection.reason}, rejection.status)
-    return JSONResponse({"id": 0, "duplicate": False})
+        return body, JSONResponse({"error": rejection.reason}, rejection.status)
+    return body, None
+
+
+async def verify_only(request: Request) -> Response:
+    _, refusal = await verified(request)
+    return refusal or JSONResponse({"id": 0, "duplicate": False})
 
 
 app = Starlette(routes=[Route("/webhooks/github", verify_only, methods=["POST"])])

@@ -13,9 +13,7 @@ import json
 import time
 from typing import Any
 
-from bench.loadgen import build_request
-from bench.workload import ACCOUNTS, STRIPE_SECRET
-from ingress.signatures import stripe_signature
+from bench.workload import ACCOUNTS, signed_stripe
 
 #: The seed catalog's price ids (examples/packs.toml).
 CATALOG = ("price_decouverte", "price_pro", "price_organisme")
@@ -64,12 +62,4 @@ def checkout_body(run: str, n: int) -> bytes:
 
 def signed_checkouts(port: int, run: str, start: int, count: int) -> list[bytes]:
     """The whole HTTP requests that deliver checkouts start..start+count to `port`."""
-    requests = []
-    for n in range(start, start + count):
-        body = checkout_body(run, n)
-        headers = {
-            "Content-Type": "application/json",
-            "Stripe-Signature": stripe_signature(STRIPE_SECRET, body, int(time.time())),
-        }
-        requests.append(build_request("127.0.0.1", port, "/webhooks/stripe", body, headers))
-    return requests
+    return [signed_stripe(port, checkout_body(run, n)) for n in range(start, start + count)]

@@ -20,10 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingress.errors import Rejection
-from ingress.signatures import verify_github
+from bench.bare_app import verified
 
-SECRETS = (os.environ.get("BENCH_GITHUB_SECRET", "bench-secret"),)
 DSN = os.environ.get("BENCH_NAIVE_DSN", "host=127.0.0.1 user=postgres dbname=test")
 POOL_SIZE = 16  #: connections: one per sender at 16, so a request never waits for one there
 
@@ -36,11 +34,9 @@ _pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
 
 
 async def store(request: Request) -> Response:
-    body = await request.body()
-    try:
-        verify_github(body, request.headers.get("x-hub-signature-256"), SECRETS)
-    except Rejection as rejection:
-        return JSONResponse({"error": rejection.reason}, rejection.status)
+    body, refusal = await verified(request)
+    if refusal is not None:
+        return refusal
     conn = await _pool.get()
     try:
         async with conn.transaction():

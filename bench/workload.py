@@ -63,14 +63,18 @@ def purchase_body(run: str, n: int, *, created: int | None = None) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-def signed_purchase(port: int, run: str, n: int) -> bytes:
-    """The whole HTTP request that delivers purchase `n` to an ingress on `port`."""
-    body = purchase_body(run, n)
+def signed_stripe(port: int, body: bytes) -> bytes:
+    """The whole HTTP request that delivers the Stripe event `body`, signed now, to `port`."""
     headers = {
         "Content-Type": "application/json",
         "Stripe-Signature": stripe_signature(STRIPE_SECRET, body, int(time.time())),
     }
     return build_request("127.0.0.1", port, "/webhooks/stripe", body, headers)
+
+
+def signed_purchase(port: int, run: str, n: int) -> bytes:
+    """The whole HTTP request that delivers purchase `n` to an ingress on `port`."""
+    return signed_stripe(port, purchase_body(run, n))
 
 
 def signed_purchases(port: int, run: str, start: int, count: int) -> list[bytes]:
