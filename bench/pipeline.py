@@ -154,11 +154,9 @@ def drain_rate(s: Stack, count: int) -> float:
 
 
 def conninfo(url: str) -> str:
-    rest = url.split("://", 1)[1]
-    userhost, dbname = rest.rsplit("/", 1)
-    user, hostport = userhost.split("@")
-    host, port = hostport.split(":")
-    return f"host={host} port={port} user={user} dbname={dbname}"
+    """libpq's form of a SQLAlchemy Postgres URL: the URL without SQLAlchemy's "+psycopg"
+    (as outbox/driver.py connects), so a password, a missing port or options carry over."""
+    return "postgresql://" + url.partition("://")[2]
 
 
 def bare_rate(url: str, count: int) -> float:
