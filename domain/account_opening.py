@@ -47,10 +47,7 @@ def ensure_account(
         select(Account).where(Account.id == account_id).execution_options(populate_existing=True)
     ).scalar_one()
     if not created:
-        if login is not None and account.login != login:
-            account.login = login
-        if kind is not None and account.kind != kind:
-            account.kind = kind
+        _keep_names(account, login, kind)
         return account, False
     if welcome_credits > 0:
         ledger.credit(
@@ -98,11 +95,7 @@ def ensure_accounts(
     for opening in openings:
         if opening.account_id in created and first[opening.account_id] is opening:
             continue  # inserted with this opening's login and kind
-        account = accounts[opening.account_id]
-        if opening.login is not None and account.login != opening.login:
-            account.login = opening.login
-        if opening.kind is not None and account.kind != opening.kind:
-            account.kind = opening.kind
+        _keep_names(accounts[opening.account_id], opening.login, opening.kind)
     if created and welcome_credits > 0:
         grants = [
             ledger.NewCredit(
@@ -115,3 +108,11 @@ def ensure_accounts(
         ]
         ledger.credit_many(session, grants, now=now)
     return created
+
+
+def _keep_names(account: Account, login: str | None, kind: str | None) -> None:
+    """Take a login or kind an event gives (GitHub logins change on rename; the id does not)."""
+    if login is not None and account.login != login:
+        account.login = login
+    if kind is not None and account.kind != kind:
+        account.kind = kind

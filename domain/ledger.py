@@ -381,13 +381,12 @@ def take_back(
 
     Never refuses and never goes below zero; None when `key` was already applied.
     """
-    amount = positive_credits(amount)
-    lock_account(session, account_id)
-    if entry_for_key(session, key) is not None:
+    one = NewTakeBack(account_id, positive_credits(amount), key, reason, event_id)
+    [entry] = _take_back_entries(session, [one], now)
+    if entry is None:
         return None
-    taken = _taken(amount, available(session, account_id))
     return append_entry(
-        session, account_id, -taken, amount - taken, key=key, reason=reason, now=now,
+        session, account_id, entry.amount, entry.debt_change, key=key, reason=reason, now=now,
         event_id=event_id,
     )  # fmt: skip
 
@@ -409,6 +408,15 @@ def take_back_many(
     """`take_back` for many at once, in the order given: a few statements whatever their
     number (the accounts locked, the keys and what each account has available read, the
     entries written in one, not read back). None in place of a key already applied."""
+    entries = _take_back_entries(session, items, now)
+    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    return entries
+
+
+def _take_back_entries(
+    session: Session, items: Sequence[NewTakeBack], now: datetime
+) -> list[Entry | None]:
+    """The entries that take back these amounts, in the order given, not yet written."""
     amounts = [positive_credits(item.amount) for item in items]
     if not items:
         return []
@@ -427,7 +435,6 @@ def take_back_many(
             None, now,
         )  # fmt: skip
         entries.append(entry)
-    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
     return entries
 
 
