@@ -4,7 +4,7 @@ they mean: the filter, the account an operator names, the ids or delivery ids gi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -46,17 +46,7 @@ class FilterArgs:
 
     @property
     def given(self) -> bool:
-        return any(
-            [
-                self.status,
-                self.source,
-                self.event_type,
-                self.account,
-                self.since,
-                self.until,
-                self.delivery,
-            ]
-        )
+        return any(getattr(self, field.name) for field in fields(self))
 
     def resolve(self, db: Connection, now: datetime) -> EventFilter:
         """The filter they mean; exit 2 for times that make no sense, 1 for an unknown login."""
