@@ -21,7 +21,7 @@ from outbox.cli.common import (
     print_json_lines,
     say,
 )
-from outbox.cli.run import safe_url
+from outbox.cli.run import safe_url, schema_of
 
 if TYPE_CHECKING:
     from outbox.settings import Settings
@@ -80,20 +80,14 @@ def run_checks(settings: Settings) -> list[Check]:
 def check_database(settings: Settings) -> list[Check]:
     from sqlalchemy.exc import DBAPIError
 
-    from outbox.db import make_engine
-    from outbox.schema import schema_state
-
     where = safe_url(settings.database_url)
-    engine = make_engine(settings.database_url, pool_size=1, timeout=DOCTOR_TIMEOUT)
     try:
-        state = schema_state(engine)
+        state = schema_of(settings.database_url, DOCTOR_TIMEOUT)
     except DBAPIError as exc:
         return [
             Check("database", "fail", f"{where} unreachable ({_error(exc)})", "check DATABASE_URL"),
             Check("migrations", "fail", "not checked: the database is unreachable"),
         ]
-    finally:
-        engine.dispose()
     database = Check("database", "ok", f"{where} answers")
     if state.problem is not None:
         return [database, Check("migrations", "fail", state.problem)]

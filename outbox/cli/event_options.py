@@ -4,8 +4,8 @@ they mean: the filter, the account an operator names, the ids or delivery ids gi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -46,17 +46,7 @@ class FilterArgs:
 
     @property
     def given(self) -> bool:
-        return any(
-            [
-                self.status,
-                self.source,
-                self.event_type,
-                self.account,
-                self.since,
-                self.until,
-                self.delivery,
-            ]
-        )
+        return any(getattr(self, field.name) for field in fields(self))
 
     def resolve(self, db: Connection, now: datetime) -> EventFilter:
         """The filter they mean; exit 2 for times that make no sense, 1 for an unknown login."""
@@ -90,6 +80,34 @@ def account_id(db: Connection, ref: str) -> int:
     if ref.isdigit():  # events may name an account before it exists here
         return int(ref)
     fail(f"no account with login or id {ref!r}")
+
+
+def refs_or_filters(refs: Sequence[str] | None, args: FilterArgs, missing: str) -> None:
+    """Exit 2 unless exactly one of the two ways to name events was used."""
+    if refs and args.given:
+        usage_error("give event ids or filters, not both")
+    if not refs and not args.given:
+        usage_error(missing)
+
+
+def selected_ids(
+    db: Connection,
+    refs: Sequence[str] | None,
+    args: FilterArgs,
+    *,
+    limit: int | None,
+    statuses: tuple[str, ...],
+) -> tuple[list[int], list[str]]:
+    """The ids the refs name (and a message for each that names nothing), or the ids the
+    filters match, oldest first: of `statuses` unless the filters chose some."""
+    from outbox.queries import matching_ids
+
+    if refs:
+        return resolve_refs(db, refs)
+    where = args.resolve(db, datetime.now(UTC))
+    if not where.statuses:
+        where = replace(where, statuses=statuses)
+    return matching_ids(db, where, limit=limit), []
 
 
 def resolve_refs(db: Connection, refs: Sequence[str]) -> tuple[list[int], list[str]]:

@@ -6,7 +6,6 @@ rows go back in paced batches, the processors rung after each.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,8 @@ from outbox.cli.event_options import (
     TYPE_OPTION,
     UNTIL_OPTION,
     FilterArgs,
-    resolve_refs,
+    refs_or_filters,
+    selected_ids,
 )
 from outbox.cli.tables import key_column, listing_console, note_column, print_listing, text_column
 from outbox.states import IN_LINE, REPLAYABLE, Source, Status
@@ -84,10 +84,9 @@ def replay_events(
     from outbox.query_results import ReplayVerdict
 
     args = FilterArgs(status, source, event_type, account, since, until, delivery)
-    if refs and args.given:
-        usage_error("give event ids or filters, not both")
-    if not refs and not args.given:
-        usage_error("name the events to replay: ids, or filters such as --status dead --since 2d")
+    refs_or_filters(
+        refs, args, "name the events to replay: ids, or filters such as --status dead --since 2d"
+    )
     in_play = [s.value for s in status or () if s in IN_LINE]
     if in_play:
         usage_error(
@@ -98,13 +97,9 @@ def replay_events(
     with open_database(settings) as (_, sessions):
         with sessions() as session:
             db = of_session(session)
-            if refs:
-                ids, unresolved = resolve_refs(db, refs)
-            else:
-                where = args.resolve(db, datetime.now(UTC))
-                if not where.statuses:
-                    where = replace(where, statuses=tuple(s.value for s in REPLAYABLE))
-                ids, unresolved = queries.matching_ids(db, where, limit=limit), []
+            ids, unresolved = selected_ids(
+                db, refs, args, limit=limit, statuses=tuple(s.value for s in REPLAYABLE)
+            )
             verdicts = queries.replay_verdicts(db, ids)
             if dry_run:
                 plans = [

@@ -3,7 +3,6 @@ that waits on something just fixed (an account linked, a pack added)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import typer
@@ -20,7 +19,6 @@ from outbox.cli.common import (
     print_json_lines,
     say,
     shown,
-    usage_error,
 )
 from outbox.cli.event_options import (
     ACCOUNT_OPTION,
@@ -30,7 +28,8 @@ from outbox.cli.event_options import (
     TYPE_OPTION,
     UNTIL_OPTION,
     FilterArgs,
-    resolve_refs,
+    refs_or_filters,
+    selected_ids,
 )
 from outbox.cli.tables import listing_console
 from outbox.states import Source, Status
@@ -67,21 +66,16 @@ def retry_events(
     from outbox.driver import of_session
 
     args = FilterArgs(None, source, event_type, account, since, until, delivery)
-    if refs and args.given:
-        usage_error("give event ids or filters, not both")
-    if not refs and not args.given:
-        usage_error("name the events to retry: ids, or filters such as --type 'invoice.*'")
+    refs_or_filters(
+        refs, args, "name the events to retry: ids, or filters such as --type 'invoice.*'"
+    )
     settings = get_settings()
     with open_database(settings) as (_, sessions):
         with sessions() as session:
             db = of_session(session)
-            if refs:
-                ids, unresolved = resolve_refs(db, refs)
-            else:
-                where = replace(
-                    args.resolve(db, datetime.now(UTC)), statuses=(Status.PENDING.value,)
-                )
-                ids, unresolved = queries.matching_ids(db, where, limit=limit), []
+            ids, unresolved = selected_ids(
+                db, refs, args, limit=limit, statuses=(Status.PENDING.value,)
+            )
             verdicts = queries.replay_verdicts(db, ids)
         if not verdicts and not unresolved:
             fail("no pending events match")

@@ -15,6 +15,7 @@ from outbox.logs import configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from outbox.schema import SchemaState
     from outbox.settings import Settings
 
 #: Secrets `outbox dev` and `outbox send` fall back to when none are configured, so a
@@ -59,18 +60,21 @@ def serve(
 
 def require_migrated(settings: Settings) -> None:
     """Exit with one line when the database is unreachable or not at the migration head."""
+    problem = schema_of(settings.database_url, settings.database_timeout_seconds).problem
+    if problem is not None:
+        fail(f"{problem} (DATABASE_URL={safe_url(settings.database_url)})")
+
+
+def schema_of(database_url: str, timeout: float) -> SchemaState:
+    """The database's schema against the code's migrations, on an engine used once."""
     from outbox.db import make_engine
     from outbox.schema import schema_state
 
-    engine = make_engine(
-        settings.database_url, pool_size=1, timeout=settings.database_timeout_seconds
-    )
+    engine = make_engine(database_url, pool_size=1, timeout=timeout)
     try:
-        problem = schema_state(engine).problem
+        return schema_state(engine)
     finally:
         engine.dispose()
-    if problem is not None:
-        fail(f"{problem} (DATABASE_URL={safe_url(settings.database_url)})")
 
 
 @friendly_errors
