@@ -116,3 +116,9 @@ class Handler:
 
 #: The dispatch table's shape: (source, event type) -> handler.
 HandlerTable = dict[tuple[str, str], Handler]
+
+
+def describe(exc: BaseException) -> str:
+    """An error on one line: its class, then its message's first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

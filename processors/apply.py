@@ -37,7 +37,14 @@ from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.handling import ApplyAlone, EventContext, Handler, NoEffect, PermanentFailure
+from outbox.handling import (
+    ApplyAlone,
+    EventContext,
+    Handler,
+    NoEffect,
+    PermanentFailure,
+    describe,
+)
 from outbox.logs import LINES
 from outbox.models import Source, Status
 from outbox.modes import mode_mismatch
@@ -651,9 +658,3 @@ def _fields(step: _Step, outcome: Outcome, elapsed: float) -> dict[str, Any]:
 
 def _name(handler: Handler | None) -> str | None:
     return handler.name if handler is not None else None
-
-
-def describe(exc: BaseException) -> str:
-    """An error on one line: its class, then its message's first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

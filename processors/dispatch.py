@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 
-from outbox.handling import Handler
+from outbox.handling import Handler, describe
 from outbox.registry import DispatchTable, InvalidPattern, Registry
 from outbox.settings import Settings
 
@@ -47,7 +47,7 @@ def load_handler_table(settings: Settings) -> DispatchTable:
         except (ImportError, AttributeError) as exc:
             raise HandlerTableNotFound(f"{where}: {exc}") from exc
         except Exception as exc:  # the package's own import failed: say which, in one line
-            raise HandlerTableNotFound(f"{where}: {_one_line(exc)}") from exc
+            raise HandlerTableNotFound(f"{where}: {describe(exc)}") from exc
         if not callable(register):
             raise HandlerTableNotFound(f"{where}: {type(register).__name__} is not callable")
         try:
@@ -55,7 +55,7 @@ def load_handler_table(settings: Settings) -> DispatchTable:
         except (InvalidPattern, TypeError) as exc:
             raise HandlerTableNotFound(f"{where}: {exc}") from exc
         except Exception as exc:
-            raise HandlerTableNotFound(f"{where}: {_one_line(exc)}") from exc
+            raise HandlerTableNotFound(f"{where}: {describe(exc)}") from exc
     return registry.table()
 
 
@@ -71,11 +71,6 @@ def _named_table(settings: Settings) -> Callable[[Settings], object]:
         return getattr(importlib.import_module(module_name), function_name)  # type: ignore[no-any-return]
     except (ImportError, AttributeError) as exc:
         raise HandlerTableNotFound(f"HANDLER_TABLE={settings.handler_table}: {exc}") from exc
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def find_handler(

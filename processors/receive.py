@@ -15,14 +15,12 @@ from datetime import timedelta
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.handling import NoEffect, PermanentFailure
+from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
 from outbox.store import ClaimedEvent
-from processors.apply import describe, event_context
+from processors.apply import ERROR_CAP, event_context
 from processors.dispatch import find_handler
 from processors.runtime import Runtime
-
-ERROR_CAP = 2000  #: characters of an error kept on the row, as a worker keeps them
 
 
 @dataclass(frozen=True)

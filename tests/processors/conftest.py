@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from outbox.db import make_engine
+from outbox.migrate import upgrade
 from outbox.settings import Settings
 from processors import runtime as runtimes
 from processors.runtime import Runtime
@@ -39,3 +42,15 @@ def effects_engine(engine: Engine) -> Iterator[Engine]:
 @pytest.fixture
 def runtime(proc_settings: Settings, effects_engine: Engine) -> Iterator[Runtime]:
     yield runtimes.configure(proc_settings, engine=effects_engine)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """A migrated SQLite file of its own, with the test handler's effect table (for tests
+    that start the outbox's commands as processes on it): its URL and an engine on it."""
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    create_effects_table(engine)
+    yield url, engine
+    engine.dispose()

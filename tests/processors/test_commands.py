@@ -8,17 +8,15 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from outbox import store
 from outbox.db import transaction, utcnow
-from outbox.migrate import upgrade
 from outbox.models import Status, WebhookEvent
 from tests.factories import record
 from tests.processors.handlers import (
     HANDLER_TABLE,
     TEST_EVENT_TYPE,
-    create_effects_table,
     effect_counts,
     scripted_event,
 )
@@ -45,16 +43,6 @@ def outbox(*args: str, env: dict[str, str], cwd: str | None = None) -> subproces
         text=True,
         timeout=60,
     )
-
-
-@pytest.fixture
-def sqlite_db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    upgrade(url)
-    engine = create_engine(url)
-    create_effects_table(engine)
-    yield url, engine
-    engine.dispose()
 
 
 @pytest.mark.slow

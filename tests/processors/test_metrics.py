@@ -18,12 +18,11 @@ from domain.jobs import JobStatus, PrJob
 from domain.usage import record_usage
 from outbox import store
 from outbox.db import make_engine, make_sessionmaker, transaction, utcnow
-from outbox.migrate import upgrade
 from outbox.retry import RetryPolicy
 from processors.backlog import BacklogCollector, read_backlog
 from processors.metrics import type_family
 from tests.factories import incoming, record
-from tests.processors.handlers import HANDLER_TABLE, create_effects_table, scripted_event
+from tests.processors.handlers import HANDLER_TABLE, scripted_event
 from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
 LEASE = timedelta(minutes=5)
@@ -219,16 +218,6 @@ def processed(samples, outcome="done") -> float:
     )
 
 
-@pytest.fixture
-def process_db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    create_effects_table(engine)
-    yield url, engine
-    engine.dispose()
-
-
 def _ring(env, ids):
     from tests.processors.test_processes import ring_from_here
 
@@ -238,9 +227,9 @@ def _ring(env, ids):
 @pytest.mark.slow
 @pytest.mark.redis
 def test_worker_processes_are_counted_once_and_afresh_after_a_restart(
-    process_db, redis_url, tmp_path
+    sqlite_db, redis_url, tmp_path
 ):
-    url, engine = process_db
+    url, engine = sqlite_db
     port = free_port()
     env = outbox_env(
         url,
@@ -308,7 +297,7 @@ def test_the_sweeper_serves_its_metrics_and_the_backlog(engine, sessions, databa
     assert samples[("outbox_jobs", (("status", "pending"),))] == 2
 
 
-def test_a_taken_metrics_port_is_refused_in_one_line(process_db):
+def test_a_taken_metrics_port_is_refused_in_one_line(sqlite_db):
     import socket
 
     from tests.processors.test_commands import outbox
@@ -317,7 +306,7 @@ def test_a_taken_metrics_port_is_refused_in_one_line(process_db):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = outbox_env(process_db[0], redis_url="redis://127.0.0.1:1/0", metrics_port=port)
+        env = outbox_env(sqlite_db[0], redis_url="redis://127.0.0.1:1/0", metrics_port=port)
         result = outbox("sweep", env=env)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
