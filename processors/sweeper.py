@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from outbox import store
 from outbox.db import transaction, utcnow
+from outbox.handling import describe
 from processors.metrics import SWEEP_FAILURES, SWEEP_RELEASED, SWEEP_RUNG
 from processors.runtime import Runtime
 
@@ -218,8 +219,7 @@ def _work_here(runtime: Runtime, source: SweepSource, ids: list[int], report: Sw
 
 
 def _failed(report: SweepReport, step: str, exc: Exception) -> None:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    report.errors[step] = f"{type(exc).__name__}: {text}"[:300]
+    report.errors[step] = describe(exc)[:300]
     SWEEP_FAILURES.labels(step).inc()
 
 

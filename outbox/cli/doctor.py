@@ -295,8 +295,10 @@ def check_pack_catalog(settings: Settings) -> list[Check]:
 
 
 def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+    # Imported here: outbox.handling brings SQLAlchemy, which every CLI start would pay for.
+    from outbox.handling import describe
+
+    return describe(exc)[:200]
 
 
 #: Every check, in the order printed; each may give more than one line.
