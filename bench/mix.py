@@ -595,7 +595,8 @@ def measure(
             problems += check(engine, expected)
     finally:
         engine.dispose()
-    return rows(rates, full, problems, events, rounds), {"subscriptions": len(expected.statuses)}
+    meta = {"subscriptions": len(expected.statuses), "rates": rates, "growth_rate": full}
+    return rows(rates, full, problems, events, rounds), meta
 
 
 def one_round(url: str, name: str, run: str, events: int, expected: Expected) -> float:
