@@ -98,8 +98,10 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(PARTS), required=True)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each commit")
     parser.add_argument("--tolerance", type=float, default=0.05, help="worst allowed slowdown")
-    parser.add_argument("extra", nargs="*", help="after --: arguments for the part itself")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    extra = argv[split + 1 :]  # after --: arguments for the part itself
     part = PARTS[args.part]
     load_before = os.getloadavg()
     rounds: list[tuple[Figures, Figures]] = []
@@ -108,7 +110,7 @@ def main() -> None:
         try:
             for round_ in range(args.rounds):
                 order = trees if round_ % 2 == 0 else trees[::-1]
-                measured = {tree: one_round(tree, part, args.extra) for tree in order}
+                measured = {tree: one_round(tree, part, extra) for tree in order}
                 rounds.append((measured[trees[0]], measured[trees[1]]))
         finally:
             for tree in trees:
