@@ -1,6 +1,6 @@
 """`outbox reconcile stripe | github --since 3d`: fetch what the providers sent and we never stored.
 
-The rules are in domain/reconcile.py; this module parses the command line, builds the API
+The rules are in outbox/reconcile.py; this module parses the command line, builds the API
 clients, and prints what was done.
 """
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from githubkit import AppAuthStrategy, GitHub
     from rich.text import Text
 
-    from domain.reconcile import Backfill, Delivery, Redelivery
+    from outbox.reconcile import Backfill, Delivery, Redelivery
     from outbox.settings import Settings
 
 reconcile_app = typer.Typer(
@@ -79,8 +79,8 @@ def reconcile_stripe(
     """Store each Stripe event we handle that never arrived, marked backfilled (30 days max)."""
     import stripe
 
-    from domain import reconcile
     from domain.clients import NotConfigured, stripe_client
+    from outbox import reconcile
     from outbox.cli.database import open_database
     from outbox.db import transaction, utcnow
     from processors.dispatch import HandlerTableNotFound, load_handler_table
@@ -167,8 +167,8 @@ def reconcile_github(
     """Ask GitHub to redeliver each failed App webhook delivery we never stored (3 days max)."""
     from githubkit.exception import GitHubException
 
-    from domain import reconcile
     from domain.clients import NotConfigured, github_app
+    from outbox import reconcile
     from outbox.cli.database import open_database
     from outbox.db import utcnow
 
@@ -201,7 +201,7 @@ def _redeliver(github: GitHub[AppAuthStrategy], item: Redelivery) -> Redelivery:
     """Act on one planned item: ask GitHub for a redelivery, or keep the item as it is."""
     from githubkit.exception import GitHubException
 
-    from domain import reconcile
+    from outbox import reconcile
 
     if item.decision != "redeliver":
         return item

@@ -12,8 +12,8 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from domain.reconcile import Delivery, plan_redeliveries
 from outbox.models import Source
+from outbox.reconcile import Delivery, plan_redeliveries
 from tests.cli.conftest import stored
 
 API = "https://api.github.com"

@@ -11,10 +11,10 @@ import pytest
 import respx
 from sqlalchemy import select
 
-from domain.reconcile import FALLBACK_STRIPE_TYPES
 from ingress.stripe import stripe_event
 from outbox.handling import Handler, HandlerTable
 from outbox.models import Source, Status, WebhookEvent
+from outbox.reconcile import FALLBACK_STRIPE_TYPES
 from outbox.settings import Settings
 from tests.factories import record, stripe_event_body
 
@@ -206,7 +206,7 @@ def test_more_than_twenty_types_are_asked_for_in_groups_stripe_accepts():
     from datetime import UTC, datetime
 
     from domain.clients import stripe_client
-    from domain.reconcile import fetch_stripe_pages
+    from outbox.reconcile import fetch_stripe_pages
 
     route = respx.get(EVENTS_URL).mock(return_value=page([event("evt_x")]))
     client = stripe_client(Settings(stripe_api_key="sk_test_groups"))
@@ -233,7 +233,7 @@ def test_unicode_digits_in_ids_are_read_as_absent_and_the_event_is_still_stored(
 
 
 def test_the_types_asked_of_stripe_are_the_exact_ones_never_a_wildcard():
-    from domain.reconcile import handled_stripe_types
+    from outbox.reconcile import handled_stripe_types
     from outbox.registry import Registry
 
     registry = Registry()
