@@ -2,7 +2,8 @@
 from the environment without pydantic.
 
 Settings (outbox/settings.py) is a pydantic-settings model: loading pydantic and building it
-costs more than the rest of a listing's work together. These values are read here as it
+would cost more than the rest of a listing's work together (docs/performance.md, CLI
+start-up). These values are read here as it
 reads them: the variable's name in any letter case, the default when it is unset. A value
 written in any other way than the plain one (`DATABASE_TIMEOUT_SECONDS=1e1`, `=0`, `=abc`)
 is left to Settings, which gives the same value or the same one-line error. These commands

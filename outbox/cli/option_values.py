@@ -2,7 +2,8 @@
 
 Typer (0.29) converts every option's value, its default included, through a pydantic
 `TypeAdapter` that it builds for the option: importing pydantic and building the adapters
-of `events list` cost about 0.09 s of a command meant to start in well under 0.25 s.
+would be most of the start-up of `events list`, a command meant to answer at once
+(docs/performance.md, CLI start-up).
 
 The options here are plain: text, whole numbers, decimals, flags and choices (an Enum or a
 Literal), alone or repeated. For those, `PlainValue` converts the values that have only
