@@ -162,6 +162,6 @@ def test_checks_the_settings_it_reads_and_no_others(cli, engine):
         ran.stderr.strip()
         == "error: setting DATABASE_TIMEOUT_SECONDS: Input should be greater than 0"
     )
-    # a setting only the processors read: `outbox doctor` and the processors refuse it
+    # a setting the ingress and the processors read: they and `outbox doctor` refuse it
     listed = cli("events", "list", stripe_mode="sometimes")
     assert listed.code == 0 and "evt_listed" in listed.stdout
