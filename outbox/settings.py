@@ -14,9 +14,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outbox.reader_settings import (
+    DEFAULT_DATABASE_TIMEOUT_SECONDS,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_WEBHOOK_DEADLINE_SECONDS,
+)
+
 StripeMode = Literal["live", "test", "any"]
 
-DEFAULT_DATABASE_URL = "sqlite:///./outbox.db"
 DEFAULT_MAX_BODY_BYTES = 25 * 1024 * 1024  #: bytes; GitHub caps payloads at 25 MiB
 
 
@@ -53,10 +58,10 @@ class Settings(BaseSettings):
 
     # --- deadlines (outbox/deadlines.py) ---
     #: Seconds within which every webhook is answered: 2xx once committed, else 503.
-    webhook_deadline_seconds: float = Field(default=5.0, gt=0)
+    webhook_deadline_seconds: float = Field(default=DEFAULT_WEBHOOK_DEADLINE_SECONDS, gt=0)
     #: Seconds one database call may take: the server's statement_timeout; a call with no
     #: answer a second later costs its connection, and the next call opens a new one.
-    database_timeout_seconds: float = Field(default=2.0, gt=0)
+    database_timeout_seconds: float = Field(default=DEFAULT_DATABASE_TIMEOUT_SECONDS, gt=0)
     #: Seconds one Redis call may take before its connection is dropped and replaced.
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
     #: Seconds a GitHub or Stripe API call may wait to connect, and then for each read.

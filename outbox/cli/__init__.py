@@ -19,6 +19,7 @@ from outbox.cli import (
     doctor,
     events,
     jobs,
+    option_values,
     packs,
     purge,
     receive,
@@ -66,6 +67,7 @@ accounts.register(app)
 doctor.register(app)
 command_line.reflow_help(app)
 command_line.show_no_type_after_flags()
+option_values.convert_plain_options_without_pydantic()
 
 
 def main() -> None:

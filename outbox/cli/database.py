@@ -1,7 +1,8 @@
 """The database as the operator commands use it, opened for one command and closed at its end.
 
 `open_reads` is a plain driver connection (outbox/driver.py): commands that only read
-(`events list | stats | tail`) never load SQLAlchemy. `open_database` is an engine and its
+(`events list | stats | tail`) never load SQLAlchemy, nor pydantic for their settings
+(outbox/reader_settings.py). `open_database` is an engine and its
 sessions, for the commands that write or ask the domain.
 """
 
@@ -16,11 +17,12 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from outbox.driver import Connection
+    from outbox.reader_settings import ReaderSettings
     from outbox.settings import Settings
 
 
 @contextmanager
-def open_reads(settings: Settings) -> Iterator[Connection]:
+def open_reads(settings: ReaderSettings) -> Iterator[Connection]:
     """A connection for the named reads (outbox/queries.py), with the engine's timeouts."""
     from outbox.driver import connect
 

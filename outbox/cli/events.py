@@ -37,6 +37,7 @@ from outbox.cli.event_options import (
     refuse_unusable_id,
 )
 from outbox.cli.tables import listing_console
+from outbox.reader_settings import reader_settings
 from outbox.states import Source, Status
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def list_events(
     if page is not None and (page - 1) * limit > INT64_MAX:
         usage_error(f"--page {page} is past the last page of any table")
     args = FilterArgs(status, source, event_type, account, since, until, delivery)
-    with open_reads(get_settings()) as db:
+    with open_reads(reader_settings()) as db:
         where = args.resolve(db, datetime.now(UTC))
         offset = ((page or 1) - 1) * limit
         rows = queries.list_events(db, where, limit=limit, before_id=before_id, offset=offset)
@@ -157,7 +158,7 @@ def stats(as_json: bool = JSON_OPTION) -> None:
     from outbox.cli.database import open_reads
     from outbox.queries import event_stats
 
-    with open_reads(get_settings()) as db:
+    with open_reads(reader_settings()) as db:
         result = event_stats(db, now=datetime.now(UTC))
     if as_json:
         print_json_lines([result.as_json()])

@@ -13,7 +13,6 @@ from outbox.cli.common import (
     JSON_OPTION,
     fail,
     friendly_errors,
-    get_settings,
     print_json_lines,
     say,
 )
@@ -27,6 +26,7 @@ from outbox.cli.event_options import (
     UNTIL_OPTION,
     FilterArgs,
 )
+from outbox.reader_settings import reader_settings
 from outbox.states import Source, Status
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def tail_events(
     from outbox.event_tail import EventTail
 
     args = FilterArgs(status, source, event_type, account, since, until, delivery)
-    settings = get_settings()
+    settings = reader_settings()
     settle = timedelta(seconds=settings.webhook_deadline_seconds + TAIL_SETTLE_MARGIN)
     emit = _json_line if as_json else _text_line
     with open_reads(settings) as db:

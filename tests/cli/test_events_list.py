@@ -152,3 +152,16 @@ def test_database_without_the_schema_says_to_migrate(cli, tmp_path):
     ran = cli("events", "list", database_url=f"sqlite:///{tmp_path / 'empty.db'}")
     assert ran.code == 1
     assert "outbox migrate" in ran.stderr
+
+
+def test_checks_the_settings_it_reads_and_no_others(cli, engine):
+    stored(engine, delivery_id="evt_listed")
+    ran = cli("events", "list", database_timeout_seconds="0")
+    assert ran.code == 2
+    assert (
+        ran.stderr.strip()
+        == "error: setting DATABASE_TIMEOUT_SECONDS: Input should be greater than 0"
+    )
+    # a setting the ingress and the processors read: they and `outbox doctor` refuse it
+    listed = cli("events", "list", stripe_mode="sometimes")
+    assert listed.code == 0 and "evt_listed" in listed.stdout
