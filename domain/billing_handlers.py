@@ -21,7 +21,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import account_locks, disputes, purchases, stripe_objects, stripe_reads
+from domain import (
+    account_locks,
+    billing_accounts,
+    disputes,
+    purchases,
+    stripe_objects,
+    stripe_reads,
+)
 from domain.accounts import (
     Account,
     CustomerAlreadyLinked,
@@ -59,6 +66,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         prepare=_checkout_reader(settings),
         apply_many=apply_checkouts,
         accounts=checkout_accounts,
+        accounts_many=billing_accounts.checkout_accounts_many,
         lock_accounts=lock,
     )
     refund = Handler(
@@ -67,6 +75,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         prepare=_refund_reader(settings) if fetch else None,
         apply_many=apply_refunds,
         accounts=payment_accounts,
+        accounts_many=billing_accounts.payment_accounts_many,
         lock_accounts=lock,
     )
     dispute = Handler(
@@ -74,6 +83,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply=apply_dispute,
         prepare=_refund_reader(settings) if fetch else None,  # a dispute names its payment too
         accounts=payment_accounts,
+        accounts_many=billing_accounts.payment_accounts_many,
         lock_accounts=lock,
     )
     sub = Handler(
