@@ -382,6 +382,8 @@ def apply_refunds(
     if not read:
         return results
     paid_by = purchases.purchases_for_payments(session, (r.payment_intent_id for *_, r in read))
+    # Read while the batch held their accounts (it locks them first): read under the locks.
+    read_locked = account_locks.holds_all(session, (p.account_id for p in paid_by.values()))
     states: list[purchases.RefundState] = []
     for index, event, sessions, charge, refund in sorted(read, key=lambda item: item[1].id):
         purchase = paid_by.get(refund.payment_intent_id)
@@ -391,7 +393,9 @@ def apply_refunds(
             results[index] = NoEffect(NOT_A_PACK_PAYMENT)
         else:
             results[index] = _purchase_not_recorded(refund.payment_intent_id)
-    purchases.take_back_refunds(session, states, now=max(event.now for _, event, *_ in read))
+    purchases.take_back_refunds(
+        session, states, now=max(event.now for _, event, *_ in read), read_locked=read_locked
+    )
     return results
 
 
