@@ -5,8 +5,9 @@ transaction, then `apply` inside the transaction that also marks the event done,
 event's database effects and its `done` commit together or not at all.
 
 That transaction is a batch's: many events apply in it, each handler's set-based
-`apply_many` for its events, every other event by itself in a savepoint of its own (one
-that fails rolls back only itself). Before applying anything, the batch locks every
+`apply_many` for its events (which reports each event's failure rather than raising, so
+needs no savepoint), every other event by itself in a savepoint of its own (one that
+fails rolls back only itself). Before applying anything, the batch locks every
 account its events will write (`accounts`, `lock_accounts`), in one statement, in
 ascending id order, skipping the accounts another batch holds: the events of those are
 tried again in the worker's next batch, and after a few tries go back to the queue unrun
