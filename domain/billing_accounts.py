@@ -1,6 +1,6 @@
-"""The accounts billing's events write, read for a whole batch at once: the batch locks
-them first, in id order (outbox/handling.py), and one read serves all its events of a
-kind instead of one read per event.
+"""The accounts billing's events write: the batch locks them first, in id order
+(outbox/handling.py). Each has its one-event form and its batch form (`_many`), where one
+read serves all of a batch's events of a kind instead of one read per event.
 
 A checkout writes the account it names, else its customer's (the grant credits it, the
 link writes it); a refund or dispute the account of the purchase its payment made (the
@@ -17,10 +17,41 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import stripe_objects
-from domain.accounts import Account
-from domain.purchases import CreditPurchase
+from domain.accounts import Account, account_for_customer
+from domain.purchases import CreditPurchase, purchase_for_payment
 from outbox.db import ListQuery
 from outbox.handling import EventContext
+
+
+def checkout_accounts(session: Session, event: EventContext, _fetched: Any) -> list[int]:
+    """The account a checkout names, else its customer's (the grant credits it, the link
+    writes it)."""
+    obj = stripe_objects.event_object(event)
+    named = stripe_objects.named_account(obj)
+    if named is not None:
+        return [named]
+    customer = stripe_objects.object_id(obj.get("customer"))
+    owner = account_for_customer(session, customer) if customer is not None else None
+    return [owner.id] if owner is not None else []
+
+
+def payment_accounts(session: Session, event: EventContext, _sessions: Any) -> list[int]:
+    """The account of the purchase a refund or dispute is about (the ledger takes from it)."""
+    payment_intent = stripe_objects.object_id(
+        stripe_objects.event_object(event).get("payment_intent")
+    )
+    if payment_intent is None:
+        return []
+    purchase = purchase_for_payment(session, payment_intent)
+    return [purchase.account_id] if purchase is not None else []
+
+
+def subscription_accounts(session: Session, event: EventContext, fetched: Any) -> list[int]:
+    """The account a subscription event may link its customer to (the subscription's row
+    itself belongs to its object, claimed by one batch at a time)."""
+    obj = fetched if fetched is not None else stripe_objects.event_object(event)
+    named = stripe_objects.named_account(obj)
+    return [named] if named is not None else []
 
 
 def checkout_accounts_many(

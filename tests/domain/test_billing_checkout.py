@@ -361,8 +361,7 @@ def test_rows_carried_past_a_busy_account_go_in_full_batches_and_the_pass_drains
 def test_the_accounts_of_a_batch_of_checkouts_are_read_at_once_as_one_by_one(sessions, table):
     """checkout_accounts_many: the account each checkout names, else its customer's, in
     one read for the lot; the same answers as checkout_accounts gives each in turn."""
-    from domain.billing_accounts import checkout_accounts_many
-    from domain.billing_handlers import checkout_accounts
+    from domain.billing_accounts import checkout_accounts, checkout_accounts_many
 
     seed(sessions, 1, 2)
     with transaction(sessions) as s:

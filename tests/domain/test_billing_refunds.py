@@ -246,8 +246,7 @@ def test_refunds_applied_together_end_as_applied_one_by_one(sessions, table):
 def test_the_accounts_of_a_batch_of_refunds_are_read_at_once_as_one_by_one(sessions, table):
     """payment_accounts_many: each refund's purchase's account, every payment in one read;
     none for a payment that bought no recorded pack, the same as payment_accounts."""
-    from domain.billing_accounts import payment_accounts_many
-    from domain.billing_handlers import payment_accounts
+    from domain.billing_accounts import payment_accounts, payment_accounts_many
 
     seed(sessions, 1, 2)
     paid = [bought_pro(sessions, table, account_id) for account_id in (1, 2)]
