@@ -76,6 +76,12 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     return {account_id for (account_id,) in _EXISTING_ACCOUNTS.rows(session, unlocked)}
 
 
+def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
+    """Whether the session's transaction holds the locks of all these accounts already."""
+    held, _ = _held_locks(session)
+    return set(account_ids) <= held
+
+
 _LOCKS = "ledger_account_locks"  #: the key of the lock record in `session.info`
 _TRY_LOCK_ACCOUNTS = ListQuery(
     lambda one_of: (

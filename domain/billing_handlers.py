@@ -21,7 +21,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain import account_locks, disputes, purchases, stripe_objects, stripe_reads
+from domain import (
+    account_locks,
+    billing_accounts,
+    disputes,
+    purchases,
+    stripe_objects,
+    stripe_reads,
+)
 from domain.accounts import (
     Account,
     CustomerAlreadyLinked,
@@ -58,7 +65,8 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply=apply_checkout,
         prepare=_checkout_reader(settings),
         apply_many=apply_checkouts,
-        accounts=checkout_accounts,
+        accounts=billing_accounts.checkout_accounts,
+        accounts_many=billing_accounts.checkout_accounts_many,
         lock_accounts=lock,
     )
     refund = Handler(
@@ -66,14 +74,16 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply=apply_refund,
         prepare=_refund_reader(settings) if fetch else None,
         apply_many=apply_refunds,
-        accounts=payment_accounts,
+        accounts=billing_accounts.payment_accounts,
+        accounts_many=billing_accounts.payment_accounts_many,
         lock_accounts=lock,
     )
     dispute = Handler(
         "apply_dispute",
         apply=apply_dispute,
         prepare=_refund_reader(settings) if fetch else None,  # a dispute names its payment too
-        accounts=payment_accounts,
+        accounts=billing_accounts.payment_accounts,
+        accounts_many=billing_accounts.payment_accounts_many,
         lock_accounts=lock,
     )
     sub = Handler(
@@ -81,7 +91,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply=apply_subscription_event,
         apply_many=apply_subscription_events,
         prepare=_subscription_reader(settings) if fetch else None,
-        accounts=subscription_accounts,
+        accounts=billing_accounts.subscription_accounts,
         lock_accounts=lock,
     )
     invoice = Handler(
@@ -90,7 +100,7 @@ def billing_handlers(settings: Settings) -> HandlerTable:
         apply_many=apply_subscription_events,
         prepare=_subscription_reader(settings) if fetch else None,
         # Only a subscription object may link its customer (domain/subscription_events.py).
-        accounts=subscription_accounts if fetch else None,
+        accounts=billing_accounts.subscription_accounts if fetch else None,
         lock_accounts=lock if fetch else None,
     )
     return {
@@ -110,40 +120,6 @@ def billing_handlers(settings: Settings) -> HandlerTable:
 
 def past_due_grace(settings: Settings) -> timedelta:
     return timedelta(days=settings.past_due_grace_days)
-
-
-# --- the accounts each event writes: the batch locks them first, in id order ----------
-
-
-def checkout_accounts(session: Session, event: EventContext, _fetched: Any) -> list[int]:
-    """The account a checkout names, else its customer's (the grant credits it, the link
-    writes it)."""
-    obj = stripe_objects.event_object(event)
-    named = stripe_objects.named_account(obj)
-    if named is not None:
-        return [named]
-    customer = stripe_objects.object_id(obj.get("customer"))
-    owner = account_for_customer(session, customer) if customer is not None else None
-    return [owner.id] if owner is not None else []
-
-
-def payment_accounts(session: Session, event: EventContext, _sessions: Any) -> list[int]:
-    """The account of the purchase a refund or dispute is about (the ledger takes from it)."""
-    payment_intent = stripe_objects.object_id(
-        stripe_objects.event_object(event).get("payment_intent")
-    )
-    if payment_intent is None:
-        return []
-    purchase = purchases.purchase_for_payment(session, payment_intent)
-    return [purchase.account_id] if purchase is not None else []
-
-
-def subscription_accounts(session: Session, event: EventContext, fetched: Any) -> list[int]:
-    """The account a subscription event may link its customer to (the subscription's row
-    itself belongs to its object, claimed by one batch at a time)."""
-    obj = fetched if fetched is not None else stripe_objects.event_object(event)
-    named = stripe_objects.named_account(obj)
-    return [named] if named is not None else []
 
 
 # --- checkout: grant a pack once per session ------------------------------------------
@@ -372,6 +348,8 @@ def apply_refunds(
     if not read:
         return results
     paid_by = purchases.purchases_for_payments(session, (r.payment_intent_id for *_, r in read))
+    # Read while the batch held their accounts (it locks them first): read under the locks.
+    read_locked = account_locks.holds_all(session, (p.account_id for p in paid_by.values()))
     states: list[purchases.RefundState] = []
     for index, event, sessions, charge, refund in sorted(read, key=lambda item: item[1].id):
         purchase = paid_by.get(refund.payment_intent_id)
@@ -381,7 +359,9 @@ def apply_refunds(
             results[index] = NoEffect(NOT_A_PACK_PAYMENT)
         else:
             results[index] = _purchase_not_recorded(refund.payment_intent_id)
-    purchases.take_back_refunds(session, states, now=max(event.now for _, event, *_ in read))
+    purchases.take_back_refunds(
+        session, states, now=max(event.now for _, event, *_ in read), read_locked=read_locked
+    )
     return results
 
 

@@ -41,7 +41,7 @@ from domain import account_locks, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
+from outbox.db import Base, ListQuery, UTCDateTime, insert_rows, write_over
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -295,7 +295,9 @@ def purchases_for_payments(
     if not wanted:
         return {}
     rows = session.scalars(
-        select(CreditPurchase).where(CreditPurchase.payment_intent_id.in_(wanted))
+        select(CreditPurchase)
+        .where(CreditPurchase.payment_intent_id.in_(wanted))
+        .execution_options(populate_existing=True)  # as they are now, not as once read
     )
     return {row.payment_intent_id: row for row in rows if row.payment_intent_id is not None}
 
@@ -317,23 +319,29 @@ class RefundState:
     event_id: int | None = None
 
 
-def take_back_refunds(session: Session, states: Sequence[RefundState], *, now: datetime) -> None:
+def take_back_refunds(
+    session: Session, states: Sequence[RefundState], *, now: datetime, read_locked: bool = False
+) -> None:
     """Take back what each refund state adds to the earlier ones of its purchase (nothing
     for an older or repeated state, or credits a dispute of the payment already took
     back), in the order given, each seeing the purchase as the one before left it: the
-    purchases' accounts locked, the purchases read again under their locks, the entries
-    written with a few statements whatever their number (ledger.take_back_many)."""
+    purchases' accounts locked, the purchases read again under their locks (unless they
+    were read while the transaction held those locks already: `read_locked`), the
+    purchases written back in one statement, the entries with a few whatever their number
+    (ledger.take_back_many)."""
     if not states:
         return
     account_locks.lock_accounts(session, (state.purchase.account_id for state in states))
-    ids = sorted({state.purchase.id for state in states})
-    session.scalars(
-        select(CreditPurchase)
-        .where(CreditPurchase.id.in_(ids))
-        .execution_options(populate_existing=True)
-    ).all()
+    if not read_locked:
+        ids = sorted({state.purchase.id for state in states})
+        session.scalars(
+            select(CreditPurchase)
+            .where(CreditPurchase.id.in_(ids))
+            .execution_options(populate_existing=True)
+        ).all()
     more = [refund_take_back(s.purchase, s.refund, event_id=s.event_id) for s in states]
-    session.flush()
+    purchases = {id(state.purchase): state.purchase for state in states}.values()
+    write_over(session, [row for row in purchases if session.is_modified(row)])
     ledger.take_back_many(session, [item for item in more if item is not None], now=now)
 
 

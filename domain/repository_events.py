@@ -7,7 +7,8 @@ installers' accounts in a few statements (domain/account_opening.py's `ensure_ac
 reads every installation they name and all their repository rows in one statement each,
 then takes each event's facts in the events' order (domain/installations.py's rules: the
 row each one leaves is what the next one sees; the onboarding pull requests of the
-repositories an event adds follow it), and writes the lot with one flush. A single event is the same
+repositories an event adds follow it), and writes the lot: the installations read, in
+one statement (outbox/db.py's `write_over`), the rest with one flush. A single event is the same
 call with one item, so one event alone and many together apply the same rules.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
+from outbox.db import write_over
 from outbox.handling import EventContext, NoEffect
 
 ADDED = "installation_repositories.added"
@@ -88,6 +90,7 @@ class RepositoryEvents:
         )
         ids = [item.facts.id for item in read]
         held = inst.installations_by_id(session, ids)
+        loaded = list(held.values())
         repositories = inst.repositories_by_installation(session, ids)
         for item in read:
             event = item.event
@@ -108,6 +111,7 @@ class RepositoryEvents:
             )
             if item.reachable:
                 self.onboard(session, event, installation, changed)
+        write_over(session, [row for row in loaded if session.is_modified(row)])
         session.flush()
         return results
 

@@ -5,7 +5,8 @@ events together: it reads what each says (News), locks every subscription row th
 in one statement (ascending ids; the claim gives each subscription to one batch at a
 time), finds each one's account among rows read in one more statement, merges the news
 into the rows in the events' order (domain/subscriptions.py's rules), links the
-customers subscription objects name, and writes the lot with one flush. A single event is
+customers subscription objects name, and writes the lot in two statements (the new rows,
+the changed ones: domain/subscriptions.py's `write_subscriptions`). A single event is
 the same call with one item, so one event alone and many together apply the same rules.
 
 An event that cannot apply (no account yet: RetryLater; malformed: PermanentFailure)
@@ -27,10 +28,12 @@ from domain.accounts import Account, link_customers
 from domain.subscriptions import (
     Change,
     InvoiceNews,
+    Subscription,
     SubscriptionState,
     merge_change,
     new_subscription,
     subscriptions_for_update,
+    write_subscriptions,
 )
 from outbox.handling import EventContext, NoEffect, RetryLater
 
@@ -93,10 +96,12 @@ def apply_subscription_events(
     if not read:
         return results
     rows = subscriptions_for_update(session, (news.subscription_id for _, _, news in read))
+    loaded = list(rows.values())
     book = _AccountBook.read(
         session, [news for _, _, news in read], [row.account_id for row in rows.values()]
     )
     links: list[tuple[int, str]] = []
+    created: dict[str, Subscription] = {}
     # In the events' order (the claim's): the row each one leaves is what the next one sees.
     for index, event, news in sorted(read, key=lambda item: item[1].id):
         row = rows.get(news.subscription_id)
@@ -110,13 +115,14 @@ def apply_subscription_events(
         change = news.change(account_id)
         if row is None:
             row = rows[news.subscription_id] = new_subscription(change, now=event.now)
-            session.add(row)
+            created[row.id] = row
             merge_change(row, change, created=True, now=event.now, event_id=event.id)
         else:
             merge_change(row, change, created=False, now=event.now, event_id=event.id)
     if links:
         link_customers(session, links, now=max(event.now for _, event, _ in read))
-    session.flush()
+    changed = [row for row in loaded if session.is_modified(row)]
+    write_subscriptions(session, list(created.values()), changed)
     return results
 
 

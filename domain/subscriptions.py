@@ -43,16 +43,16 @@ anything else no.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, String, select
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Table, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.db import Base, UTCDateTime
+from outbox.db import Base, UTCDateTime, insert_rows, row_values, write_over
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
     "incomplete", "trialing", "active", "past_due", "unpaid"
@@ -200,6 +200,20 @@ def subscriptions_for_update(session: Session, ids: Iterable[str]) -> dict[str, 
         .with_for_update()
     ).scalars()
     return {row.id: row for row in rows}
+
+
+def write_subscriptions(
+    session: Session, created: Sequence[Subscription], changed: Sequence[Subscription]
+) -> None:
+    """Write subscription rows made or merged in memory (not added to the session): the
+    new ones in one statement, the changed ones (read and locked by
+    `subscriptions_for_update`) over theirs in one more, and those leave the session, which
+    would otherwise write them again at its next flush."""
+    insert_rows(session, _subscriptions, [row_values(row) for row in created])
+    write_over(session, changed)
+
+
+_subscriptions: Table = Subscription.__table__  # type: ignore[assignment]
 
 
 def new_subscription(change: Change, *, now: datetime) -> Subscription:

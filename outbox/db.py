@@ -20,7 +20,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -282,6 +284,60 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
             for name, type_ in processed:
                 row[name] = type_.process_bind_param(row[name], dialect)
     driver.execute(_insert_rows_sql(table.name, columns), (_json_rows(rows),))
+
+
+def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Write `rows` (dicts with the same keys, the table's primary key among them) over the
+    rows of `table` with the same key: on Postgres one statement whatever their number
+    (as `insert_rows`), where an ORM flush sends one statement per row and per set of
+    columns changed. Elsewhere (SQLite) an executemany."""
+    if not rows:
+        return
+    (key,) = table.primary_key.columns
+    columns = tuple(rows[0])
+    driver = postgres_driver(session)
+    if driver is None:
+        bound = [{f"new_{name}": value for name, value in row.items()} for row in rows]
+        statement = (
+            update(table)
+            .where(key == bindparam(f"new_{key.name}"))
+            .values({name: bindparam(f"new_{name}") for name in columns if name != key.name})
+        )
+        session.execute(statement, bound)
+        return
+    dialect = session.get_bind().dialect
+    processed: list[tuple[str, TypeDecorator[Any]]] = [
+        (name, type_) for name in columns if isinstance(type_ := table.c[name].type, TypeDecorator)
+    ]
+    rows = [dict(row) for row in rows]
+    for row in rows:
+        for name, type_ in processed:
+            row[name] = type_.process_bind_param(row[name], dialect)
+    names = ", ".join(f'"{name}" = r."{name}"' for name in columns if name != key.name)
+    sql = (
+        f'UPDATE "{table.name}" SET {names} '
+        f'FROM json_populate_recordset(NULL::"{table.name}", %s::json) AS r '
+        f'WHERE "{table.name}"."{key.name}" = r."{key.name}"'
+    )
+    driver.execute(sql, (_json_rows(rows),))
+
+
+def row_values(row: Any) -> dict[str, Any]:
+    """An ORM object's column values, by column name, in its table's order."""
+    return {
+        prop.columns[0].name: getattr(row, prop.key) for prop in sa_inspect(type(row)).column_attrs
+    }
+
+
+def write_over(session: Session, rows: Sequence[Any]) -> None:
+    """Write changed ORM objects of one class, loaded from their rows, over those rows in one
+    statement (`update_rows`), and take them out of the session, which would otherwise
+    write them again at its next flush, a statement per row and set of columns changed."""
+    if not rows:
+        return
+    update_rows(session, type(rows[0]).__table__, [row_values(row) for row in rows])
+    for row in rows:
+        session.expunge(row)
 
 
 _INSERT_ROWS: dict[tuple[str, tuple[str, ...]], str] = {}

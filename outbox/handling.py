@@ -5,8 +5,9 @@ transaction, then `apply` inside the transaction that also marks the event done,
 event's database effects and its `done` commit together or not at all.
 
 That transaction is a batch's: many events apply in it, each handler's set-based
-`apply_many` for its events, every other event by itself in a savepoint of its own (one
-that fails rolls back only itself). Before applying anything, the batch locks every
+`apply_many` for its events (which reports each event's failure rather than raising, so
+needs no savepoint), every other event by itself in a savepoint of its own (one that
+fails rolls back only itself). Before applying anything, the batch locks every
 account its events will write (`accounts`, `lock_accounts`), in one statement, in
 ascending id order, skipping the accounts another batch holds: the events of those are
 tried again in the worker's next batch, and after a few tries go back to the queue unrun
@@ -81,6 +82,9 @@ ApplyMany = Callable[
 #: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may
 #: lock or write, found by reads that lock nothing.
 AccountsOf = Callable[[Session, EventContext, Any], Iterable[int]]
+#: `accounts_many(session, [(event, prepared), ...])` -> the accounts of each event, in
+#: order, as `accounts` gives them, for a batch's events of one handler in one read.
+AccountsOfMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[Iterable[int]]]
 #: `lock_accounts(session, ids)`: lock the rows of these accounts that no other transaction
 #: holds, in one go, in ascending id order, without waiting; the ids another one holds.
 LockAccounts = Callable[[Session, Iterable[int]], set[int]]
@@ -101,6 +105,8 @@ class Handler:
         processors roll it back and use `apply` on each event instead.
     :param accounts: optional; the accounts an event's apply locks or writes (default: the
         event's own `account_id`, when it has one), read without locking.
+    :param accounts_many: optional; `accounts` for a batch's events of this handler at
+        once (one read for the lot instead of one per event); the same answer per event.
     :param lock_accounts: how those accounts are locked, before anything of the batch
         is applied (LockAccounts); None when applying the handler's events locks no
         account.
@@ -111,6 +117,7 @@ class Handler:
     prepare: Prepare | None = None
     apply_many: ApplyMany | None = None
     accounts: AccountsOf | None = None
+    accounts_many: AccountsOfMany | None = None
     lock_accounts: LockAccounts | None = None
 
 

@@ -50,8 +50,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from outbox import libpq
-from outbox.db import DriverStatement, ListQuery, UTCDateTime, postgres_driver
+from outbox import finishing, libpq
+from outbox.db import DriverStatement, UTCDateTime, postgres_driver
 from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -703,7 +703,7 @@ def mark_done_many(
     A row missing from the answer belongs to someone else now: do not commit then.
     """
     noted = notes or {}
-    return _finish(session, [(e, _clean(noted.get(e.id))) for e in claimed], Status.DONE, now)
+    return finish_many(session, [(e, Status.DONE, noted.get(e.id)) for e in claimed], now)
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
@@ -714,77 +714,20 @@ def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: dateti
 def mark_skipped_many(
     session: Session, skipped: Sequence[tuple[ClaimedEvent, str]], now: datetime
 ) -> set[int]:
-    """mark_skipped for many rows, one statement per claim and reason (a batch's rows
-    share a few reasons: one per event type nothing applies); the ids still ours."""
-    return _finish(session, skipped, Status.SKIPPED, now)
+    """mark_skipped for many rows; the ids still ours."""
+    return finish_many(session, [(e, Status.SKIPPED, reason) for e, reason in skipped], now)
 
 
-def _finish(
+def finish_many(
     session: Session,
-    rows: Sequence[tuple[ClaimedEvent, str | None]],
-    status: Status,
+    rows: Sequence[tuple[ClaimedEvent, Status, str | None]],
     now: datetime,
 ) -> set[int]:
-    """Finish claimed rows with `status` and their note, one statement per lease owner and
-    note (a batch's rows share a few: most have none, skipped ones one per event type);
-    the ids whose lease was still ours."""
-    finished: set[int] = set()
-    driver = postgres_driver(session)
-    if driver is not None:
-        # One statement per lease owner (a batch has one): each row's note rides beside
-        # its id. A statement per note cost a batch of the mix, with its half-dozen kinds
-        # of skipped events, a tenth of its time.
-        by_owner: dict[str, tuple[list[int], list[str | None]]] = {}
-        for event, note in rows:
-            ids, notes = by_owner.setdefault(event.lease_owner, ([], []))
-            ids.append(event.id)
-            notes.append(note)
-        for owner, (ids, notes) in by_owner.items():
-            params = {"ids": ids, "notes": notes, "owner": owner, "now": now,
-                      "status": status.value}  # fmt: skip
-            finished.update(id_ for (id_,) in driver.execute(_FINISH_ON_POSTGRES, params))
-        return finished
-    groups: dict[tuple[str, str | None], list[int]] = {}
-    for event, note in rows:
-        groups.setdefault((event.lease_owner, note), []).append(event.id)
-    for (owner, note), ids in groups.items():
-        done = _FINISH.rows(
-            session, ids, owner=owner, now=now, finished_at=now, status=status.value, note=note
-        )
-        finished.update(id_ for (id_,) in done)
-    return finished
-
-
-#: _FINISH on Postgres for rows of one owner with a note each. Parameters: ids, notes (in
-#: the same order), owner, now (also the finishing time), status.
-_FINISH_ON_POSTGRES = (
-    "UPDATE webhook_events AS e SET status = %(status)s, processed_at = %(now)s, "
-    "lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = v.note "
-    "FROM unnest(%(ids)s::bigint[], %(notes)s::text[]) AS v(id, note) "
-    f"WHERE e.id = v.id AND e.status = '{Status.PROCESSING.value}' "
-    "AND e.lease_owner = %(owner)s AND e.lease_expires_at > %(now)s RETURNING e.id"
-)
-#: Built once, like the claim. Parameters: the ids, owner, now, finished_at, status, note.
-_FINISH = ListQuery(
-    lambda one_of: (
-        update(events)
-        .where(
-            one_of(events.c.id),
-            events.c.status == Status.PROCESSING.value,
-            events.c.lease_owner == bindparam("owner"),
-            events.c.lease_expires_at > bindparam("now"),
-        )
-        .values(
-            status=bindparam("status"),
-            processed_at=bindparam("finished_at"),
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            last_error=bindparam("note"),
-        )
-        .returning(events.c.id)
-    )
-)
+    """Finish claimed rows, each done or skipped with its note, in one statement per lease
+    owner (outbox/finishing.py); the ids whose lease was still ours. A done row's note is
+    kept as a stored field is (trimmed, capped); a skipped row's reason as given."""
+    noted = [(e, st, _clean(note) if st == Status.DONE else note) for e, st, note in rows]
+    return finishing.finish_many(session, noted, now)
 
 
 def fail(
@@ -800,38 +743,8 @@ def fail(
 
     Returns the row's new status, or None when the lease was no longer ours.
     """
-    dead = permanent or policy.exhausted(event.attempts)
-    status = Status.DEAD if dead else Status.PENDING
-    next_at = None if dead else now + policy.delay(event.attempts)
-    stmt = (
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.id == event.id,
-            WebhookEvent.status == Status.PROCESSING.value,
-            WebhookEvent.lease_owner == event.lease_owner,
-        )
-        .values(
-            status=status.value,
-            next_attempt_at=next_at,
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=error,
-            processed_at=now if dead else None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    _log_failure(
-        session,
-        event.id,
-        event.attempts,
-        error,
-        "dead" if dead else "retry",
-        now,
-        event.lease_owner,
-    )
-    return status
+    failure = finishing.Failure(event, error, permanent)
+    return finishing.fail_many(session, [failure], policy=policy, now=now).get(event.id)
 
 
 def _log_failure(

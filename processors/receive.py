@@ -18,9 +18,10 @@ from outbox.db import transaction, utcnow
 from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
 from outbox.store import ClaimedEvent
-from processors.apply import ERROR_CAP, event_context
+from processors.alone import ERROR_CAP
 from processors.dispatch import find_handler
 from processors.runtime import Runtime
+from processors.steps import event_context
 
 
 @dataclass(frozen=True)

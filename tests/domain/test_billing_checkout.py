@@ -336,3 +336,69 @@ def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_appli
     time.sleep(BUSY_ACCOUNT_DELAY.total_seconds())
     assert process_pass(runtime, [row.id]) == {Outcome.DONE: 1}
     assert balance(sessions) == Decimal(85)
+
+
+def test_rows_carried_past_a_busy_account_go_in_full_batches_and_the_pass_drains_the_rest(
+    sessions, engine, settings
+):
+    """While another batch holds account 1, its checkout is carried from batch to batch
+    and finally given back; each batch it is carried to is filled up with newly claimed
+    rows, so the one pass applies every other row instead of ending in small batches."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other batch holds an account")
+    seed(sessions, 1, 2)
+    runtime = runtimes.configure(settings, engine=engine)
+    events = [stripe_event(COMPLETED, checkout_session(1, pack=PRO))]
+    events += [stripe_event(COMPLETED, checkout_session(2, pack=PRO)) for _ in range(60)]
+    rows = record(engine, *(stored(event) for event in events))
+    with sessions() as other_batch, other_batch.begin():
+        account_locks.lock_account(other_batch, 1)
+        counts = process_pass(runtime, [rows[0].id])
+    assert counts == {Outcome.DONE: 60, Outcome.RELEASED: 1}
+    assert balance(sessions, 2) == Decimal(85 * 60)
+
+
+def test_the_accounts_of_a_batch_of_checkouts_are_read_at_once_as_one_by_one(sessions, table):
+    """checkout_accounts_many: the account each checkout names, else its customer's, in
+    one read for the lot; the same answers as checkout_accounts gives each in turn."""
+    from domain.billing_accounts import checkout_accounts, checkout_accounts_many
+
+    seed(sessions, 1, 2)
+    with transaction(sessions) as s:
+        link_customer(s, 2, "cus_two", now=NOW)
+    malformed = stripe_event(COMPLETED, checkout_session(None))
+    malformed.payload["data"]["object"]["client_reference_id"] = "not a number"
+    events = [
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_two")),
+        stripe_event(COMPLETED, checkout_session(None, pack=PRO, customer="cus_two")),
+        stripe_event(COMPLETED, checkout_session(None, pack=PRO, customer="cus_nobody")),
+        malformed,
+    ]
+    with transaction(sessions) as s:
+        found = checkout_accounts_many(s, [(event, None) for event in events])
+        assert found == [[1], [2], [], []]
+        assert found[:3] == [checkout_accounts(s, event, None) for event in events[:3]]
+
+
+def test_a_batch_of_checkouts_applies_in_its_transaction_without_a_savepoint(
+    sessions, engine, settings
+):
+    """A set-based handler reports each row's failure instead of raising: its rows need no
+    savepoint (a row that fails still writes nothing, the others are granted)."""
+    from sqlalchemy import event as sa_event
+
+    seed(sessions, 1, 2)
+    runtime = runtimes.configure(settings, engine=engine)
+    events = [stripe_event(COMPLETED, checkout_session(a, pack=PRO)) for a in (1, 2, 1)]
+    events.append(stripe_event(COMPLETED, checkout_session(1, pack="price_gone")))
+    rows = record(engine, *(stored(event) for event in events))
+    savepoints: list[str] = []
+    listener = lambda _conn, name: savepoints.append(name)  # noqa: E731
+    sa_event.listen(engine, "savepoint", listener)
+    try:
+        counts = process_pass(runtime, [row.id for row in rows])
+    finally:
+        sa_event.remove(engine, "savepoint", listener)
+    assert counts == {Outcome.DONE: 3, Outcome.DEAD: 1}
+    assert savepoints == []
+    assert [balance(sessions, a) for a in (1, 2)] == [Decimal(170), Decimal(85)]

@@ -241,3 +241,18 @@ def test_refunds_applied_together_end_as_applied_one_by_one(sessions, table):
     assert applied_together == one_by_one
     standing_now, entries, _ = applied_together
     assert standing_now.debt > 0 and len(entries) == 7  # 2 packs, a dispute, a spend, 3 refunds
+
+
+def test_the_accounts_of_a_batch_of_refunds_are_read_at_once_as_one_by_one(sessions, table):
+    """payment_accounts_many: each refund's purchase's account, every payment in one read;
+    none for a payment that bought no recorded pack, the same as payment_accounts."""
+    from domain.billing_accounts import payment_accounts, payment_accounts_many
+
+    seed(sessions, 1, 2)
+    paid = [bought_pro(sessions, table, account_id) for account_id in (1, 2)]
+    cents = PACK_CENTS[PRO]
+    refunds = [stripe_event(REFUNDED, charge(pi, cents, cents // 2)) for pi in [*paid, "pi_none"]]
+    with transaction(sessions) as s:
+        found = payment_accounts_many(s, [(event, None) for event in refunds])
+        assert found == [[1], [2], []]
+        assert found == [payment_accounts(s, event, None) for event in refunds]

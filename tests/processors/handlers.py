@@ -192,6 +192,29 @@ def record_effects(
     return results
 
 
+#: Each call of `accounts_of_events` (the batch's read of its rows' accounts) appends the
+#: event ids it was asked about.
+account_reads: list[list[int]] = []
+
+
+def accounts_of_events(
+    _session: Session, items: Sequence[tuple[EventContext, Any]]
+) -> list[list[int]]:
+    """Every test event writes account 1 (none exists: no lock is taken, none is busy)."""
+    account_reads.append([event.id for event, _ in items])
+    return [[1] for _ in items]
+
+
+def lock_none(_session: Session, _ids: Any) -> set[int]:
+    return set()
+
+
 def batch_handler_table(_settings: Settings) -> HandlerTable:
-    handler = Handler(name="record_effects", apply=record_effect, apply_many=record_effects)
+    handler = Handler(
+        name="record_effects",
+        apply=record_effect,
+        apply_many=record_effects,
+        accounts_many=accounts_of_events,
+        lock_accounts=lock_none,
+    )
     return {("stripe", TEST_EVENT_TYPE): handler, ("github", TEST_EVENT_TYPE): handler}

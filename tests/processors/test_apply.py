@@ -380,3 +380,15 @@ def test_rows_without_a_set_based_apply_finish_in_the_batch_transaction(runtime)
     assert len(commits) == 2  # the claim, then the batch (with the claim of the next rows)
     assert effect_counts(runtime.engine) == dict.fromkeys(ids[:5], 1)
     assert {row(runtime, i).last_error for i in ids[6:]} == {"no handler for stripe push"}
+
+
+def test_a_batch_reads_the_accounts_of_a_set_based_handlers_rows_in_one_call(
+    runtime, proc_settings
+):
+    from tests.processors.handlers import account_reads
+
+    account_reads.clear()
+    batched, _ = batch_runtime(runtime, proc_settings)
+    ids = stored(runtime, *(scripted_event() for _ in range(3)))
+    assert process_pass(batched, ids) == {Outcome.DONE: 3}
+    assert account_reads == [ids]

@@ -1,0 +1,94 @@
+"""Finishing a batch's claimed rows in a few statements: done and skipped together, the
+failed ones together, each guarded by its lease."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from outbox import finishing
+from outbox.db import transaction, utcnow, write_over
+from outbox.models import EventFailure, Status, WebhookEvent
+from outbox.retry import RetryPolicy
+from outbox.store import claim
+from tests.factories import incoming, record
+
+LEASE = timedelta(minutes=5)
+POLICY = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=2, jitter=0)
+
+
+def claimed(engine, sessions, count: int):
+    """`count` rows claimed now, and the time of the claim."""
+    record(engine, *(incoming(f"evt_{n}") for n in range(count)))
+    now = utcnow()
+    with transaction(sessions) as session:
+        return claim(session, now=now, lease=LEASE, limit=count), now
+
+
+def rows(sessions) -> dict[int, WebhookEvent]:
+    with sessions() as session:
+        return {r.id: r for r in session.scalars(select(WebhookEvent))}
+
+
+def test_done_and_skipped_rows_finish_together_each_with_its_note_while_the_lease_holds(
+    engine, sessions
+):
+    (done, skipped, stolen), now = claimed(engine, sessions, 3)
+    not_ours = dataclasses.replace(stolen, lease_owner="another claim")
+    with transaction(sessions) as session:
+        finished = finishing.finish_many(
+            session,
+            [
+                (done, Status.DONE, None),
+                (skipped, Status.SKIPPED, "no handler for stripe push"),
+                (not_ours, Status.DONE, None),
+            ],
+            now,
+        )
+    assert finished == {done.id, skipped.id}
+    held = rows(sessions)
+    assert (held[done.id].status, held[done.id].last_error) == (Status.DONE, None)
+    assert held[skipped.id].status == Status.SKIPPED
+    assert held[skipped.id].last_error == "no handler for stripe push"
+    assert held[stolen.id].status == Status.PROCESSING
+
+
+def test_failed_rows_are_put_back_or_dead_together_and_only_rows_still_ours_are_logged(
+    engine, sessions
+):
+    (retried, permanent, stolen), now = claimed(engine, sessions, 3)
+    failures = [
+        finishing.Failure(retried, "RetryLater: not yet"),
+        finishing.Failure(permanent, "permanent: never", permanent=True),
+        finishing.Failure(dataclasses.replace(stolen, lease_owner="another claim"), "boom"),
+    ]
+    with transaction(sessions) as session:
+        statuses = finishing.fail_many(session, failures, policy=POLICY, now=now)
+    assert statuses == {retried.id: Status.PENDING, permanent.id: Status.DEAD}
+    held = rows(sessions)
+    assert held[retried.id].next_attempt_at == now + timedelta(seconds=POLICY.nominal_delay(1))
+    assert held[retried.id].processed_at is None
+    assert (held[permanent.id].status, held[permanent.id].processed_at) == (Status.DEAD, now)
+    assert held[stolen.id].status == Status.PROCESSING
+    with sessions() as session:
+        log = session.scalars(select(EventFailure).order_by(EventFailure.event_id)).all()
+    assert [(f.event_id, f.error, f.outcome) for f in log] == [
+        (retried.id, "RetryLater: not yet", "retry"),
+        (permanent.id, "permanent: never", "dead"),
+    ]
+
+
+def test_objects_written_over_their_rows_leave_the_session_so_it_writes_them_no_more(
+    engine, sessions
+):
+    record(engine, incoming("evt_a"), incoming("evt_b"))
+    with transaction(sessions) as session:
+        loaded = list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+        for n, row in enumerate(loaded):
+            row.last_error = f"note {n}"
+        write_over(session, loaded)
+        assert all(row not in session for row in loaded)
+        loaded[0].last_error = "changed after: not written"
+    assert [r.last_error for r in rows(sessions).values()] == ["note 0", "note 1"]
