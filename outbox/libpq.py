@@ -73,10 +73,12 @@ async def _exchange(pgconn: pq.abc.PGconn, send: Any) -> pq.abc.PGresult:
         await _ready(loop, pgconn.socket, write=True)
     results: list[pq.abc.PGresult] = []
     while True:
-        pgconn.consume_input()
-        if pgconn.is_busy():
+        # is_busy() reads what libpq already holds; the socket is read only once it is
+        # readable (an answer is never there the moment the command is sent: reading
+        # first cost a failed recv a statement).
+        while pgconn.is_busy():
             await _ready(loop, pgconn.socket)
-            continue
+            pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
             break
