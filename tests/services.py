@@ -30,6 +30,9 @@ that needs a service to go away starts its own instance with these helpers.
 `WORKER_READY` -- what each Dramatiq worker process prints once it consumes messages:
     `proc.wait_for_output(WORKER_READY, count=processes)` after starting `outbox worker`.
 
+`start_for(stack, process)` -- `process` started, and killed when an ExitStack closes: for
+    drills that check their end state themselves, where a graceful stop proves nothing.
+
 `free_port()`, `wait_for_port()`, `wait_until()` -- the small waits all of the above need.
 """
 
@@ -353,3 +356,15 @@ class OutboxProcess(_Service):
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_for(stack: contextlib.ExitStack, process: OutboxProcess) -> OutboxProcess:
+    """`process` started, and killed (SIGKILL) when `stack` closes.
+
+    For drills that have checked their end state before they close: a graceful stop would
+    prove nothing more there, and a worker waits for its threads' in-flight provider calls
+    on SIGTERM, which can take many seconds.
+    """
+    process.start()
+    stack.callback(process.kill)
+    return process

@@ -32,7 +32,14 @@ from tests.domain.billing_support import SEED_PACKS
 from tests.drills.scenario import Scenario, Secrets, Sender
 from tests.fakes.github import throwaway_private_key
 from tests.fakes.providers import FakeProviders
-from tests.services import WORKER_READY, OutboxProcess, RedisServer, free_port, outbox_env
+from tests.services import (
+    WORKER_READY,
+    OutboxProcess,
+    RedisServer,
+    free_port,
+    outbox_env,
+    start_for,
+)
 
 SECRETS = Secrets(github="drill-github-secret", stripe="whsec_drill_secret")
 FINISH_TIMEOUT = 120.0  #: seconds the service may take to finish everything after sending
@@ -203,14 +210,15 @@ def drill(url: str, scenario: Scenario, tmp: Path) -> Iterator[Drill]:
             sweep_interval_seconds=0.5,
         )
         port = free_port()
-        ingress = stack.enter_context(OutboxProcess(["serve", "--port", str(port)], env,
-                                                    port=port, log_dir=tmp))  # fmt: skip
         workers = [OutboxProcess(["worker", "-p", "1", "-t", "4"], env, log_dir=tmp)
                    for _ in range(2)]  # fmt: skip
+        sweeper = OutboxProcess(["sweep"], env, log_dir=tmp)
+        for process in [*workers, sweeper]:  # they start side by side while the ingress does
+            start_for(stack, process)
+        ingress = start_for(stack, OutboxProcess(["serve", "--port", str(port)], env, port=port,
+                                               log_dir=tmp))  # fmt: skip
         for worker in workers:
-            stack.enter_context(worker)
             worker.wait_for_output(WORKER_READY, timeout=60)
-        stack.enter_context(OutboxProcess(["sweep"], env, log_dir=tmp))
         engine = create_engine(url, pool_pre_ping=True)
         stack.callback(engine.dispose)
         yield Drill(url, redis, fake, env, ingress, workers, engine)

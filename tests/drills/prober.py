@@ -29,7 +29,7 @@ from outbox.models import Status, WebhookEvent
 from tests.conftest import GITHUB_SECRET
 from tests.factories import github_headers
 from tests.processors.handlers import TEST_EVENT_TYPE, create_effects_table, effects
-from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env
+from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, start_for
 
 TICK = 0.25  #: seconds between two probes
 SENDER_TIMEOUT = 30.0  #: seconds a probe waits for its answer (a provider's patience)
@@ -220,13 +220,14 @@ def stand(
     )
     port = free_port()
     with ExitStack() as stack:
-        ingress = stack.enter_context(
-            OutboxProcess(["serve", "--port", str(port)], env, port=port, log_dir=tmp)
+        # The worker and sweeper start side by side while the ingress does.
+        worker = start_for(stack, OutboxProcess(["worker", "-p", "1", "-t", "2"], env,
+                                                log_dir=tmp))  # fmt: skip
+        sweep = start_for(stack, OutboxProcess(["sweep"], env, log_dir=tmp)) if sweeper else None
+        ingress = start_for(
+            stack, OutboxProcess(["serve", "--port", str(port)], env, port=port, log_dir=tmp)
         )
-        worker = stack.enter_context(OutboxProcess(["worker", "-p", "1", "-t", "2"], env,
-                                                   log_dir=tmp))  # fmt: skip
         worker.wait_for_output(WORKER_READY, timeout=60)
-        sweep = stack.enter_context(OutboxProcess(["sweep"], env, log_dir=tmp)) if sweeper else None
         yield Stand(f"http://127.0.0.1:{port}", ingress, worker, sweep)
 
 

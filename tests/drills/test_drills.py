@@ -18,11 +18,18 @@ import pytest
 
 from outbox.migrate import upgrade
 from tests.conftest import _require, create_postgres_database, drop_postgres_database
+from tests.drills import DRILLS
 from tests.drills.harness import Drill, Fault, drill
 from tests.drills.scenario import Scenario
 from tests.services import PostgresCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.timeout(240),
+    pytest.mark.xdist_group(DRILLS),
+]
 
 KILLS = 6  #: workers killed with SIGKILL during one drill
 KILL_EVERY = 3.0  #: seconds between two kills

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from outbox.models import WebhookEvent
+from tests.drills import DRILLS
 from tests.drills.prober import (
     LEASE,
     Figures,
@@ -35,7 +36,13 @@ from tests.drills.prober import (
 from tests.fault_proxy import FaultProxy
 from tests.services import VENV_BIN, PostgresCluster, RedisServer, outbox_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.timeout(180),
+    pytest.mark.xdist_group(DRILLS),
+]
 
 DEADLINE = 5.0  #: seconds: the default WEBHOOK_DEADLINE_SECONDS
 #: Seconds an answer may take past the deadline, as the prober sees it: a tick of the

@@ -57,15 +57,21 @@ def test_a_line_with_values_the_fast_encoder_refuses_is_still_written():
 
 def test_a_record_carrying_lines_is_written_as_one_json_line_each_like_separate_records():
     formatter = JsonFormatter()
-    separate = []
-    for n in (1, 2):
-        one = logging.LogRecord(
+
+    def record_at_one_moment() -> logging.LogRecord:
+        # One clock reading for every record: records made a millisecond apart differ in "time".
+        made = logging.LogRecord(
             "outbox.processors", logging.INFO, "", 0, "event %s", ("done",), None
         )
+        made.created, made.msecs = 1_780_000_000.25, 250.0
+        return made
+
+    separate = []
+    for n in (1, 2):
+        one = record_at_one_moment()
         one.event_id, one.ms = n, 0.5
         separate.append(json.loads(formatter.format(one)))
-    batch = logging.LogRecord("outbox.processors", logging.INFO, "", 0, "event %s", ("done",), None)
-    batch.created = one.created
+    batch = record_at_one_moment()
     setattr(batch, LINES, [{"event_id": 1, "ms": 0.5}, {"event_id": 2, "ms": 0.5}])
     lines = formatter.format(batch).split("\n")
     assert [json.loads(line) for line in lines] == separate
