@@ -903,7 +903,7 @@ def due_ids(
     query = (
         select(WebhookEvent.id)
         .where(WebhookEvent.status == Status.PENDING.value, WebhookEvent.next_attempt_at <= now)
-        .order_by(WebhookEvent.next_attempt_at)
+        .order_by(WebhookEvent.next_attempt_at, WebhookEvent.id)  # the due index's order
         .limit(limit)
     )
     if fresh_grace is not None:

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from outbox import store
 from outbox.db import make_engine, transaction, utcnow
@@ -281,3 +281,22 @@ def test_bodies_are_compressed_with_lz4_on_postgres_and_read_back_whole(postgres
         with engine.begin() as conn:  # the run's database is shared by the tests after this one
             conn.execute(text("DELETE FROM webhook_events WHERE delivery_id = 'evt_lz4'"))
         engine.dispose()
+
+
+def test_due_rows_of_the_same_time_come_in_id_order(engine, sessions):
+    """The sweeper rings the oldest due rows first; rows due at one instant go by id, whatever
+    order the table holds them in (an update moves a row's version to the end) and whatever
+    plan the database picks (a heap scan and a sort, here forced on Postgres)."""
+    now = utcnow()
+    first, second, third = record(engine, incoming("evt_a"), incoming("evt_b"), incoming("evt_c"))
+    ids = [first.id, second.id, third.id]
+    with transaction(sessions) as session:
+        session.execute(
+            update(WebhookEvent).where(WebhookEvent.id.in_(ids)).values(next_attempt_at=now)
+        )
+        session.execute(update(WebhookEvent).where(WebhookEvent.id == first.id).values(attempts=0))
+    with transaction(sessions) as session:
+        if engine.dialect.name == "postgresql":
+            for plan in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+                session.execute(text(f"SET LOCAL {plan} = off"))
+        assert store.due_ids(session, now=now) == ids
