@@ -118,7 +118,9 @@ def main() -> None:
         "ingress": lambda: ingress_rows(sizes),
         "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
         "mix": lambda: in_database(
-            lambda u: mix.measure(u, sizes.mix_events, sizes.rounds, growth=True)[0]
+            lambda u: mix.measure(
+                u, sizes.mix_events, sizes.rounds, growth=True, latency_rate=500.0
+            )[0]
         ),
         "growth": lambda: in_database(
             lambda u: pipeline.measure_growth(u, sizes.growth_events, sizes.finished_rows)
