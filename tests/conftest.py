@@ -21,6 +21,7 @@ from outbox.db import Base, make_engine, make_sessionmaker
 from outbox.driver import Connection, connect
 from outbox.migrate import upgrade
 from outbox.settings import Settings
+from tests.services import clear_test_namespaces, fresh_namespace
 
 POSTGRES_ADMIN = os.environ.get(
     "OUTBOX_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -128,7 +129,7 @@ def settings(database_url: str) -> Settings:
         github_webhook_secret=GITHUB_SECRET,
         stripe_webhook_secret=STRIPE_SECRET,
         stripe_mode="any",
-        redis_namespace=f"outbox-test-{uuid.uuid4().hex[:8]}",
+        redis_namespace=fresh_namespace(),
         redis_url=REDIS_URL,
     )
 
@@ -143,3 +144,10 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         _require("Redis", exc)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clear_redis_namespaces() -> Iterator[None]:
+    """The keys this process's tests left in the shared Redis go when its tests are over."""
+    yield
+    clear_test_namespaces(REDIS_URL)

@@ -57,6 +57,7 @@ from typing import Any, Self
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 WORKER_READY = "Worker process is ready for action."
+TEST_NAMESPACE_PREFIX = "outbox-test-"  #: every test's Redis namespace starts so
 
 
 def free_port() -> int:
@@ -248,6 +249,27 @@ class PostgresCluster(_Service):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def fresh_namespace() -> str:
+    """A Redis key namespace of its own for one test, marked with this process's pid so that
+    the process can clear its own namespaces when it ends (`clear_test_namespaces`)."""
+    return f"{TEST_NAMESPACE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def clear_test_namespaces(redis_url: str) -> None:
+    """Delete the keys this process's tests left in a shared Redis (other runs' stay)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(f"{TEST_NAMESPACE_PREFIX}{os.getpid()}-*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    except redis.RedisError:
+        pass  # a run whose Redis went away has nothing left to clear there
+    finally:
+        client.close()
+
+
 def outbox_env(
     database_url: str,
     *,
@@ -264,7 +286,7 @@ def outbox_env(
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "REDIS_NAMESPACE": namespace or f"outbox-test-{uuid.uuid4().hex[:8]}",
+        "REDIS_NAMESPACE": namespace or fresh_namespace(),
         "PYTHONPATH": str(ROOT),
         "LOG_LEVEL": "INFO",
     }

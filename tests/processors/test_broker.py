@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import pytest
 
@@ -12,7 +11,7 @@ from outbox.settings import Settings
 from processors.broker import DELAY_QUEUE_POLL_MS, setup_broker
 from processors.event_actor import process_events
 from tests.fault_proxy import FaultProxy
-from tests.services import RedisServer
+from tests.services import RedisServer, fresh_namespace
 
 
 def test_delay_queues_are_polled_seldom_and_event_queues_at_the_workers_poll():
@@ -31,7 +30,7 @@ def test_a_consumer_whose_redis_stops_answering_warns_and_resumes_on_a_new_conne
     with RedisServer() as server, FaultProxy(server.port) as proxy:
         settings = Settings(
             redis_url=f"redis://127.0.0.1:{proxy.port}/0",
-            redis_namespace=f"outbox-test-{uuid.uuid4().hex[:8]}",
+            redis_namespace=fresh_namespace(),
             redis_timeout_seconds=timeout,
         )
         broker = setup_broker(settings, in_process=False)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +41,7 @@ from tests.services import (
     PostgresCluster,
     RedisServer,
     free_port,
+    fresh_namespace,
     outbox_env,
     wait_until,
 )
@@ -79,7 +79,7 @@ def env_for(url: str, redis_url: str, **extra: object) -> dict[str, str]:
     return outbox_env(
         url,
         redis_url=redis_url,
-        namespace=f"outbox-test-{uuid.uuid4().hex[:8]}",
+        namespace=fresh_namespace(),
         handler_table=HANDLER_TABLE,
         **{**FAST, **extra},
     )
