@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+#: Characters kept of a stored text field (a delivery id, an event type, a done row's note).
+TEXT_FIELD_CAP = 255
 _INT64 = 2**63 - 1
 _INT64_DIGITS = 19  #: a run of more ASCII digits is out of range whatever it says
 
@@ -53,3 +55,13 @@ def as_time(value: Any) -> datetime | None:
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def clean_text(value: str | None, cap: int = TEXT_FIELD_CAP) -> str | None:
+    """Text from a webhook as a column can hold it: no NUL, no lone surrogate, capped."""
+    if value is None:
+        return None
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 database column can hold:
+    # left in, one such signed body would be refused with 503 forever, with its batch.
+    text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text[:cap]

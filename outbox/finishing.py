@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Table, bindparam, update
 
 from outbox.db import ListQuery, insert_rows, postgres_driver
+from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 
@@ -45,6 +46,9 @@ def finish_many(
     carried on from the claim before it): each row's status and note ride beside its id.
     Elsewhere, one statement per owner, status and note.
     """
+    # A done row's note is kept as a stored field is (cleaned, capped); a skipped row's
+    # reason is the service's own words.
+    rows = [(e, st, clean_text(note) if st == Status.DONE else note) for e, st, note in rows]
     finished: set[int] = set()
     driver = postgres_driver(session)
     if driver is not None:

@@ -2,7 +2,7 @@
 
 record    -- insert deliveries, once each (record_async: the same on the ingress's loop)
 claim     -- take due rows under a lease (claim_for_pass: named rows first, then others)
-mark_done(_many) / mark_skipped -- finish claimed rows, only while the lease is ours
+mark_done / mark_skipped / finish_many -- finish claimed rows, only while the lease is ours
 fail      -- put a claimed row back with a later attempt, or make it dead
 give_back_unrun -- put claimed rows whose handler never started back, attempt refunded
 release_expired -- give back rows whose worker vanished (sweeper)
@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from outbox import finishing, libpq
 from outbox.db import DriverStatement, UTCDateTime, postgres_driver
+from outbox.fields import TEXT_FIELD_CAP, clean_text
 from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import IN_LINE, EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
 #: characters kept of a text field taken from a payload or header (the columns' width).
-_TEXT_FIELDS_CAP = 255
 
 
 @dataclass  # not frozen: a frozen dataclass's __init__ cost the ingress 5 µs a webhook, this 1.5
@@ -100,16 +100,16 @@ class IncomingEvent:
         """The columns but the body, in the order of _POSTGRES_COLUMNS (the body aside)."""
         return {
             "source": self.source,
-            "delivery_id": _clean(self.delivery_id),
-            "event_type": _clean(self.event_type) or "unknown",
+            "delivery_id": clean_text(self.delivery_id),
+            "event_type": clean_text(self.event_type) or "unknown",
             "livemode": self.livemode,
             "installation_id": self.installation_id,
-            "stripe_account": _clean(self.stripe_account),
+            "stripe_account": clean_text(self.stripe_account),
             "account_id": self.account_id,
-            "object_id": _clean(self.object_id),
+            "object_id": clean_text(self.object_id),
             "provider_created_at": self.provider_created_at,
-            "hook_id": _clean(self.hook_id, 64),
-            "api_version": _clean(self.api_version, 64),
+            "hook_id": clean_text(self.hook_id, 64),
+            "api_version": clean_text(self.api_version, 64),
             "headers": {k: v.replace("\x00", "") for k, v in self.headers.items()},
             "received_at": now,
             "verified_by": self.verified_by,
@@ -130,8 +130,8 @@ class DeliveryIdNotStorable(ValueError):
 
 def exact_delivery_id(delivery_id: str) -> str:
     """`delivery_id` itself, which the store keeps exactly; raises DeliveryIdNotStorable."""
-    if len(delivery_id) > _TEXT_FIELDS_CAP:
-        raise DeliveryIdNotStorable(f"id is over {_TEXT_FIELDS_CAP} characters")
+    if len(delivery_id) > TEXT_FIELD_CAP:
+        raise DeliveryIdNotStorable(f"id is over {TEXT_FIELD_CAP} characters")
     if "\x00" in delivery_id:
         raise DeliveryIdNotStorable("id holds a NUL character")
     if not delivery_id.isascii():
@@ -140,15 +140,6 @@ def exact_delivery_id(delivery_id: str) -> str:
         except UnicodeEncodeError:
             raise DeliveryIdNotStorable("id holds a lone surrogate") from None
     return delivery_id
-
-
-def _clean(value: str | None, cap: int = _TEXT_FIELDS_CAP) -> str | None:
-    if value is None:
-        return None
-    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 database column can hold:
-    # left in, one such signed body would be refused with 503 forever, with its batch.
-    text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-    return text[:cap]
 
 
 @dataclass(frozen=True)
@@ -302,7 +293,7 @@ def _postgres_params(items: Iterable[IncomingEvent], now: datetime) -> tuple[byt
 
 def _encode_rows(rows: list[dict[str, Any]]) -> bytes:
     # orjson writes datetimes as ISO 8601 itself, at a tenth of json's cost per row; the
-    # fields are clean UTF-8 (_clean), so the fallback is for what nobody has seen yet.
+    # fields are clean UTF-8 (clean_text), so the fallback is for what nobody has seen yet.
     try:
         return orjson.dumps(rows)
     except TypeError:
@@ -330,7 +321,7 @@ def _returned(result: pq.abc.PGresult) -> list[tuple[int, str, str, str]]:
 
 
 def _key(item: IncomingEvent) -> tuple[str, str]:
-    return (item.source, _clean(item.delivery_id) or "")
+    return (item.source, clean_text(item.delivery_id) or "")
 
 
 def _existing(
@@ -686,36 +677,12 @@ def mark_done(
     `note` says why its handler changed nothing (kept in `last_error`, as a skipped row's
     reason is; a done row has no error).
     """
-    notes = {event.id: note} if note is not None else None
-    return event.id in mark_done_many(session, [event], now, notes=notes)
-
-
-def mark_done_many(
-    session: Session,
-    claimed: Sequence[ClaimedEvent],
-    now: datetime,
-    *,
-    notes: Mapping[int, str] | None = None,
-) -> set[int]:
-    """Finish claimed rows as done; the ids whose lease was still ours. `notes`: the rows
-    whose handler changed nothing, and why (see mark_done).
-
-    A row missing from the answer belongs to someone else now: do not commit then.
-    """
-    noted = notes or {}
-    return finish_many(session, [(e, Status.DONE, noted.get(e.id)) for e in claimed], now)
+    return event.id in finish_many(session, [(event, Status.DONE, note)], now)
 
 
 def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
     """Finish a claimed row that nothing applies (no handler, wrong mode); False if not ours."""
-    return event.id in mark_skipped_many(session, [(event, reason)], now)
-
-
-def mark_skipped_many(
-    session: Session, skipped: Sequence[tuple[ClaimedEvent, str]], now: datetime
-) -> set[int]:
-    """mark_skipped for many rows; the ids still ours."""
-    return finish_many(session, [(e, Status.SKIPPED, reason) for e, reason in skipped], now)
+    return event.id in finish_many(session, [(event, Status.SKIPPED, reason)], now)
 
 
 def finish_many(
@@ -724,10 +691,8 @@ def finish_many(
     now: datetime,
 ) -> set[int]:
     """Finish claimed rows, each done or skipped with its note, in one statement per lease
-    owner (outbox/finishing.py); the ids whose lease was still ours. A done row's note is
-    kept as a stored field is (trimmed, capped); a skipped row's reason as given."""
-    noted = [(e, st, _clean(note) if st == Status.DONE else note) for e, st, note in rows]
-    return finishing.finish_many(session, noted, now)
+    owner (outbox/finishing.py); the ids whose lease was still ours."""
+    return finishing.finish_many(session, rows, now)
 
 
 def fail(
@@ -761,7 +726,7 @@ def _log_failure(
             event_id=event_id,
             attempt=attempt,
             failed_at=now,
-            error=error[:4000],
+            error=error[: finishing.LOGGED_ERROR_CAP],
             outcome=outcome,
             worker=worker,
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from outbox.cli.common import SafeConsole, SafeTable, shown
 from outbox.cli.tables import key_column, note_column, print_listing, text_column
-from outbox.states import Source, Status
+from outbox.states import FINISHED, Source, Status
 
 if TYPE_CHECKING:
     from outbox.query_results import EventDetail, EventStats, EventSummary
@@ -71,7 +71,7 @@ def status_text(status: str, purged_at: datetime | None) -> str:
 
 
 def finished(status: str) -> bool:
-    return status in (Status.DONE.value, Status.SKIPPED.value)
+    return status in FINISHED
 
 
 def no_effect_note(status: str, last_error: str | None) -> str | None:

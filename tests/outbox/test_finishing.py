@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from outbox import finishing
 from outbox.db import transaction, utcnow, write_over
+from outbox.fields import TEXT_FIELD_CAP
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 from outbox.store import claim
@@ -53,6 +54,18 @@ def test_done_and_skipped_rows_finish_together_each_with_its_note_while_the_leas
     assert held[skipped.id].status == Status.SKIPPED
     assert held[skipped.id].last_error == "no handler for stripe push"
     assert held[stolen.id].status == Status.PROCESSING
+
+
+def test_a_done_rows_note_from_a_webhook_is_stored_clean_and_capped(engine, sessions):
+    """A handler's note may quote the payload: NULs and lone surrogates, which no UTF-8
+    column holds, are taken out, and it is capped as any stored field is."""
+    (done,), now = claimed(engine, sessions, 1)
+    note = "unpaid session \x00\ud800" + "x" * 400
+    with transaction(sessions) as session:
+        assert finishing.finish_many(session, [(done, Status.DONE, note)], now) == {done.id}
+    stored = rows(sessions)[done.id].last_error
+    assert stored is not None and stored.startswith("unpaid session ?") and "\x00" not in stored
+    assert len(stored) == TEXT_FIELD_CAP
 
 
 def test_failed_rows_are_put_back_or_dead_together_and_only_rows_still_ours_are_logged(
