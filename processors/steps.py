@@ -75,6 +75,7 @@ class Step:
         """Forget how this round's transaction went (it was rolled back): applied again,
         its accounts asked for again."""
         self.apply_error = None
+        self.note = None
         self.alone = False
         if self.busy:
             self.unrun = self.busy = self.carried = False
