@@ -8,7 +8,9 @@ bench and its service), one round at a time, alternating which commit goes first
 see the machine minutes apart: the machine's speed moves by tens of per cent within an
 hour, and only runs this close make a fair pair. Prints each figure's ratio new / old per
 round and the median; passes when every median is no worse than the tolerance (5 % by
-default). Needs what the part itself needs (docs/performance.md).
+default). Needs what the part itself needs (docs/performance.md); `--part mix` reads the
+drain rates `bench.mix` writes to its results, so both commits need a `bench.mix` that
+writes them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Part:
     module: str  #: the benchmark module, run as `python -m bench.<module> --rounds 1 …`
     results: str  #: its results file in bench/results/
     figures: Callable[[dict[str, Any]], Figures]
+    arguments: tuple[str, ...] = ()  #: given to the part before the caller's own
 
 
 def ingress_figures(results: dict[str, Any]) -> Figures:
@@ -57,7 +60,8 @@ def mix_figures(results: dict[str, Any]) -> Figures:
 
 PARTS = {
     "ingress": Part("ingress", "ingress.json", ingress_figures),
-    "mix": Part("mix", "mix.json", mix_figures),
+    # The drain rates only: the steady latency run is left out (--latency-rate 0).
+    "mix": Part("mix", "mix.json", mix_figures, ("--latency-rate", "0")),
 }
 
 
@@ -77,16 +81,17 @@ def checkout(ref: str, into: Path) -> Path:
 def one_round(tree: Path, part: Part, extra: list[str]) -> Figures:
     """One round of `part` with the code of `tree` (its modules come first on the path)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    argv = [sys.executable, "-m", f"bench.{part.module}", "--rounds", "1", *extra]
+    argv = [sys.executable, "-m", f"bench.{part.module}", "--rounds", "1", *part.arguments, *extra]
     subprocess.run(argv, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
     return part.figures(json.loads((tree / "bench" / "results" / part.results).read_text()))
 
 
 def ratio(new: float, old: float, higher_is_better: bool) -> float:
-    """new / old, oriented so that above 1 is better."""
-    if higher_is_better:
-        return new / old if old else float("inf")
-    return old / new if new else float("inf")
+    """new / old, oriented so that above 1 is better. A figure of 0 means a broken run,
+    which no ratio may pass off as a result."""
+    if not old or not new:
+        raise SystemExit(f"a round measured 0 (old {old}, new {new}): look at its run")
+    return new / old if higher_is_better else old / new
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from outbox.db import utcnow
 from outbox.models import EventFailure, Source, Status
 from tests.cli.conftest import claim_now, finish, kill, purged_event, row, skip, stored
 from tests.cli.effects import grant
+from tests.services import fresh_namespace
 
 
 def failures(sessions, event_id):
@@ -192,7 +192,7 @@ def test_with_redis_up_the_processors_are_rung_for_what_was_put_back(
 ):
     import redis
 
-    namespace = f"outbox-cli-test-{uuid.uuid4().hex[:8]}"
+    namespace = fresh_namespace()
     event_id = stored(engine)
     kill(sessions, event_id)
     ran = cli("events", "replay", str(event_id), redis_url=redis_url, redis_namespace=namespace)
