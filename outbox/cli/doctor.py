@@ -94,6 +94,34 @@ def check_database(settings: Settings) -> list[Check]:
     return [database, Check("migrations", "ok", f"at the head ({', '.join(state.heads)})")]
 
 
+def check_autovacuum(settings: Settings) -> list[Check]:
+    """On Postgres: autovacuum on, so the dead rows every finished webhook leaves are reused."""
+    from sqlalchemy.exc import DBAPIError
+
+    from outbox.autovacuum import autovacuum_state
+    from outbox.db import make_engine
+
+    engine = make_engine(settings.database_url, pool_size=1, timeout=DOCTOR_TIMEOUT)
+    try:
+        state = autovacuum_state(engine)
+    except DBAPIError:
+        return []  # an unreachable database is the database check's failure, named there
+    finally:
+        engine.dispose()
+    if state is None:
+        return []  # SQLite: no autovacuum to run
+    if state.problem is not None:
+        return [
+            Check(
+                "autovacuum",
+                "warn",
+                f"{state.problem}: each drain slows as dead rows pile up",
+                "turn autovacuum on (docs/deployment.md)",
+            )
+        ]
+    return [Check("autovacuum", "ok", "on, for the server and every table")]
+
+
 def check_redis(settings: Settings) -> list[Check]:
     import redis
 
@@ -304,6 +332,7 @@ def _error(exc: BaseException) -> str:
 #: Every check, in the order printed; each may give more than one line.
 CHECKS: list[tuple[str, Callable[[Settings], list[Check]]]] = [
     ("database", check_database),
+    ("autovacuum", check_autovacuum),
     ("redis", check_redis),
     ("webhook secrets", check_webhook_secrets),
     ("github app", check_github_app),
