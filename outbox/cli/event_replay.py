@@ -1,7 +1,7 @@
 """`outbox events replay`: put finished or dead events back to be processed again.
 
-The plan comes from queries.replay_verdicts, which mirrors the guard of operator_writes.replay; the
-rows go back in paced batches, the processors rung after each.
+The plan comes from queries.replay_verdicts, which mirrors the guard of
+operator_writes.replay; the rows go back in paced batches, the processors rung after each.
 """
 
 from __future__ import annotations
