@@ -45,8 +45,8 @@ def release_expired(
     params = {"now": now, "limit": limit, "max_attempts": policy.max_attempts}
     if postgres_driver(session) is not None:
         return len(_RELEASE_AND_LOG.rows(session, **params))
-    _LOG_EXPIRED.count(session, **params)
-    return _RELEASE.count(session, **params)
+    _LOG_EXPIRED.rows(session, **params)
+    return len(_RELEASE.rows(session, **params))
 
 
 def _expired() -> Any:
@@ -65,10 +65,12 @@ def _expired() -> Any:
     return (
         select(row.c.id, row.c.lease_owner, row.c.attempts, row.c.interruptions, held.label("held"))
         .where(row.c.status == Status.PROCESSING.value, row.c.lease_expires_at <= bindparam("now"))
-        .order_by(row.c.lease_expires_at)
+        .order_by(row.c.lease_expires_at, row.c.id)  # one order, read twice on SQLite
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
-        .subquery("expired")
+        # A CTE runs once: a subquery may be run again for each row updated, each time
+        # skipping the rows this statement already changed, and so release past `limit`.
+        .cte("expired")
     )
 
 
@@ -141,13 +143,15 @@ _RELEASE_AND_LOG = Statement(
 )
 #: Log the expired rows as given back, with what becomes of each (SQLite, before _RELEASE).
 _LOG_EXPIRED = Statement(
-    insert(_failures).from_select(
+    insert(_failures)
+    .from_select(
         _LOG_COLUMNS,
         select(_x.c.id, _x.c.attempts, bindparam("now"), _reason, _outcome, _x.c.lease_owner),
     )
+    .returning(_failures.c.id)
 )
-#: Give back the expired rows (SQLite). Parameters: now, limit, max_attempts.
-_RELEASE = Statement(_release)
+#: Give back the expired rows (SQLite); their ids. Parameters: now, limit, max_attempts.
+_RELEASE = Statement(_release.returning(events.c.id))
 
 
 def due_ids(
