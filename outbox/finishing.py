@@ -1,12 +1,15 @@
-"""Finishing claimed rows: done, skipped, or failed (back to pending later, or dead), each
-statement guarded by the lease, so a worker never finishes a row it no longer owns.
+"""Finishing claimed rows: done, skipped, failed (back to pending later, or dead), or given
+back unrun, each statement guarded by the lease, so a worker never finishes a row it no
+longer owns.
 
-A batch finishes its rows in a few statements whatever their number: its done and skipped
-rows in one (`finish_many`, a status and a note beside each id), its failed rows in two
-(`fail_many`: their new states in one, the failure log in one). outbox/store.py keeps the
-one-row forms (`mark_done`, `mark_skipped`, `fail`) on top of these.
+finish_many     -- done and skipped rows, each with its note, in one statement per owner
+mark_done / mark_skipped -- the same for one row
+fail_many       -- failed rows: their new states in one statement, the failure log in one
+fail            -- the same for one row
+give_back_unrun -- claimed rows whose handler never started, back to pending, attempt refunded
 
-Callers pass the session and the time; nothing here commits.
+The SQL is SQLAlchemy Core, run through outbox/driver.py's `Statement`. Callers pass the
+session and the time; nothing here commits.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import BigInteger, Table, Text, bindparam, case, func, update
+from sqlalchemy.dialects import postgresql
 
-from outbox.db import ListQuery, insert_rows, postgres_driver
+from outbox.driver import ListQuery, Statement, insert_rows, postgres_driver
 from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -26,7 +30,7 @@ from outbox.retry import RetryPolicy
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from outbox.store import ClaimedEvent
+    from outbox.claiming import ClaimedEvent
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 _failures: Table = EventFailure.__table__  # type: ignore[assignment]
@@ -50,8 +54,7 @@ def finish_many(
     # reason is the service's own words.
     rows = [(e, st, clean_text(note) if st == Status.DONE else note) for e, st, note in rows]
     finished: set[int] = set()
-    driver = postgres_driver(session)
-    if driver is not None:
+    if postgres_driver(session) is not None:
         by_owner: dict[str, tuple[list[int], list[str], list[str | None]]] = {}
         for event, status, note in rows:
             ids, statuses, notes = by_owner.setdefault(event.lease_owner, ([], [], []))
@@ -59,9 +62,10 @@ def finish_many(
             statuses.append(status.value)
             notes.append(note)
         for owner, (ids, statuses, notes) in by_owner.items():
-            params = {"ids": ids, "statuses": statuses, "notes": notes, "owner": owner,
-                      "now": now}  # fmt: skip
-            finished.update(id_ for (id_,) in driver.execute(_FINISH_ON_POSTGRES, params))
+            done = _FINISH_EACH_AS_GIVEN.rows(
+                session, ids=ids, statuses=statuses, notes=notes, owner=owner, now=now
+            )
+            finished.update(id_ for (id_,) in done)
         return finished
     groups: dict[tuple[str, Status, str | None], list[int]] = {}
     for event, status, note in rows:
@@ -74,16 +78,37 @@ def finish_many(
     return finished
 
 
-#: Parameters: ids, statuses, notes (in the same order), owner, now (also the finishing time).
-_FINISH_ON_POSTGRES = (
-    "UPDATE webhook_events AS e SET status = v.status, processed_at = %(now)s, "
-    "lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = NULL, last_error = v.note "
-    "FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(notes)s::text[]) "
-    "AS v(id, status, note) "
-    f"WHERE e.id = v.id AND e.status = '{Status.PROCESSING.value}' "
-    "AND e.lease_owner = %(owner)s AND e.lease_expires_at > %(now)s RETURNING e.id"
+def _array(name: str, item: Any) -> Any:
+    return bindparam(name, type_=postgresql.ARRAY(item))
+
+
+_given = (
+    func.unnest(_array("ids", BigInteger()), _array("statuses", Text()), _array("notes", Text()))
+    .table_valued("id", "status", "note")
+    .render_derived(name="v")
 )
-#: Built once. Parameters: the ids, owner, now, finished_at, status, note.
+#: Finish claimed rows of one owner, each with the status and note beside its id, while the
+#: lease holds (Postgres). Parameters: ids, statuses, notes (in one order), owner, now.
+_FINISH_EACH_AS_GIVEN = Statement(
+    update(events)
+    .where(
+        events.c.id == _given.c.id,
+        events.c.status == Status.PROCESSING.value,
+        events.c.lease_owner == bindparam("owner"),
+        events.c.lease_expires_at > bindparam("now"),
+    )
+    .values(
+        status=_given.c.status,
+        processed_at=bindparam("now"),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+        last_error=_given.c.note,
+    )
+    .returning(events.c.id)
+)
+#: Finish claimed rows of one owner with one status and note, while the lease holds.
+#: Parameters: the ids, owner, now, finished_at, status, note.
 _FINISH = ListQuery(
     lambda one_of: (
         update(events)
@@ -152,49 +177,151 @@ def _set_failed(
     session: Session, planned: list[tuple[Failure, Status, datetime | None]], now: datetime
 ) -> set[int]:
     """Put each failed row in its new state, if its lease is still ours; the ids changed."""
-    driver = postgres_driver(session)
-    if driver is not None:
-        params = {
-            "ids": [f.event.id for f, _, _ in planned],
-            "owners": [f.event.lease_owner for f, _, _ in planned],
-            "statuses": [status.value for _, status, _ in planned],
-            "next_ats": [next_at for _, _, next_at in planned],
-            "errors": [f.error for f, _, _ in planned],
-            "now": now,
-        }
-        return {id_ for (id_,) in driver.execute(_FAIL_ON_POSTGRES, params)}
-    changed: set[int] = set()
-    for failure, status, next_at in planned:
-        result = session.execute(
-            update(WebhookEvent)
-            .where(
-                WebhookEvent.id == failure.event.id,
-                WebhookEvent.status == Status.PROCESSING.value,
-                WebhookEvent.lease_owner == failure.event.lease_owner,
-            )
-            .values(
-                status=status.value,
-                next_attempt_at=next_at,
-                lease_owner=None,
-                lease_expires_at=None,
-                last_error=failure.error,
-                processed_at=now if status == Status.DEAD else None,
-            )
-            .execution_options(synchronize_session=False)
+    if postgres_driver(session) is not None:
+        changed = _FAIL_EACH_AS_GIVEN.rows(
+            session,
+            ids=[f.event.id for f, _, _ in planned],
+            owners=[f.event.lease_owner for f, _, _ in planned],
+            statuses=[status.value for _, status, _ in planned],
+            next_ats=[next_at for _, _, next_at in planned],
+            errors=[f.error for f, _, _ in planned],
+            now=now,
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            changed.add(failure.event.id)
-    return changed
+        return {id_ for (id_,) in changed}
+    return {
+        id_
+        for failure, status, next_at in planned
+        for (id_,) in _FAIL_ONE.rows(
+            session,
+            event_id=failure.event.id,
+            owner=failure.event.lease_owner,
+            status=status.value,
+            next_at=next_at,
+            error=failure.error,
+            finished_at=now if status == Status.DEAD else None,
+        )
+    }
 
 
-#: Parameters: ids, owners, statuses, next_ats, errors (in the same order), now (a dead
-#: row's finishing time).
-_FAIL_ON_POSTGRES = (
-    "UPDATE webhook_events AS e SET status = v.status, next_attempt_at = v.next_at, "
-    "lease_owner = NULL, lease_expires_at = NULL, last_error = v.error, "
-    f"processed_at = CASE WHEN v.status = '{Status.DEAD.value}' THEN %(now)s END "
-    "FROM unnest(%(ids)s::bigint[], %(owners)s::text[], %(statuses)s::text[], "
-    "%(next_ats)s::timestamptz[], %(errors)s::text[]) AS v(id, owner, status, next_at, error) "
-    f"WHERE e.id = v.id AND e.status = '{Status.PROCESSING.value}' "
-    "AND e.lease_owner = v.owner RETURNING e.id"
+_failed = (
+    func.unnest(
+        _array("ids", BigInteger()),
+        _array("owners", Text()),
+        _array("statuses", Text()),
+        _array("next_ats", postgresql.TIMESTAMP(timezone=True)),
+        _array("errors", Text()),
+    )
+    .table_valued("id", "owner", "status", "next_at", "error")
+    .render_derived(name="v")
+)
+#: Put failed rows in their new states, each with its own, while its owner holds it
+#: (Postgres). Parameters: ids, owners, statuses, next_ats, errors (in one order), now (a
+#: dead row's finishing time).
+_FAIL_EACH_AS_GIVEN = Statement(
+    update(events)
+    .where(
+        events.c.id == _failed.c.id,
+        events.c.status == Status.PROCESSING.value,
+        events.c.lease_owner == _failed.c.owner,
+    )
+    .values(
+        status=_failed.c.status,
+        next_attempt_at=_failed.c.next_at,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error=_failed.c.error,
+        processed_at=case((_failed.c.status == Status.DEAD.value, bindparam("now"))),
+    )
+    .returning(events.c.id)
+)
+#: Put one failed row in its new state while its owner holds it. Parameters: event_id, owner,
+#: status, next_at, error, finished_at (None unless dead).
+_FAIL_ONE = Statement(
+    update(events)
+    .where(
+        events.c.id == bindparam("event_id"),
+        events.c.status == Status.PROCESSING.value,
+        events.c.lease_owner == bindparam("owner"),
+    )
+    .values(
+        status=bindparam("status"),
+        next_attempt_at=bindparam("next_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error=bindparam("error"),
+        processed_at=bindparam("finished_at"),
+    )
+    .returning(events.c.id)
+)
+
+
+def mark_done(
+    session: Session, event: ClaimedEvent, now: datetime, *, note: str | None = None
+) -> bool:
+    """Finish a claimed row as done; False when the lease is no longer ours (do not commit then).
+
+    `note` says why its handler changed nothing (kept in `last_error`, as a skipped row's
+    reason is; a done row has no error).
+    """
+    return event.id in finish_many(session, [(event, Status.DONE, note)], now)
+
+
+def mark_skipped(session: Session, event: ClaimedEvent, reason: str, now: datetime) -> bool:
+    """Finish a claimed row that nothing applies (no handler, wrong mode); False if not ours."""
+    return event.id in finish_many(session, [(event, Status.SKIPPED, reason)], now)
+
+
+def fail(
+    session: Session,
+    event: ClaimedEvent,
+    error: str,
+    *,
+    policy: RetryPolicy,
+    now: datetime,
+    permanent: bool = False,
+) -> Status | None:
+    """Record a failed attempt: back to pending after a backoff delay, or dead.
+
+    Returns the row's new status, or None when the lease was no longer ours.
+    """
+    return fail_many(session, [Failure(event, error, permanent)], policy=policy, now=now).get(
+        event.id
+    )
+
+
+def give_back_unrun(
+    session: Session, claimed: Sequence[ClaimedEvent], now: datetime, *, due: datetime | None = None
+) -> set[int]:
+    """Put claimed rows whose handler never started back to pending, due at `due` (now by
+    default), refunding the attempt their claim counted; the ids whose lease was still ours."""
+    given_back: set[int] = set()
+    by_owner: dict[str, list[int]] = {}
+    for event in claimed:
+        by_owner.setdefault(event.lease_owner, []).append(event.id)
+    for owner, ids in by_owner.items():
+        rows = _GIVE_BACK.rows(session, ids, owner=owner, now=now, due=due or now)
+        given_back.update(id_ for (id_,) in rows)
+    return given_back
+
+
+#: Put claimed rows of one owner back to pending, attempt refunded, while the lease holds.
+#: Parameters: the ids, owner, now, due.
+_GIVE_BACK = ListQuery(
+    lambda one_of: (
+        update(events)
+        .where(
+            one_of(events.c.id),
+            events.c.status == Status.PROCESSING.value,
+            events.c.lease_owner == bindparam("owner"),
+            events.c.lease_expires_at > bindparam("now"),
+        )
+        .values(
+            status=Status.PENDING.value,
+            next_attempt_at=bindparam("due"),
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=events.c.attempts - 1,
+        )
+        .returning(events.c.id)
+    )
 )

@@ -59,7 +59,7 @@ class WebhookEvent(Base):
     # where it is
     status: Mapped[str] = mapped_column(String(16))  # see ck_webhook_events_status
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    #: Times a worker died or lost its lease while holding the row (see store.release_expired).
+    #: Times a worker died or lost its lease while holding the row (see recovery.release_expired).
     interruptions: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(64))

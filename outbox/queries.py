@@ -14,8 +14,8 @@ known_deliveries -- which of some provider ids are stored already (reconcile)
 event_stats      -- counts by source and status, the lag, the recent dead
 account_id_named -- the account an operator names by id or login (the `--account` filter)
 
-The CLI calls these and store.py's writes; it never builds a query itself. What they
-return is in outbox/query_results.py.
+The CLI calls these and outbox/operator_writes.py's writes; it never builds a query itself.
+What they return is in outbox/query_results.py.
 """
 
 from __future__ import annotations
@@ -296,9 +296,9 @@ def _by_ref(db: Connection, ref: str) -> dict[str, Any]:
 
 
 def replay_verdicts(db: Connection, ids: Sequence[int]) -> list[ReplayVerdict]:
-    """For each id, in the order given: replayable, or the reason store.replay would leave it.
+    """For each id, in the order given: replayable, or why operator_writes.replay leaves it.
 
-    Mirrors the guard of store.replay (finished or dead, body still there), so the plan an
+    Mirrors the guard of operator_writes.replay (finished or dead, body still there), so the plan an
     operator reads is the one the store will follow.
     """
     rows = {r["id"]: r for r in db.rows(REPLAY_FACTS, ids=list(ids))} if ids else {}
@@ -332,7 +332,7 @@ def replay_verdicts(db: Connection, ids: Sequence[int]) -> list[ReplayVerdict]:
 
 
 def purge_preview(db: Connection, *, older_than: datetime) -> PurgePreview:
-    """Counts with the same guard as store.purge: finished, received before, body present."""
+    """Counts with the guard of operator_writes.purge: finished, received before, body present."""
     finished = [s.value for s in FINISHED]
     row = db.first(PURGE_COUNTS, older_than=older_than, finished=finished) or {}
     return PurgePreview(int(row.get("purgeable") or 0), int(row.get("unfinished") or 0))

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from outbox import finishing, store
+from outbox import finishing
 from outbox.db import transaction, utcnow
 from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
@@ -39,7 +39,7 @@ def commit_alone(runtime: Runtime, sessions: Callable[[], Session], step: Step) 
             with traces.event_step(step.event, "apply"):
                 applied = step.handler.apply(session, step.context, step.prepared)
             note = applied.reason if isinstance(applied, NoEffect) else None
-            if not store.mark_done(session, step.event, utcnow(), note=note):
+            if not finishing.mark_done(session, step.event, utcnow(), note=note):
                 raise LeaseLost({step.event.id})  # rolls the row's effects back
         step.outcome = Outcome.DONE
         return
@@ -67,13 +67,13 @@ def apply_last_alone(
     try:
         if not time_to_start(runtime, step.event):
             with transaction(sessions) as session:
-                given_back = store.give_back_unrun(session, [step.event], utcnow())
+                given_back = finishing.give_back_unrun(session, [step.event], utcnow())
             step.outcome = Outcome.RELEASED if given_back else Outcome.LEASE_LOST
             return
         prepare(runtime, step, now)
         if step.skip_reason is not None:
             with transaction(sessions) as session:
-                skipped = store.mark_skipped(session, step.event, step.skip_reason, utcnow())
+                skipped = finishing.mark_skipped(session, step.event, step.skip_reason, utcnow())
             step.outcome = Outcome.SKIPPED if skipped else Outcome.LEASE_LOST
             return
         if step.error is not None:

@@ -34,11 +34,11 @@ from datetime import timedelta
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from outbox import store
+from outbox import claiming, finishing
+from outbox.claiming import ClaimedEvent
 from outbox.db import transaction, utcnow
 from outbox.handling import describe
 from outbox.models import Status
-from outbox.store import ClaimedEvent
 from processors import traces
 from processors.alone import ERROR_CAP, LeaseLost, apply_last_alone, commit_alone, record_failures
 from processors.batch_apply import (
@@ -111,7 +111,7 @@ def _claim(runtime: Runtime, session: Session, *, ids: list[int], limit: int) ->
     if limit <= 0:
         return []
     lease = timedelta(seconds=runtime.settings.lease_seconds)
-    return store.claim_for_pass(session, now=utcnow(), lease=lease, limit=limit, ids=ids)
+    return claiming.claim_for_pass(session, now=utcnow(), lease=lease, limit=limit, ids=ids)
 
 
 def _apply_batch(
@@ -247,7 +247,7 @@ def _commit_batch(
         now = utcnow()
         applied = [s for s in applicable if not s.alone and s.apply_error is None]
         skipping = [s for s in steps if s.skip_reason is not None]
-        finished = store.finish_many(
+        finished = finishing.finish_many(
             session,
             [(s.event, Status.DONE, s.note) for s in applied]
             + [(s.event, Status.SKIPPED, s.skip_reason) for s in skipping],
@@ -262,10 +262,10 @@ def _commit_batch(
                 step.carried = True
                 step.busy_rounds += 1
         busy = [s.event for s in steps if s.busy and not s.carried]
-        given_back = store.give_back_unrun(session, unrun, now) if unrun else set()
+        given_back = finishing.give_back_unrun(session, unrun, now) if unrun else set()
         if busy:
             later = now + BUSY_ACCOUNT_DELAY
-            given_back |= store.give_back_unrun(session, busy, now, due=later)
+            given_back |= finishing.give_back_unrun(session, busy, now, due=later)
         failed = []
         for step in steps:
             if step.event.id in finished:

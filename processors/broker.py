@@ -1,7 +1,7 @@
 """The Dramatiq broker: Redis for real processes, in-process for `outbox dev` and tests.
 
 Dramatiq only rings the bell: retry state lives on the rows (outbox/retry.py and
-`store.fail`), so Dramatiq's own Retries middleware is kept with `max_retries=0` (an
+`finishing.fail`), so Dramatiq's own Retries middleware is kept with `max_retries=0` (an
 actor may still say `max_retries=0`, and nothing is ever retried by Dramatiq).
 
 Actors are plain `@dramatiq.actor` functions in the modules of `ACTOR_MODULES`.

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import dramatiq
 from sqlalchemy.orm import Session
 
-from outbox import store
+from outbox import recovery
 from processors import runtime, traces
 from processors.apply import EVENTS_PER_PASS, process_pass
 from processors.broker import messages_out
@@ -66,7 +66,7 @@ class EventsDoorbell:
 
 def _due_events(session: Session, now: datetime, limit: int) -> list[int]:
     grace = min(RING_GRACE_SECONDS, runtime.current().settings.sweep_interval_seconds)
-    return store.due_ids(session, now=now, limit=limit, fresh_grace=timedelta(seconds=grace))
+    return recovery.due_ids(session, now=now, limit=limit, fresh_grace=timedelta(seconds=grace))
 
 
 def _apply_here(runtime: Runtime, ids: list[int]) -> None:

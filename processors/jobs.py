@@ -41,10 +41,10 @@ from domain.pull_requests import (
     find_pull_request,
     open_pull_request,
 )
+from outbox.claiming import new_lease_owner
 from outbox.db import transaction, utcnow
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings
-from outbox.store import new_lease_owner
 from processors import runtime
 from processors.runtime import Runtime
 from processors.sweeper import SweepSource, register_sweep_source

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from outbox import store
+from outbox import claiming, finishing
+from outbox.claiming import ClaimedEvent
 from outbox.db import transaction, utcnow
 from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
-from outbox.store import ClaimedEvent
 from processors.alone import ERROR_CAP
 from processors.dispatch import find_handler
 from processors.runtime import Runtime
@@ -40,7 +40,7 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
     """Claim `event_id` alone and apply it with its handlers."""
     lease = timedelta(seconds=runtime.settings.lease_seconds)
     with transaction(runtime.sessions) as session:
-        claimed = store.claim(session, now=utcnow(), lease=lease, limit=1, ids=[event_id])
+        claimed = claiming.claim(session, now=utcnow(), lease=lease, limit=1, ids=[event_id])
     if not claimed:
         return Received(event_id, "not due")
     event = claimed[0]
@@ -58,7 +58,7 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
         with transaction(runtime.sessions) as session:
             applied = handler.apply(session, context, prepared)
             note = applied.reason if isinstance(applied, NoEffect) else None
-            if not store.mark_done(session, event, utcnow(), note=note):
+            if not finishing.mark_done(session, event, utcnow(), note=note):
                 return Received(event_id, "not due", handler_name)  # rolled back: not ours
         return Received(event_id, Status.DONE.value, handler_name, note)
     except Exception as exc:  # RetryLater, PermanentFailure, a bug: recorded as a worker does
@@ -67,7 +67,7 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
 
 def _finish_skipped(runtime: Runtime, event: ClaimedEvent, reason: str) -> Received:
     with transaction(runtime.sessions) as session:
-        skipped = store.mark_skipped(session, event, reason, utcnow())
+        skipped = finishing.mark_skipped(session, event, reason, utcnow())
     return Received(event.id, Status.SKIPPED.value if skipped else "not due", None, reason)
 
 
@@ -77,7 +77,7 @@ def _finish_failed(
     permanent = isinstance(exc, PermanentFailure)
     text = f"permanent: {describe(exc)}" if permanent else describe(exc)
     with transaction(runtime.sessions) as session:
-        status = store.fail(
+        status = finishing.fail(
             session,
             event,
             text[:ERROR_CAP],

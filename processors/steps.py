@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from outbox.claiming import ClaimedEvent
 from outbox.db import utcnow
 from outbox.handling import EventContext, Handler, PermanentFailure
 from outbox.models import Source
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
-from outbox.store import ClaimedEvent
 from processors import traces
 from processors.dispatch import find_handler
 from processors.runtime import Runtime

@@ -3,7 +3,7 @@
 One pass:
 1. gives back `processing` rows whose lease ran out (the worker was killed or hung):
    they are due again at once, or dead if that was their last attempt
-   (`store.release_expired`);
+   (`recovery.release_expired`);
 2. asks every sweep source for the ids that are due and rings them again.
 
 A sweep source is another area's table of work with the same shape (a row that is due,
@@ -41,7 +41,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from outbox import store
+from outbox import recovery
 from outbox.db import transaction, utcnow
 from outbox.handling import describe
 from processors.metrics import SWEEP_FAILURES, SWEEP_RELEASED, SWEEP_RUNG
@@ -171,7 +171,7 @@ def sweep_once(
     now = utcnow()
     try:
         with transaction(runtime.sessions) as session:
-            report.released = store.release_expired(session, now=now, policy=runtime.policy)
+            report.released = recovery.release_expired(session, now=now, policy=runtime.policy)
         SWEEP_RELEASED.inc(report.released)
         if report.released and ledger is not None:
             ledger.forget_all()

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from outbox import tracing
-from outbox.store import ClaimedEvent
+from outbox.claiming import ClaimedEvent
 
 _open: dict[int, Any] = {}  # event id -> its attempt's span, from claim to outcome
 _lock = threading.Lock()

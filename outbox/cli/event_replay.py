@@ -1,7 +1,7 @@
 """`outbox events replay`: put finished or dead events back to be processed again.
 
-The plan comes from queries.replay_verdicts, which mirrors the guard of store.replay; the
-rows go back in paced batches, the processors rung after each.
+The plan comes from queries.replay_verdicts, which mirrors the guard of
+operator_writes.replay; the rows go back in paced batches, the processors rung after each.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _replay_paced(
         TimeRemainingColumn,
     )
 
-    from outbox import store
+    from outbox import operator_writes
     from outbox.cli.pacing import Pacer
     from outbox.cli.ringing import ProcessorsBell
     from outbox.db import transaction
@@ -170,7 +170,7 @@ def _replay_paced(
         for start in range(0, len(ids), pacer.batch_size):
             batch = ids[start : start + pacer.batch_size]
             with transaction(sessions) as session:
-                done = store.replay(session, batch, now=datetime.now(UTC))
+                done = operator_writes.replay(session, batch, now=datetime.now(UTC))
             put_back.update(done)
             bell.ring(done)
             progress.advance(task, len(batch))

@@ -59,7 +59,7 @@ def retry_events(
     --type 'invoice.*' --account octo-org). Finished or dead events are refused: replay
     them with `outbox events replay`.
     """
-    from outbox import queries, store
+    from outbox import operator_writes, queries
     from outbox.cli.database import open_database
     from outbox.cli.ringing import ProcessorsBell
     from outbox.db import transaction
@@ -83,7 +83,7 @@ def retry_events(
         if not refs and len(todo) > 1 and not yes:
             confirm_or_fail(f"Retry {len(todo)} events now?", "retry cancelled: nothing changed")
         with transaction(sessions) as session:
-            due = set(store.retry_now(session, todo, now=datetime.now(UTC)))
+            due = set(operator_writes.retry_now(session, todo, now=datetime.now(UTC)))
         rung = ProcessorsBell(settings).ring(sorted(due))
     refused = {v.id: _retry_refusal(v.status) for v in verdicts if v.id not in due}
     if as_json:

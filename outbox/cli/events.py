@@ -1,8 +1,8 @@
 """`outbox events list | show | replay | retry | stats | tail`: find, inspect and replay
 stored webhooks.
 
-Reads are the named ones of outbox/queries.py, writes those of outbox/store.py; nothing
-here is SQL. The selecting options are in event_options.py, the output in
+Reads are the named ones of outbox/queries.py, writes those of outbox/operator_writes.py;
+nothing here is SQL. The selecting options are in event_options.py, the output in
 event_display.py, replay and retry in their own modules.
 """
 

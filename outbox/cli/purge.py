@@ -131,7 +131,7 @@ def _purge_in_batches(
     how many went (rows that became purgeable meanwhile included)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from outbox import store
+    from outbox import operator_writes
     from outbox.db import transaction
 
     progress = Progress(
@@ -146,7 +146,9 @@ def _purge_in_batches(
         task = progress.add_task("purge", total=expected)
         while True:
             with transaction(sessions) as session:
-                removed = store.purge(session, older_than=cutoff, now=now, limit=BATCH_ROWS)
+                removed = operator_writes.purge(
+                    session, older_than=cutoff, now=now, limit=BATCH_ROWS
+                )
             purged += removed
             progress.update(task, completed=min(purged, expected))
             if removed < BATCH_ROWS:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from domain.effects import EFFECT_FINDERS, rows_naming_event
-from outbox import store
+from outbox import claiming, finishing, operator_writes
 from outbox.cli import app
 from outbox.db import transaction, utcnow
 from outbox.models import WebhookEvent
@@ -93,15 +93,15 @@ def finish(sessions: sessionmaker[Session], event_id: int, *, at: datetime | Non
     """Process a row to `done`, as a worker would."""
     at = at or utcnow()
     with transaction(sessions) as session:
-        [claimed] = store.claim(session, now=at, lease=LEASE, ids=[event_id])
-        assert store.mark_done(session, claimed, at)
+        [claimed] = claiming.claim(session, now=at, lease=LEASE, ids=[event_id])
+        assert finishing.mark_done(session, claimed, at)
 
 
 def skip(sessions: sessionmaker[Session], event_id: int, *, at: datetime | None = None) -> None:
     at = at or utcnow()
     with transaction(sessions) as session:
-        [claimed] = store.claim(session, now=at, lease=LEASE, ids=[event_id])
-        assert store.mark_skipped(session, claimed, "no handler", at)
+        [claimed] = claiming.claim(session, now=at, lease=LEASE, ids=[event_id])
+        assert finishing.mark_skipped(session, claimed, "no handler", at)
 
 
 def kill(
@@ -114,14 +114,14 @@ def kill(
     """Fail a row's only attempt, so it is `dead` with its error logged."""
     at = at or utcnow()
     with transaction(sessions) as session:
-        [claimed] = store.claim(session, now=at, lease=LEASE, ids=[event_id])
-        store.fail(session, claimed, error, policy=ONE_TRY, now=at)
+        [claimed] = claiming.claim(session, now=at, lease=LEASE, ids=[event_id])
+        finishing.fail(session, claimed, error, policy=ONE_TRY, now=at)
 
 
 def claim_now(sessions: sessionmaker[Session], event_id: int) -> None:
     """Leave a row `processing`, as a worker in the middle of it would."""
     with transaction(sessions) as session:
-        assert store.claim(session, now=utcnow(), lease=LEASE, ids=[event_id])
+        assert claiming.claim(session, now=utcnow(), lease=LEASE, ids=[event_id])
 
 
 def purged_event(engine: Engine, sessions: sessionmaker[Session]) -> int:
@@ -130,7 +130,7 @@ def purged_event(engine: Engine, sessions: sessionmaker[Session]) -> int:
     event_id = stored(engine, now=now - timedelta(days=100))
     finish(sessions, event_id, at=now - timedelta(days=100))
     with transaction(sessions) as session:
-        store.purge(session, older_than=now - timedelta(days=90), now=now)
+        operator_writes.purge(session, older_than=now - timedelta(days=90), now=now)
     return event_id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from outbox import store
+from outbox import claiming, finishing
 from outbox.cli import ringing
 from outbox.db import transaction, utcnow
 from outbox.models import Status
@@ -19,8 +19,8 @@ def waiting(sessions, event_id: int, error: str = "RetryLater: no account 42 yet
     """Fail a row's first attempt: pending again, its next attempt a while away."""
     now = utcnow()
     with transaction(sessions) as session:
-        [claimed] = store.claim(session, now=now, lease=LEASE, ids=[event_id])
-        store.fail(session, claimed, error, policy=RetryPolicy(base_seconds=600), now=now)
+        [claimed] = claiming.claim(session, now=now, lease=LEASE, ids=[event_id])
+        finishing.fail(session, claimed, error, policy=RetryPolicy(base_seconds=600), now=now)
 
 
 def test_a_retrying_event_is_due_now_with_its_attempts_kept_and_the_processors_rung(

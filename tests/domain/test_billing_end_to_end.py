@@ -12,7 +12,7 @@ from domain import jobs, ledger
 from domain.accounts import Account
 from domain.subscriptions import subscription
 from ingress.app import create_app
-from outbox import store
+from outbox import operator_writes
 from outbox.db import make_sessionmaker, transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from processors.inprocess import InProcessProcessors
@@ -62,7 +62,7 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
             wait_until(lambda: statuses(sessions) == [Status.DONE, Status.DONE])
             replayed_at = utcnow()
             with transaction(sessions) as s:  # an operator replays both events
-                assert store.replay(s, [first["id"], other["id"]], now=replayed_at)
+                assert operator_writes.replay(s, [first["id"], other["id"]], now=replayed_at)
             wait_until(lambda: _done_since(sessions, replayed_at) == 2)
     with transaction(sessions) as s:
         assert ledger.balance(s, 77) == Decimal(50 + 85)

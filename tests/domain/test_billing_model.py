@@ -48,7 +48,7 @@ from domain.installations import (
 from domain.packs import load_packs, read_pack_file
 from domain.pull_requests import OpenedPullRequest
 from domain.subscriptions import Subscription
-from outbox import store
+from outbox import operator_writes, store
 from outbox.db import transaction, utcnow
 from outbox.models import Base, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -521,7 +521,7 @@ class BillingModel(RuleBasedStateMachine):
             status = session.get_one(WebhookEvent, sent.row_id).status
             if status != Status.DONE:
                 return
-            put_back = store.replay(session, [sent.row_id], now=utcnow())
+            put_back = operator_writes.replay(session, [sent.row_id], now=utcnow())
         assert put_back == ([] if sent.row_id in self.purged else [sent.row_id])
         self.process(put_back)
 
@@ -534,7 +534,7 @@ class BillingModel(RuleBasedStateMachine):
                 WebhookEvent.id.in_([s.row_id for s in self.delivered]),
                 WebhookEvent.status.in_([Status.DONE.value, Status.SKIPPED.value]),
             )))  # fmt: skip
-            store.purge(session, older_than=utcnow() + timedelta(seconds=1), now=utcnow())
+            operator_writes.purge(session, older_than=utcnow() + timedelta(seconds=1), now=utcnow())
         self.purged |= done
 
     def incoming(self, sent: Sent) -> store.IncomingEvent:

@@ -16,8 +16,8 @@ from domain.installations import Installation as InstallationRow
 from domain.installations import RepositoryFacts, mark_deleted, remove_repositories
 from domain.pull_requests import open_pull_request
 from domain.usage_reports import due_usage_ids
+from outbox.claiming import new_lease_owner
 from outbox.db import transaction
-from outbox.store import new_lease_owner
 from processors.jobs import JobOutcome, UsageOutcome
 from tests.domain.jobs_world import (
     ACCOUNT,

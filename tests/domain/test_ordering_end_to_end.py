@@ -21,7 +21,7 @@ from domain import installations as inst
 from domain.accounts import link_customer
 from domain.subscriptions import subscription
 from ingress.app import create_app
-from outbox import store
+from outbox import operator_writes
 from outbox.db import make_engine, make_sessionmaker, transaction, utcnow
 from outbox.migrate import upgrade
 from outbox.models import Status, WebhookEvent
@@ -220,7 +220,7 @@ def test_a_replayed_creation_and_late_repository_events_leave_an_uninstalled_app
             post_github(client, deleted, "installation")
             wait_until(lambda: all_done(sessions, 2))
             with transaction(sessions) as s:  # an operator replays the old creation
-                assert store.replay(s, [created_id], now=utcnow()) == [created_id]
+                assert operator_writes.replay(s, [created_id], now=utcnow()) == [created_id]
             post_github(client, added, "installation_repositories")  # late
             wait_until(lambda: all_done(sessions, 3))
     with transaction(sessions) as s:

@@ -1,14 +1,33 @@
-"""The plain driver connections: one statement text for both databases, the engine's
-timeouts, values read back alike, and database failures as DatabaseError."""
+"""The driver layer: the plain connections of the reads (one statement text for both
+databases, the engine's timeouts, values read back alike, database failures as
+DatabaseError), and statements on a session's own psycopg connection (joining its
+transaction, errors as SQLAlchemy's, constants written in, lists as one parameter, rows
+written in one statement)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
+from sqlalchemy import Integer, String, bindparam, column, exc, literal_column, select, text, values
 
-from outbox.driver import DatabaseError, connect, document, flag, of_session, sqlite_database, utc
+from outbox.db import make_engine, make_sessionmaker, transaction
+from outbox.driver import (
+    DatabaseError,
+    ListQuery,
+    Statement,
+    connect,
+    document,
+    flag,
+    of_session,
+    postgres_driver,
+    postgres_text,
+    sqlite_database,
+    utc,
+)
 from tests.cli.conftest import stored
+from tests.conftest import POSTGRES_ADMIN
 
 
 @pytest.mark.parametrize(
@@ -111,3 +130,115 @@ def test_an_unreachable_postgres_is_a_database_error():
 def test_a_url_of_another_database_is_refused():
     with pytest.raises(ValueError, match="sqlite or postgresql"), connect("mysql://x/y", timeout=1):
         pass
+
+
+# --- statements on a session's psycopg connection ---
+
+
+@pytest.fixture
+def pg_sessions(postgres_url):  # type: ignore[no-untyped-def]
+    engine = make_engine(postgres_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_driver_statement_joins_the_session_transaction_and_its_rollback(pg_sessions):
+    with pytest.raises(RuntimeError), transaction(pg_sessions) as session:
+        driver = postgres_driver(session)
+        assert driver is not None
+        driver.execute("CREATE TEMP TABLE t (n int) ON COMMIT DROP", None)
+        driver.execute("INSERT INTO t VALUES (%s)", (1,))
+        assert session.execute(text("SELECT count(*) FROM t")).scalar() == 1
+        raise RuntimeError("roll it back")
+    with transaction(pg_sessions) as session:
+        assert session.execute(text("SELECT to_regclass('t')")).scalar() is None
+
+
+@pytest.mark.postgres
+def test_a_driver_statement_error_is_sqlalchemys_and_a_lost_server_invalidates_the_connection(
+    pg_sessions,
+):
+    with pytest.raises(exc.ProgrammingError), transaction(pg_sessions) as session:
+        postgres_driver(session).execute("SELECT nothing FROM nowhere", None)  # type: ignore[union-attr]
+    with pytest.raises(exc.OperationalError) as lost, transaction(pg_sessions) as session:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        postgres_driver(session).execute("SELECT 1", None)  # type: ignore[union-attr]
+    assert lost.value.connection_invalidated
+    with transaction(pg_sessions) as session:  # the pool hands out a live connection again
+        assert session.execute(text("SELECT 1")).scalar() == 1
+
+
+@pytest.mark.postgres
+def test_a_driver_statement_writes_its_constants_and_lists_of_constants_into_the_sql(
+    pg_sessions,
+):
+
+    rows = values(column("n", Integer), column("status", String), name="r").data(
+        [(1, "pending"), (2, "processing"), (3, "done")]
+    )
+    statement = select(rows.c.n).where(
+        rows.c.status.in_(["pending", "processing"]), rows.c.n < bindparam("below")
+    )
+    query = Statement(statement)
+    with transaction(pg_sessions) as session:
+        assert sorted(query.rows(session, below=3)) == [(1,), (2,)]
+        with pytest.raises(TypeError):
+            query.rows(session)
+    sql, named = postgres_text(statement, make_engine("postgresql+psycopg://").dialect)
+    assert "IN ('pending', 'processing')" in sql and "POSTCOMPILE" not in sql
+    assert "%(below)s" in sql and named == {"below"}
+
+
+def test_a_statement_runs_alike_on_either_database_and_a_list_is_one_parameter(engine, sessions):
+    from outbox.models import WebhookEvent
+    from tests.factories import incoming, record
+
+    ids = [r.id for r in record(engine, *(incoming(f"evt_{n}") for n in range(3)))]
+    table = WebhookEvent.__table__
+    among = ListQuery(
+        lambda one_of: select(table.c.id).where(one_of(table.c.id), table.c.id > bindparam("above"))
+    )
+    with sessions() as session:
+        assert sorted(among.rows(session, [*ids, 10**9], above=ids[0])) == [(i,) for i in ids[1:]]
+        assert among.rows(session, [], above=0) == []
+
+
+@pytest.mark.postgres
+def test_a_statement_is_prepared_on_the_server_at_its_first_use(pg_sessions):
+    query = Statement(select(literal_column("1").label("one")).where(bindparam("x") == 1))
+    with transaction(pg_sessions) as session:
+        assert query.rows(session, x=1) == [(1,)]
+        prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
+    assert prepared >= 1
+
+
+def test_rows_are_inserted_and_written_over_in_order_with_their_types_bind_processing(sessions):
+    from outbox.driver import insert_rows, update_rows
+    from outbox.models import EventFailure
+    from tests.factories import incoming, record
+
+    table = EventFailure.__table__
+    with sessions() as session:
+        [event] = record(session.get_bind(), incoming("evt_rows"))
+        now = datetime.now(UTC)
+        rows = [
+            {"event_id": event.id, "attempt": n, "failed_at": now, "error": f"e{n}",
+             "outcome": "retry", "worker": None}
+            for n in (1, 2)
+        ]  # fmt: skip
+        insert_rows(session, table, rows)
+        logged = session.execute(
+            select(table.c.id, table.c.attempt, table.c.failed_at).order_by(table.c.id)
+        ).all()
+        assert [(a, t) for _, a, t in logged] == [(1, now), (2, now)]
+        update_rows(session, table, [{"id": logged[0][0], "error": "changed"}])
+        assert session.execute(select(table.c.error).order_by(table.c.id)).scalars().all() == [
+            "changed",
+            "e2",
+        ]
+        with pytest.raises((ValueError, exc.StatementError), match="naive"):
+            insert_rows(session, table, [{**rows[0], "failed_at": now.replace(tzinfo=None)}])
+        session.rollback()

@@ -9,11 +9,11 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from outbox import finishing
+from outbox.claiming import claim
 from outbox.db import transaction, utcnow, write_over
 from outbox.fields import TEXT_FIELD_CAP
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
-from outbox.store import claim
 from tests.factories import incoming, record
 
 LEASE = timedelta(minutes=5)

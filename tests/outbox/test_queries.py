@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from outbox import queries, store
+from outbox import claiming, finishing, operator_writes, queries
 from outbox.db import transaction
 from outbox.driver import of_session
 from outbox.models import Source
@@ -90,8 +90,8 @@ def test_the_settled_id_is_the_highest_received_before_a_moment(engine, reads):
 def test_one_event_is_found_by_id_or_delivery_id_with_its_failures(engine, sessions, reads):
     event_id = stored(engine, delivery_id="evt_found", now=NOW)
     with transaction(sessions) as session:
-        [claimed] = store.claim(session, now=NOW, lease=LEASE, ids=[event_id])
-        store.fail(session, claimed, "boom", policy=RetryPolicy(jitter=0), now=NOW)
+        [claimed] = claiming.claim(session, now=NOW, lease=LEASE, ids=[event_id])
+        finishing.fail(session, claimed, "boom", policy=RetryPolicy(jitter=0), now=NOW)
     by_id = queries.find_event(reads, f" {event_id} ")
     by_delivery = queries.find_event(reads, "evt_found")
     assert by_id == by_delivery
@@ -131,7 +131,7 @@ def test_replay_verdicts_follow_the_store_s_guard(engine, sessions, reads):
     assert by_id[tombstone].refusal.startswith("purged (")
     assert by_id[0].refusal == "no such event"
     with transaction(sessions) as session:
-        put_back = store.replay(session, [v.id for v in verdicts], now=datetime.now(UTC))
+        put_back = operator_writes.replay(session, [v.id for v in verdicts], now=datetime.now(UTC))
     assert put_back == sorted(v.id for v in verdicts if v.replayable)
 
 
@@ -145,7 +145,7 @@ def test_purge_preview_counts_what_purge_removes(engine, sessions, reads):
     preview = queries.purge_preview(reads, older_than=cutoff)
     assert (preview.purgeable, preview.unfinished_older) == (1, 1)
     with transaction(sessions) as session:
-        assert store.purge(session, older_than=cutoff, now=datetime.now(UTC)) == 1
+        assert operator_writes.purge(session, older_than=cutoff, now=datetime.now(UTC)) == 1
 
 
 def test_known_deliveries_are_those_stored_for_that_source(engine, sessions):
@@ -169,7 +169,7 @@ def test_stats_count_by_source_and_status_with_the_lag_and_the_recent_dead(engin
     kill(sessions, long_dead, at=now - timedelta(days=2))
     stuck = stored(engine, now=now - LEASE * 3)
     with transaction(sessions) as session:
-        store.claim(session, now=now - LEASE * 2, lease=LEASE, ids=[stuck])
+        claiming.claim(session, now=now - LEASE * 2, lease=LEASE, ids=[stuck])
     result = queries.event_stats(reads, now=now)
     assert result.counts == {
         ("stripe", "pending"): 1,

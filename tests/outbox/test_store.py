@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from outbox import store
+from outbox import claiming, finishing, operator_writes, recovery, store
 from outbox.db import make_engine, transaction, utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -22,7 +22,7 @@ POLICY = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=3, jit
 def claim(sessions, **kwargs):
     kwargs.setdefault("now", utcnow())
     with transaction(sessions) as session:
-        return store.claim(session, lease=LEASE, **kwargs)
+        return claiming.claim(session, lease=LEASE, **kwargs)
 
 
 def row(sessions, event_id: int) -> WebhookEvent:
@@ -67,7 +67,7 @@ def test_claim_takes_only_the_ids_asked_for(engine, sessions):
 def claim_for_pass(sessions, **kwargs):
     kwargs.setdefault("now", utcnow())
     with transaction(sessions) as session:
-        return store.claim_for_pass(session, lease=LEASE, **kwargs)
+        return claiming.claim_for_pass(session, lease=LEASE, **kwargs)
 
 
 def test_a_pass_claims_its_named_rows_first_then_the_oldest_others_up_to_its_limit(
@@ -107,7 +107,9 @@ def test_events_of_one_object_are_claimed_in_created_order(engine, sessions):
     assert claim(sessions, limit=10) == []  # evt_late waits while evt_early is processing
     with transaction(sessions) as session:
         early_claim = next(c for c in first if c.delivery_id == "evt_early")
-        assert store.fail(session, early_claim, "boom", policy=POLICY, now=utcnow(), permanent=True)
+        assert finishing.fail(
+            session, early_claim, "boom", policy=POLICY, now=utcnow(), permanent=True
+        )
     [late_claim] = claim(sessions, limit=10)
     assert late_claim.delivery_id == "evt_late" and late_claim.id in ids
 
@@ -123,7 +125,7 @@ def test_an_older_event_arriving_late_waits_while_a_newer_one_of_its_object_is_p
     assert [c.delivery_id for c in claim(sessions, limit=10)] == ["evt_other"]
     assert claim_for_pass(sessions, ids=[older.id], limit=10) == []
     with transaction(sessions) as session:
-        assert store.mark_done(session, newer, utcnow())
+        assert finishing.mark_done(session, newer, utcnow())
     [claimed] = claim(sessions, limit=10)
     assert claimed.id == older.id
 
@@ -136,7 +138,7 @@ def test_a_claim_not_yet_committed_keeps_a_concurrent_claim_off_its_objects(
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     record(engine, incoming("evt_new", object_id="sub_1", created=t0 + timedelta(seconds=5)))
     with transaction(sessions) as first:
-        [newer] = store.claim(first, now=utcnow(), lease=LEASE, limit=10)
+        [newer] = claiming.claim(first, now=utcnow(), lease=LEASE, limit=10)
         # An older event of the object is stored while the first claim is not committed:
         # the second claim cannot see evt_new processing yet, and must still leave evt_old.
         [older] = record(engine, incoming("evt_old", object_id="sub_1", created=t0))
@@ -149,14 +151,14 @@ def test_a_claim_not_yet_committed_keeps_a_concurrent_claim_off_its_objects(
 def test_finish_needs_the_lease(engine, sessions):
     record(engine, incoming())
     [claimed] = claim(sessions)
-    stale = store.ClaimedEvent(**{**claimed.__dict__, "lease_owner": "someone-else"})
+    stale = claiming.ClaimedEvent(**{**claimed.__dict__, "lease_owner": "someone-else"})
     with transaction(sessions) as session:
-        assert store.mark_done(session, stale, utcnow()) is False
+        assert finishing.mark_done(session, stale, utcnow()) is False
     later = claimed.lease_expires_at + timedelta(seconds=1)
     with transaction(sessions) as session:
-        assert store.mark_done(session, claimed, later) is False  # lease expired
+        assert finishing.mark_done(session, claimed, later) is False  # lease expired
     with transaction(sessions) as session:
-        assert store.mark_done(session, claimed, utcnow()) is True
+        assert finishing.mark_done(session, claimed, utcnow()) is True
     assert row(sessions, claimed.id).status == Status.DONE
 
 
@@ -168,7 +170,8 @@ def test_fail_backs_off_then_goes_dead_with_its_errors_logged(engine, sessions):
         assert claimed.attempts == attempt
         with transaction(sessions) as session:
             assert (
-                store.fail(session, claimed, f"err {attempt}", policy=POLICY, now=now) == "pending"
+                finishing.fail(session, claimed, f"err {attempt}", policy=POLICY, now=now)
+                == "pending"
             )
         saved = row(sessions, claimed.id)
         assert saved.next_attempt_at == now + timedelta(seconds=POLICY.nominal_delay(attempt))
@@ -176,7 +179,7 @@ def test_fail_backs_off_then_goes_dead_with_its_errors_logged(engine, sessions):
         now = saved.next_attempt_at
     [claimed] = claim(sessions, now=now)
     with transaction(sessions) as session:
-        assert store.fail(session, claimed, "err 3", policy=POLICY, now=now) == Status.DEAD
+        assert finishing.fail(session, claimed, "err 3", policy=POLICY, now=now) == Status.DEAD
     saved = row(sessions, claimed.id)
     assert (saved.status, saved.last_error, saved.attempts) == ("dead", "err 3", 3)
     with sessions() as session:
@@ -191,25 +194,27 @@ def test_expired_leases_are_released_to_be_claimed_again(engine, sessions):
     [claimed] = claim(sessions)
     later = claimed.lease_expires_at + timedelta(seconds=1)
     with transaction(sessions) as session:
-        assert store.release_expired(session, now=utcnow(), policy=POLICY) == 0
+        assert recovery.release_expired(session, now=utcnow(), policy=POLICY) == 0
     with transaction(sessions) as session:
-        assert store.release_expired(session, now=later, policy=POLICY) == 1
+        assert recovery.release_expired(session, now=later, policy=POLICY) == 1
     [again] = claim(sessions, now=later)
     assert again.id == claimed.id and again.attempts == 2
     with transaction(sessions) as session:
-        assert store.mark_done(session, claimed, later) is False  # the old worker lost it
+        assert finishing.mark_done(session, claimed, later) is False  # the old worker lost it
 
 
 def test_replay_puts_finished_rows_back_and_purge_keeps_tombstones(engine, sessions):
     results = record(engine, incoming("evt_a"), incoming("evt_b"))
     for claimed in claim(sessions, limit=10):
         with transaction(sessions) as session:
-            store.mark_done(session, claimed, utcnow())
+            finishing.mark_done(session, claimed, utcnow())
     with transaction(sessions) as session:
-        assert store.replay(session, [results[0].id], now=utcnow()) == [results[0].id]
+        assert operator_writes.replay(session, [results[0].id], now=utcnow()) == [results[0].id]
     assert row(sessions, results[0].id).status == Status.PENDING
     with transaction(sessions) as session:
-        purged = store.purge(session, older_than=utcnow() + timedelta(days=1), now=utcnow())
+        purged = operator_writes.purge(
+            session, older_than=utcnow() + timedelta(days=1), now=utcnow()
+        )
     assert purged == 1  # only the done row; the replayed one is pending again
     tomb = row(sessions, results[1].id)
     assert tomb.raw_body is None and tomb.purged_at is not None
@@ -221,12 +226,12 @@ def test_purge_with_a_limit_takes_that_many_oldest_rows_at_a_time(engine, sessio
     results = record(engine, *(incoming(f"evt_{n}") for n in range(5)))
     for claimed in claim(sessions, limit=10):
         with transaction(sessions) as session:
-            store.mark_done(session, claimed, utcnow())
+            finishing.mark_done(session, claimed, utcnow())
     cutoff = utcnow() + timedelta(days=1)
     batches = []
     for _ in range(4):
         with transaction(sessions) as session:
-            batches.append(store.purge(session, older_than=cutoff, now=utcnow(), limit=2))
+            batches.append(operator_writes.purge(session, older_than=cutoff, now=utcnow(), limit=2))
     assert batches == [2, 2, 1, 0]
     assert row(sessions, results[0].id).purged_at <= row(sessions, results[4].id).purged_at
 
@@ -235,13 +240,13 @@ def test_retry_now_makes_waiting_rows_due_keeping_their_attempts(engine, session
     waiting, finished = record(engine, incoming("evt_wait"), incoming("evt_done"))
     now = utcnow()
     with transaction(sessions) as session:
-        [first, second] = store.claim(session, now=now, lease=timedelta(minutes=5), limit=10)
-        store.fail(session, first, "account not found", policy=RetryPolicy(jitter=0), now=now)
-        store.mark_done(session, second, now)
+        [first, second] = claiming.claim(session, now=now, lease=timedelta(minutes=5), limit=10)
+        finishing.fail(session, first, "account not found", policy=RetryPolicy(jitter=0), now=now)
+        finishing.mark_done(session, second, now)
     assert row(sessions, waiting.id).next_attempt_at > now + timedelta(seconds=5)
     later = utcnow()
     with transaction(sessions) as session:
-        due = store.retry_now(session, [waiting.id, finished.id], now=later)
+        due = operator_writes.retry_now(session, [waiting.id, finished.id], now=later)
     assert due == [waiting.id]  # a done row is not waiting: replay is for those
     again = row(sessions, waiting.id)
     assert (again.status, again.attempts, again.next_attempt_at) == (Status.PENDING, 1, later)
@@ -256,8 +261,8 @@ def test_retry_policy_spans_about_a_day():
 def test_a_claimed_row_is_built_from_the_claim_columns_in_field_order():
     from dataclasses import fields
 
-    columns = [column.name for column in store._claimed_columns()]
-    assert columns == [f.name for f in fields(store.ClaimedEvent)][: len(columns)]
+    columns = [column.name for column in claiming._claimed_columns()]
+    assert columns == [f.name for f in fields(claiming.ClaimedEvent)][: len(columns)]
 
 
 @pytest.mark.postgres
@@ -299,4 +304,4 @@ def test_due_rows_of_the_same_time_come_in_id_order(engine, sessions):
         if engine.dialect.name == "postgresql":
             for plan in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
                 session.execute(text(f"SET LOCAL {plan} = off"))
-        assert store.due_ids(session, now=now) == ids
+        assert recovery.due_ids(session, now=now) == ids

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from outbox import store
+from outbox import recovery
 from outbox.db import transaction, utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from processors import runtime as runtimes
@@ -307,7 +307,7 @@ def work_until_settled(runtime, ids: list[int]) -> Counter:
         except WorkerDied:
             outcomes["died"] += 1
         with transaction(runtime.sessions) as session:
-            store.release_expired(session, now=utcnow(), policy=runtime.policy)
+            recovery.release_expired(session, now=utcnow(), policy=runtime.policy)
         time.sleep(0.05)
     return outcomes
 

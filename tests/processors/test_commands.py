@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from outbox import store
+from outbox import claiming
 from outbox.db import transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from tests.factories import record
@@ -70,7 +70,7 @@ def test_sweep_once_releases_expired_leases_rings_due_rows_and_says_so(sqlite_db
     earlier = utcnow() - timedelta(minutes=1)
     stuck, _due = (r.id for r in record(engine, scripted_event(), scripted_event(), now=earlier))
     with transaction(_sessions(engine)) as session:
-        store.claim(session, now=earlier, lease=timedelta(seconds=1), ids=[stuck])
+        claiming.claim(session, now=earlier, lease=timedelta(seconds=1), ids=[stuck])
     with RedisServer() as redis_server:
         env = outbox_env(url, redis_url=redis_server.url, handler_table=HANDLER_TABLE)
         result = outbox("sweep", "--once", env=env)

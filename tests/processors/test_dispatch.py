@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from outbox import store
+from outbox import operator_writes
 from outbox.db import transaction, utcnow
 from outbox.handling import EventContext, Handler, HandlerTable, RetryLater
 from outbox.models import Status, WebhookEvent
@@ -33,7 +33,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 PLUGIN = """
-from outbox import store
+from outbox import operator_writes
 from outbox.db import transaction, utcnow
 from outbox.handling import Handler
 
@@ -148,6 +148,6 @@ def test_every_handler_of_an_event_applies_once_in_its_one_transaction(
         assert row.status == Status.PENDING
         assert row.last_error == "RetryLater: second: not yet"
     with transaction(both.sessions) as session:
-        assert store.retry_now(session, [refused], now=utcnow()) == [refused]
+        assert operator_writes.retry_now(session, [refused], now=utcnow()) == [refused]
     assert process_pass(both, [refused]) == {Outcome.DONE: 1}
     assert effect_counts(both.engine) == {plain: 2, refused: 2}

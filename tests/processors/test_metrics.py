@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from domain.jobs import JobStatus, PrJob
 from domain.usage import record_usage
-from outbox import store
+from outbox import claiming, finishing
 from outbox.db import make_engine, make_sessionmaker, transaction, utcnow
 from outbox.retry import RetryPolicy
 from processors.backlog import BacklogCollector, read_backlog
@@ -72,15 +72,16 @@ def fill_backlog(engine, sessions, now):
             text("UPDATE webhook_events SET next_attempt_at = :at WHERE id = :id"),
             {"at": now - timedelta(seconds=5), "id": _due_new},
         )
-        store.claim(session, now=old, lease=LEASE, ids=[stuck])  # its lease ran out 5 min ago
+        claiming.claim(session, now=old, lease=LEASE, ids=[stuck])  # its lease ran out 5 min ago
         claimed = {
-            c.id: c for c in store.claim(session, now=now, lease=LEASE, ids=[retrying, dead, done])
+            c.id: c
+            for c in claiming.claim(session, now=now, lease=LEASE, ids=[retrying, dead, done])
         }
         later = RetryPolicy(base_seconds=3600, jitter=0)
-        store.fail(session, claimed[retrying], "later", policy=later, now=now)
+        finishing.fail(session, claimed[retrying], "later", policy=later, now=now)
         once = RetryPolicy(max_attempts=1, jitter=0)
-        store.fail(session, claimed[dead], "boom", policy=once, now=now)
-        assert store.mark_done(session, claimed[done], now)
+        finishing.fail(session, claimed[dead], "boom", policy=once, now=now)
+        assert finishing.mark_done(session, claimed[done], now)
         for status in (
             JobStatus.PENDING,
             JobStatus.PENDING,

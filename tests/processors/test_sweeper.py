@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from outbox import store
+from outbox import claiming, recovery
 from outbox.db import transaction, utcnow
 from outbox.models import Status, WebhookEvent
 from processors import sweeper
@@ -31,7 +31,7 @@ class Ringer:
 def events_source(ringer: Ringer) -> SweepSource:
     return SweepSource(
         "webhook_events",
-        find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+        find_due=lambda session, now, limit: recovery.due_ids(session, now=now, limit=limit),
         enqueue=ringer,
     )
 
@@ -49,7 +49,7 @@ def test_a_pass_rings_every_due_row_and_leaves_the_others(runtime):
 def test_a_pass_gives_back_rows_whose_lease_ran_out(runtime):
     [event_id] = (r.id for r in record(runtime.engine, scripted_event()))
     with transaction(runtime.sessions) as session:
-        assert store.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[event_id])
+        assert claiming.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[event_id])
     ringer = Ringer()
     report = sweep_once(runtime, sources=[events_source(ringer)])
     assert report.released == 1 and ringer.rung == [event_id]
@@ -107,7 +107,7 @@ def test_with_the_broker_down_the_sweeper_applies_due_events_itself(runtime):
     ids = [r.id for r in record(runtime.engine, scripted_event(), scripted_event())]
     source = SweepSource(
         "webhook_events",
-        find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+        find_due=lambda session, now, limit: recovery.due_ids(session, now=now, limit=limit),
         enqueue=Ringer(fail=True),
         work_here=_apply_here,
     )
@@ -151,7 +151,7 @@ class FollowedRinger:
     def source(self) -> SweepSource:
         return SweepSource(
             "webhook_events",
-            find_due=lambda session, now, limit: store.due_ids(session, now=now, limit=limit),
+            find_due=lambda session, now, limit: recovery.due_ids(session, now=now, limit=limit),
             enqueue=self.enqueue,
             rings_out=self.out,
         )
@@ -193,7 +193,7 @@ def test_released_leases_make_the_sweeper_forget_its_rings(runtime):
     ledger = sweeper.RingLedger()
     sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
     with transaction(runtime.sessions) as session:  # a worker took the second and died
-        assert store.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[ids[1]])
+        assert claiming.claim(session, now=utcnow(), lease=timedelta(seconds=-1), ids=[ids[1]])
     sweep_once(runtime, sources=[ringer.source()], ledger=ledger)
     assert [list(r.ids) for r in ringer.rings] == [ids, ids]
 
