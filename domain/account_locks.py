@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from outbox.db import ListQuery
 
 
 def lock_account(session: Session, account_id: int) -> None:
@@ -47,7 +46,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = {account_id for (account_id,) in _LOCK_ACCOUNTS.rows(session, missing)}
+        fresh = set(session.scalars(_LOCK_ACCOUNTS, {"ids": missing}))
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -68,12 +67,12 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - held)
     if not missing:
         return set()
-    fresh = {account_id for (account_id,) in _TRY_LOCK_ACCOUNTS.rows(session, missing)}
+    fresh = set(session.scalars(_TRY_LOCK_ACCOUNTS, {"ids": missing}))
     own.update(fresh)
     if len(fresh) == len(missing):
         return set()
     unlocked = [account_id for account_id in missing if account_id not in fresh]
-    return {account_id for (account_id,) in _EXISTING_ACCOUNTS.rows(session, unlocked)}
+    return set(session.scalars(_EXISTING_ACCOUNTS, {"ids": unlocked}))
 
 
 def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
@@ -83,20 +82,9 @@ def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
 
 
 _LOCKS = "ledger_account_locks"  #: the key of the lock record in `session.info`
-_TRY_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id)
-        .where(one_of(Account.id))
-        .order_by(Account.id)
-        .with_for_update(skip_locked=True)
-    )
-)
-_EXISTING_ACCOUNTS = ListQuery(lambda one_of: select(Account.id).where(one_of(Account.id)))
-_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id).where(one_of(Account.id)).order_by(Account.id).with_for_update()
-    )
-)
+_EXISTING_ACCOUNTS = select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
+_LOCK_ACCOUNTS = _EXISTING_ACCOUNTS.order_by(Account.id).with_for_update()
+_TRY_LOCK_ACCOUNTS = _EXISTING_ACCOUNTS.order_by(Account.id).with_for_update(skip_locked=True)
 
 
 def _held_locks(session: Session) -> tuple[set[int], set[int]]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
 from domain.purchases import CreditPurchase, purchase_for_payment
-from outbox.db import ListQuery
 from outbox.handling import EventContext
 
 
@@ -66,7 +65,10 @@ def checkout_accounts_many(
         named.append(account)
         customers.append(customer if account is None else None)
     wanted = [customer for customer in customers if customer is not None]
-    owners = dict(_OWNERS.rows(session, sorted(set(wanted)))) if wanted else {}
+    owners: dict[str | None, int] = {}
+    if wanted:
+        rows = session.execute(_OWNERS, {"customers": sorted(set(wanted))})
+        owners = {customer: account for customer, account in rows}
     found: list[list[int]] = []
     for account, customer in zip(named, customers, strict=True):
         owner = owners.get(customer) if customer is not None else None
@@ -90,7 +92,10 @@ def payment_accounts_many(
     in one read; none when no purchase is recorded for it."""
     payments = [_payment_intent(event) for event, _ in items]
     wanted = [payment for payment in payments if payment is not None]
-    paid_by = dict(_PURCHASE_ACCOUNTS.rows(session, sorted(set(wanted)))) if wanted else {}
+    paid_by: dict[str | None, int] = {}
+    if wanted:
+        rows = session.execute(_PURCHASE_ACCOUNTS, {"payments": sorted(set(wanted))})
+        paid_by = {payment: account for payment, account in rows}
     return [
         [paid_by[payment]] if payment is not None and payment in paid_by else []
         for payment in payments
@@ -105,13 +110,9 @@ def _payment_intent(event: EventContext) -> str | None:
     return stripe_objects.object_id(obj.get("payment_intent"))
 
 
-_OWNERS = ListQuery(
-    lambda one_of: select(Account.stripe_customer_id, Account.id).where(
-        one_of(Account.stripe_customer_id)
-    )
+_OWNERS = select(Account.stripe_customer_id, Account.id).where(
+    Account.stripe_customer_id.in_(bindparam("customers", expanding=True))
 )
-_PURCHASE_ACCOUNTS = ListQuery(
-    lambda one_of: select(CreditPurchase.payment_intent_id, CreditPurchase.account_id).where(
-        one_of(CreditPurchase.payment_intent_id)
-    )
+_PURCHASE_ACCOUNTS = select(CreditPurchase.payment_intent_id, CreditPurchase.account_id).where(
+    CreditPurchase.payment_intent_id.in_(bindparam("payments", expanding=True))
 )

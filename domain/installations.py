@@ -30,9 +30,12 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     String,
+    Table,
     UniqueConstraint,
+    bindparam,
     func,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -461,6 +464,27 @@ def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Insta
         return {}
     rows = session.scalars(select(Installation).where(Installation.id.in_(wanted)))
     return {row.id: row for row in rows}
+
+
+def write_installations(session: Session, rows: Sequence[Installation]) -> None:
+    """Write installations read and changed in memory over their rows, in one executemany,
+    and take them out of the session, which would otherwise write them again at its next
+    flush, a statement per row and set of columns changed."""
+    if not rows:
+        return
+    columns = [column for column in _installations.columns if not column.primary_key]
+    session.execute(
+        _WRITE_OVER,
+        [{"row_id": row.id, **{c.name: getattr(row, c.key) for c in columns}} for row in rows],
+    )
+    for row in rows:
+        session.expunge(row)
+
+
+_installations: Table = Installation.__table__  # type: ignore[assignment]
+#: Every column of one installation's row but its id, named by the parameters given (the
+#: columns' names), where its id is `row_id`.
+_WRITE_OVER = update(_installations).where(_installations.c.id == bindparam("row_id"))
 
 
 def repositories_by_installation(

@@ -33,7 +33,9 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     func,
+    insert,
     select,
     text,
 )
@@ -48,7 +50,7 @@ from domain.credits import (
     parse_credits,
     positive_credits,
 )
-from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
+from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
 ZERO = Decimal("0.0000")
@@ -174,17 +176,18 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    rows = _DEBTS.rows(session, sorted(set(account_ids)))
+    rows = session.execute(_DEBTS, {"ids": sorted(set(account_ids))})
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
     return {account_id: total for account_id, total in owed.items() if total != 0}
 
 
-_DEBTS = ListQuery(
-    lambda one_of: (
-        select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(one_of(CreditEntry.account_id), text(f"credit_ledger.{_HAS_DEBT_CHANGE}"))
-        .group_by(CreditEntry.account_id)
+_DEBTS = (
+    select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
+    .where(
+        CreditEntry.account_id.in_(bindparam("ids", expanding=True)),
+        text(f"credit_ledger.{_HAS_DEBT_CHANGE}"),
     )
+    .group_by(CreditEntry.account_id)
 )
 
 
@@ -212,10 +215,12 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return {key for (key,) in _APPLIED_KEYS.rows(session, list(set(keys)))}
+    return set(session.scalars(_APPLIED_KEYS, {"keys": sorted(set(keys))}))
 
 
-_APPLIED_KEYS = ListQuery(lambda one_of: select(CreditEntry.key).where(one_of(CreditEntry.key)))
+_APPLIED_KEYS = select(CreditEntry.key).where(
+    CreditEntry.key.in_(bindparam("keys", expanding=True))
+)
 
 
 def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
@@ -306,12 +311,19 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one statement (outbox.db.insert_rows) and are not read
-    back: those returned have no id.
+    The entries are written with one executemany and are not read back: those returned
+    have no id.
     """
     entries = _credit_entries(session, credits, now)
-    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    _write_entries(session, entries)
     return entries
+
+
+def _write_entries(session: Session, entries: Sequence[Entry | None]) -> None:
+    """Insert the entries written now (None: a key applied before), in their order."""
+    rows = [vars(entry) for entry in entries if entry is not None]
+    if rows:
+        session.execute(insert(_ledger), rows)
 
 
 def _credit_entries(
@@ -409,7 +421,7 @@ def take_back_many(
     number (the accounts locked, the keys and what each account has available read, the
     entries written in one, not read back). None in place of a key already applied."""
     entries = _take_back_entries(session, items, now)
-    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    _write_entries(session, entries)
     return entries
 
 
@@ -459,30 +471,26 @@ def availables(session: Session, account_ids: Iterable[int]) -> dict[int, Decima
     """`available` of each of these accounts, in two statements."""
     wanted = sorted(set(account_ids))
     found = {account_id: ZERO for account_id in wanted}
-    for account_id, total in _BALANCES.rows(session, wanted):
+    for account_id, total in session.execute(_BALANCES, {"ids": wanted}):
         found[account_id] += Decimal(total or 0).quantize(ZERO)
-    for account_id, total in _HELD.rows(session, wanted):
+    for account_id, total in session.execute(_HELD, {"ids": wanted}):
         found[account_id] -= Decimal(total or 0).quantize(ZERO)
     return found
 
 
-_BALANCES = ListQuery(
-    lambda one_of: (
-        select(CreditEntry.account_id, func.sum(CreditEntry.amount))
-        .where(one_of(CreditEntry.account_id))
-        .group_by(CreditEntry.account_id)
-    )
+_BALANCES = (
+    select(CreditEntry.account_id, func.sum(CreditEntry.amount))
+    .where(CreditEntry.account_id.in_(bindparam("ids", expanding=True)))
+    .group_by(CreditEntry.account_id)
 )
-_HELD = ListQuery(
-    lambda one_of: (
-        select(CreditHold.account_id, func.sum(CreditHold.amount))
-        .where(
-            one_of(CreditHold.account_id),
-            CreditHold.released_at.is_(None),
-            CreditHold.captured_at.is_(None),
-        )
-        .group_by(CreditHold.account_id)
+_HELD = (
+    select(CreditHold.account_id, func.sum(CreditHold.amount))
+    .where(
+        CreditHold.account_id.in_(bindparam("ids", expanding=True)),
+        CreditHold.released_at.is_(None),
+        CreditHold.captured_at.is_(None),
     )
+    .group_by(CreditHold.account_id)
 )
 
 

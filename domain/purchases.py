@@ -32,8 +32,11 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
+    insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -41,7 +44,7 @@ from domain import account_locks, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, ListQuery, UTCDateTime, insert_rows, write_over
+from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -199,7 +202,8 @@ def grant_packs(
                 purchase["description"],
                 credit.amount,
             )
-    insert_rows(session, _purchases, written)
+    if written:
+        session.execute(insert(_purchases), written)
     return results
 
 
@@ -219,13 +223,12 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Pa
     wanted = set(price_ids)
     if not wanted:
         return {}
-    return {row[0]: PackPrice(*row) for row in _PACKS.rows(session, list(wanted))}
+    rows = session.execute(_PACKS, {"prices": sorted(wanted)})
+    return {row[0]: PackPrice(*row) for row in rows}
 
 
-_PACKS = ListQuery(
-    lambda one_of: select(CreditPack.price_id, CreditPack.name, CreditPack.credits).where(
-        one_of(CreditPack.price_id)
-    )
+_PACKS = select(CreditPack.price_id, CreditPack.name, CreditPack.credits).where(
+    CreditPack.price_id.in_(bindparam("prices", expanding=True))
 )
 
 
@@ -327,8 +330,8 @@ def take_back_refunds(
     back), in the order given, each seeing the purchase as the one before left it: the
     purchases' accounts locked, the purchases read again under their locks (unless they
     were read while the transaction held those locks already: `read_locked`), the
-    purchases written back in one statement, the entries with a few whatever their number
-    (ledger.take_back_many)."""
+    purchases' refund columns written back in one executemany, the entries with a few
+    whatever their number (ledger.take_back_many)."""
     if not states:
         return
     account_locks.lock_accounts(session, (state.purchase.account_id for state in states))
@@ -341,8 +344,38 @@ def take_back_refunds(
         ).all()
     more = [refund_take_back(s.purchase, s.refund, event_id=s.event_id) for s in states]
     purchases = {id(state.purchase): state.purchase for state in states}.values()
-    write_over(session, [row for row in purchases if session.is_modified(row)])
+    _write_refunds(session, [row for row in purchases if session.is_modified(row)])
     ledger.take_back_many(session, [item for item in more if item is not None], now=now)
+
+
+def _write_refunds(session: Session, rows: Sequence[CreditPurchase]) -> None:
+    """Write what refunds changed on these purchases over their rows, in one executemany,
+    and take them out of the session, which would otherwise write them again at its next
+    flush, a statement per row and set of columns changed."""
+    if not rows:
+        return
+    session.execute(
+        _WRITE_REFUND,
+        [
+            {
+                "row_id": row.id,
+                "refunded": row.refunded_amount,
+                "refunded_as": row.refunded_credits,
+            }
+            for row in rows
+        ],
+    )
+    for row in rows:
+        session.expunge(row)
+
+
+#: The refund columns of one purchase. Parameters: row_id, refunded (the amount),
+#: refunded_as (the credits).
+_WRITE_REFUND = (
+    update(_purchases)
+    .where(_purchases.c.id == bindparam("row_id"))
+    .values(refunded_amount=bindparam("refunded"), refunded_credits=bindparam("refunded_as"))
+)
 
 
 def refund_take_back(

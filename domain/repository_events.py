@@ -8,7 +8,7 @@ reads every installation they name and all their repository rows in one statemen
 then takes each event's facts in the events' order (domain/installations.py's rules: the
 row each one leaves is what the next one sees; the onboarding pull requests of the
 repositories an event adds follow it), and writes the lot: the installations read, in
-one statement (outbox/db.py's `write_over`), the rest with one flush. A single event is the same
+one executemany (`write_installations`), the rest with one flush. A single event is the same
 call with one item, so one event alone and many together apply the same rules.
 """
 
@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
-from outbox.db import write_over
 from outbox.handling import EventContext, NoEffect
 
 ADDED = "installation_repositories.added"
@@ -111,7 +110,7 @@ class RepositoryEvents:
             )
             if item.reachable:
                 self.onboard(session, event, installation, changed)
-        write_over(session, [row for row in loaded if session.is_modified(row)])
+        inst.write_installations(session, [row for row in loaded if session.is_modified(row)])
         session.flush()
         return results
 
