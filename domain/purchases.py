@@ -24,24 +24,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
+    Select,
     String,
     Table,
     UniqueConstraint,
     bindparam,
-    insert,
     select,
     text,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain import account_locks, ledger
+from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
+from domain.batch_sql import dialect_of, insert_all, one_of
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
 from outbox.db import Base, UTCDateTime
@@ -188,7 +190,7 @@ def grant_packs(
             continue
         priced.append((index, *_purchase(grant, bought, now)))
     if unpriced:  # a price gone from the catalog does not matter to a session granted before
-        granted_before = ledger.applied_keys(session, (key for _, _, key in unpriced))
+        granted_before = balances.applied_keys(session, (key for _, _, key in unpriced))
         for index, refusal, key in unpriced:
             results[index] = None if key in granted_before else refusal
     entries = ledger.credit_many(session, [credit for _, _, credit in priced], now=now)
@@ -202,8 +204,7 @@ def grant_packs(
                 purchase["description"],
                 credit.amount,
             )
-    if written:
-        session.execute(insert(_purchases), written)
+    insert_all(session, _purchases, written)
     return results
 
 
@@ -223,13 +224,18 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Pa
     wanted = set(price_ids)
     if not wanted:
         return {}
-    rows = session.execute(_PACKS, {"prices": sorted(wanted)})
+    rows = session.execute(_packs_for_prices(dialect_of(session)), {"prices": sorted(wanted)})
     return {row[0]: PackPrice(*row) for row in rows}
 
 
-_PACKS = select(CreditPack.price_id, CreditPack.name, CreditPack.credits).where(
-    CreditPack.price_id.in_(bindparam("prices", expanding=True))
-)
+_packs: Table = CreditPack.__table__  # type: ignore[assignment]
+
+
+@cache
+def _packs_for_prices(dialect: str) -> Select[Any]:
+    return select(_packs.c.price_id, _packs.c.name, _packs.c.credits).where(
+        one_of(_packs.c.price_id, "prices", dialect)
+    )
 
 
 def _priced(

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
 from outbox.handling import EventContext, NoEffect
@@ -32,10 +33,10 @@ _LISTS = {ADDED: ("repositories_added", True), REMOVED: ("repositories_removed",
 
 #: What an event's payload says: its installation, and the repositories it lists.
 ReadFacts = Callable[[dict[str, Any]], inst.InstallationFacts]
-ReadRepositories = Callable[[dict[str, Any], str], list[inst.RepositoryFacts]]
+ReadRepositories = Callable[[dict[str, Any], str], list[repos.RepositoryFacts]]
 #: The onboarding of repositories just added to an active installation (github_handlers).
 Onboard = Callable[
-    [Session, EventContext, inst.Installation, list[inst.InstallationRepository]], None
+    [Session, EventContext, inst.Installation, list[repos.InstallationRepository]], None
 ]
 
 
@@ -44,7 +45,7 @@ class _Read:
     index: int
     event: EventContext
     facts: inst.InstallationFacts
-    repositories: list[inst.RepositoryFacts]
+    repositories: list[repos.RepositoryFacts]
     reachable: bool
 
 
@@ -90,7 +91,7 @@ class RepositoryEvents:
         ids = [item.facts.id for item in read]
         held = inst.installations_by_id(session, ids)
         loaded = list(held.values())
-        repositories = inst.repositories_by_installation(session, ids)
+        repositories = repos.repositories_by_installation(session, ids)
         for item in read:
             event = item.event
             installation, _news = inst.take_installation(
@@ -99,7 +100,7 @@ class RepositoryEvents:
             held[installation.id] = installation
             if installation.status == inst.InstallationStatus.DELETED:
                 continue  # the App is gone from the account: its repositories with it
-            changed = inst.change_repositories(
+            changed = repos.change_repositories(
                 session,
                 repositories.setdefault(installation.id, {}),
                 installation.id,
