@@ -56,12 +56,12 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    insert,
     select,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from domain.batch_sql import insert_all
 from outbox.db import Base, UTCDateTime
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
@@ -216,12 +216,11 @@ def write_subscriptions(
     session: Session, created: Sequence[Subscription], changed: Sequence[Subscription]
 ) -> None:
     """Write subscription rows made or merged in memory (not added to the session): the
-    new ones in one executemany, the changed ones (read and locked by
+    new ones in one statement (domain/batch_sql.py), the changed ones (read and locked by
     `subscriptions_for_update`) over theirs in one more, and those leave the session, which
     would otherwise write them again at its next flush, a statement per row and set of
     columns changed."""
-    if created:
-        session.execute(insert(_subscriptions), [_values(row) for row in created])
+    insert_all(session, _subscriptions, [_values(row) for row in created])
     if changed:
         session.execute(
             _WRITE_OVER, [{"row_id": row.id, **_values(row, key=False)} for row in changed]
