@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 
 from bench.loadgen import build_request
 from domain.account_opening import ensure_account
-from domain.ledger import CreditEntry
+from domain.ledger_tables import CreditEntry
 from domain.packs import load_packs, read_pack_file
 from ingress.signatures import stripe_signature
 from ingress.stripe import stripe_event

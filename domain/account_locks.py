@@ -15,13 +15,14 @@ request for an account already held asks the database nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from outbox.db import ListQuery
+from domain.batch_sql import dialect_of, one_of
 
 
 def lock_account(session: Session, account_id: int) -> None:
@@ -47,7 +48,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = {account_id for (account_id,) in _LOCK_ACCOUNTS.rows(session, missing)}
+        fresh = set(session.scalars(_lock_accounts(dialect_of(session)), {"ids": missing}))
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -68,12 +69,12 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - held)
     if not missing:
         return set()
-    fresh = {account_id for (account_id,) in _TRY_LOCK_ACCOUNTS.rows(session, missing)}
+    fresh = set(session.scalars(_try_lock_accounts(dialect_of(session)), {"ids": missing}))
     own.update(fresh)
     if len(fresh) == len(missing):
         return set()
     unlocked = [account_id for account_id in missing if account_id not in fresh]
-    return {account_id for (account_id,) in _EXISTING_ACCOUNTS.rows(session, unlocked)}
+    return set(session.scalars(_existing_accounts(dialect_of(session)), {"ids": unlocked}))
 
 
 def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
@@ -83,20 +84,24 @@ def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
 
 
 _LOCKS = "ledger_account_locks"  #: the key of the lock record in `session.info`
-_TRY_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id)
-        .where(one_of(Account.id))
-        .order_by(Account.id)
-        .with_for_update(skip_locked=True)
-    )
-)
-_EXISTING_ACCOUNTS = ListQuery(lambda one_of: select(Account.id).where(one_of(Account.id)))
-_LOCK_ACCOUNTS = ListQuery(
-    lambda one_of: (
-        select(Account.id).where(one_of(Account.id)).order_by(Account.id).with_for_update()
-    )
-)
+#: Core statements on the table (not the mapped class): plain ids, without the Python of
+#: an ORM select, for statements every batch of events runs.
+_accounts: Table = Account.__table__  # type: ignore[assignment]
+
+
+@cache
+def _existing_accounts(dialect: str) -> Select[Any]:
+    return select(_accounts.c.id).where(one_of(_accounts.c.id, "ids", dialect))
+
+
+@cache
+def _lock_accounts(dialect: str) -> Select[Any]:
+    return _existing_accounts(dialect).order_by(_accounts.c.id).with_for_update()
+
+
+@cache
+def _try_lock_accounts(dialect: str) -> Select[Any]:
+    return _existing_accounts(dialect).order_by(_accounts.c.id).with_for_update(skip_locked=True)
 
 
 def _held_locks(session: Session) -> tuple[set[int], set[int]]:

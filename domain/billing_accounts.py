@@ -11,15 +11,16 @@ the reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
+from domain.batch_sql import dialect_of, one_of
 from domain.purchases import CreditPurchase, purchase_for_payment
-from outbox.db import ListQuery
 from outbox.handling import EventContext
 
 
@@ -66,7 +67,10 @@ def checkout_accounts_many(
         named.append(account)
         customers.append(customer if account is None else None)
     wanted = [customer for customer in customers if customer is not None]
-    owners = dict(_OWNERS.rows(session, sorted(set(wanted)))) if wanted else {}
+    owners: dict[str | None, int] = {}
+    if wanted:
+        rows = session.execute(_owners(dialect_of(session)), {"customers": sorted(set(wanted))})
+        owners = {customer: account for customer, account in rows}
     found: list[list[int]] = []
     for account, customer in zip(named, customers, strict=True):
         owner = owners.get(customer) if customer is not None else None
@@ -90,7 +94,12 @@ def payment_accounts_many(
     in one read; none when no purchase is recorded for it."""
     payments = [_payment_intent(event) for event, _ in items]
     wanted = [payment for payment in payments if payment is not None]
-    paid_by = dict(_PURCHASE_ACCOUNTS.rows(session, sorted(set(wanted)))) if wanted else {}
+    paid_by: dict[str | None, int] = {}
+    if wanted:
+        rows = session.execute(
+            _purchase_accounts(dialect_of(session)), {"payments": sorted(set(wanted))}
+        )
+        paid_by = {payment: account for payment, account in rows}
     return [
         [paid_by[payment]] if payment is not None and payment in paid_by else []
         for payment in payments
@@ -105,13 +114,21 @@ def _payment_intent(event: EventContext) -> str | None:
     return stripe_objects.object_id(obj.get("payment_intent"))
 
 
-_OWNERS = ListQuery(
-    lambda one_of: select(Account.stripe_customer_id, Account.id).where(
-        one_of(Account.stripe_customer_id)
+#: Core statements on the tables (not the mapped classes): plain values, without the
+#: Python of an ORM select, for statements every batch of events runs.
+_accounts: Table = Account.__table__  # type: ignore[assignment]
+_purchases: Table = CreditPurchase.__table__  # type: ignore[assignment]
+
+
+@cache
+def _owners(dialect: str) -> Select[Any]:
+    return select(_accounts.c.stripe_customer_id, _accounts.c.id).where(
+        one_of(_accounts.c.stripe_customer_id, "customers", dialect)
     )
-)
-_PURCHASE_ACCOUNTS = ListQuery(
-    lambda one_of: select(CreditPurchase.payment_intent_id, CreditPurchase.account_id).where(
-        one_of(CreditPurchase.payment_intent_id)
+
+
+@cache
+def _purchase_accounts(dialect: str) -> Select[Any]:
+    return select(_purchases.c.payment_intent_id, _purchases.c.account_id).where(
+        one_of(_purchases.c.payment_intent_id, "payments", dialect)
     )
-)

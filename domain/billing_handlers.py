@@ -39,10 +39,11 @@ from domain.accounts import (
 from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscription_events import apply_subscription_event, apply_subscription_events
 from outbox.handling import (
-    ApplyAlone,
     EventContext,
     Handler,
     HandlerTable,
+    LeftToApply,
+    ManyResult,
     NoEffect,
     PermanentFailure,
     RetryLater,
@@ -200,7 +201,7 @@ def _unknown_pack(session_id: str, exc: UnknownPack) -> PermanentFailure:
 
 def apply_checkouts(
     session: Session, items: Sequence[tuple[EventContext, Any]]
-) -> list[BaseException | None]:
+) -> list[ManyResult]:
     """`apply_checkout` for many events in one go (the processors' batches).
 
     Every paid pack purchase that names its account (`client_reference_id` or metadata),
@@ -208,12 +209,12 @@ def apply_checkouts(
     (several packs, quantities), is granted with the others in a few statements
     (purchases.grant_packs), every account locked in one statement first, and its Stripe
     customer linked in one more (accounts.link_customers). Any other event (not paid, an
-    account found only through its customer) is left to `apply_checkout` (ApplyAlone).
-    One result per event: None, ApplyAlone, or why it failed. An event that fails writes
+    account found only through its customer) is left to `apply_checkout` (LeftToApply).
+    One result per event: None, LeftToApply, or why it failed. An event that fails writes
     nothing (its customer is not linked either), exactly as `apply_checkout` in a
     transaction of its own, which is rolled back.
     """
-    results: list[BaseException | None] = [None] * len(items)
+    results: list[ManyResult] = [None] * len(items)
     grants: list[tuple[int, EventContext, purchases.PackGrant]] = []
     for index, (event, fetched) in enumerate(items):
         try:
@@ -222,7 +223,7 @@ def apply_checkouts(
             results[index] = exc
             continue
         if grant is None:
-            results[index] = ApplyAlone()
+            results[index] = LeftToApply()
         else:
             grants.append((index, event, grant))
     if not grants:

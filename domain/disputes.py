@@ -35,7 +35,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain import account_locks, ledger
+from domain import account_locks, ledger, ledger_tables
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.purchases import CreditPurchase
 from outbox.db import Base, UTCDateTime
@@ -113,7 +113,7 @@ def apply_dispute(
     *,
     now: datetime,
     event_id: int | None = None,
-) -> ledger.CreditEntry | None:
+) -> ledger_tables.CreditEntry | None:
     """Move what the dispute takes back to what this event says (see the module doc);
     the ledger entry written, or None when nothing changed."""
     account_locks.lock_account(session, purchase.account_id)

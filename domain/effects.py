@@ -19,14 +19,14 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from domain import disputes, installations, jobs, ledger, purchases, subscriptions, usage
+from domain import balances, disputes, installations, jobs, purchases, subscriptions, usage
 
 #: `finder(session, event_id)` -> the effect rows of that event, as plain dicts.
 EffectFinder = Callable[[Session, int], list[dict[str, Any]]]
 
 #: Effect kind (the table's name) -> its finder: one line per effect table.
 EFFECT_FINDERS: dict[str, EffectFinder] = {
-    "credit_ledger": ledger.effects_of_event,
+    "credit_ledger": balances.effects_of_event,
     "credit_purchases": purchases.effects_of_event,
     "credit_disputes": disputes.effects_of_event,
     "subscriptions": subscriptions.effects_of_event,

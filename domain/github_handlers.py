@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from domain import account_locks
+from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.account_opening import ensure_account
 from domain.job_specs import JobSpec
@@ -26,7 +27,6 @@ from domain.pull_requests import FileChange
 from domain.repository_events import ADDED, REMOVED, RepositoryEvents
 from outbox.fields import as_time
 from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure
-from outbox.models import Source
 from outbox.settings import Settings
 
 #: What an installation event does after its facts were recorded; `news` says whether they
@@ -64,7 +64,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
         session: Session,
         event: EventContext,
         installation: inst.Installation,
-        added: list[inst.InstallationRepository],
+        added: list[repos.InstallationRepository],
     ) -> None:
         if settings.onboarding_pr_enabled and installation.status == inst.InstallationStatus.ACTIVE:
             for repository in added:
@@ -101,7 +101,7 @@ def github_handlers(settings: Settings) -> HandlerTable:
     ) -> None:
         if installation.status == inst.InstallationStatus.DELETED:
             return  # the App is gone from the account: its repositories with it
-        added = inst.add_repositories(
+        added = repos.add_repositories(
             session,
             installation.id,
             repository_facts(event.payload, field),
@@ -156,14 +156,14 @@ def github_handlers(settings: Settings) -> HandlerTable:
         REMOVED: repository_event("remove_repositories"),
         "github_app_authorization.revoked": Handler(name="record_revocation", apply=revoked),
     }
-    return {(Source.GITHUB.value, event_type): handler for event_type, handler in entries.items()}
+    return {("github", event_type): handler for event_type, handler in entries.items()}
 
 
 def submit_onboarding(
     session: Session,
     settings: Settings,
     installation: inst.Installation,
-    repository: inst.InstallationRepository,
+    repository: repos.InstallationRepository,
     event: EventContext,
 ) -> PrJob:
     """The free configuration pull request for a repository the App was just installed on.
@@ -227,7 +227,7 @@ def github_time(value: Any) -> datetime | None:
     return as_time(value)
 
 
-def repository_facts(payload: dict[str, Any], field: str) -> list[inst.RepositoryFacts]:
+def repository_facts(payload: dict[str, Any], field: str) -> list[repos.RepositoryFacts]:
     """The repositories listed in `field` (absent means none)."""
     listed = payload.get(field)
     if listed is None:
@@ -239,7 +239,7 @@ def repository_facts(payload: dict[str, Any], field: str) -> list[inst.Repositor
         repo = _object(item, f"{field}[{n}]")
         private = repo.get("private")
         facts.append(
-            inst.RepositoryFacts(
+            repos.RepositoryFacts(
                 id=_int(repo.get("id"), f"{field}[{n}].id"),
                 full_name=_text(repo.get("full_name"), f"{field}[{n}].full_name"),
                 private=private if isinstance(private, bool) else None,

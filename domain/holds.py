@@ -1,7 +1,7 @@
 """Credit holds: credits reserved for work in progress (a PR job), then captured (debited
 once, the work succeeded) or released (nothing taken, the work failed).
 
-`available` is the balance minus the open holds (domain/ledger.py), and a hold only ever
+`available` is the balance minus the open holds (domain/balances.py), and a hold only ever
 takes from `available`, so capturing a hold can never drive the balance below zero.
 
 Debt is settled first from any credits that come back to the account, a released hold
@@ -22,17 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.account_locks import lock_account
+from domain.balances import debt, entry_for_key
 from domain.credits import positive_credits
-from domain.ledger import (
-    ZERO,
-    CreditEntry,
-    CreditHold,
-    append_entry,
-    debt,
-    entry_for_key,
-    require_available,
-    spend,
-)
+from domain.ledger import append_entry, require_available, spend
+from domain.ledger_tables import ZERO, CreditEntry, CreditHold
 
 
 def hold(

@@ -1,8 +1,9 @@
-"""GitHub App installations: who installed the App, on which repositories, and in what state.
+"""GitHub App installations: who installed the App, and in what state; and the users who
+revoked their authorization of it.
 
 Kept from `installation`, `installation_repositories` and `github_app_authorization` events.
-An installation is `active`, `suspended` or `deleted`; a repository row is kept when it is
-removed (with `removed_at`), so a job can say why it may no longer run there.
+An installation is `active`, `suspended` or `deleted`; the repositories it was given are
+domain/installation_repositories.py's.
 
 Old news never wins here either: GitHub delivers out of order, redelivers, and operators
 replay. An event changes an installation's status and description only when it is news:
@@ -11,9 +12,7 @@ from, or the same (or absent) and the event was received later (its row id). `de
 final: a deletion applies whatever the order (unless it is of an earlier installation
 under the same id), and after it nothing changes the installation but an
 `installation.created` of a new one, whose `created_at` is later than everything known of
-the deleted one (a replayed or late `created` of the old one is not). A repository changes
-only by an event received after the one that last changed it, and not once its
-installation is deleted.
+the deleted one (a replayed or late `created` of the old one is not).
 """
 
 from __future__ import annotations
@@ -27,19 +26,23 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
-    ForeignKey,
     String,
-    UniqueConstraint,
-    func,
+    Table,
+    bindparam,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from domain.installation_repositories import (
+    NAME_CAP,
+    InstallationRepository,
+    capped,
+    find_repository,
+    repositories_of,
+)
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
-
-_NAME_CAP = 255  #: characters kept of a login or a repository's full name
 
 
 class InstallationStatus(StrEnum):
@@ -57,7 +60,7 @@ class Installation(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     #: The GitHub user or organisation that installed the App (the SaaS account's id).
     account_id: Mapped[int] = mapped_column(BigInteger, index=True)
-    account_login: Mapped[str | None] = mapped_column(String(_NAME_CAP))
+    account_login: Mapped[str | None] = mapped_column(String(NAME_CAP))
     account_type: Mapped[str | None] = mapped_column(String(32))
     app_id: Mapped[int | None] = mapped_column(BigInteger)
     repository_selection: Mapped[str | None] = mapped_column(String(16))
@@ -74,29 +77,6 @@ class Installation(Base):
     event_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class InstallationRepository(Base):
-    """A repository an installation can act on (or could, until `removed_at`)."""
-
-    __tablename__ = "installation_repositories"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    installation_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("installations.id", ondelete="CASCADE"), index=True
-    )
-    repository_id: Mapped[int] = mapped_column(BigInteger)
-    full_name: Mapped[str] = mapped_column(String(_NAME_CAP))
-    private: Mapped[bool | None] = mapped_column(Boolean)
-    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    event_id: Mapped[int | None] = mapped_column(BigInteger)
-
-    __table_args__ = (
-        UniqueConstraint(
-            "installation_id", "repository_id", name="uq_installation_repositories_repo"
-        ),
-    )
-
-
 class AuthorizationRevocation(Base):
     """A user revoked their authorization of the App (`github_app_authorization.revoked`)."""
 
@@ -104,7 +84,7 @@ class AuthorizationRevocation(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    login: Mapped[str | None] = mapped_column(String(_NAME_CAP))
+    login: Mapped[str | None] = mapped_column(String(NAME_CAP))
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: One revocation per event: applying the same event again records nothing new.
     event_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
@@ -128,13 +108,6 @@ class InstallationFacts:
     #: GitHub's times of the installation, when the payload has them.
     created_at: datetime | None = None
     updated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RepositoryFacts:
-    id: int
-    full_name: str
-    private: bool | None
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -173,8 +146,13 @@ def take_installation(
     installation = held
     if installation is None:
         installation = Installation(id=facts.id, created_at=now)
+        _take_facts(installation, facts, now=now, event_id=event_id)
         session.add(installation)
-    elif installation.status == InstallationStatus.DELETED:
+        # Written at once: the rows of its repositories, added next, refer to it, and the
+        # ORM orders the inserts of two classes that no relationship links by name alone.
+        session.flush([installation])
+        return installation, True
+    if installation.status == InstallationStatus.DELETED:
         if not (reinstall and _is_new_installation(installation, facts)):
             return installation, False
         _reinstate(session, installation, now)
@@ -243,10 +221,10 @@ def _take_facts(
     installation: Installation, facts: InstallationFacts, *, now: datetime, event_id: int | None
 ) -> None:
     installation.account_id = facts.account_id
-    installation.account_login = _cap(facts.account_login)
-    installation.account_type = _cap(facts.account_type, 32)
+    installation.account_login = capped(facts.account_login)
+    installation.account_type = capped(facts.account_type, 32)
     installation.app_id = facts.app_id
-    installation.repository_selection = _cap(facts.repository_selection, 16)
+    installation.repository_selection = capped(facts.repository_selection, 16)
     installation.permissions = facts.permissions
     if facts.suspended:
         installation.status = InstallationStatus.SUSPENDED
@@ -272,88 +250,6 @@ def mark_suspended(
     installation.event_id = event_id
 
 
-def add_repositories(
-    session: Session,
-    installation_id: int,
-    repositories: Iterable[RepositoryFacts],
-    *,
-    now: datetime,
-    event_id: int | None,
-) -> list[InstallationRepository]:
-    """Record repositories as reachable; returns those that were not already (new or re-added)."""
-    return _change_repositories(session, installation_id, repositories, now, event_id, True)
-
-
-def remove_repositories(
-    session: Session,
-    installation_id: int,
-    repositories: Iterable[RepositoryFacts],
-    *,
-    now: datetime,
-    event_id: int | None,
-) -> list[InstallationRepository]:
-    """Record repositories as no longer reachable; returns those that were reachable.
-
-    A repository removed before we ever saw it added is kept too, so a job naming it is
-    refused with the reason.
-    """
-    return _change_repositories(session, installation_id, repositories, now, event_id, False)
-
-
-def _change_repositories(
-    session: Session,
-    installation_id: int,
-    repositories: Iterable[RepositoryFacts],
-    now: datetime,
-    event_id: int | None,
-    reachable: bool,
-) -> list[InstallationRepository]:
-    existing = _repositories_by_id(session, installation_id)
-    changed = change_repositories(
-        session, existing, installation_id, repositories, now, event_id, reachable
-    )
-    session.flush()
-    return changed
-
-
-def change_repositories(
-    session: Session,
-    existing: dict[int, InstallationRepository],
-    installation_id: int,
-    repositories: Iterable[RepositoryFacts],
-    now: datetime,
-    event_id: int | None,
-    reachable: bool,
-) -> list[InstallationRepository]:
-    """Add (`reachable`) or remove repositories of an installation whose rows were already
-    read (`existing`, by repository id, kept up to date); unflushed. Returns the rows changed."""
-    changed: list[InstallationRepository] = []
-    for repo in repositories:
-        row = existing.get(repo.id)
-        if row is not None and _received_before(event_id, row.event_id):
-            continue  # a replayed or late event: the repository has newer news
-        if row is None:
-            row = InstallationRepository(
-                installation_id=installation_id, repository_id=repo.id, added_at=now
-            )
-            session.add(row)
-            existing[repo.id] = row
-        elif (row.removed_at is None) == reachable:
-            continue  # already so (a replay, or a list that repeats what we know)
-        row.full_name = _cap(repo.full_name) or ""
-        row.private = repo.private
-        if reachable:
-            row.added_at = now
-        row.removed_at = None if reachable else now
-        row.event_id = event_id
-        changed.append(row)
-    return changed
-
-
-def _received_before(event_id: int | None, held: int | None) -> bool:
-    return event_id is not None and held is not None and event_id < held
-
-
 def record_revocation(
     session: Session,
     *,
@@ -370,25 +266,10 @@ def record_revocation(
         if found is not None:
             return None
     row = AuthorizationRevocation(
-        user_id=user_id, login=_cap(login), revoked_at=now, event_id=event_id
+        user_id=user_id, login=capped(login), revoked_at=now, event_id=event_id
     )
     session.add(row)
     return row
-
-
-def find_repository(
-    session: Session, installation_id: int, full_name: str
-) -> InstallationRepository | None:
-    """The installation's row for a repository, by full name (GitHub's names ignore case)."""
-    return session.scalar(
-        select(InstallationRepository)
-        .where(
-            InstallationRepository.installation_id == installation_id,
-            func.lower(InstallationRepository.full_name) == full_name.lower(),
-        )
-        .order_by(InstallationRepository.removed_at.is_not(None), InstallationRepository.id)
-        .limit(1)
-    )
 
 
 def why_unusable(session: Session, installation_id: int, full_name: str) -> str | None:
@@ -406,14 +287,6 @@ def why_unusable(session: Session, installation_id: int, full_name: str) -> str 
     if repo.removed_at is not None:
         return f"repository {full_name} was removed from installation {installation_id}"
     return None
-
-
-def repositories_of(session: Session, installation_id: int) -> Sequence[InstallationRepository]:
-    return session.scalars(
-        select(InstallationRepository)
-        .where(InstallationRepository.installation_id == installation_id)
-        .order_by(InstallationRepository.full_name)
-    ).all()
 
 
 def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
@@ -463,27 +336,22 @@ def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Insta
     return {row.id: row for row in rows}
 
 
-def repositories_by_installation(
-    session: Session, installation_ids: Iterable[int]
-) -> dict[int, dict[int, InstallationRepository]]:
-    """Each installation's repository rows by repository id, read in one statement."""
-    wanted = sorted(set(installation_ids))
-    found: dict[int, dict[int, InstallationRepository]] = {i: {} for i in wanted}
-    if not wanted:
-        return found
-    rows = session.scalars(
-        select(InstallationRepository).where(InstallationRepository.installation_id.in_(wanted))
+def write_installations(session: Session, rows: Sequence[Installation]) -> None:
+    """Write installations read and changed in memory over their rows, in one executemany,
+    and take them out of the session, which would otherwise write them again at its next
+    flush, a statement per row and set of columns changed."""
+    if not rows:
+        return
+    columns = [column for column in _installations.columns if not column.primary_key]
+    session.execute(
+        _WRITE_OVER,
+        [{"row_id": row.id, **{c.name: getattr(row, c.key) for c in columns}} for row in rows],
     )
     for row in rows:
-        found[row.installation_id][row.repository_id] = row
-    return found
+        session.expunge(row)
 
 
-def _repositories_by_id(
-    session: Session, installation_id: int
-) -> dict[int, InstallationRepository]:
-    return {row.repository_id: row for row in repositories_of(session, installation_id)}
-
-
-def _cap(text: str | None, cap: int = _NAME_CAP) -> str | None:
-    return text[:cap] if text else None
+_installations: Table = Installation.__table__  # type: ignore[assignment]
+#: Every column of one installation's row but its id, named by the parameters given (the
+#: columns' names), where its id is `row_id`.
+_WRITE_OVER = update(_installations).where(_installations.c.id == bindparam("row_id"))

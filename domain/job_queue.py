@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from domain import holds, installations, ledger
+from domain import balances, holds, installations, ledger
 from domain.account_locks import lock_account
 from domain.jobs import JobStatus, PrJob, charge_key
 from domain.pull_requests import OpenedPullRequest, PullRequestPlan
@@ -149,7 +149,7 @@ def _validate(session: Session, job: PrJob, now: datetime) -> str | None:
                 session, job.account_id, job.required_credits, key=hold_key, now=now, job_id=job.id
             )
         except ledger.InsufficientCredits:
-            short = ledger.available(session, job.account_id)
+            short = balances.available(session, job.account_id)
             return (
                 f"account {job.account_id} cannot pay {job.required_credits} credits "
                 f"({short} available)"

@@ -1,17 +1,13 @@
-"""The credit ledger: every change of an account's credits, append-only, each entry once.
+"""The rules that write the credit ledger (domain/ledger_tables.py): credit, spend, take
+back, adjust, each entry once per idempotency key.
 
-An entry's `amount` is what it did to the balance (signed); the balance is the sum of an
-account's amounts, and never goes below zero. Each entry has a unique idempotency `key`
-(`pack:<checkout session>`, `welcome:<account>`, `job:<id>`), so applying the same thing
-twice writes nothing the second time.
+The balance never goes below zero. Debt: a refund may take back more than the account still
+has. It then takes what is available, and the rest is recorded as debt on the same entry
+(`debt_change` > 0); later credits pay the debt first (`debt_change` < 0 on their entry)
+and only the remainder reaches the balance.
 
-Debt: a refund may take back more than the account still has. It then takes what is
-available, and the rest is recorded as debt on the same entry (`debt_change` > 0); later
-credits pay the debt first (`debt_change` < 0 on their entry) and only the remainder reaches
-the balance. The debt, too, is a sum over the ledger.
-
-`available` is the balance minus the open holds (credits reserved for work in progress,
-domain/holds.py); spends and refunds only ever take from `available`.
+Spends and refunds only ever take from `available` (domain/balances.py): the balance minus
+the open holds (domain/holds.py).
 
 Every write first locks the account's row (domain/account_locks.py), then checks the key,
 then the balance: two concurrent spends of one account run one after the other.
@@ -19,39 +15,20 @@ then the balance: two concurrent spends of one account run one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    String,
-    Table,
-    UniqueConstraint,
-    func,
-    select,
-    text,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
 
 from domain.account_locks import lock_account, lock_accounts
 from domain.accounts import UnknownAccount
-from domain.credits import (
-    Credits,
-    InvalidAmount,
-    format_credits,
-    parse_credits,
-    positive_credits,
-)
-from outbox.db import Base, ListQuery, UTCDateTime, insert_rows
-from outbox.models import BigId
-
-ZERO = Decimal("0.0000")
+from domain.balances import applied_keys, available, availables, debts, entry_for_key
+from domain.batch_sql import insert_all
+from domain.credits import InvalidAmount, format_credits, parse_credits, positive_credits
+from domain.ledger_tables import ZERO, CreditEntry
 
 
 class KeyReused(Exception):
@@ -68,185 +45,7 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
-#: Entries that changed a debt, written out (not a bound parameter) so that the planner
-#: matches it with the partial index.
-_HAS_DEBT_CHANGE = "debt_change <> 0"
-
-
-class CreditEntry(Base):
-    __tablename__ = "credit_ledger"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    #: Idempotency key: what this entry is the effect of ("pack:cs_…", "job:42").
-    key: Mapped[str] = mapped_column(String(255))
-    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"))
-    #: Change of the balance, signed.
-    amount: Mapped[Decimal] = mapped_column(Credits())
-    #: Change of the debt, signed: > 0 a refund the balance could not cover, < 0 debt paid.
-    debt_change: Mapped[Decimal] = mapped_column(Credits(), default=ZERO)
-    reason: Mapped[str] = mapped_column(String(255))
-    #: The webhook_events.id or PR job it came from, if any.
-    event_id: Mapped[int | None] = mapped_column(BigInteger)
-    job_id: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        UniqueConstraint("key", name="uq_credit_ledger_key"),
-        Index("ix_credit_ledger_account", "account_id", "id"),
-        Index("ix_credit_ledger_event", "event_id"),
-        Index("ix_credit_ledger_job", "job_id"),
-        # The few entries that changed a debt: `debts` sums only these (migration 0006).
-        Index(
-            "ix_credit_ledger_debt",
-            "account_id",
-            postgresql_where=text(_HAS_DEBT_CHANGE),
-            sqlite_where=text(_HAS_DEBT_CHANGE),
-        ),
-    )
-
-
 _ledger: Table = CreditEntry.__table__  # type: ignore[assignment]
-
-
-class CreditHold(Base):
-    """Credits reserved for work in progress; released (nothing taken) or captured (debited)."""
-
-    __tablename__ = "credit_holds"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(255))
-    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id"))
-    amount: Mapped[Decimal] = mapped_column(Credits())
-    job_id: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: The ledger key of the debit a capture wrote.
-    ledger_key: Mapped[str | None] = mapped_column(String(255))
-
-    __table_args__ = (
-        UniqueConstraint("key", name="uq_credit_holds_key"),
-        CheckConstraint("amount > 0", name="ck_credit_holds_amount_positive"),
-        Index("ix_credit_holds_open", "account_id", "released_at", "captured_at"),
-    )
-
-    @property
-    def is_open(self) -> bool:
-        return self.released_at is None and self.captured_at is None
-
-
-@dataclass(frozen=True)
-class Standing:
-    """An account's credits at one moment."""
-
-    balance: Decimal
-    held: Decimal
-    debt: Decimal
-
-    @property
-    def available(self) -> Decimal:
-        return self.balance - self.held
-
-
-# --- reads ---------------------------------------------------------------------------
-
-
-def balance(session: Session, account_id: int) -> Decimal:
-    """The sum of the account's ledger entries."""
-    return _sum(session, CreditEntry.amount, CreditEntry.account_id == account_id)
-
-
-def held(session: Session, account_id: int) -> Decimal:
-    """Credits reserved by the account's open holds."""
-    return _sum(
-        session,
-        CreditHold.amount,
-        CreditHold.account_id == account_id,
-        CreditHold.released_at.is_(None),
-        CreditHold.captured_at.is_(None),
-    )
-
-
-def debt(session: Session, account_id: int) -> Decimal:
-    """Credits refunded beyond what the account had, not yet paid back by later credits."""
-    return _sum(session, CreditEntry.debt_change, CreditEntry.account_id == account_id)
-
-
-def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
-    """The debt of each of these accounts that has any, in one statement."""
-    rows = _DEBTS.rows(session, sorted(set(account_ids)))
-    owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
-    return {account_id: total for account_id, total in owed.items() if total != 0}
-
-
-_DEBTS = ListQuery(
-    lambda one_of: (
-        select(CreditEntry.account_id, func.sum(CreditEntry.debt_change))
-        .where(one_of(CreditEntry.account_id), text(f"credit_ledger.{_HAS_DEBT_CHANGE}"))
-        .group_by(CreditEntry.account_id)
-    )
-)
-
-
-def _sum(session: Session, column: Any, *conditions: Any) -> Decimal:
-    total = session.execute(
-        select(func.coalesce(func.sum(column), ZERO)).where(*conditions)
-    ).scalar_one()
-    return Decimal(total).quantize(ZERO)
-
-
-def available(session: Session, account_id: int) -> Decimal:
-    """What the account may spend or hold now: its balance minus its open holds."""
-    return balance(session, account_id) - held(session, account_id)
-
-
-def standing(session: Session, account_id: int) -> Standing:
-    return Standing(
-        balance(session, account_id), held(session, account_id), debt(session, account_id)
-    )
-
-
-def entry_for_key(session: Session, key: str) -> CreditEntry | None:
-    return session.execute(select(CreditEntry).where(CreditEntry.key == key)).scalar_one_or_none()
-
-
-def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
-    """Those of these keys that already have a ledger entry."""
-    return {key for (key,) in _APPLIED_KEYS.rows(session, list(set(keys)))}
-
-
-_APPLIED_KEYS = ListQuery(lambda one_of: select(CreditEntry.key).where(one_of(CreditEntry.key)))
-
-
-def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
-    """The account's entries, oldest first (the last `limit` of them when given)."""
-    query = select(CreditEntry).where(CreditEntry.account_id == account_id)
-    if limit is None:
-        return list(session.execute(query.order_by(CreditEntry.id)).scalars())
-    newest = session.execute(query.order_by(CreditEntry.id.desc()).limit(limit)).scalars()
-    return list(reversed(list(newest)))
-
-
-def effects_of_event(session: Session, event_id: int) -> list[dict[str, object]]:
-    """The ledger entries a webhook event wrote (for `outbox events show`)."""
-    rows = session.execute(
-        select(CreditEntry).where(CreditEntry.event_id == event_id).order_by(CreditEntry.id)
-    ).scalars()
-    return [
-        {
-            "table": "credit_ledger",
-            "id": row.id,
-            "account_id": row.account_id,
-            "amount": str(row.amount),
-            "debt_change": str(row.debt_change),
-            "key": row.key,
-            "reason": row.reason,
-        }
-        for row in rows
-    ]
-
-
-# --- writes --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -306,12 +105,17 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one statement (outbox.db.insert_rows) and are not read
+    The entries are written with one statement (domain.batch_sql.py) and are not read
     back: those returned have no id.
     """
     entries = _credit_entries(session, credits, now)
-    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    _write_entries(session, entries)
     return entries
+
+
+def _write_entries(session: Session, entries: Sequence[Entry | None]) -> None:
+    """Insert the entries written now (None: a key applied before), in their order."""
+    insert_all(session, _ledger, [vars(entry) for entry in entries if entry is not None])
 
 
 def _credit_entries(
@@ -409,7 +213,7 @@ def take_back_many(
     number (the accounts locked, the keys and what each account has available read, the
     entries written in one, not read back). None in place of a key already applied."""
     entries = _take_back_entries(session, items, now)
-    insert_rows(session, _ledger, [vars(entry) for entry in entries if entry is not None])
+    _write_entries(session, entries)
     return entries
 
 
@@ -453,37 +257,6 @@ def _lock_and_read_keys(
 def _taken(amount: Decimal, available: Decimal) -> Decimal:
     """What a take-back takes from the balance: what is available of it (the rest is debt)."""
     return max(ZERO, min(amount, available))
-
-
-def availables(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
-    """`available` of each of these accounts, in two statements."""
-    wanted = sorted(set(account_ids))
-    found = {account_id: ZERO for account_id in wanted}
-    for account_id, total in _BALANCES.rows(session, wanted):
-        found[account_id] += Decimal(total or 0).quantize(ZERO)
-    for account_id, total in _HELD.rows(session, wanted):
-        found[account_id] -= Decimal(total or 0).quantize(ZERO)
-    return found
-
-
-_BALANCES = ListQuery(
-    lambda one_of: (
-        select(CreditEntry.account_id, func.sum(CreditEntry.amount))
-        .where(one_of(CreditEntry.account_id))
-        .group_by(CreditEntry.account_id)
-    )
-)
-_HELD = ListQuery(
-    lambda one_of: (
-        select(CreditHold.account_id, func.sum(CreditHold.amount))
-        .where(
-            one_of(CreditHold.account_id),
-            CreditHold.released_at.is_(None),
-            CreditHold.captured_at.is_(None),
-        )
-        .group_by(CreditHold.account_id)
-    )
-)
 
 
 def adjust(

@@ -24,24 +24,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
+    Select,
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     select,
     text,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain import account_locks, ledger
+from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
+from domain.batch_sql import dialect_of, insert_all, one_of
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.db import Base, ListQuery, UTCDateTime, insert_rows, write_over
+from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.
@@ -185,7 +190,7 @@ def grant_packs(
             continue
         priced.append((index, *_purchase(grant, bought, now)))
     if unpriced:  # a price gone from the catalog does not matter to a session granted before
-        granted_before = ledger.applied_keys(session, (key for _, _, key in unpriced))
+        granted_before = balances.applied_keys(session, (key for _, _, key in unpriced))
         for index, refusal, key in unpriced:
             results[index] = None if key in granted_before else refusal
     entries = ledger.credit_many(session, [credit for _, _, credit in priced], now=now)
@@ -199,7 +204,7 @@ def grant_packs(
                 purchase["description"],
                 credit.amount,
             )
-    insert_rows(session, _purchases, written)
+    insert_all(session, _purchases, written)
     return results
 
 
@@ -219,14 +224,18 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Pa
     wanted = set(price_ids)
     if not wanted:
         return {}
-    return {row[0]: PackPrice(*row) for row in _PACKS.rows(session, list(wanted))}
+    rows = session.execute(_packs_for_prices(dialect_of(session)), {"prices": sorted(wanted)})
+    return {row[0]: PackPrice(*row) for row in rows}
 
 
-_PACKS = ListQuery(
-    lambda one_of: select(CreditPack.price_id, CreditPack.name, CreditPack.credits).where(
-        one_of(CreditPack.price_id)
+_packs: Table = CreditPack.__table__  # type: ignore[assignment]
+
+
+@cache
+def _packs_for_prices(dialect: str) -> Select[Any]:
+    return select(_packs.c.price_id, _packs.c.name, _packs.c.credits).where(
+        one_of(_packs.c.price_id, "prices", dialect)
     )
-)
 
 
 def _priced(
@@ -327,8 +336,8 @@ def take_back_refunds(
     back), in the order given, each seeing the purchase as the one before left it: the
     purchases' accounts locked, the purchases read again under their locks (unless they
     were read while the transaction held those locks already: `read_locked`), the
-    purchases written back in one statement, the entries with a few whatever their number
-    (ledger.take_back_many)."""
+    purchases' refund columns written back in one executemany, the entries with a few
+    whatever their number (ledger.take_back_many)."""
     if not states:
         return
     account_locks.lock_accounts(session, (state.purchase.account_id for state in states))
@@ -341,8 +350,38 @@ def take_back_refunds(
         ).all()
     more = [refund_take_back(s.purchase, s.refund, event_id=s.event_id) for s in states]
     purchases = {id(state.purchase): state.purchase for state in states}.values()
-    write_over(session, [row for row in purchases if session.is_modified(row)])
+    _write_refunds(session, [row for row in purchases if session.is_modified(row)])
     ledger.take_back_many(session, [item for item in more if item is not None], now=now)
+
+
+def _write_refunds(session: Session, rows: Sequence[CreditPurchase]) -> None:
+    """Write what refunds changed on these purchases over their rows, in one executemany,
+    and take them out of the session, which would otherwise write them again at its next
+    flush, a statement per row and set of columns changed."""
+    if not rows:
+        return
+    session.execute(
+        _WRITE_REFUND,
+        [
+            {
+                "row_id": row.id,
+                "refunded": row.refunded_amount,
+                "refunded_as": row.refunded_credits,
+            }
+            for row in rows
+        ],
+    )
+    for row in rows:
+        session.expunge(row)
+
+
+#: The refund columns of one purchase. Parameters: row_id, refunded (the amount),
+#: refunded_as (the credits).
+_WRITE_REFUND = (
+    update(_purchases)
+    .where(_purchases.c.id == bindparam("row_id"))
+    .values(refunded_amount=bindparam("refunded"), refunded_credits=bindparam("refunded_as"))
+)
 
 
 def refund_take_back(

@@ -8,7 +8,7 @@ reads every installation they name and all their repository rows in one statemen
 then takes each event's facts in the events' order (domain/installations.py's rules: the
 row each one leaves is what the next one sees; the onboarding pull requests of the
 repositories an event adds follow it), and writes the lot: the installations read, in
-one statement (outbox/db.py's `write_over`), the rest with one flush. A single event is the same
+one executemany (`write_installations`), the rest with one flush. A single event is the same
 call with one item, so one event alone and many together apply the same rules.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
-from outbox.db import write_over
 from outbox.handling import EventContext, NoEffect
 
 ADDED = "installation_repositories.added"
@@ -33,10 +33,10 @@ _LISTS = {ADDED: ("repositories_added", True), REMOVED: ("repositories_removed",
 
 #: What an event's payload says: its installation, and the repositories it lists.
 ReadFacts = Callable[[dict[str, Any]], inst.InstallationFacts]
-ReadRepositories = Callable[[dict[str, Any], str], list[inst.RepositoryFacts]]
+ReadRepositories = Callable[[dict[str, Any], str], list[repos.RepositoryFacts]]
 #: The onboarding of repositories just added to an active installation (github_handlers).
 Onboard = Callable[
-    [Session, EventContext, inst.Installation, list[inst.InstallationRepository]], None
+    [Session, EventContext, inst.Installation, list[repos.InstallationRepository]], None
 ]
 
 
@@ -45,7 +45,7 @@ class _Read:
     index: int
     event: EventContext
     facts: inst.InstallationFacts
-    repositories: list[inst.RepositoryFacts]
+    repositories: list[repos.RepositoryFacts]
     reachable: bool
 
 
@@ -91,7 +91,7 @@ class RepositoryEvents:
         ids = [item.facts.id for item in read]
         held = inst.installations_by_id(session, ids)
         loaded = list(held.values())
-        repositories = inst.repositories_by_installation(session, ids)
+        repositories = repos.repositories_by_installation(session, ids)
         for item in read:
             event = item.event
             installation, _news = inst.take_installation(
@@ -100,7 +100,7 @@ class RepositoryEvents:
             held[installation.id] = installation
             if installation.status == inst.InstallationStatus.DELETED:
                 continue  # the App is gone from the account: its repositories with it
-            changed = inst.change_repositories(
+            changed = repos.change_repositories(
                 session,
                 repositories.setdefault(installation.id, {}),
                 installation.id,
@@ -111,7 +111,7 @@ class RepositoryEvents:
             )
             if item.reachable:
                 self.onboard(session, event, installation, changed)
-        write_over(session, [row for row in loaded if session.is_modified(row)])
+        inst.write_installations(session, [row for row in loaded if session.is_modified(row)])
         session.flush()
         return results
 

@@ -49,10 +49,20 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    String,
+    Table,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.db import Base, UTCDateTime, insert_rows, row_values, write_over
+from domain.batch_sql import insert_all
+from outbox.db import Base, UTCDateTime
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
     "incomplete", "trialing", "active", "past_due", "unpaid"
@@ -206,14 +216,32 @@ def write_subscriptions(
     session: Session, created: Sequence[Subscription], changed: Sequence[Subscription]
 ) -> None:
     """Write subscription rows made or merged in memory (not added to the session): the
-    new ones in one statement, the changed ones (read and locked by
+    new ones in one statement (domain/batch_sql.py), the changed ones (read and locked by
     `subscriptions_for_update`) over theirs in one more, and those leave the session, which
-    would otherwise write them again at its next flush."""
-    insert_rows(session, _subscriptions, [row_values(row) for row in created])
-    write_over(session, changed)
+    would otherwise write them again at its next flush, a statement per row and set of
+    columns changed."""
+    insert_all(session, _subscriptions, [_values(row) for row in created])
+    if changed:
+        session.execute(
+            _WRITE_OVER, [{"row_id": row.id, **_values(row, key=False)} for row in changed]
+        )
+        for row in changed:
+            session.expunge(row)
 
 
 _subscriptions: Table = Subscription.__table__  # type: ignore[assignment]
+#: Every column of one subscription's row but its id, named by the parameters given
+#: (the columns' names), where its id is `row_id`.
+_WRITE_OVER = update(_subscriptions).where(_subscriptions.c.id == bindparam("row_id"))
+
+
+def _values(row: Subscription, *, key: bool = True) -> dict[str, Any]:
+    """The row's column values, by column name (without its id unless `key`)."""
+    return {
+        column.name: getattr(row, column.key)
+        for column in _subscriptions.columns
+        if key or not column.primary_key
+    }
 
 
 def new_subscription(change: Change, *, now: datetime) -> Subscription:

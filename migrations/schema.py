@@ -5,9 +5,10 @@ Alembic's environment and the test fixtures import this; add a line when a packa
 
 import domain.accounts
 import domain.disputes
+import domain.installation_repositories
 import domain.installations
 import domain.jobs
-import domain.ledger
+import domain.ledger_tables
 import domain.packs
 import domain.purchases
 import domain.subscriptions

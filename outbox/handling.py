@@ -51,12 +51,6 @@ class PermanentFailure(Exception):
     """This event can never be applied (malformed for its type, unknown pack): dead at once."""
 
 
-class ApplyAlone(Exception):
-    """Returned (never raised) by `apply_many` for an event it leaves to `apply`, which the
-    processors then run by itself, in a savepoint of the batch's transaction (an unusual
-    shape of event that the set-based path does not cover)."""
-
-
 @dataclass(frozen=True)
 class NoEffect:
     """Returned (never raised) by `apply` for an event it looked at and left alone (an
@@ -66,19 +60,25 @@ class NoEffect:
     reason: str
 
 
+@dataclass(frozen=True)
+class LeftToApply:
+    """`apply_many`'s result for an event it leaves to `apply`, which the processors then
+    run by itself, in a savepoint of the batch's transaction (an unusual shape of event
+    that the set-based path does not cover)."""
+
+
 class RetryLater(Exception):
     """Not possible yet (the account it names does not exist yet): try again per the policy."""
 
 
 Apply = Callable[[Session, EventContext, Any], NoEffect | None]
 Prepare = Callable[[EventContext], Any]
-#: `apply_many(session, [(event, prepared), ...])` -> one result per event, in order:
-#: None when it was applied; NoEffect when it was looked at and left alone; ApplyAlone when
-#: it is left to `apply`, run by itself; else the exception that stopped it (it wrote
-#: nothing then).
-ApplyMany = Callable[
-    [Session, Sequence[tuple[EventContext, Any]]], Sequence[BaseException | NoEffect | None]
-]
+#: What `apply_many` says of one event: None when it was applied; NoEffect when it was
+#: looked at and left alone; LeftToApply when it is left to `apply`, run by itself; else
+#: the exception that stopped it (it wrote nothing then).
+ManyResult = BaseException | NoEffect | LeftToApply | None
+#: `apply_many(session, [(event, prepared), ...])` -> one ManyResult per event, in order.
+ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[ManyResult]]
 #: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may
 #: lock or write, found by reads that lock nothing.
 AccountsOf = Callable[[Session, EventContext, Any], Iterable[int]]

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from outbox.handling import ApplyAlone, NoEffect, describe
+from outbox.handling import LeftToApply, NoEffect, describe
 from processors import traces
 from processors.steps import Step
 
@@ -127,7 +127,7 @@ def apply_in_batch(session: Session, steps: list[Step], *, guarded: bool) -> Non
 
 def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> Iterable[Step]:
     """Apply one handler's rows with its `apply_many`; the rows left to apply by themselves:
-    those it declines (ApplyAlone), and every row when it fails as a whole (guarded)."""
+    those it leaves to `apply` (LeftToApply), and every row when it fails as a whole (guarded)."""
     handler = group[0].handler
     assert handler is not None and handler.apply_many is not None
     items = [(step.context, step.prepared) for step in group]
@@ -151,7 +151,7 @@ def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> It
         return group
     declined = []
     for step, result in zip(group, results, strict=True):
-        if isinstance(result, ApplyAlone):
+        if isinstance(result, LeftToApply):
             declined.append(step)
         elif isinstance(result, NoEffect):
             step.note = result.reason

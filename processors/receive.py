@@ -21,7 +21,7 @@ from outbox.models import Status
 from processors.alone import ERROR_CAP
 from processors.dispatch import find_handler
 from processors.runtime import Runtime
-from processors.steps import event_context
+from processors.steps import Skip, event_context
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
     handler_name = None
     try:
         context = event_context(runtime, event, utcnow())
-        if isinstance(context, str):
-            return _finish_skipped(runtime, event, context)
+        if isinstance(context, Skip):
+            return _finish_skipped(runtime, event, context.reason)
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
             unhandled = f"no handler for {event.source} {event.event_type}"

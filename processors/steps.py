@@ -36,6 +36,13 @@ class Outcome(StrEnum):
     UNRECORDED = "unrecorded"
 
 
+@dataclass(frozen=True)
+class Skip:
+    """A row never to apply, and why (a Stripe event of the mode not applied here)."""
+
+    reason: str
+
+
 @dataclass(eq=False)  # a step is itself: list lookups compare identity, not every field
 class Step:
     """One claimed row on its way through a batch: what applies it, and how it ended."""
@@ -91,25 +98,25 @@ def prepare(runtime: Runtime, step: Step, now: datetime) -> None:
     """Decode the row, find its handler and run its `prepare`, outside any transaction."""
     event = step.event
     try:
-        context_or_reason = event_context(runtime, event, now)
-        if isinstance(context_or_reason, str):
-            step.skip_reason = context_or_reason
+        context = event_context(runtime, event, now)
+        if isinstance(context, Skip):
+            step.skip_reason = context.reason
             return
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
             step.skip_reason = f"no handler for {event.source} {event.event_type}"
             return
-        step.handler, step.context = handler, context_or_reason
+        step.handler, step.context = handler, context
         if handler.prepare is not None:
             with traces.event_step(event, "prepare"):
-                step.prepared = handler.prepare(context_or_reason)
+                step.prepared = handler.prepare(context)
     except Exception as exc:  # PermanentFailure, a network error: recorded with the batch
         step.prepare_error = exc
 
 
-def event_context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventContext | str:
-    """The handler's view of the row, or the reason it must be skipped (PermanentFailure
-    for a row that can never be read: its body purged or unreadable)."""
+def event_context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> EventContext | Skip:
+    """The handler's view of the row, or Skip when it is never to be applied
+    (PermanentFailure for a row that can never be read: its body purged or unreadable)."""
     if event.raw_body is None:
         raise PermanentFailure("the body was purged")
     try:
@@ -119,7 +126,7 @@ def event_context(runtime: Runtime, event: ClaimedEvent, now: datetime) -> Event
     if event.source == Source.STRIPE:
         reason = mode_mismatch(event.livemode, runtime.settings.stripe_mode)
         if reason is not None:
-            return reason
+            return Skip(reason)
     return EventContext(
         id=event.id,
         source=event.source,

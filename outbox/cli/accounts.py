@@ -41,12 +41,12 @@ def list_(
     json_output: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Accounts by id, with their balance and Stripe customer."""
-    from domain import ledger
+    from domain import balances
     from domain.accounts import list_accounts
 
     with billing_session() as session:
         rows = [
-            {**_account_row(a), "balance": str(ledger.balance(session, a.id))}
+            {**_account_row(a), "balance": str(balances.balance(session, a.id))}
             for a in list_accounts(session, limit=limit)
         ]
     if not rows:
@@ -79,7 +79,7 @@ def show(
     """One account: its Stripe customer, credits and subscriptions."""
     from datetime import timedelta
 
-    from domain import ledger
+    from domain import balances
     from domain.credits import format_credits
     from domain.subscriptions import subscriptions_of
     from outbox.db import utcnow
@@ -88,7 +88,7 @@ def show(
     now = utcnow()
     with billing_session() as session:
         found = account_named(session, account)
-        standing = ledger.standing(session, found.id)
+        standing = balances.standing(session, found.id)
         subs = [sub.as_dict(now, grace) for sub in subscriptions_of(session, found.id)]
         row: dict[str, Any] = {
             **_account_row(found),

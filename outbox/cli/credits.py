@@ -30,11 +30,11 @@ def show(
     json_output: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """The account's balance, what open holds reserve, what it may spend, and any debt."""
-    from domain import ledger
+    from domain import balances
 
     with billing_session() as session:
         found = account_named(session, account)
-        now = ledger.standing(session, found.id)
+        now = balances.standing(session, found.id)
     row = {
         "account_id": found.id,
         "login": found.login,
@@ -58,11 +58,11 @@ def history(
     json_output: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """The account's ledger entries, oldest first."""
-    from domain import ledger
+    from domain import balances
 
     with billing_session() as session:
         found = account_named(session, account)
-        rows = [_entry_row(entry) for entry in ledger.history(session, found.id, limit=limit)]
+        rows = [_entry_row(entry) for entry in balances.history(session, found.id, limit=limit)]
     if json_output:
         print_json_lines(rows)
         return
@@ -107,7 +107,7 @@ def adjust(
     The same --key again with the same account and amount is a no-op (exit 0); with another
     account or amount it is refused (exit 1), naming the first use.
     """
-    from domain import ledger
+    from domain import balances, ledger
     from outbox.db import utcnow
 
     credits = credits_argument(amount)
@@ -123,7 +123,7 @@ def adjust(
             )  # fmt: skip
         except ledger.KeyReused as reused:
             fail(str(reused))
-        balance = ledger.balance(session, found.id)
+        balance = balances.balance(session, found.id)
     if entry is None:
         say(f"adjustment {entry_key} was already applied; balance {_plain(balance)}")
         return

@@ -19,16 +19,12 @@ import respx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import job_specs, jobs, ledger
+from domain import balances, job_specs, jobs, ledger_tables
 from domain.account_opening import ensure_account
 from domain.accounts import link_customer
 from domain.clients import github_app, stripe_client
-from domain.installations import (
-    InstallationFacts,
-    RepositoryFacts,
-    add_repositories,
-    record_installation,
-)
+from domain.installation_repositories import RepositoryFacts, add_repositories
+from domain.installations import InstallationFacts, record_installation
 from domain.usage import UsageRecord
 from outbox.db import transaction
 from outbox.retry import RetryPolicy
@@ -171,13 +167,13 @@ class World:
         with self.sessions() as session:
             debits = session.scalar(
                 select(func.count())
-                .select_from(ledger.CreditEntry)
-                .where(ledger.CreditEntry.key.like("pr_job:%"))
+                .select_from(ledger_tables.CreditEntry)
+                .where(ledger_tables.CreditEntry.key.like("pr_job:%"))
             )
             records = session.scalar(select(func.count()).select_from(UsageRecord))
             return Totals(
-                balance=ledger.balance(session, ACCOUNT),
-                available=ledger.available(session, ACCOUNT),
+                balance=balances.balance(session, ACCOUNT),
+                available=balances.available(session, ACCOUNT),
                 debits=debits or 0,
                 usage_records=records or 0,
                 pull_requests=len(self.github.pulls(REPO)),

@@ -10,7 +10,7 @@ import pytest
 import respx
 from sqlalchemy import BigInteger
 
-from domain import account_locks, ledger
+from domain import account_locks, balances
 from domain.account_opening import ensure_account
 from domain.accounts import account_for_customer, link_customer
 from domain.packs import CreditPack, PackSpec, list_packs, set_pack
@@ -46,7 +46,7 @@ def table(database_url):
 
 def balance(sessions, account_id=1):
     with transaction(sessions) as s:
-        return ledger.balance(s, account_id)
+        return balances.balance(s, account_id)
 
 
 def test_a_paid_checkout_grants_its_pack_once_however_often_it_arrives(sessions, table):
@@ -58,7 +58,7 @@ def test_a_paid_checkout_grants_its_pack_once_however_often_it_arrives(sessions,
     deliver(sessions, table, stripe_event(ASYNC_SUCCEEDED, obj))
     assert balance(sessions) == Decimal(85)
     with transaction(sessions) as s:
-        (entry,) = ledger.history(s, 1)
+        (entry,) = balances.history(s, 1)
         assert entry.key == f"pack:{obj['id']}"
         assert entry.event_id == completed.id
         assert purchase_for_session(s, obj["id"]).description == "Pro"
@@ -89,7 +89,7 @@ def test_a_subscription_checkout_grants_nothing_but_links_the_customer(sessions,
     obj = checkout_session(1, customer="cus_sub", mode="subscription", subscription="sub_1")
     deliver(sessions, table, stripe_event(COMPLETED, obj))
     with transaction(sessions) as s:
-        assert ledger.balance(s, 1) == 0
+        assert balances.balance(s, 1) == 0
         assert account_for_customer(s, "cus_sub").id == 1
 
 
@@ -182,7 +182,7 @@ def test_a_checkout_that_fails_in_a_batch_writes_nothing_not_even_its_customer_l
     with transaction(sessions) as s:
         assert account_for_customer(s, "cus_good").id == 1
         assert account_for_customer(s, "cus_bad") is None
-        assert (ledger.balance(s, 1), ledger.balance(s, 2)) == (Decimal(85), 0)
+        assert (balances.balance(s, 1), balances.balance(s, 2)) == (Decimal(85), 0)
 
 
 def test_a_checkout_that_fails_alone_writes_nothing_not_even_its_customer_link(sessions, table):
@@ -218,7 +218,7 @@ def test_a_payment_beyond_32_bits_is_granted_refunded_and_priced(sessions, table
         purchase = purchase_for_session(s, obj["id"])
         assert (purchase.amount_total, purchase.refunded_amount) == (idr, idr - 1)
         assert {p.price_id: p.unit_amount for p in list_packs(s)}["price_idr"] == idr
-        assert ledger.balance(s, 1) == 0  # all but one minor unit refunded: 85 at 0.0001
+        assert balances.balance(s, 1) == 0  # all but one minor unit refunded: 85 at 0.0001
 
 
 def test_a_retired_pack_is_still_granted_when_paid(sessions, table):
@@ -240,7 +240,7 @@ def test_a_session_for_an_account_not_yet_known_is_retried_then_granted(sessions
         ensure_account(s, 5, login="late", now=NOW, welcome_credits=Decimal(50))
     deliver(sessions, table, event)
     with transaction(sessions) as s:
-        assert ledger.balance(s, 5) == Decimal(135)
+        assert balances.balance(s, 5) == Decimal(135)
         assert account_for_customer(s, "cus_5").id == 5
 
 
@@ -278,7 +278,7 @@ def test_a_customer_already_linked_elsewhere_is_not_stolen(sessions, table):
     )
     with transaction(sessions) as s:
         assert account_for_customer(s, "cus_shared").id == 1
-        assert ledger.balance(s, 2) == Decimal(85)
+        assert balances.balance(s, 2) == Decimal(85)
 
 
 def test_an_event_without_a_session_object_is_dead(sessions, table):
@@ -314,7 +314,7 @@ def test_every_checkout_shape_is_granted_set_based_and_links_customers_as_in_tur
     with transaction(sessions) as s:
         assert apply_checkouts(s, [(event, None) for event in events]) == [None] * 4
     with transaction(sessions) as s:
-        assert [ledger.balance(s, a) for a in (1, 2, 3)] == [170, 85 * 2 + 250, 85]
+        assert [balances.balance(s, a) for a in (1, 2, 3)] == [170, 85 * 2 + 250, 85]
         linked = {c: account_for_customer(s, c) for c in ("cus_a", "cus_b", "cus_old", "cus_new")}
         assert {c: a.id if a else None for c, a in linked.items()} == {
             "cus_a": 1, "cus_b": 2, "cus_old": 3, "cus_new": None

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-from domain import ledger
+from domain import balances, ledger
 from domain.accounts import Account, account_for_customer
 from domain.packs import list_packs
 from outbox.cli import app
@@ -63,7 +63,7 @@ def test_credits_adjust_writes_an_operator_entry_with_its_own_key(cli, octocat, 
     again = cli("credits", "adjust", "octocat", "2", "--reason", "gift", "--key", "t-1")
     assert again.exit_code == 0 and "already applied" in said(again)
     with transaction(sessions) as s:
-        entries = ledger.history(s, octocat)
+        entries = balances.history(s, octocat)
     assert [e.amount for e in entries] == [Decimal(50), Decimal("-12.5"), Decimal(2)]
     assert entries[1].key.startswith("adjust:") and entries[1].reason.startswith("operator:")
     assert entries[2].key == "adjust:t-1"
@@ -86,7 +86,7 @@ def test_an_adjustment_key_reused_for_other_content_is_refused_naming_its_first_
         assert reused.exit_code == 1, reused.output
         assert "'adjust:k' was already used for account 583231, 5 credits" in said(reused)
     with transaction(sessions) as s:
-        assert (ledger.balance(s, octocat), ledger.balance(s, 7)) == (Decimal(55), Decimal(0))
+        assert (balances.balance(s, octocat), balances.balance(s, 7)) == (Decimal(55), Decimal(0))
 
 
 def test_a_reused_key_that_paid_debt_is_still_the_same_adjustment(cli, octocat, sessions):
@@ -96,7 +96,7 @@ def test_a_reused_key_that_paid_debt_is_still_the_same_adjustment(cli, octocat, 
         result = cli("credits", "adjust", "octocat", "15", "--reason", "gift", "--key", "d")
         assert result.exit_code == 0, result.output
     with transaction(sessions) as s:
-        assert (ledger.balance(s, octocat), ledger.debt(s, octocat)) == (Decimal(5), Decimal(0))
+        assert (balances.balance(s, octocat), balances.debt(s, octocat)) == (Decimal(5), Decimal(0))
 
 
 @pytest.mark.parametrize("amount", ["1e3", "0.00001", "abc", "nan", "inf", "0", "1,5", ""])
@@ -105,7 +105,7 @@ def test_a_malformed_amount_is_a_usage_error_and_changes_nothing(cli, octocat, s
     assert result.exit_code == 2, result.output
     assert "error:" in said(result) and "Traceback" not in said(result)
     with transaction(sessions) as s:
-        assert ledger.balance(s, octocat) == Decimal(50)
+        assert balances.balance(s, octocat) == Decimal(50)
 
 
 def test_an_adjustment_that_would_make_the_balance_negative_is_refused(cli, octocat, sessions):
@@ -113,7 +113,7 @@ def test_an_adjustment_that_would_make_the_balance_negative_is_refused(cli, octo
     assert result.exit_code == 1
     assert "50.0000 credits available" in said(result)
     with transaction(sessions) as s:
-        assert ledger.balance(s, octocat) == Decimal(50)
+        assert balances.balance(s, octocat) == Decimal(50)
 
 
 @pytest.mark.parametrize(

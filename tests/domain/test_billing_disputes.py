@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-from domain import ledger
+from domain import balances, ledger
 from domain.disputes import CreditDispute
 from domain.purchases import purchase_for_payment
 from outbox.cli import app
@@ -50,13 +50,13 @@ def send(sessions, table, event_type, payment_intent, status, amount=CENTS, disp
 def standing(sessions, account_id=1):
     """(balance, available, debt)."""
     with transaction(sessions) as s:
-        now = ledger.standing(s, account_id)
+        now = balances.standing(s, account_id)
         return now.balance, now.available, now.debt
 
 
 def keys(sessions, account_id=1):
     with transaction(sessions) as s:
-        return [e.key for e in ledger.history(s, account_id)]
+        return [e.key for e in balances.history(s, account_id)]
 
 
 def test_a_chargeback_takes_the_pack_back_once_and_a_won_dispute_gives_it_back_once(

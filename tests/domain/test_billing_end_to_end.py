@@ -8,7 +8,7 @@ import pytest
 import respx
 from starlette.testclient import TestClient
 
-from domain import jobs, ledger
+from domain import balances, jobs
 from domain.accounts import Account
 from domain.subscriptions import subscription
 from ingress.app import create_app
@@ -65,8 +65,8 @@ def test_a_signed_checkout_webhook_delivered_twice_grants_the_pack_once(settings
                 assert operator_writes.replay(s, [first["id"], other["id"]], now=replayed_at)
             wait_until(lambda: _done_since(sessions, replayed_at) == 2)
     with transaction(sessions) as s:
-        assert ledger.balance(s, 77) == Decimal(50 + 85)
-        grants = [e for e in ledger.history(s, 77) if e.key.startswith("pack:")]
+        assert balances.balance(s, 77) == Decimal(50 + 85)
+        grants = [e for e in balances.history(s, 77) if e.key.startswith("pack:")]
         assert len(grants) == 1 and grants[0].event_id in (first["id"], other["id"])
         assert s.get(Account, 77).stripe_customer_id == "cus_e2e"
 
@@ -148,11 +148,11 @@ def test_credits_refunded_while_a_job_holds_them_are_not_spendable_when_it_fails
     assert "cannot pay 85" in (world.job(second).last_error or "")
     assert world.totals().debits == 0 and github.pulls(REPO) == []
     with transaction(sessions) as s:
-        assert [e.key for e in ledger.history(s, ACCOUNT)][-1] == f"settle:pr_job:{first}:1"
+        assert [e.key for e in balances.history(s, ACCOUNT)][-1] == f"settle:pr_job:{first}:1"
 
 
 def _standing(sessions) -> tuple[Decimal, Decimal, Decimal]:
     """(balance, available, debt) of the jobs world's account."""
     with transaction(sessions) as s:
-        now = ledger.standing(s, ACCOUNT)
+        now = balances.standing(s, ACCOUNT)
         return now.balance, now.available, now.debt

@@ -35,16 +35,12 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select, update
 
-from domain import job_queue, jobs, ledger
+from domain import balances, job_queue, jobs, ledger
 from domain.account_opening import ensure_account
 from domain.accounts import link_customer
 from domain.credits import QUANTUM
-from domain.installations import (
-    InstallationFacts,
-    RepositoryFacts,
-    add_repositories,
-    record_installation,
-)
+from domain.installation_repositories import RepositoryFacts, add_repositories
+from domain.installations import InstallationFacts, record_installation
 from domain.packs import load_packs, read_pack_file
 from domain.pull_requests import OpenedPullRequest
 from domain.subscriptions import Subscription
@@ -761,7 +757,7 @@ class BillingModel(RuleBasedStateMachine):
             self.debt_while_held = max(self.debt_while_held, min(books.held, books.debt))
         with self.runtime.sessions() as session:
             for account, books in self.books.items():
-                now = ledger.standing(session, account)
+                now = balances.standing(session, account)
                 assert now.balance >= 0 and now.debt >= 0 and now.available >= 0, (account, now)
                 found = (now.balance, now.available, now.debt)
                 wanted = (books.balance, books.available, books.debt)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain import ledger
+from domain import balances, ledger
 from domain.account_opening import ensure_account
 from domain.credits import QUANTUM
 from domain.ledger import InsufficientCredits
@@ -159,7 +159,7 @@ def test_any_sequence_of_money_events_keeps_the_balance_exact_and_never_negative
             apply(earlier, rule)
 
         with transaction(sessions) as s:
-            balance, debt = ledger.balance(s, account_id), ledger.debt(s, account_id)
+            balance, debt = balances.balance(s, account_id), balances.debt(s, account_id)
         assert balance >= 0
         assert (balance, debt) == (rules.balance, rules.debt), steps
         # Conservation: what came in, less what went out, is what is left (less what is owed).

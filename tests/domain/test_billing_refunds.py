@@ -10,7 +10,7 @@ import pytest
 import respx
 from sqlalchemy import select
 
-from domain import holds, ledger
+from domain import balances, holds, ledger
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
 from outbox.handling import PermanentFailure, RetryLater
@@ -46,7 +46,7 @@ def refund(sessions, table, payment_intent, refunded, cents=PACK_CENTS[PRO]):
 
 def standing(sessions, account_id=1):
     with transaction(sessions) as s:
-        return ledger.balance(s, account_id), ledger.debt(s, account_id)
+        return balances.balance(s, account_id), balances.debt(s, account_id)
 
 
 def test_a_full_refund_takes_the_whole_pack_back_once(sessions, table):
@@ -67,7 +67,7 @@ def test_partial_refunds_take_back_their_cumulative_share_in_any_order(sessions,
     refund(sessions, table, pi, 500)  # old news, after the newer state: takes nothing more
     assert standing(sessions) == (D(0), D(0))
     with transaction(sessions) as s:
-        keys = [e.key for e in ledger.history(s, 1)]
+        keys = [e.key for e in balances.history(s, 1)]
     assert keys[1:] == [f"refund:ch_{pi}:500", f"refund:ch_{pi}:1499"]
 
 
@@ -89,9 +89,13 @@ def test_a_refund_never_takes_credits_reserved_by_a_hold(sessions, table):
         holds.hold(s, 1, 30, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 1499)
     with transaction(sessions) as s:
-        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (30, 0, 30)
+        assert (balances.balance(s, 1), balances.available(s, 1), balances.debt(s, 1)) == (
+            30,
+            0,
+            30,
+        )
         assert holds.capture_hold(s, "hold:job:1", ledger_key="job:1", reason="job", now=NOW)
-        assert ledger.balance(s, 1) == 0
+        assert balances.balance(s, 1) == 0
 
 
 def test_refunded_credits_a_job_held_are_never_spendable_once_the_job_fails(sessions, table):
@@ -104,8 +108,8 @@ def test_refunded_credits_a_job_held_are_never_spendable_once_the_job_fails(sess
         assert holds.release_hold(s, "hold:job:1", now=NOW)  # the job failed
         assert not holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
-        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (0, 0, 0)
-        assert ledger.history(s, 1)[-1].key == "settle:hold:job:1"
+        assert (balances.balance(s, 1), balances.available(s, 1), balances.debt(s, 1)) == (0, 0, 0)
+        assert balances.history(s, 1)[-1].key == "settle:hold:job:1"
         with pytest.raises(ledger.InsufficientCredits):
             holds.hold(s, 1, 1, key="hold:job:2", now=NOW)
 
@@ -117,13 +121,13 @@ def test_a_released_hold_pays_the_debt_and_frees_only_what_was_not_refunded(sess
         holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
     refund(sessions, table, pi, 750, cents=1500)  # 42.5 credits: 25 available, 17.5 as debt
     with transaction(sessions) as s:
-        assert (ledger.available(s, 1), ledger.debt(s, 1)) == (0, D("17.5"))
+        assert (balances.available(s, 1), balances.debt(s, 1)) == (0, D("17.5"))
         holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
-        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (
+        assert (balances.balance(s, 1), balances.available(s, 1), balances.debt(s, 1)) == (
             D("42.5"), D("42.5"), 0,
         )  # fmt: skip
-        settle = ledger.history(s, 1)[-1]
+        settle = balances.history(s, 1)[-1]
         assert (settle.amount, settle.debt_change) == (D("-17.5"), D("-17.5"))
 
 
@@ -134,7 +138,7 @@ def test_a_hold_released_with_no_debt_writes_no_entry(sessions, table):
         holds.hold(s, 1, 60, key="hold:job:1", now=NOW)
         holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
-        assert ledger.available(s, 1) == 85 and len(ledger.history(s, 1)) == 1
+        assert balances.available(s, 1) == 85 and len(balances.history(s, 1)) == 1
 
 
 def test_a_refund_before_its_purchase_is_recorded_waits_for_it(sessions, table):
@@ -209,7 +213,7 @@ def _ledger_of(sessions, account_id):
     with transaction(sessions) as s:
         entries = [
             (e.amount, e.debt_change, _no_ids(e.reason), _no_ids(e.key))
-            for e in ledger.history(s, account_id)
+            for e in balances.history(s, account_id)
         ]
         bought = s.scalars(
             select(CreditPurchase)
@@ -217,7 +221,7 @@ def _ledger_of(sessions, account_id):
             .order_by(CreditPurchase.id)
         )
         rows = [(p.refunded_amount, p.refunded_credits, p.disputed_credits) for p in bought]
-        return ledger.standing(s, account_id), entries, rows
+        return balances.standing(s, account_id), entries, rows
 
 
 def test_refunds_applied_together_end_as_applied_one_by_one(sessions, table):

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from domain.accounts import link_customer
-from domain.ledger import CreditEntry
+from domain.ledger_tables import CreditEntry
 from domain.purchases import CreditPurchase
 from domain.subscriptions import Subscription
 from outbox.db import transaction

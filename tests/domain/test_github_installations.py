@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain import balances, ledger_tables
+from domain import installation_repositories as repos
 from domain import installations as inst
-from domain import ledger
 from domain.accounts import Account
 from domain.handlers import handler_table
 from domain.jobs import JobStatus, PrJob
@@ -128,7 +129,7 @@ def test_created_records_installation_account_with_welcome_credits_and_repositor
         assert (installation.account_id, installation.account_login) == (21031067, "Codertocat")
         assert installation.status == inst.InstallationStatus.ACTIVE
         assert installation.permissions["pull_requests"] == "write"
-        [repo] = inst.repositories_of(session, 957387)
+        [repo] = repos.repositories_of(session, 957387)
         assert (repo.full_name, repo.repository_id, repo.removed_at) == (
             "Codertocat/Hello-World",
             186853002,
@@ -136,7 +137,7 @@ def test_created_records_installation_account_with_welcome_credits_and_repositor
         )
         account = session.get(Account, 21031067)
         assert account is not None and account.login == "Codertocat"
-        assert ledger.balance(session, 21031067) == settings.welcome_credits
+        assert balances.balance(session, 21031067) == settings.welcome_credits
         assert inst.why_unusable(session, 957387, "codertocat/hello-world") is None
 
 
@@ -148,8 +149,8 @@ def test_replaying_created_changes_nothing_more(
     deliver(sessions, settings, "installation/created.with-requester.payload.json")
 
     with sessions() as session:
-        assert len(inst.repositories_of(session, 957387)) == 1
-        assert ledger.balance(session, 21031067) == settings.welcome_credits
+        assert len(repos.repositories_of(session, 957387)) == 1
+        assert balances.balance(session, 21031067) == settings.welcome_credits
         assert session.scalar(select(func.count()).select_from(Account)) == 1
 
 
@@ -336,7 +337,7 @@ def status_of(sessions: sessionmaker[Session], installation_id: int = 957387) ->
 def repositories(sessions: sessionmaker[Session]) -> dict[str, bool]:
     """Full name -> reachable, of installation 957387's repositories."""
     with sessions() as session:
-        rows = inst.repositories_of(session, 957387)
+        rows = repos.repositories_of(session, 957387)
         return {row.full_name: row.removed_at is None for row in rows}
 
 
@@ -500,20 +501,20 @@ def _world(sessions: sessionmaker[Session]) -> dict[str, Any]:
                     r.event_id,
                 )
                 for r in s.scalars(
-                    select(inst.InstallationRepository).order_by(
-                        inst.InstallationRepository.installation_id,
-                        inst.InstallationRepository.repository_id,
+                    select(repos.InstallationRepository).order_by(
+                        repos.InstallationRepository.installation_id,
+                        repos.InstallationRepository.repository_id,
                     )
                 )
             ],
             "ledger": s.execute(
                 select(
-                    ledger.CreditEntry.key,
-                    ledger.CreditEntry.account_id,
-                    ledger.CreditEntry.amount,
-                    ledger.CreditEntry.debt_change,
-                    ledger.CreditEntry.reason,
-                ).order_by(ledger.CreditEntry.key)
+                    ledger_tables.CreditEntry.key,
+                    ledger_tables.CreditEntry.account_id,
+                    ledger_tables.CreditEntry.amount,
+                    ledger_tables.CreditEntry.debt_change,
+                    ledger_tables.CreditEntry.reason,
+                ).order_by(ledger_tables.CreditEntry.key)
             ).all(),
             "jobs": s.execute(
                 select(PrJob.key, PrJob.repository, PrJob.event_id).order_by(PrJob.key)

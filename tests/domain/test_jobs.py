@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 import processors.jobs as job_steps
-from domain import job_queue, job_specs, jobs, ledger
+from domain import job_queue, job_specs, jobs, ledger_tables
+from domain.installation_repositories import RepositoryFacts, remove_repositories
 from domain.installations import Installation as InstallationRow
-from domain.installations import RepositoryFacts, mark_deleted, remove_repositories
+from domain.installations import mark_deleted
 from domain.pull_requests import open_pull_request
 from domain.usage_reports import due_usage_ids
 from outbox.claiming import new_lease_owner
@@ -44,7 +45,9 @@ def test_a_job_opens_its_pull_request_and_is_charged_once(world: World) -> None:
     assert (totals.pull_requests, totals.usage_records) == (1, 1)
     with world.sessions() as session:
         entry = session.scalar(
-            select(ledger.CreditEntry).where(ledger.CreditEntry.key == jobs.charge_key(job_id))
+            select(ledger_tables.CreditEntry).where(
+                ledger_tables.CreditEntry.key == jobs.charge_key(job_id)
+            )
         )
         assert entry is not None and (entry.amount, entry.job_id) == (Decimal(-3), job_id)
     assert world.work(job_id) is JobOutcome.NOT_DUE
@@ -210,7 +213,7 @@ def test_a_failed_job_releases_its_reservation_for_the_next(world: World) -> Non
 
     with transaction(world.sessions) as session:
         # The second job's repository is fine; the first cannot be reached on GitHub.
-        from domain.installations import add_repositories
+        from domain.installation_repositories import add_repositories
 
         add_repositories(
             session,

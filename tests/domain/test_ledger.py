@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Float, Numeric, event, select
 
-from domain import account_locks, holds, ledger
+from domain import account_locks, balances, holds, ledger, ledger_tables
 from domain.account_opening import ensure_account
 from domain.accounts import (
     CustomerAlreadyLinked,
@@ -70,8 +70,8 @@ def test_amounts_survive_the_database_exactly(sessions):
             ledger.credit(s, 1, "0.1", key=f"tenth:{i}", reason="test", now=NOW)
         ledger.credit(s, 1, "12345678901.2345", key="big", reason="test", now=NOW)
     with transaction(sessions) as s:
-        assert ledger.balance(s, 1) == D("12345678902.2345")
-        amounts = [e.amount for e in ledger.history(s, 1)]
+        assert balances.balance(s, 1) == D("12345678902.2345")
+        amounts = [e.amount for e in balances.history(s, 1)]
     assert amounts[:10] == [D("0.1")] * 10
     assert all(isinstance(a, Decimal) for a in amounts)
 
@@ -84,8 +84,8 @@ def test_welcome_grant_is_given_once_when_the_account_is_created(sessions):
         _, created = ensure_account(s, 7, login="acme-renamed", now=NOW, welcome_credits=D(50))
         assert not created
     with transaction(sessions) as s:
-        assert ledger.balance(s, 7) == D(50)
-        assert [e.key for e in ledger.history(s, 7)] == ["welcome:7"]
+        assert balances.balance(s, 7) == D(50)
+        assert [e.key for e in balances.history(s, 7)] == ["welcome:7"]
         assert find_account(s, "ACME-renamed").id == 7
         assert find_account(s, "7").login == "acme-renamed"
         assert find_account(s, "acme") is None
@@ -116,7 +116,7 @@ def test_an_entry_is_applied_once_per_key(sessions):
         assert ledger.spend(s, 1, "2.5", key="job:1", reason="job", now=NOW, job_id=1)
         assert ledger.spend(s, 1, "2.5", key="job:1", reason="job", now=NOW, job_id=1) is None
     with transaction(sessions) as s:
-        assert ledger.balance(s, 1) == D("7.5")
+        assert balances.balance(s, 1) == D("7.5")
 
 
 def test_spending_more_than_the_balance_is_refused_and_writes_nothing(sessions):
@@ -125,8 +125,8 @@ def test_spending_more_than_the_balance_is_refused_and_writes_nothing(sessions):
         ledger.spend(s, 1, "1.0001", key="job:1", reason="job", now=NOW)
     assert err.value.available == D(1)
     with transaction(sessions) as s:
-        assert ledger.balance(s, 1) == D(1)
-        assert len(ledger.history(s, 1)) == 1
+        assert balances.balance(s, 1) == D(1)
+        assert len(balances.history(s, 1)) == 1
 
 
 @pytest.mark.parametrize("amount", ["0", "-1", 0, "abc"])
@@ -149,7 +149,7 @@ def test_holds_reserve_credits_until_released_or_captured_once(sessions):
     with transaction(sessions) as s:
         first = holds.hold(s, 1, 6, key="hold:job:1", now=NOW, job_id=1)
         assert holds.hold(s, 1, 6, key="hold:job:1", now=NOW).id == first.id
-        assert ledger.available(s, 1) == D(4)
+        assert balances.available(s, 1) == D(4)
         with pytest.raises(InsufficientCredits):
             holds.hold(s, 1, 5, key="hold:job:2", now=NOW)
         with pytest.raises(InsufficientCredits):
@@ -165,8 +165,8 @@ def test_holds_reserve_credits_until_released_or_captured_once(sessions):
         assert again is None
         assert not holds.release_hold(s, "hold:job:1", now=NOW)
     with transaction(sessions) as s:
-        assert ledger.balance(s, 1) == D(4)
-        assert ledger.available(s, 1) == D(4)
+        assert balances.balance(s, 1) == D(4)
+        assert balances.available(s, 1) == D(4)
         with pytest.raises(LookupError):
             holds.capture_hold(s, "hold:none", ledger_key="job:9", reason="job", now=NOW)
 
@@ -182,7 +182,7 @@ def test_capturing_a_released_hold_charges_it_only_if_the_credits_are_still_ther
     with transaction(sessions) as s:
         ledger.credit(s, 1, 1, key="topup", reason="x", now=NOW)
         assert holds.capture_hold(s, "h1", ledger_key="job:1", reason="job", now=NOW)
-        assert ledger.balance(s, 1) == D(0)
+        assert balances.balance(s, 1) == D(0)
 
 
 def test_a_refund_beyond_the_balance_leaves_a_debt_that_later_credits_pay_first(sessions):
@@ -192,13 +192,13 @@ def test_a_refund_beyond_the_balance_leaves_a_debt_that_later_credits_pay_first(
         entry = ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW)
         assert (entry.amount, entry.debt_change) == (D(-7), D(18))
         assert ledger.take_back(s, 1, D(25), key="refund:1", reason="refund", now=NOW) is None
-        assert (ledger.balance(s, 1), ledger.available(s, 1), ledger.debt(s, 1)) == (3, 0, 18)
+        assert (balances.balance(s, 1), balances.available(s, 1), balances.debt(s, 1)) == (3, 0, 18)
     with transaction(sessions) as s:
         paid = ledger.credit(s, 1, 10, key="pack:a", reason="pack", now=NOW)
         assert (paid.amount, paid.debt_change) == (D(0), D(-10))
         paid = ledger.credit(s, 1, 25, key="pack:b", reason="pack", now=NOW)
         assert (paid.amount, paid.debt_change) == (D(17), D(-8))
-        assert (ledger.balance(s, 1), ledger.debt(s, 1)) == (D(20), D(0))
+        assert (balances.balance(s, 1), balances.debt(s, 1)) == (D(20), D(0))
 
 
 def test_operator_adjustments_may_not_make_the_balance_negative(sessions):
@@ -210,7 +210,7 @@ def test_operator_adjustments_may_not_make_the_balance_negative(sessions):
             ledger.adjust(s, 1, "0", key="op:1", reason="oops", now=NOW)
         ledger.adjust(s, 1, "-2", key="op:2", reason="fix", now=NOW)
         ledger.adjust(s, 1, "0.5", key="op:3", reason="gift", now=NOW)
-        assert ledger.balance(s, 1) == D("0.5")
+        assert balances.balance(s, 1) == D("0.5")
 
 
 def test_every_credit_column_has_the_exact_credits_type():
@@ -278,8 +278,8 @@ def test_fifty_concurrent_spends_never_drive_the_balance_below_zero(postgres_url
         assert sorted(outcomes).count("spent") == 30
         assert outcomes.count("refused") == 20
         with transaction(sessions) as s:
-            assert ledger.balance(s, 42) == D(0)
-            assert len(ledger.history(s, 42)) == 31
+            assert balances.balance(s, 42) == D(0)
+            assert len(balances.history(s, 42)) == 31
     finally:
         engine.dispose()
         from tests.conftest import _empty_postgres
@@ -303,7 +303,7 @@ def test_a_batch_takes_the_accounts_no_other_transaction_holds_and_names_the_bus
             account_locks.lock_account(holder, 1)
             assert account_locks.try_lock_accounts(batch, [1, 2, 3]) == {1}
             assert account_locks.try_lock_accounts(batch, [2]) == set()  # already this batch's
-            batch.execute(select(ledger.CreditEntry.id).limit(1))  # still usable: no wait
+            batch.execute(select(ledger_tables.CreditEntry.id).limit(1))  # still usable: no wait
     finally:
         engine.dispose()
         from tests.conftest import _empty_postgres
@@ -333,7 +333,7 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
             t.join(timeout=60)
         assert sorted(created) == [False] * 9 + [True]
         with transaction(sessions) as s:
-            assert ledger.balance(s, 77) == D(50)
+            assert balances.balance(s, 77) == D(50)
     finally:
         engine.dispose()
         from tests.conftest import _empty_postgres
@@ -398,7 +398,7 @@ def _entries(session, account_id):
     return [
         (e.key.replace(str(account_id), "#"), e.amount, e.debt_change, e.reason, e.event_id,
          e.job_id, e.created_at)
-        for e in ledger.history(session, account_id)
+        for e in balances.history(session, account_id)
     ]  # fmt: skip
 
 
@@ -426,7 +426,7 @@ def test_credit_many_writes_exactly_the_entries_credit_writes_one_by_one(session
         one_by_one, together = _entries(s, 1), _entries(s, 2)
         assert together == one_by_one
         assert [e[0] for e in together] == ["welcome:#", "refund:#", "#:a", "#:b", "#:c"]
-        assert (ledger.balance(s, 2), ledger.debt(s, 2)) == (ledger.balance(s, 1), D(0))
+        assert (balances.balance(s, 2), balances.debt(s, 2)) == (balances.balance(s, 1), D(0))
 
 
 _amounts = st.integers(1, 60).map(D)
@@ -464,10 +464,10 @@ def test_available_and_debt_follow_from_what_came_in_went_out_and_is_held(sessio
             elif kind == "take_back":
                 ledger.take_back(s, account, value, key=key, reason="back", now=NOW)
                 net -= value
-            elif kind == "spend" and ledger.available(s, account) >= value:
+            elif kind == "spend" and balances.available(s, account) >= value:
                 ledger.spend(s, account, value, key=key, reason="out", now=NOW)
                 net -= value
-            elif kind == "hold" and ledger.available(s, account) >= value:
+            elif kind == "hold" and balances.available(s, account) >= value:
                 holds.hold(s, account, value, key=key, now=NOW)
                 reserved.append([key, value, True])
             elif kind in ("release", "capture") and any(is_open for *_, is_open in reserved):
@@ -482,7 +482,7 @@ def test_available_and_debt_follow_from_what_came_in_went_out_and_is_held(sessio
                     net -= amount
         held = sum((amount for _, amount, is_open in reserved if is_open), D(0))
         with transaction(sessions) as s:
-            now = ledger.standing(s, account)
+            now = balances.standing(s, account)
         assert (now.available, now.debt, now.balance) == (
             max(D(0), net - held), max(D(0), held - net), max(D(0), net - held) + held,
         ), (kind, value)  # fmt: skip

@@ -24,16 +24,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain import balances, jobs
 from domain import installations as inst
-from domain import jobs, ledger
 from domain.account_opening import ensure_account
 from domain.accounts import link_customer
-from domain.installations import (
-    InstallationFacts,
-    RepositoryFacts,
-    add_repositories,
-    record_installation,
-)
+from domain.installation_repositories import RepositoryFacts, add_repositories
+from domain.installations import InstallationFacts, record_installation
 from domain.subscriptions import subscription
 from outbox.db import make_engine, make_sessionmaker, transaction
 from outbox.migrate import upgrade
@@ -142,7 +138,7 @@ BUYER, BUYER_INSTALLATION, BUYER_REPO = 610_001, 610_101, "buyer/site"
 def standing(sessions: sessionmaker[Session]) -> tuple[Decimal, Decimal, Decimal]:
     """(balance, available, debt) of the buyer."""
     with transaction(sessions) as s:
-        now = ledger.standing(s, BUYER)
+        now = balances.standing(s, BUYER)
         return now.balance, now.available, now.debt
 
 
@@ -202,7 +198,7 @@ def test_credits_refunded_while_a_job_holds_them_stay_unspendable_when_it_fails(
     assert "cannot pay 85" in (job_status(sessions, second)[1] or "")
     assert service.fake.github.pull_requests_opened() == 0
     with transaction(sessions) as s:
-        assert [e.key for e in ledger.history(s, BUYER)][-1] == f"settle:pr_job:{first}:1"
+        assert [e.key for e in balances.history(s, BUYER)][-1] == f"settle:pr_job:{first}:1"
 
 
 # --- case 2: a sign-up's same-second events in any order ----------------------------------------

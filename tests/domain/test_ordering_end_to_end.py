@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
+from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.accounts import link_customer
 from domain.subscriptions import subscription
@@ -225,7 +226,7 @@ def test_a_replayed_creation_and_late_repository_events_leave_an_uninstalled_app
             wait_until(lambda: all_done(sessions, 3))
     with transaction(sessions) as s:
         assert s.get(inst.Installation, 957387).status == inst.InstallationStatus.DELETED
-        assert [r.full_name for r in inst.repositories_of(s, 957387)] == ["Codertocat/Hello-World"]
+        assert [r.full_name for r in repos.repositories_of(s, 957387)] == ["Codertocat/Hello-World"]
         assert inst.why_unusable(s, 957387, "Codertocat/Hello-World") == (
             "installation 957387 was removed (the App was uninstalled)"
         )

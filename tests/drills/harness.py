@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from domain import ledger
+from domain import balances
 from domain.jobs import JobStatus, PrJob, submit
 from domain.packs import load_packs, read_pack_file
 from domain.subscriptions import Subscription
@@ -156,13 +156,13 @@ class Drill:
             sent = {d.delivery_id for d in scenario.installations + scenario.stripe}
             assert sent - stored == set(), "answered 2xx but not stored"
             assert statuses == {Status.DONE.value: scenario.deliveries}, statuses
-            balances = {a: ledger.balance(session, a) for a in scenario.balances}
-            debts = {a: ledger.debt(session, a) for a in scenario.balances}
+            balance_of = {a: balances.balance(session, a) for a in scenario.balances}
+            debts = {a: balances.debt(session, a) for a in scenario.balances}
             jobs = collections.Counter(session.scalars(select(PrJob.status)))
             subs = dict(session.execute(select(Subscription.id, Subscription.status)).all())
             usage_keys = set(session.scalars(select(UsageRecord.key)))
             charged = list(session.scalars(select(PrJob.id).where(PrJob.required_credits > 0)))
-        assert balances == scenario.balances
+        assert balance_of == scenario.balances
         assert set(debts.values()) == {Decimal(0)}
         assert jobs == {JobStatus.SUCCESS.value: scenario.expected_pull_requests}
         assert subs == scenario.subscription_status

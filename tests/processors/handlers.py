@@ -43,10 +43,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from outbox.handling import (
-    ApplyAlone,
     EventContext,
     Handler,
     HandlerTable,
+    LeftToApply,
     PermanentFailure,
     RetryLater,
 )
@@ -161,7 +161,7 @@ def handler_table(_settings: Settings) -> HandlerTable:
 
 
 #: The batch-capable test handler's own marks, besides the script above:
-#:     {"alone": true}         its `apply_many` leaves the event to `apply` (ApplyAlone)
+#:     {"alone": true}         its `apply_many` leaves the event to `apply` (LeftToApply)
 #:     {"sink_batch": true}    its `apply_many` raises for the whole group
 BATCH_HANDLER_TABLE = "tests.processors.handlers:batch_handler_table"
 #: Each call of `record_effects` (the set-based apply) appends the event ids it applied.
@@ -178,7 +178,7 @@ def record_effects(
     applied = []
     for event, prepared in items:
         if (event.payload.get("test") or {}).get("alone"):
-            results.append(ApplyAlone())
+            results.append(LeftToApply())
             continue
         try:
             with session.begin_nested():

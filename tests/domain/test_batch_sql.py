@@ -1,0 +1,80 @@
+"""A batch's statements: a column matched against a list, and a table's new rows in one go."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Table, select
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from domain.account_opening import ensure_account
+from domain.batch_sql import dialect_of, insert_all, one_of
+from domain.ledger_tables import CreditEntry
+from outbox.db import transaction
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+ENTRIES: Table = CreditEntry.__table__  # type: ignore[assignment]
+
+
+def _entry(key: str, amount: str, **fields: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "key": key, "account_id": 1, "amount": Decimal(amount), "debt_change": Decimal(0),
+        "reason": f"reason of {key}", "event_id": None, "job_id": None, "created_at": NOW,
+    }  # fmt: skip
+    return {**row, **fields}
+
+
+@pytest.fixture
+def account(sessions):
+    with transaction(sessions) as session:
+        ensure_account(session, 1, login="octo", now=NOW, welcome_credits=Decimal(0))
+
+
+def test_insert_all_writes_the_rows_in_their_order_with_exact_values(sessions, account):
+    rows = [_entry(f"k{n}", f"{n}.0001", event_id=n if n % 2 else None) for n in range(60)]
+    rows[3]["reason"] = "ünïcode — and a 'quote'"
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, rows)
+    with sessions() as session:
+        found = session.execute(
+            select(ENTRIES.c.key, ENTRIES.c.amount, ENTRIES.c.event_id, ENTRIES.c.reason,
+                   ENTRIES.c.created_at).order_by(ENTRIES.c.id)
+        ).all()  # fmt: skip
+    assert [tuple(row) for row in found] == [
+        (r["key"], r["amount"], r["event_id"], r["reason"], r["created_at"]) for r in rows
+    ]
+
+
+def test_insert_all_of_no_rows_writes_nothing(sessions, account):
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, [])
+        assert session.scalars(select(ENTRIES.c.id)).all() == []
+
+
+def test_insert_all_refuses_a_naive_time_and_writes_nothing(sessions, account):
+    rows = [_entry("good", "1"), _entry("naive", "1", created_at=datetime(2026, 12, 1))]
+    with pytest.raises((ValueError, StatementError)), transaction(sessions) as session:
+        insert_all(session, ENTRIES, rows)
+    with sessions() as session:
+        assert session.scalars(select(ENTRIES.c.id)).all() == []
+
+
+def test_insert_all_refuses_text_no_column_can_hold(sessions, account):
+    with pytest.raises((DBAPIError, StatementError, ValueError)), transaction(sessions) as s:
+        insert_all(s, ENTRIES, [_entry("lone", "1", reason="a lone \udc80 surrogate")])
+    with sessions() as session:
+        assert session.scalars(select(ENTRIES.c.id)).all() == []
+
+
+def test_one_of_matches_exactly_the_values_listed(sessions, account):
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, [_entry(f"k{n}", "1") for n in range(5)])
+    with sessions() as session:
+        dialect = dialect_of(session)
+        keys = select(ENTRIES.c.key).where(one_of(ENTRIES.c.key, "keys", dialect))
+        assert set(session.scalars(keys, {"keys": ["k1", "k3", "nope"]})) == {"k1", "k3"}
+        assert set(session.scalars(keys, {"keys": []})) == set()
+        ids = select(ENTRIES.c.account_id).where(one_of(ENTRIES.c.account_id, "ids", dialect))
+        assert set(session.scalars(ids, {"ids": [1, 2]})) == {1}
