@@ -404,7 +404,7 @@ def _held_back(candidate: Any) -> Any:
     back, nor does a later row whose worker died (its lease ran out).
 
     One probe of ix_webhook_events_in_line, which holds exactly the pending and processing
-    rows. Parameter: now.
+    rows that name an object. Parameter: now.
     """
     other = events.alias("in_line")
     return exists().where(
