@@ -1,9 +1,12 @@
-"""What the benchmarks share: a private Postgres database, server subprocesses, result files."""
+"""What the benchmarks share: a private Postgres database (on the shared server or on a
+private cluster started with production's settings), server subprocesses, result files."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,14 +34,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def postgres_database(prefix: str = "outbox_bench") -> Iterator[str]:
-    """A migrated private database, dropped afterwards."""
+def postgres_database(prefix: str = "outbox_bench", admin: str = POSTGRES_ADMIN) -> Iterator[str]:
+    """A migrated private database on the server `admin` connects to, dropped afterwards."""
     from outbox.migrate import upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    params = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN)
+    params = psycopg.conninfo.conninfo_to_dict(admin)
     url = (
         f"postgresql+psycopg://{params['user']}@{params['host']}:{params.get('port', 5432)}/{name}"
     )
@@ -46,11 +49,78 @@ def postgres_database(prefix: str = "outbox_bench") -> Iterator[str]:
         upgrade(url)
         yield url
     finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def settle() -> None:
+#: The settings a production server runs with that this machine's shared server does not
+#: (its autovacuum is off): a private cluster started with these measures what a deployment
+#: sees. shared_buffers is copied from the shared server, so memory is not what differs.
+PRODUCTION_SETTINGS = {
+    "autovacuum": "on",
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "top",
+}
+
+
+def shared_setting(name: str) -> str:
+    """A setting of the shared server (SHOW), e.g. its shared_buffers."""
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        row = conn.execute(f"SHOW {name}").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin")
+    return Path(found[-1]).parent
+
+
+def _as_postgres(args: list[str]) -> None:
+    """Run a PostgreSQL binary as the `postgres` OS user (it refuses to run as root)."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *args], check=True, capture_output=True)
+
+
+@contextmanager
+def private_postgres(
+    port: int, settings: dict[str, str] | None = None, log_to: Path | None = None
+) -> Iterator[str]:
+    """A PostgreSQL cluster of its own on `port` (initdb into a temporary directory on the
+    same disk as the shared server's), with PRODUCTION_SETTINGS, the shared server's
+    shared_buffers and `settings`; stopped and removed afterwards (its server log copied to
+    `log_to` first, if given). Yields its admin conninfo."""
+    pg_bin = _postgres_bin()
+    home = Path(tempfile.mkdtemp(prefix="outbox-bench-pg-"))
+    data = home / "data"
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    settings = {**PRODUCTION_SETTINGS, "shared_buffers": shared_setting("shared_buffers"),
+                "listen_addresses": "127.0.0.1", "unix_socket_directories": str(home),
+                **(settings or {})}  # fmt: skip
+    options = f"-p {port} " + " ".join(f"-c {k}={v}" for k, v in settings.items())
+    started = False
+    try:
+        _as_postgres([str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                      "-E", "UTF8", "--no-instructions"])  # fmt: skip
+        _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options,
+                      "-l", str(home / "log"), "-w", "-t", "60", "start"])  # fmt: skip
+        started = True
+        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+    finally:
+        if started:
+            _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        if log_to is not None and (home / "log").exists():
+            shutil.copyfile(home / "log", log_to)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def settle(admin: str = POSTGRES_ADMIN) -> None:
     """Write out what earlier measurements left dirty (Postgres's buffers, the page cache).
 
     The shared machine's disk flushed a closed loop's gigabyte for tens of seconds after
@@ -58,7 +128,7 @@ def settle() -> None:
     behind it (the ingress's own histogram showed the 100-250 ms answers). Settled first,
     a steady run after a 64-sender loop measured p99 8-19 ms instead of 10-209 ms.
     """
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
     os.sync()
 

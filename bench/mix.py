@@ -1,7 +1,7 @@
 """What production sends: a realistic mix of GitHub and Stripe webhooks through the ingress,
 drained by `outbox worker -p 2`, every effect checked exact at the end.
 
-    .venv/bin/python -m bench.mix [--events 20000] [--rounds 3] [--growth]
+    .venv/bin/python -m bench.mix [--events 20000] [--rounds 3] [--latency-rate 500]
 
 Workloads, each sent through a real `outbox serve` (signed as GitHub and Stripe sign), with
 no worker running, then drained by 2 worker processes rung once for every stored row (as
@@ -23,8 +23,8 @@ finished:
 Checked after every drain: no row left unfinished or dead, every row the mix means to skip
 skipped, every account's balance equal to what its welcome grant, purchases and refunds
 make (an independent sum), every subscription's final status equal to a small model of
-Stripe's rules (docs/billing.md), each checkout granted once. With --growth, the mix is
-drained again once 1,000,000 finished rows are in the table.
+Stripe's rules (docs/billing.md), each checkout granted once. The mix with 1,000,000
+finished rows in the table is bench/mix_growth.py.
 """
 
 from __future__ import annotations
@@ -44,13 +44,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine, create_engine, func, select
 
 from bench.common import postgres_database, print_table, write_results
 from bench.loadgen import build_request, closed_loop, open_loop
 from bench.loadgen import run as run_load
-from bench.pipeline import INSERT_FINISHED, conninfo, drain_rate, stack, wait_drained
+from bench.pipeline import drain_rate, stack, wait_drained
 from bench.workload import ACCOUNTS, STRIPE_SECRET, WELCOME_CREDITS, purchase_body, seed
 from domain.ledger import CreditEntry
 from domain.subscriptions import Subscription
@@ -611,7 +610,7 @@ def check(engine: Engine, expected: Expected) -> list[str]:
 
 
 def measure(
-    url: str, events: int, rounds: int, growth: bool, latency_rate: float = 0.0
+    url: str, events: int, rounds: int, latency_rate: float = 0.0
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     engine = create_engine(url)
     expected = Expected()
@@ -630,17 +629,10 @@ def measure(
         if latency_rate:
             lag = latency(url, latency_rate, LATENCY_SECONDS, expected)
             problems += check(engine, expected)
-        full = 0.0
-        if growth:
-            with psycopg.connect(conninfo(url), autocommit=True) as conn:
-                conn.execute(INSERT_FINISHED, {"rows": 1_000_000})
-                conn.execute("VACUUM ANALYZE webhook_events")
-            full = one_round(url, "mix", "full", events, expected)
-            problems += check(engine, expected)
     finally:
         engine.dispose()
-    meta = {"subscriptions": len(expected.statuses), "rates": rates, "growth_rate": full}
-    return rows(rates, full, problems, events, rounds, lag, latency_rate), meta
+    meta = {"subscriptions": len(expected.statuses), "rates": rates}
+    return rows(rates, problems, events, rounds, lag, latency_rate), meta
 
 
 def one_round(url: str, name: str, run: str, events: int, expected: Expected) -> float:
@@ -658,7 +650,6 @@ def one_round(url: str, name: str, run: str, events: int, expected: Expected) ->
 
 def rows(
     rates: dict[str, list[float]],
-    full: float,
     problems: list[str],
     events: int,
     rounds: int,
@@ -710,13 +701,6 @@ def rows(
         ">= 0.9x",
         median["realistic"] / median["bench"] >= 0.9,
     )
-    if full:
-        row(
-            "the mix with 1,000,000 finished rows in the table",
-            f"{full:,.0f}/s ({full / median['mix']:.2f}x the median above)",
-            ">= 0.9x",
-            full / median["mix"] >= 0.9,
-        )
     if lag:
         row(
             f"webhook -> effect, the mix at a steady {latency_rate:,.0f}/s for "
@@ -738,14 +722,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000, help="webhooks per workload")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (the medians are taken)")
-    parser.add_argument("--growth", action="store_true", help="then 1,000,000 finished rows")
     parser.add_argument(
         "--latency-rate", type=float, default=500.0, help="steady rate of the latency run (0: none)"
     )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with postgres_database() as url:
-        table, meta = measure(url, args.events, args.rounds, args.growth, args.latency_rate)
+        table, meta = measure(url, args.events, args.rounds, args.latency_rate)
     meta.update(
         {
             "cores": os.cpu_count(),

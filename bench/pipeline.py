@@ -119,15 +119,14 @@ def stack(
 
 
 def unfinished(engine: Engine) -> int:
+    """Pending and processing rows, each counted through its own partial index (a count of
+    both at once may read the table: a million rows four times a second beside the drain)."""
+    counts = [
+        select(func.count()).where(WebhookEvent.status == status.value).scalar_subquery()
+        for status in (Status.PENDING, Status.PROCESSING)
+    ]
     with engine.connect() as conn:
-        return int(
-            conn.scalar(
-                select(func.count())
-                .select_from(WebhookEvent)
-                .where(WebhookEvent.status.in_([Status.PENDING.value, Status.PROCESSING.value]))
-            )
-            or 0
-        )
+        return int(conn.scalar(select(counts[0] + counts[1])) or 0)
 
 
 def wait_drained(engine: Engine, timeout: float) -> None:
@@ -147,8 +146,10 @@ def drain_rate(s: Stack, count: int) -> float:
     started = datetime.now(UTC)
     s.ring(ids)
     wait_drained(s.engine, timeout=max(120.0, count / 100))
-    with s.engine.connect() as conn:
-        last = conn.scalar(select(func.max(WebhookEvent.processed_at)))
+    with s.engine.connect() as conn:  # among the rows rung: a table of finished rows is not read
+        last = conn.scalar(
+            select(func.max(WebhookEvent.processed_at)).where(WebhookEvent.id >= min(ids))
+        )
     assert last is not None
     return len(ids) / max(1e-6, (last - started).total_seconds())
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ingress, mix, pipeline
+from bench import ingress, mix, mix_growth, pipeline
 from bench.common import postgres_database, print_table, write_results
 
 
@@ -28,8 +28,8 @@ class Sizes:
     ingress_seconds: float  #: seconds of each closed-loop and steady ingress run
     ingress_rate: float  #: webhooks per second of the steady ingress run
     backlog: int  #: credit-pack events in the processing backlog
-    growth_events: int  #: events drained for each side of the growth ratio
-    finished_rows: int  #: done rows in the table for the growth ratio
+    growth_events: int  #: events drained for each side of the pack-only growth ratio
+    finished_rows: int  #: finished rows in the table for the growth ratios
     memory_events: int  #: webhooks through the ingress for the RSS growth
     latency_rate: float  #: webhooks per second of the latency runs
     latency_seconds: float  #: seconds of each latency run
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument(
         "--only",
-        choices=["ingress", "processing", "mix", "growth", "memory", "latency"],
+        choices=["ingress", "processing", "mix", "mix-growth", "growth", "memory", "latency"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -118,10 +118,12 @@ def main() -> None:
         "ingress": lambda: ingress_rows(sizes),
         "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
         "mix": lambda: in_database(
-            lambda u: mix.measure(
-                u, sizes.mix_events, sizes.rounds, growth=True, latency_rate=500.0
-            )[0]
+            lambda u: mix.measure(u, sizes.mix_events, sizes.rounds, latency_rate=500.0)[0]
         ),
+        # Two databases of its own, on a private cluster with production's settings.
+        "mix-growth": lambda: mix_growth.measure(
+            sizes.mix_events, sizes.rounds, finished=sizes.finished_rows
+        )[0],
         "growth": lambda: in_database(
             lambda u: pipeline.measure_growth(u, sizes.growth_events, sizes.finished_rows)
         ),
@@ -152,7 +154,8 @@ def main() -> None:
         "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "minutes": round((time.time() - started) / 60, 1),
         "sizes": sizes.__dict__,
-        "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on)",
+        "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on); mix-growth: "
+        f"a private cluster on port {mix_growth.DEFAULT_PORT} (bench/mix_growth.py)",
         "redis": "a private redis-server per measurement",
     }
     print_table(rows)

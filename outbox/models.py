@@ -26,6 +26,9 @@ from outbox.states import IN_LINE as IN_LINE
 from outbox.states import Source as Source
 from outbox.states import Status as Status
 
+#: The predicate of ix_webhook_events_in_line: rows of an object still pending or processing.
+IN_LINE_OBJECTS = "status IN ('pending', 'processing') AND object_id IS NOT NULL"
+
 #: Integer primary keys: 64-bit on Postgres, SQLite's rowid alias on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -88,12 +91,15 @@ class WebhookEvent(Base):
             postgresql_where=text("status = 'processing'"),
             sqlite_where=text("status = 'processing'"),
         ),
+        # Only rows that name an object: nothing but the probe for an object's earlier
+        # rows implies this predicate, so a claim or a finishing statement can never take
+        # the index for the list of its rows (migrations/versions/0012_in_line_objects.py).
         Index(
             "ix_webhook_events_in_line",
             "source",
             "object_id",
-            postgresql_where=text("status IN ('pending', 'processing')"),
-            sqlite_where=text("status IN ('pending', 'processing')"),
+            postgresql_where=text(IN_LINE_OBJECTS),
+            sqlite_where=text(IN_LINE_OBJECTS),
         ),
         # The dead rows, which stay until replayed: counted by the sweeper's gauge.
         Index(

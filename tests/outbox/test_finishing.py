@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from outbox import finishing
@@ -105,3 +106,21 @@ def test_objects_written_over_their_rows_leave_the_session_so_it_writes_them_no_
         assert all(row not in session for row in loaded)
         loaded[0].last_error = "changed after: not written"
     assert [r.last_error for r in rows(sessions).values()] == ["note 0", "note 1"]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_finishing_never_reads_the_rows_in_line_whatever_the_statistics(engine, sessions):
+    """Statistics taken while nothing was in play put the rows in line at none; finishing a
+    batch still finds its rows by id or through the processing rows, never by reading every
+    pending row through ix_webhook_events_in_line."""
+    from tests.outbox.test_store import plan_of, rows_in_play_the_statistics_never_saw
+
+    rows_in_play_the_statistics_never_saw(engine, sessions, finished=2000, pending=3000)
+    now = utcnow()
+    with transaction(sessions) as session:
+        batch = claim(session, now=now, lease=LEASE, limit=50)
+    params = {"ids": [e.id for e in batch], "statuses": ["done"] * len(batch),
+              "notes": [None] * len(batch), "owner": batch[0].lease_owner, "now": now}  # fmt: skip
+    with sessions() as session:
+        plan = plan_of(session, finishing._FINISH_EACH_AS_GIVEN, params)
+    assert "ix_webhook_events_in_line" not in plan and "Seq Scan" not in plan, plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -305,3 +306,48 @@ def test_due_rows_of_the_same_time_come_in_id_order(engine, sessions):
             for plan in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
                 session.execute(text(f"SET LOCAL {plan} = off"))
         assert recovery.due_ids(session, now=now) == ids
+
+
+def plan_of(session, statement, params) -> str:
+    """EXPLAIN of a driver statement (outbox.driver.Statement) in `session`'s transaction."""
+    from outbox.driver import postgres_driver, postgres_text
+
+    driver = postgres_driver(session)
+    assert driver is not None
+    sql, _ = postgres_text(statement.statement, driver.dialect)
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + sql, params)
+    return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def rows_in_play_the_statistics_never_saw(engine, sessions, *, finished: int, pending: int):
+    """`finished` rows finished and analysed (the planner's view of a table at rest), then
+    `pending` rows of as many objects stored after it; their ids."""
+    record(engine, *(incoming(f"evt_old_{n}") for n in range(finished)))
+    with transaction(sessions) as session:
+        session.execute(update(WebhookEvent).values(status=Status.DONE.value, next_attempt_at=None))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE webhook_events"))
+    new = [incoming(f"evt_new_{n}", object_id=f"obj_{n}") for n in range(pending)]
+    return [r.id for r in record(engine, *new)]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_claim_walks_the_due_index_and_finds_named_rows_by_id_whatever_the_statistics(
+    engine, sessions
+):
+    """Statistics taken while nothing was in play put the pending rows at none. The claim
+    still walks ix_webhook_events_due in claim order for its other rows, and looks the rows
+    its message named up by primary key: it never reads every row in play (nor sorts them),
+    and ix_webhook_events_in_line serves only the probe for an object's earlier rows."""
+    ids = rows_in_play_the_statistics_never_saw(engine, sessions, finished=2000, pending=3000)
+    now = utcnow()
+    params = {"ids": ids[-3:], "now": now, "limit": 50, "owner": "w", "expires": now + LEASE}
+    with transaction(sessions) as session:
+        claiming._WALK_THE_DUE_INDEX.rows(session)
+        plan = plan_of(session, claiming._CLAIM_FOR_PASS, params)
+    assert "using webhook_events_pkey on webhook_events named_candidate" in plan, plan
+    assert "using ix_webhook_events_due on webhook_events candidate" in plan, plan
+    assert "Sort" not in plan, plan
+    probes = re.findall(r"using ix_webhook_events_in_line on webhook_events (\w+)", plan)
+    assert probes and all(alias.startswith("in_line") for alias in probes), plan
