@@ -51,7 +51,7 @@ from bench.loadgen import build_request, closed_loop, open_loop
 from bench.loadgen import run as run_load
 from bench.pipeline import drain_rate, stack, wait_drained
 from bench.workload import ACCOUNTS, STRIPE_SECRET, WELCOME_CREDITS, purchase_body, seed
-from domain.ledger import CreditEntry
+from domain.ledger_tables import CreditEntry
 from domain.subscriptions import Subscription
 from ingress.signatures import github_signature, stripe_signature
 from outbox.models import Status, WebhookEvent

@@ -37,13 +37,18 @@ import psycopg
 from sqlalchemy import create_engine
 
 from bench import mix
-from bench.common import POSTGRES_ADMIN, postgres_database, print_table, private_postgres
+from bench.common import (
+    POSTGRES_ADMIN,
+    free_port,
+    postgres_database,
+    print_table,
+    private_postgres,
+)
 from bench.common import write_results as write
 from bench.pipeline import conninfo
 from bench.workload import ACCOUNTS, WELCOME_CREDITS, seed
 
 FINISHED_ROWS = 1_000_000
-DEFAULT_PORT = 18100  #: the private cluster's port (this benchmark's own range)
 #: Finished rows as the mix leaves them: 55 % GitHub deliveries (a random UUID each, the
 #: installation and account of an installed account), the rest Stripe events of the
 #: mix's types (evt_ ids, an object id each, the account), 90 % done and 10 % skipped,
@@ -152,13 +157,13 @@ def statements(admin: str, urls: dict[str, str], drained: dict[str, int]) -> dic
 
 
 def measure(
-    events: int, rounds: int, *, shared: bool = False, port: int = DEFAULT_PORT,
+    events: int, rounds: int, *, shared: bool = False, port: int | None = None,
     finished: int = FINISHED_ROWS,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     rates: dict[str, list[float]] = {"empty": [], "full": []}
     problems: list[str] = []
     stats: dict[str, Any] = {}
-    with databases(shared, port) as (admin, empty_url, full_url):
+    with databases(shared, port or free_port()) as (admin, empty_url, full_url):
         urls = {"empty": empty_url, "full": full_url}
         started = time.time()
         expected = {side: prepare(url, finished if side == "full" else 0)
@@ -223,7 +228,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds a side (medians taken)")
     parser.add_argument("--finished", type=int, default=FINISHED_ROWS, help="finished rows")
     parser.add_argument("--shared", action="store_true", help="on the shared server instead")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="private cluster's port")
+    parser.add_argument("--port", type=int, help="private cluster's port (default: a free one)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     table, meta = measure(args.events, args.rounds, shared=args.shared, port=args.port,

@@ -155,7 +155,7 @@ def main() -> None:
         "minutes": round((time.time() - started) / 60, 1),
         "sizes": sizes.__dict__,
         "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on); mix-growth: "
-        f"a private cluster on port {mix_growth.DEFAULT_PORT} (bench/mix_growth.py)",
+        "a private cluster on a free port (bench/mix_growth.py)",
         "redis": "a private redis-server per measurement",
     }
     print_table(rows)

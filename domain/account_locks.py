@@ -22,7 +22,7 @@ from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from domain.batch_sql import dialect_of, one_of
+from outbox.batch_sql import dialect_of, one_of
 
 
 def lock_account(session: Session, account_id: int) -> None:

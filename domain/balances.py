@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Select, Table, func, select, text
 from sqlalchemy.orm import Session
 
-from domain.batch_sql import dialect_of, one_of
 from domain.ledger_tables import HAS_DEBT_CHANGE, ZERO, CreditEntry, CreditHold
+from outbox.batch_sql import dialect_of, one_of
 
 
 @dataclass(frozen=True)

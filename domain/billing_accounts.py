@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
-from domain.batch_sql import dialect_of, one_of
 from domain.purchases import CreditPurchase, purchase_for_payment
+from outbox.batch_sql import dialect_of, one_of
 from outbox.handling import EventContext
 
 

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from domain.account_locks import lock_account, lock_accounts
 from domain.accounts import UnknownAccount
 from domain.balances import applied_keys, available, availables, debts, entry_for_key
-from domain.batch_sql import insert_all
 from domain.credits import InvalidAmount, format_credits, parse_credits, positive_credits
 from domain.ledger_tables import ZERO, CreditEntry
+from outbox.batch_sql import insert_all
 
 
 class KeyReused(Exception):
@@ -105,7 +105,7 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one statement (domain.batch_sql.py) and are not read
+    The entries are written with one statement (outbox/batch_sql.py) and are not read
     back: those returned have no id.
     """
     entries = _credit_entries(session, credits, now)

@@ -43,9 +43,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
-from domain.batch_sql import dialect_of, insert_all, one_of
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
+from outbox.batch_sql import dialect_of, insert_all, one_of
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 

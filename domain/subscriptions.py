@@ -61,7 +61,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from domain.batch_sql import insert_all
+from outbox.batch_sql import insert_all
 from outbox.db import Base, UTCDateTime
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
@@ -216,7 +216,7 @@ def write_subscriptions(
     session: Session, created: Sequence[Subscription], changed: Sequence[Subscription]
 ) -> None:
     """Write subscription rows made or merged in memory (not added to the session): the
-    new ones in one statement (domain/batch_sql.py), the changed ones (read and locked by
+    new ones in one statement (outbox/batch_sql.py), the changed ones (read and locked by
     `subscriptions_for_update`) over theirs in one more, and those leave the session, which
     would otherwise write them again at its next flush, a statement per row and set of
     columns changed."""

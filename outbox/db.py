@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from outbox.driver import SQLITE_BUSY_TIMEOUT_MS, update_rows, utc
-
-# The statements on the driver's own connection live in outbox/driver.py; these two are
-# named here too for the modules that import them with the engine.
-from outbox.driver import ListQuery as ListQuery
-from outbox.driver import insert_rows as insert_rows
+from outbox.driver import SQLITE_BUSY_TIMEOUT_MS, utc
 
 POSTGRES_CONNECT_TIMEOUT = 5  #: seconds; a dead server must turn into a 503, not a hang
 
@@ -117,24 +111,6 @@ def _make_sqlite_safe_for_concurrent_writers(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def row_values(row: Any) -> dict[str, Any]:
-    """An ORM object's column values, by column name, in its table's order."""
-    return {
-        prop.columns[0].name: getattr(row, prop.key) for prop in sa_inspect(type(row)).column_attrs
-    }
-
-
-def write_over(session: Session, rows: Sequence[Any]) -> None:
-    """Write changed ORM objects of one class, loaded from their rows, over those rows in one
-    statement (`update_rows`), and take them out of the session, which would otherwise
-    write them again at its next flush, a statement per row and set of columns changed."""
-    if not rows:
-        return
-    update_rows(session, type(rows[0]).__table__, [row_values(row) for row in rows])
-    for row in rows:
-        session.expunge(row)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -20,7 +20,7 @@ commands that also write.
 
 The storage operations (outbox/claiming.py, finishing.py, recovery.py, operator_writes.py)
 and the per-batch statements of the domain go through a session's own psycopg connection
-on Postgres (`Statement`, `ListQuery`, `insert_rows`, `update_rows`): prepared statements,
+on Postgres (`Statement`, `ListQuery`): prepared statements,
 lists as one array parameter, many rows in one statement, psycopg's errors raised as
 SQLAlchemy's. Only they import SQLAlchemy, inside the functions that need it.
 """
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from sqlalchemy import ColumnElement, Table
+    from sqlalchemy import ColumnElement
     from sqlalchemy import Connection as SAConnection
     from sqlalchemy.engine import Dialect as SADialect
     from sqlalchemy.orm import Session
@@ -399,112 +399,6 @@ class ListQuery:
 
 
 def _one_of_for(dialect: str) -> Callable[[Any], ColumnElement[bool]]:
-    from sqlalchemy import any_, bindparam
+    from outbox.batch_sql import one_of
 
-    def one_of(column: Any) -> ColumnElement[bool]:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql  # not loaded by commands on SQLite
-
-            array = bindparam("values", type_=postgresql.ARRAY(column.type))
-            return column == any_(array)  # type: ignore[no-any-return]
-        return column.in_(bindparam("values", expanding=True))  # type: ignore[no-any-return]
-
-    return one_of
-
-
-# --- rows written in one statement ------------------------------------------------------------
-# Hand-written: one JSON array read by json_populate_recordset. psycopg's own means measured
-# against it (bench.compare --part mix --rounds 3 -- --events 5000, 2 cores, load 2-2.7):
-# executemany in pipeline mode drained 16 % slower (bench checkouts), 9 % (realistic), 6 %
-# (mix); COPY for the inserts 6 % slower on the realistic checkouts, which write the most
-# ledger entries and purchases.
-
-
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `rows` (dicts with the same keys, in the same order) into `table`, in order.
-
-    On Postgres this is one statement whatever their number: the rows travel as one JSON
-    array that json_populate_recordset reads into the table's row type. Values pass
-    through their column type's bind processing first, as SQLAlchemy would (a credit
-    amount is checked, a naive datetime refused). Elsewhere (SQLite) an executemany.
-    """
-    if not rows:
-        return
-    driver = postgres_driver(session)
-    if driver is None:
-        from sqlalchemy import insert
-
-        session.execute(insert(table), list(rows))
-        return
-    columns = tuple(rows[0])
-    driver.execute(_insert_rows_sql(table.name, columns), (_json_rows(table, rows, driver),))
-
-
-def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Write `rows` (dicts with the same keys, the table's primary key among them) over the
-    rows of `table` with the same key: on Postgres one statement whatever their number
-    (as `insert_rows`), where an ORM flush sends one statement per row and per set of
-    columns changed. Elsewhere (SQLite) an executemany."""
-    if not rows:
-        return
-    (key,) = table.primary_key.columns
-    columns = tuple(rows[0])
-    driver = postgres_driver(session)
-    if driver is None:
-        from sqlalchemy import bindparam, update
-
-        bound = [{f"new_{name}": value for name, value in row.items()} for row in rows]
-        statement = (
-            update(table)
-            .where(key == bindparam(f"new_{key.name}"))
-            .values({name: bindparam(f"new_{name}") for name in columns if name != key.name})
-        )
-        session.execute(statement, bound)
-        return
-    names = ", ".join(f'"{name}" = r."{name}"' for name in columns if name != key.name)
-    sql = (
-        f'UPDATE "{table.name}" SET {names} '
-        f'FROM json_populate_recordset(NULL::"{table.name}", %s::json) AS r '
-        f'WHERE "{table.name}"."{key.name}" = r."{key.name}"'
-    )
-    driver.execute(sql, (_json_rows(table, rows, driver),))
-
-
-_INSERT_ROWS: dict[tuple[str, tuple[str, ...]], str] = {}
-
-
-def _insert_rows_sql(table: str, columns: tuple[str, ...]) -> str:
-    sql = _INSERT_ROWS.get((table, columns))
-    if sql is None:
-        names = ", ".join(f'"{name}"' for name in columns)
-        sql = _INSERT_ROWS[(table, columns)] = (
-            f'INSERT INTO "{table}" ({names}) SELECT {names} '
-            f'FROM json_populate_recordset(NULL::"{table}", %s::json) WITH ORDINALITY AS r '
-            "ORDER BY r.ordinality"
-        )
-    return sql
-
-
-def _json_rows(table: Table, rows: Sequence[dict[str, Any]], driver: SessionDriver) -> str:
-    """The rows as one JSON array, each value through its column type's bind processing."""
-    import orjson
-    from sqlalchemy.types import TypeDecorator
-
-    processed = [
-        (name, type_) for name in rows[0] if isinstance(type_ := table.c[name].type, TypeDecorator)
-    ]
-    if processed:
-        rows = [dict(row) for row in rows]
-        for row in rows:
-            for name, type_ in processed:
-                row[name] = type_.process_bind_param(row[name], driver.dialect)
-    # Decimals as strings, which Postgres reads into numeric exactly; orjson refuses what
-    # no UTF-8 column could hold anyway (lone surrogates) and integers past 64 bits.
-    try:
-        return orjson.dumps(list(rows), default=str).decode()
-    except TypeError:
-        return json.dumps(list(rows), default=_json_value)
-
-
-def _json_value(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    return lambda column: one_of(column, "values", dialect)

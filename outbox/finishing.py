@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Table, Text, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql
 
-from outbox.driver import ListQuery, Statement, insert_rows, postgres_driver
+from outbox.batch_sql import insert_all
+from outbox.driver import ListQuery, Statement, postgres_driver
 from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -169,7 +170,7 @@ def fail_many(
         for failure, status, _ in planned
         if failure.event.id in changed
     ]
-    insert_rows(session, _failures, logged)
+    insert_all(session, _failures, logged)
     return {f.event.id: status for f, status, _ in planned if f.event.id in changed}
 
 

@@ -213,32 +213,3 @@ def test_a_statement_is_prepared_on_the_server_at_its_first_use(pg_sessions):
         assert query.rows(session, x=1) == [(1,)]
         prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
     assert prepared >= 1
-
-
-def test_rows_are_inserted_and_written_over_in_order_with_their_types_bind_processing(sessions):
-    from outbox.driver import insert_rows, update_rows
-    from outbox.models import EventFailure
-    from tests.factories import incoming, record
-
-    table = EventFailure.__table__
-    with sessions() as session:
-        [event] = record(session.get_bind(), incoming("evt_rows"))
-        now = datetime.now(UTC)
-        rows = [
-            {"event_id": event.id, "attempt": n, "failed_at": now, "error": f"e{n}",
-             "outcome": "retry", "worker": None}
-            for n in (1, 2)
-        ]  # fmt: skip
-        insert_rows(session, table, rows)
-        logged = session.execute(
-            select(table.c.id, table.c.attempt, table.c.failed_at).order_by(table.c.id)
-        ).all()
-        assert [(a, t) for _, a, t in logged] == [(1, now), (2, now)]
-        update_rows(session, table, [{"id": logged[0][0], "error": "changed"}])
-        assert session.execute(select(table.c.error).order_by(table.c.id)).scalars().all() == [
-            "changed",
-            "e2",
-        ]
-        with pytest.raises((ValueError, exc.StatementError), match="naive"):
-            insert_rows(session, table, [{**rows[0], "failed_at": now.replace(tzinfo=None)}])
-        session.rollback()

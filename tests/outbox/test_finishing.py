@@ -9,13 +9,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from outbox import finishing
+from outbox import claiming, finishing
 from outbox.claiming import claim
-from outbox.db import transaction, utcnow, write_over
+from outbox.db import transaction, utcnow
 from outbox.fields import TEXT_FIELD_CAP
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 from tests.factories import incoming, record
+from tests.outbox import storage_support as support
 
 LEASE = timedelta(minutes=5)
 POLICY = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=2, jitter=0)
@@ -94,33 +95,65 @@ def test_failed_rows_are_put_back_or_dead_together_and_only_rows_still_ours_are_
     ]
 
 
-def test_objects_written_over_their_rows_leave_the_session_so_it_writes_them_no_more(
-    engine, sessions
-):
-    record(engine, incoming("evt_a"), incoming("evt_b"))
-    with transaction(sessions) as session:
-        loaded = list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
-        for n, row in enumerate(loaded):
-            row.last_error = f"note {n}"
-        write_over(session, loaded)
-        assert all(row not in session for row in loaded)
-        loaded[0].last_error = "changed after: not written"
-    assert [r.last_error for r in rows(sessions).values()] == ["note 0", "note 1"]
-
-
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_finishing_never_reads_the_rows_in_line_whatever_the_statistics(engine, sessions):
     """Statistics taken while nothing was in play put the rows in line at none; finishing a
     batch still finds its rows by id or through the processing rows, never by reading every
     pending row through ix_webhook_events_in_line."""
-    from tests.outbox.test_store import plan_of, rows_in_play_the_statistics_never_saw
-
-    rows_in_play_the_statistics_never_saw(engine, sessions, finished=2000, pending=3000)
+    support.rows_in_play_the_statistics_never_saw(engine, sessions, finished=2000, pending=3000)
     now = utcnow()
     with transaction(sessions) as session:
         batch = claim(session, now=now, lease=LEASE, limit=50)
     params = {"ids": [e.id for e in batch], "statuses": ["done"] * len(batch),
               "notes": [None] * len(batch), "owner": batch[0].lease_owner, "now": now}  # fmt: skip
     with sessions() as session:
-        plan = plan_of(session, finishing._FINISH_EACH_AS_GIVEN, params)
+        plan = support.plan_of(session, finishing._FINISH_EACH_AS_GIVEN, params)
     assert "ix_webhook_events_in_line" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_finish_needs_the_lease(engine, sessions):
+    record(engine, incoming())
+    [claimed] = support.claim(sessions)
+    stale = claiming.ClaimedEvent(**{**claimed.__dict__, "lease_owner": "someone-else"})
+    with transaction(sessions) as session:
+        assert finishing.mark_done(session, stale, utcnow()) is False
+    later = claimed.lease_expires_at + timedelta(seconds=1)
+    with transaction(sessions) as session:
+        assert finishing.mark_done(session, claimed, later) is False  # lease expired
+    with transaction(sessions) as session:
+        assert finishing.mark_done(session, claimed, utcnow()) is True
+    assert support.row(sessions, claimed.id).status == Status.DONE
+
+
+def test_fail_backs_off_then_goes_dead_with_its_errors_logged(engine, sessions):
+    record(engine, incoming())
+    now = utcnow()
+    for attempt in (1, 2):
+        [claimed] = support.claim(sessions, now=now)
+        assert claimed.attempts == attempt
+        with transaction(sessions) as session:
+            assert (
+                finishing.fail(
+                    session, claimed, f"err {attempt}", policy=support.THREE_TRIES, now=now
+                )
+                == "pending"
+            )
+        saved = support.row(sessions, claimed.id)
+        assert saved.next_attempt_at == now + timedelta(
+            seconds=support.THREE_TRIES.nominal_delay(attempt)
+        )
+        assert support.claim(sessions, now=now) == []  # not due yet
+        now = saved.next_attempt_at
+    [claimed] = support.claim(sessions, now=now)
+    with transaction(sessions) as session:
+        assert (
+            finishing.fail(session, claimed, "err 3", policy=support.THREE_TRIES, now=now)
+            == Status.DEAD
+        )
+    saved = support.row(sessions, claimed.id)
+    assert (saved.status, saved.last_error, saved.attempts) == ("dead", "err 3", 3)
+    with sessions() as session:
+        log = session.scalars(select(EventFailure).order_by(EventFailure.attempt)).all()
+    assert [(f.attempt, f.error, f.outcome) for f in log] == [
+        (1, "err 1", "retry"), (2, "err 2", "retry"), (3, "err 3", "dead"),
+    ]  # fmt: skip

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
-from outbox import claiming, recovery
+from outbox import claiming, finishing, recovery
 from outbox.db import transaction, utcnow
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 from tests.factories import incoming, record
+from tests.outbox import storage_support as support
 
 LEASE = timedelta(minutes=5)
 
@@ -88,3 +89,36 @@ def test_at_most_the_limit_of_rows_come_back_oldest_lease_first(engine, sessions
     with sessions() as session:
         statuses = session.scalars(select(WebhookEvent.status)).all()
     assert statuses == [Status.PENDING] * 3 and len(claimed) == 3
+
+
+def test_expired_leases_are_released_to_be_claimed_again(engine, sessions):
+    record(engine, incoming())
+    [claimed] = support.claim(sessions)
+    later = claimed.lease_expires_at + timedelta(seconds=1)
+    with transaction(sessions) as session:
+        assert recovery.release_expired(session, now=utcnow(), policy=support.THREE_TRIES) == 0
+    with transaction(sessions) as session:
+        assert recovery.release_expired(session, now=later, policy=support.THREE_TRIES) == 1
+    [again] = support.claim(sessions, now=later)
+    assert again.id == claimed.id and again.attempts == 2
+    with transaction(sessions) as session:
+        assert finishing.mark_done(session, claimed, later) is False  # the old worker lost it
+
+
+def test_due_rows_of_the_same_time_come_in_id_order(engine, sessions):
+    """The sweeper rings the oldest due rows first; rows due at one instant go by id, whatever
+    order the table holds them in (an update moves a row's version to the end) and whatever
+    plan the database picks (a heap scan and a sort, here forced on Postgres)."""
+    now = utcnow()
+    first, second, third = record(engine, incoming("evt_a"), incoming("evt_b"), incoming("evt_c"))
+    ids = [first.id, second.id, third.id]
+    with transaction(sessions) as session:
+        session.execute(
+            update(WebhookEvent).where(WebhookEvent.id.in_(ids)).values(next_attempt_at=now)
+        )
+        session.execute(update(WebhookEvent).where(WebhookEvent.id == first.id).values(attempts=0))
+    with transaction(sessions) as session:
+        if engine.dialect.name == "postgresql":
+            for plan in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+                session.execute(text(f"SET LOCAL {plan} = off"))
+        assert recovery.due_ids(session, now=now) == ids

@@ -10,8 +10,8 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from domain.account_opening import ensure_account
-from domain.batch_sql import dialect_of, insert_all, one_of
 from domain.ledger_tables import CreditEntry
+from outbox.batch_sql import dialect_of, insert_all, one_of
 from outbox.db import transaction
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

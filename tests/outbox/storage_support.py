@@ -1,0 +1,58 @@
+"""What the storage tests share: a lease, a retry policy, claims in their own transaction,
+a row read back, and the plan of a driver statement."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import text, update
+
+from outbox import claiming
+from outbox.db import transaction, utcnow
+from outbox.models import Status, WebhookEvent
+from outbox.retry import RetryPolicy
+from tests.factories import incoming, record
+
+LEASE = timedelta(minutes=5)
+THREE_TRIES = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=3, jitter=0)
+
+
+def claim(sessions, **kwargs):
+    kwargs.setdefault("now", utcnow())
+    with transaction(sessions) as session:
+        return claiming.claim(session, lease=LEASE, **kwargs)
+
+
+def row(sessions, event_id: int) -> WebhookEvent:
+    with sessions() as session:
+        return session.get_one(WebhookEvent, event_id)
+
+
+def claim_for_pass(sessions, **kwargs):
+    kwargs.setdefault("now", utcnow())
+    with transaction(sessions) as session:
+        return claiming.claim_for_pass(session, lease=LEASE, **kwargs)
+
+
+def plan_of(session, statement, params) -> str:
+    """EXPLAIN of a driver statement (outbox.driver.Statement) in `session`'s transaction."""
+    from outbox.driver import postgres_driver, postgres_text
+
+    driver = postgres_driver(session)
+    assert driver is not None
+    sql, _ = postgres_text(statement.statement, driver.dialect)
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + sql, params)
+    return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def rows_in_play_the_statistics_never_saw(engine, sessions, *, finished: int, pending: int):
+    """`finished` rows finished and analysed (the planner's view of a table at rest), then
+    `pending` rows of as many objects stored after it; their ids."""
+    record(engine, *(incoming(f"evt_old_{n}") for n in range(finished)))
+    with transaction(sessions) as session:
+        session.execute(update(WebhookEvent).values(status=Status.DONE.value, next_attempt_at=None))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE webhook_events"))
+    new = [incoming(f"evt_new_{n}", object_id=f"obj_{n}") for n in range(pending)]
+    return [r.id for r in record(engine, *new)]
