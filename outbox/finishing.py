@@ -79,6 +79,15 @@ def finish_many(
     return finished
 
 
+#: The guard of every finishing statement: the row is still processing under the lease of
+#: the owner given, and that lease has not run out. Parameters: owner, now.
+_LEASE_HELD = (
+    events.c.status == Status.PROCESSING.value,
+    events.c.lease_owner == bindparam("owner"),
+    events.c.lease_expires_at > bindparam("now"),
+)
+
+
 def _array(name: str, item: Any) -> Any:
     return bindparam(name, type_=postgresql.ARRAY(item))
 
@@ -94,9 +103,7 @@ _FINISH_EACH_AS_GIVEN = Statement(
     update(events)
     .where(
         events.c.id == _given.c.id,
-        events.c.status == Status.PROCESSING.value,
-        events.c.lease_owner == bindparam("owner"),
-        events.c.lease_expires_at > bindparam("now"),
+        *_LEASE_HELD,
     )
     .values(
         status=_given.c.status,
@@ -115,9 +122,7 @@ _FINISH = ListQuery(
         update(events)
         .where(
             one_of(events.c.id),
-            events.c.status == Status.PROCESSING.value,
-            events.c.lease_owner == bindparam("owner"),
-            events.c.lease_expires_at > bindparam("now"),
+            *_LEASE_HELD,
         )
         .values(
             status=bindparam("status"),
@@ -312,9 +317,7 @@ _GIVE_BACK = ListQuery(
         update(events)
         .where(
             one_of(events.c.id),
-            events.c.status == Status.PROCESSING.value,
-            events.c.lease_owner == bindparam("owner"),
-            events.c.lease_expires_at > bindparam("now"),
+            *_LEASE_HELD,
         )
         .values(
             status=Status.PENDING.value,
