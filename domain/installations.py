@@ -28,9 +28,7 @@ from sqlalchemy import (
     BigInteger,
     String,
     Table,
-    bindparam,
     select,
-    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -41,6 +39,7 @@ from domain.installation_repositories import (
     find_repository,
     repositories_of,
 )
+from outbox.batch_sql import update_all
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -337,21 +336,14 @@ def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Insta
 
 
 def write_installations(session: Session, rows: Sequence[Installation]) -> None:
-    """Write installations read and changed in memory over their rows, in one executemany,
-    and take them out of the session, which would otherwise write them again at its next
-    flush, a statement per row and set of columns changed."""
-    if not rows:
-        return
-    columns = [column for column in _installations.columns if not column.primary_key]
-    session.execute(
-        _WRITE_OVER,
-        [{"row_id": row.id, **{c.name: getattr(row, c.key) for c in columns}} for row in rows],
-    )
+    """Write installations read and changed in memory over their rows, in one statement
+    (outbox/batch_sql.py), and take them out of the session, which would otherwise write
+    them again at its next flush, a statement per row and set of columns changed."""
+    columns = _installations.columns
+    written = [{c.name: getattr(row, c.key) for c in columns} for row in rows]
+    update_all(session, _installations, written)
     for row in rows:
         session.expunge(row)
 
 
 _installations: Table = Installation.__table__  # type: ignore[assignment]
-#: Every column of one installation's row but its id, named by the parameters given (the
-#: columns' names), where its id is `row_id`.
-_WRITE_OVER = update(_installations).where(_installations.c.id == bindparam("row_id"))

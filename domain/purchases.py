@@ -34,10 +34,8 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    bindparam,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -45,7 +43,7 @@ from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.batch_sql import dialect_of, insert_all, one_of
+from outbox.batch_sql import dialect_of, insert_all, one_of, update_all
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -355,33 +353,17 @@ def take_back_refunds(
 
 
 def _write_refunds(session: Session, rows: Sequence[CreditPurchase]) -> None:
-    """Write what refunds changed on these purchases over their rows, in one executemany,
-    and take them out of the session, which would otherwise write them again at its next
-    flush, a statement per row and set of columns changed."""
-    if not rows:
-        return
-    session.execute(
-        _WRITE_REFUND,
-        [
-            {
-                "row_id": row.id,
-                "refunded": row.refunded_amount,
-                "refunded_as": row.refunded_credits,
-            }
-            for row in rows
-        ],
-    )
+    """Write what refunds changed on these purchases over their rows, in one statement
+    (outbox/batch_sql.py), and take them out of the session, which would otherwise write
+    them again at its next flush, a statement per row and set of columns changed."""
+    written = [
+        {"id": row.id, "refunded_amount": row.refunded_amount,
+         "refunded_credits": row.refunded_credits}
+        for row in rows
+    ]  # fmt: skip
+    update_all(session, _purchases, written)
     for row in rows:
         session.expunge(row)
-
-
-#: The refund columns of one purchase. Parameters: row_id, refunded (the amount),
-#: refunded_as (the credits).
-_WRITE_REFUND = (
-    update(_purchases)
-    .where(_purchases.c.id == bindparam("row_id"))
-    .values(refunded_amount=bindparam("refunded"), refunded_credits=bindparam("refunded_as"))
-)
 
 
 def refund_take_back(

@@ -55,13 +55,11 @@ from sqlalchemy import (
     ForeignKey,
     String,
     Table,
-    bindparam,
     select,
-    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.batch_sql import insert_all
+from outbox.batch_sql import insert_all, update_all
 from outbox.db import Base, UTCDateTime
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
@@ -221,27 +219,17 @@ def write_subscriptions(
     would otherwise write them again at its next flush, a statement per row and set of
     columns changed."""
     insert_all(session, _subscriptions, [_values(row) for row in created])
-    if changed:
-        session.execute(
-            _WRITE_OVER, [{"row_id": row.id, **_values(row, key=False)} for row in changed]
-        )
-        for row in changed:
-            session.expunge(row)
+    update_all(session, _subscriptions, [_values(row) for row in changed])
+    for row in changed:
+        session.expunge(row)
 
 
 _subscriptions: Table = Subscription.__table__  # type: ignore[assignment]
-#: Every column of one subscription's row but its id, named by the parameters given
-#: (the columns' names), where its id is `row_id`.
-_WRITE_OVER = update(_subscriptions).where(_subscriptions.c.id == bindparam("row_id"))
 
 
-def _values(row: Subscription, *, key: bool = True) -> dict[str, Any]:
-    """The row's column values, by column name (without its id unless `key`)."""
-    return {
-        column.name: getattr(row, column.key)
-        for column in _subscriptions.columns
-        if key or not column.primary_key
-    }
+def _values(row: Subscription) -> dict[str, Any]:
+    """The row's column values, by column name."""
+    return {column.name: getattr(row, column.key) for column in _subscriptions.columns}
 
 
 def new_subscription(change: Change, *, now: datetime) -> Subscription:

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Table, TextClause, any_, bindparam, insert, text
+from sqlalchemy import ColumnElement, Table, TextClause, any_, bindparam, insert, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -59,28 +59,68 @@ def insert_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -
         session.execute(insert(table), list(rows))
         return
     columns = tuple(rows[0])
+    session.execute(_insert(table.name, columns), {"rows": _json(_bound(table, rows, dialect))})
+
+
+def update_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Write `rows` (dicts with the same keys, the table's primary key among them) over the
+    rows of `table` with the same key: the columns given, the others left as they are. On
+    Postgres one statement whatever their number, read from one JSON array as
+    `insert_all`'s rows are; an executemany runs one UPDATE per row on the server. SQLite
+    gets the executemany."""
+    if not rows:
+        return
+    (key,) = table.primary_key.columns
+    columns = tuple(rows[0])
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        others: dict[str, Any] = {
+            name: bindparam(f"new_{name}") for name in columns if name != key.name
+        }
+        statement = update(table).where(key == bindparam(f"new_{key.name}")).values(others)
+        session.execute(statement, [{f"new_{k}": v for k, v in row.items()} for row in rows])
+        return
+    sql = _update(table.name, key.name, columns)
+    session.execute(sql, {"rows": _json(_bound(table, rows, dialect))})
+
+
+def _bound(table: Table, rows: Sequence[dict[str, Any]], dialect: Any) -> Sequence[dict[str, Any]]:
+    """The rows with each value through its column type's bind processing."""
     typed = [
-        (name, type_) for name in columns if isinstance(type_ := table.c[name].type, TypeDecorator)
+        (name, type_) for name in rows[0] if isinstance(type_ := table.c[name].type, TypeDecorator)
     ]
-    if typed:
-        rows = [dict(row) for row in rows]
-        for row in rows:
-            for name, type_ in typed:
-                row[name] = type_.process_bind_param(row[name], dialect)
-    session.execute(_statement(table.name, columns), {"rows": _json(rows)})
+    if not typed:
+        return rows
+    bound = [dict(row) for row in rows]
+    for row in bound:
+        for name, type_ in typed:
+            row[name] = type_.process_bind_param(row[name], dialect)
+    return bound
 
 
-_STATEMENTS: dict[tuple[str, tuple[str, ...]], TextClause] = {}
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], TextClause] = {}
 
 
-def _statement(table: str, columns: tuple[str, ...]) -> TextClause:
-    statement = _STATEMENTS.get((table, columns))
+def _insert(table: str, columns: tuple[str, ...]) -> TextClause:
+    statement = _STATEMENTS.get(("insert", table, columns))
     if statement is None:
         names = ", ".join(f'"{name}"' for name in columns)
-        statement = _STATEMENTS[(table, columns)] = text(
+        statement = _STATEMENTS[("insert", table, columns)] = text(
             f'INSERT INTO "{table}" ({names}) SELECT {names} '
             f'FROM json_populate_recordset(NULL::"{table}", CAST(:rows AS json)) '
             "WITH ORDINALITY AS r ORDER BY r.ordinality"
+        )
+    return statement
+
+
+def _update(table: str, key: str, columns: tuple[str, ...]) -> TextClause:
+    statement = _STATEMENTS.get(("update", table, columns))
+    if statement is None:
+        names = ", ".join(f'"{name}" = r."{name}"' for name in columns if name != key)
+        statement = _STATEMENTS[("update", table, columns)] = text(
+            f'UPDATE "{table}" SET {names} '
+            f'FROM json_populate_recordset(NULL::"{table}", CAST(:rows AS json)) AS r '
+            f'WHERE "{table}"."{key}" = r."{key}"'
         )
     return statement
 

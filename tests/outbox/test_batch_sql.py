@@ -1,4 +1,5 @@
-"""A batch's statements: a column matched against a list, and a table's new rows in one go."""
+"""A batch's statements: a column matched against a list, a table's new rows and its rows
+written over, each in one go."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from domain.account_opening import ensure_account
 from domain.ledger_tables import CreditEntry
-from outbox.batch_sql import dialect_of, insert_all, one_of
+from outbox.batch_sql import dialect_of, insert_all, one_of, update_all
 from outbox.db import transaction
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -78,3 +79,38 @@ def test_one_of_matches_exactly_the_values_listed(sessions, account):
         assert set(session.scalars(keys, {"keys": []})) == set()
         ids = select(ENTRIES.c.account_id).where(one_of(ENTRIES.c.account_id, "ids", dialect))
         assert set(session.scalars(ids, {"ids": [1, 2]})) == {1}
+
+
+def test_update_all_writes_the_columns_given_over_the_rows_of_each_key(sessions, account):
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, [_entry(f"k{n}", "1") for n in range(4)])
+    with sessions() as session:
+        ids = session.scalars(select(ENTRIES.c.id).order_by(ENTRIES.c.id)).all()
+    changed = [
+        {"id": ids[1], "reason": "written over", "amount": Decimal("2.5")},
+        {"id": ids[3], "reason": "ünïcode 'again'", "amount": Decimal("0.0001")},
+    ]
+    with transaction(sessions) as session:
+        update_all(session, ENTRIES, changed)
+    with sessions() as session:
+        found = session.execute(
+            select(ENTRIES.c.key, ENTRIES.c.reason, ENTRIES.c.amount).order_by(ENTRIES.c.id)
+        ).all()
+    assert [tuple(row) for row in found] == [
+        ("k0", "reason of k0", Decimal(1)),
+        ("k1", "written over", Decimal("2.5")),
+        ("k2", "reason of k2", Decimal(1)),
+        ("k3", "ünïcode 'again'", Decimal("0.0001")),
+    ]
+
+
+def test_update_all_refuses_a_naive_time_and_writes_nothing(sessions, account):
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, [_entry("k0", "1")])
+    with sessions() as session:
+        [entry_id] = session.scalars(select(ENTRIES.c.id)).all()
+    naive = [{"id": entry_id, "reason": "late", "created_at": datetime(2026, 12, 2)}]
+    with pytest.raises((ValueError, StatementError)), transaction(sessions) as session:
+        update_all(session, ENTRIES, naive)
+    with sessions() as session:
+        assert session.scalars(select(ENTRIES.c.reason)).all() == ["reason of k0"]
