@@ -334,7 +334,7 @@ def take_back_refunds(
     back), in the order given, each seeing the purchase as the one before left it: the
     purchases' accounts locked, the purchases read again under their locks (unless they
     were read while the transaction held those locks already: `read_locked`), the
-    purchases' refund columns written back in one executemany, the entries with a few
+    purchases' refund columns written back in one statement, the entries with a few
     whatever their number (ledger.take_back_many)."""
     if not states:
         return

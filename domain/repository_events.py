@@ -8,7 +8,7 @@ reads every installation they name and all their repository rows in one statemen
 then takes each event's facts in the events' order (domain/installations.py's rules: the
 row each one leaves is what the next one sees; the onboarding pull requests of the
 repositories an event adds follow it), and writes the lot: the installations read, in
-one executemany (`write_installations`), the rest with one flush. A single event is the same
+one statement (`write_installations`), the rest with one flush. A single event is the same
 call with one item, so one event alone and many together apply the same rules.
 """
 
