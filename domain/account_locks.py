@@ -22,7 +22,7 @@ from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from outbox.batch_sql import dialect_of, one_of
+from outbox.batch_sql import dialect_of, one_of, rows
 
 
 def lock_account(session: Session, account_id: int) -> None:
@@ -48,7 +48,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = set(session.scalars(_lock_accounts(dialect_of(session)), {"ids": missing}))
+        fresh = {id_ for (id_,) in rows(session, _lock_accounts(dialect_of(session)), ids=missing)}
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -69,12 +69,12 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - held)
     if not missing:
         return set()
-    fresh = set(session.scalars(_try_lock_accounts(dialect_of(session)), {"ids": missing}))
+    fresh = {id_ for (id_,) in rows(session, _try_lock_accounts(dialect_of(session)), ids=missing)}
     own.update(fresh)
     if len(fresh) == len(missing):
         return set()
     unlocked = [account_id for account_id in missing if account_id not in fresh]
-    return set(session.scalars(_existing_accounts(dialect_of(session)), {"ids": unlocked}))
+    return {id_ for (id_,) in rows(session, _existing_accounts(dialect_of(session)), ids=unlocked)}
 
 
 def holds_all(session: Session, account_ids: Iterable[int]) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy import Select, Table, func, select, text
 from sqlalchemy.orm import Session
 
 from domain.ledger_tables import HAS_DEBT_CHANGE, ZERO, CreditEntry, CreditHold
-from outbox.batch_sql import dialect_of, one_of
+from outbox.batch_sql import dialect_of, one_of, rows
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    rows = session.execute(_debts(dialect_of(session)), {"ids": sorted(set(account_ids))})
-    owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in rows}
+    found = rows(session, _debts(dialect_of(session)), ids=sorted(set(account_ids)))
+    owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in found}
     return {account_id: total for account_id, total in owed.items() if total != 0}
 
 
@@ -102,7 +102,9 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return set(session.scalars(_applied_keys(dialect_of(session)), {"keys": sorted(set(keys))}))
+    return {
+        key for (key,) in rows(session, _applied_keys(dialect_of(session)), keys=sorted(set(keys)))
+    }
 
 
 @cache
@@ -143,9 +145,9 @@ def availables(session: Session, account_ids: Iterable[int]) -> dict[int, Decima
     wanted = sorted(set(account_ids))
     found = {account_id: ZERO for account_id in wanted}
     dialect = dialect_of(session)
-    for account_id, total in session.execute(_balances(dialect), {"ids": wanted}):
+    for account_id, total in rows(session, _balances(dialect), ids=wanted):
         found[account_id] += Decimal(total or 0).quantize(ZERO)
-    for account_id, total in session.execute(_held(dialect), {"ids": wanted}):
+    for account_id, total in rows(session, _held(dialect), ids=wanted):
         found[account_id] -= Decimal(total or 0).quantize(ZERO)
     return found
 

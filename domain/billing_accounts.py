@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
 from domain.purchases import CreditPurchase, purchase_for_payment
-from outbox.batch_sql import dialect_of, one_of
+from outbox.batch_sql import dialect_of, one_of, rows
 from outbox.handling import EventContext
 
 
@@ -69,8 +69,8 @@ def checkout_accounts_many(
     wanted = [customer for customer in customers if customer is not None]
     owners: dict[str | None, int] = {}
     if wanted:
-        rows = session.execute(_owners(dialect_of(session)), {"customers": sorted(set(wanted))})
-        owners = {customer: account for customer, account in rows}
+        owned = rows(session, _owners(dialect_of(session)), customers=sorted(set(wanted)))
+        owners = {customer: account for customer, account in owned}
     found: list[list[int]] = []
     for account, customer in zip(named, customers, strict=True):
         owner = owners.get(customer) if customer is not None else None
@@ -96,10 +96,8 @@ def payment_accounts_many(
     wanted = [payment for payment in payments if payment is not None]
     paid_by: dict[str | None, int] = {}
     if wanted:
-        rows = session.execute(
-            _purchase_accounts(dialect_of(session)), {"payments": sorted(set(wanted))}
-        )
-        paid_by = {payment: account for payment, account in rows}
+        paid = rows(session, _purchase_accounts(dialect_of(session)), payments=sorted(set(wanted)))
+        paid_by = {payment: account for payment, account in paid}
     return [
         [paid_by[payment]] if payment is not None and payment in paid_by else []
         for payment in payments

@@ -43,7 +43,7 @@ from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.batch_sql import dialect_of, insert_all, one_of, update_all
+from outbox.batch_sql import dialect_of, insert_all, one_of, rows, update_all
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -222,8 +222,8 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Pa
     wanted = set(price_ids)
     if not wanted:
         return {}
-    rows = session.execute(_packs_for_prices(dialect_of(session)), {"prices": sorted(wanted)})
-    return {row[0]: PackPrice(*row) for row in rows}
+    found = rows(session, _packs_for_prices(dialect_of(session)), prices=sorted(wanted))
+    return {row[0]: PackPrice(*row) for row in found}
 
 
 _packs: Table = CreditPack.__table__  # type: ignore[assignment]

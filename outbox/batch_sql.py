@@ -50,6 +50,27 @@ def one_of(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
     return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
 
+def rows(session: Session, statement: Any, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of a Core select built once by its caller (kept, e.g. `functools.cache`d),
+    as plain tuples. On Postgres it runs as a prepared statement on the session's own
+    psycopg connection without SQLAlchemy's result processing (outbox/driver.py's
+    `Statement`): a batch's reads run on every batch, and through the session each cost
+    the Python of SQLAlchemy's execution and result rows, which drained the mix about 8 %
+    slower (bench.compare --part mix). A time comes back in the session's zone, a numeric
+    as a Decimal; elsewhere (SQLite) through the session."""
+    from outbox.driver import Statement
+
+    prepared = _PREPARED.get(id(statement))
+    if prepared is None or prepared.statement is not statement:
+        prepared = _PREPARED[id(statement)] = Statement(statement)
+    return prepared.rows(session, **params)
+
+
+#: The driver statement of each select `rows` ran, by the select's identity (kept alive
+#: by the Statement, so the identity is never another's).
+_PREPARED: dict[int, Any] = {}
+
+
 def insert_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys, in the same order) into `table`, in order."""
     if not rows:
