@@ -174,6 +174,19 @@ def python() -> str:
     return sys.executable
 
 
+def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What a figure stands with: the cores, the load average before (given) and after the
+    run (now), and when it ended."""
+    from datetime import UTC, datetime
+
+    return {
+        "cores": os.cpu_count(),
+        "load_average_before": " ".join(f"{x:.1f}" for x in load_before),
+        "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def write_results(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """The figures as JSON and as a Markdown table in bench/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)

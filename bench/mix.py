@@ -40,13 +40,12 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from bench.common import postgres_database, print_table, write_results
+from bench.common import machine_facts, postgres_database, print_table, write_results
 from bench.loadgen import build_request, closed_loop, open_loop
 from bench.loadgen import run as run_load
 from bench.pipeline import drain_rate, stack, wait_drained
@@ -729,16 +728,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with postgres_database() as url:
         table, meta = measure(url, args.events, args.rounds, args.latency_rate)
-    meta.update(
-        {
-            "cores": os.cpu_count(),
-            "events": args.events,
-            "rounds": args.rounds,
-            "load_average_before": " ".join(f"{x:.1f}" for x in load_before),
-            "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-    )
+    meta.update({"events": args.events, "rounds": args.rounds, **machine_facts(load_before)})
     print_table(table)
     for key, value in meta.items():
         print(f"{key}: {value}")

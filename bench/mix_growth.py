@@ -30,7 +30,6 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -40,6 +39,7 @@ from bench import mix
 from bench.common import (
     POSTGRES_ADMIN,
     free_port,
+    machine_facts,
     postgres_database,
     print_table,
     private_postgres,
@@ -233,16 +233,7 @@ def main() -> None:
     load_before = os.getloadavg()
     table, meta = measure(args.events, args.rounds, shared=args.shared, port=args.port,
                           finished=args.finished)  # fmt: skip
-    meta.update(
-        {
-            "cores": os.cpu_count(),
-            "events": args.events,
-            "rounds": args.rounds,
-            "load_average_before": " ".join(f"{x:.1f}" for x in load_before),
-            "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-    )
+    meta.update({"events": args.events, "rounds": args.rounds, **machine_facts(load_before)})
     print_table(table)
     for key, value in meta.items():
         if key == "statements":

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
-#: characters kept of a text field taken from a payload or header (the columns' width).
-
 
 @dataclass  # not frozen: a frozen dataclass's __init__ cost the ingress 5 µs a webhook, this 1.5
 class IncomingEvent:
