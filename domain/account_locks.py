@@ -15,14 +15,13 @@ request for an account already held asks the database nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from outbox.batch_sql import dialect_of, one_of, rows
+from outbox.batch_sql import OneOf, Query
 
 
 def lock_account(session: Session, account_id: int) -> None:
@@ -48,7 +47,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = {id_ for (id_,) in rows(session, _lock_accounts(dialect_of(session)), ids=missing)}
+        fresh = {id_ for (id_,) in _LOCK_ACCOUNTS.rows(session, ids=missing)}
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -69,12 +68,12 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - held)
     if not missing:
         return set()
-    fresh = {id_ for (id_,) in rows(session, _try_lock_accounts(dialect_of(session)), ids=missing)}
+    fresh = {id_ for (id_,) in _TRY_LOCK_ACCOUNTS.rows(session, ids=missing)}
     own.update(fresh)
     if len(fresh) == len(missing):
         return set()
     unlocked = [account_id for account_id in missing if account_id not in fresh]
-    return {id_ for (id_,) in rows(session, _existing_accounts(dialect_of(session)), ids=unlocked)}
+    return {id_ for (id_,) in _EXISTING_ACCOUNTS.rows(session, ids=unlocked)}
 
 
 def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
@@ -89,19 +88,18 @@ _LOCKS = "ledger_account_locks"  #: the key of the lock record in `session.info`
 _accounts: Table = Account.__table__  # type: ignore[assignment]
 
 
-@cache
-def _existing_accounts(dialect: str) -> Select[Any]:
-    return select(_accounts.c.id).where(one_of(_accounts.c.id, "ids", dialect))
+def _existing(one_of: OneOf) -> Select[Any]:
+    return select(_accounts.c.id).where(one_of(_accounts.c.id, "ids"))
 
 
-@cache
-def _lock_accounts(dialect: str) -> Select[Any]:
-    return _existing_accounts(dialect).order_by(_accounts.c.id).with_for_update()
-
-
-@cache
-def _try_lock_accounts(dialect: str) -> Select[Any]:
-    return _existing_accounts(dialect).order_by(_accounts.c.id).with_for_update(skip_locked=True)
+#: Those of the accounts `ids` that exist.
+_EXISTING_ACCOUNTS = Query(_existing)
+#: Lock those of the accounts `ids` that exist, in id order.
+_LOCK_ACCOUNTS = Query(lambda one_of: _existing(one_of).order_by(_accounts.c.id).with_for_update())
+#: Lock those of the accounts `ids` that exist and no other transaction holds, in id order.
+_TRY_LOCK_ACCOUNTS = Query(
+    lambda one_of: _existing(one_of).order_by(_accounts.c.id).with_for_update(skip_locked=True)
+)
 
 
 def _held_locks(session: Session) -> tuple[set[int], set[int]]:

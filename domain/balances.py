@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Table, func, select, text
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.orm import Session
 
 from domain.ledger_tables import HAS_DEBT_CHANGE, ZERO, CreditEntry, CreditHold
-from outbox.batch_sql import dialect_of, one_of, rows
+from outbox.batch_sql import Query
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def debt(session: Session, account_id: int) -> Decimal:
 
 def debts(session: Session, account_ids: Iterable[int]) -> dict[int, Decimal]:
     """The debt of each of these accounts that has any, in one statement."""
-    found = rows(session, _debts(dialect_of(session)), ids=sorted(set(account_ids)))
+    found = _DEBTS.rows(session, ids=sorted(set(account_ids)))
     owed = {account_id: Decimal(total or 0).quantize(ZERO) for account_id, total in found}
     return {account_id: total for account_id, total in owed.items() if total != 0}
 
@@ -66,16 +65,14 @@ _entries: Table = CreditEntry.__table__  # type: ignore[assignment]
 _holds: Table = CreditHold.__table__  # type: ignore[assignment]
 
 
-@cache
-def _debts(dialect: str) -> Select[Any]:
-    return (
+#: The debt of each of the accounts `ids` that has a debt change.
+_DEBTS = Query(
+    lambda one_of: (
         select(_entries.c.account_id, func.sum(_entries.c.debt_change))
-        .where(
-            one_of(_entries.c.account_id, "ids", dialect),
-            text(f"credit_ledger.{HAS_DEBT_CHANGE}"),
-        )
+        .where(one_of(_entries.c.account_id, "ids"), text(f"credit_ledger.{HAS_DEBT_CHANGE}"))
         .group_by(_entries.c.account_id)
     )
+)
 
 
 def _sum(session: Session, column: Any, *conditions: Any) -> Decimal:
@@ -102,14 +99,11 @@ def entry_for_key(session: Session, key: str) -> CreditEntry | None:
 
 def applied_keys(session: Session, keys: Iterable[str]) -> set[str]:
     """Those of these keys that already have a ledger entry."""
-    return {
-        key for (key,) in rows(session, _applied_keys(dialect_of(session)), keys=sorted(set(keys)))
-    }
+    return {key for (key,) in _APPLIED_KEYS.rows(session, keys=sorted(set(keys)))}
 
 
-@cache
-def _applied_keys(dialect: str) -> Select[Any]:
-    return select(_entries.c.key).where(one_of(_entries.c.key, "keys", dialect))
+#: Those of the ledger keys `keys` that have an entry.
+_APPLIED_KEYS = Query(lambda one_of: select(_entries.c.key).where(one_of(_entries.c.key, "keys")))
 
 
 def history(session: Session, account_id: int, *, limit: int | None = None) -> list[CreditEntry]:
@@ -144,31 +138,30 @@ def availables(session: Session, account_ids: Iterable[int]) -> dict[int, Decima
     """`available` of each of these accounts, in two statements."""
     wanted = sorted(set(account_ids))
     found = {account_id: ZERO for account_id in wanted}
-    dialect = dialect_of(session)
-    for account_id, total in rows(session, _balances(dialect), ids=wanted):
+    for account_id, total in _BALANCES.rows(session, ids=wanted):
         found[account_id] += Decimal(total or 0).quantize(ZERO)
-    for account_id, total in rows(session, _held(dialect), ids=wanted):
+    for account_id, total in _HELD.rows(session, ids=wanted):
         found[account_id] -= Decimal(total or 0).quantize(ZERO)
     return found
 
 
-@cache
-def _balances(dialect: str) -> Select[Any]:
-    return (
+#: The balance of each of the accounts `ids` that has entries.
+_BALANCES = Query(
+    lambda one_of: (
         select(_entries.c.account_id, func.sum(_entries.c.amount))
-        .where(one_of(_entries.c.account_id, "ids", dialect))
+        .where(one_of(_entries.c.account_id, "ids"))
         .group_by(_entries.c.account_id)
     )
-
-
-@cache
-def _held(dialect: str) -> Select[Any]:
-    return (
+)
+#: What the open holds of each of the accounts `ids` reserve.
+_HELD = Query(
+    lambda one_of: (
         select(_holds.c.account_id, func.sum(_holds.c.amount))
         .where(
-            one_of(_holds.c.account_id, "ids", dialect),
+            one_of(_holds.c.account_id, "ids"),
             _holds.c.released_at.is_(None),
             _holds.c.captured_at.is_(None),
         )
         .group_by(_holds.c.account_id)
     )
+)

@@ -11,16 +11,15 @@ the reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
 from domain.purchases import CreditPurchase, purchase_for_payment
-from outbox.batch_sql import dialect_of, one_of, rows
+from outbox.batch_sql import Query
 from outbox.handling import EventContext
 
 
@@ -69,7 +68,7 @@ def checkout_accounts_many(
     wanted = [customer for customer in customers if customer is not None]
     owners: dict[str | None, int] = {}
     if wanted:
-        owned = rows(session, _owners(dialect_of(session)), customers=sorted(set(wanted)))
+        owned = _OWNERS.rows(session, customers=sorted(set(wanted)))
         owners = {customer: account for customer, account in owned}
     found: list[list[int]] = []
     for account, customer in zip(named, customers, strict=True):
@@ -96,7 +95,7 @@ def payment_accounts_many(
     wanted = [payment for payment in payments if payment is not None]
     paid_by: dict[str | None, int] = {}
     if wanted:
-        paid = rows(session, _purchase_accounts(dialect_of(session)), payments=sorted(set(wanted)))
+        paid = _PURCHASE_ACCOUNTS.rows(session, payments=sorted(set(wanted)))
         paid_by = {payment: account for payment, account in paid}
     return [
         [paid_by[payment]] if payment is not None and payment in paid_by else []
@@ -118,15 +117,15 @@ _accounts: Table = Account.__table__  # type: ignore[assignment]
 _purchases: Table = CreditPurchase.__table__  # type: ignore[assignment]
 
 
-@cache
-def _owners(dialect: str) -> Select[Any]:
-    return select(_accounts.c.stripe_customer_id, _accounts.c.id).where(
-        one_of(_accounts.c.stripe_customer_id, "customers", dialect)
+#: The account of each of the Stripe customers `customers` that has one.
+_OWNERS = Query(
+    lambda one_of: select(_accounts.c.stripe_customer_id, _accounts.c.id).where(
+        one_of(_accounts.c.stripe_customer_id, "customers")
     )
-
-
-@cache
-def _purchase_accounts(dialect: str) -> Select[Any]:
-    return select(_purchases.c.payment_intent_id, _purchases.c.account_id).where(
-        one_of(_purchases.c.payment_intent_id, "payments", dialect)
+)
+#: The account of the purchase each of the payment intents `payments` made.
+_PURCHASE_ACCOUNTS = Query(
+    lambda one_of: select(_purchases.c.payment_intent_id, _purchases.c.account_id).where(
+        one_of(_purchases.c.payment_intent_id, "payments")
     )
+)

@@ -39,7 +39,7 @@ from domain.installation_repositories import (
     find_repository,
     repositories_of,
 )
-from outbox.batch_sql import update_all
+from outbox.batch_sql import write_over
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -337,13 +337,8 @@ def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Insta
 
 def write_installations(session: Session, rows: Sequence[Installation]) -> None:
     """Write installations read and changed in memory over their rows, in one statement
-    (outbox/batch_sql.py), and take them out of the session, which would otherwise write
-    them again at its next flush, a statement per row and set of columns changed."""
-    columns = _installations.columns
-    written = [{c.name: getattr(row, c.key) for c in columns} for row in rows]
-    update_all(session, _installations, written)
-    for row in rows:
-        session.expunge(row)
+    (outbox/batch_sql.py's `write_over`), and take them out of the session."""
+    write_over(session, _installations, rows)
 
 
 _installations: Table = Installation.__table__  # type: ignore[assignment]

@@ -24,13 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     ForeignKey,
-    Select,
     String,
     Table,
     UniqueConstraint,
@@ -43,7 +41,7 @@ from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.batch_sql import dialect_of, insert_all, one_of, rows, update_all
+from outbox.batch_sql import Query, insert_all, write_over
 from outbox.db import Base, UTCDateTime
 from outbox.models import BigId
 
@@ -222,18 +220,19 @@ def packs_for_prices(session: Session, price_ids: Iterable[str]) -> dict[str, Pa
     wanted = set(price_ids)
     if not wanted:
         return {}
-    found = rows(session, _packs_for_prices(dialect_of(session)), prices=sorted(wanted))
+    found = _PACKS_FOR_PRICES.rows(session, prices=sorted(wanted))
     return {row[0]: PackPrice(*row) for row in found}
 
 
 _packs: Table = CreditPack.__table__  # type: ignore[assignment]
 
 
-@cache
-def _packs_for_prices(dialect: str) -> Select[Any]:
-    return select(_packs.c.price_id, _packs.c.name, _packs.c.credits).where(
-        one_of(_packs.c.price_id, "prices", dialect)
+#: The catalog's pack of each of the prices `prices` that has one.
+_PACKS_FOR_PRICES = Query(
+    lambda one_of: select(_packs.c.price_id, _packs.c.name, _packs.c.credits).where(
+        one_of(_packs.c.price_id, "prices")
     )
+)
 
 
 def _priced(
@@ -348,22 +347,9 @@ def take_back_refunds(
         ).all()
     more = [refund_take_back(s.purchase, s.refund, event_id=s.event_id) for s in states]
     purchases = {id(state.purchase): state.purchase for state in states}.values()
-    _write_refunds(session, [row for row in purchases if session.is_modified(row)])
+    changed = [row for row in purchases if session.is_modified(row)]
+    write_over(session, _purchases, changed, ("refunded_amount", "refunded_credits"))
     ledger.take_back_many(session, [item for item in more if item is not None], now=now)
-
-
-def _write_refunds(session: Session, rows: Sequence[CreditPurchase]) -> None:
-    """Write what refunds changed on these purchases over their rows, in one statement
-    (outbox/batch_sql.py), and take them out of the session, which would otherwise write
-    them again at its next flush, a statement per row and set of columns changed."""
-    written = [
-        {"id": row.id, "refunded_amount": row.refunded_amount,
-         "refunded_credits": row.refunded_credits}
-        for row in rows
-    ]  # fmt: skip
-    update_all(session, _purchases, written)
-    for row in rows:
-        session.expunge(row)
 
 
 def refund_take_back(

@@ -59,7 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.batch_sql import insert_all, update_all
+from outbox.batch_sql import insert_all, write_over
 from outbox.db import Base, UTCDateTime
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
@@ -215,13 +215,10 @@ def write_subscriptions(
 ) -> None:
     """Write subscription rows made or merged in memory (not added to the session): the
     new ones in one statement (outbox/batch_sql.py), the changed ones (read and locked by
-    `subscriptions_for_update`) over theirs in one more, and those leave the session, which
-    would otherwise write them again at its next flush, a statement per row and set of
-    columns changed."""
+    `subscriptions_for_update`) over theirs in one more (outbox/batch_sql.py's
+    `write_over`), and those leave the session."""
     insert_all(session, _subscriptions, [_values(row) for row in created])
-    update_all(session, _subscriptions, [_values(row) for row in changed])
-    for row in changed:
-        session.expunge(row)
+    write_over(session, _subscriptions, changed)
 
 
 _subscriptions: Table = Subscription.__table__  # type: ignore[assignment]

@@ -1,33 +1,36 @@
-"""The two shapes of statement a batch of events needs, each with one parameter for the
-whole batch on Postgres: a column matched against a list, and a table's new rows.
+"""The statements of the storage operations and of a batch of events, run one way per
+dialect on the session: on Postgres as psycopg's own, prepared, on the session's
+connection (outbox/prepared.py), on SQLite through the session.
 
-`one_of(column, name, dialect)` is `column IN :name`. On Postgres it is `= ANY(:name)`,
-one array parameter: an IN list of N values is N named parameters, which psycopg checks
-and binds one by one in Python (a fifth of a 50-checkout batch's worker CPU), and
-another statement text for every N. SQLite has no arrays: there it is an expanding IN.
-A statement using it is built once per dialect (`functools.cache` on the dialect name).
+`Query(build)` is a named statement, built once per dialect. `build(one_of)` makes it,
+where `one_of(column, name)` stands for `column IN :name`, the list given as the one
+parameter `name`. On Postgres that is `= ANY(:name)`, one array parameter: an IN list of
+N values is N named parameters, which psycopg checks and binds one by one in Python (a
+fifth of a 50-checkout batch's worker CPU), and another statement text for every N.
+SQLite has no arrays: there it is an expanding IN. `query.rows(session, **params)` runs
+it with exactly its parameters and returns plain tuples; on Postgres without
+SQLAlchemy's result processing, whose Python on every one of a batch's reads drained the
+mix about 8 % slower (bench.compare --part mix).
 
 `insert_all(session, table, rows)` inserts a batch's new rows of one table with one
-statement whatever their number. On Postgres the rows travel as one JSON array that
-`json_populate_recordset` reads into the table's row type, in their order. An
-executemany (what SQLite gets) sends an INSERT per row: psycopg dumps each parameter of
-each row and Postgres runs each insert, which for a batch of 50 checkouts (a ledger
-entry and a purchase each) cost more worker CPU than all the batch's other statements
-together. Each value passes through its column type's bind processing first, as
-SQLAlchemy's own insert would (a credit amount is checked, a naive datetime refused).
-psycopg's own means were measured against it (`bench.compare --part mix --rounds 3 --
---events 5000`, 2 cores, load 2-2.7): executemany in pipeline mode drained 16 % slower on
-bench-shaped checkouts, 9 % on realistic ones, 6 % on the mix; COPY 6 % slower on the
-realistic checkouts, which write the most ledger entries and purchases.
-
-These are statement shapes on the session, which the domain's batch paths and the
-outbox's failure log both use; the driver's own connection stays in outbox/driver.py.
+statement whatever their number; `update_all` writes rows over theirs the same way, and
+`write_over` writes mapped rows changed in memory with it. On Postgres the rows travel
+as one JSON array that `json_populate_recordset` reads into the table's row type, in
+their order. An executemany (what SQLite gets) sends an INSERT per row: psycopg dumps
+each parameter of each row and Postgres runs each insert, which for a batch of 50
+checkouts (a ledger entry and a purchase each) cost more worker CPU than all the batch's
+other statements together. Each value passes through its column type's bind processing
+first, as SQLAlchemy's own insert would (a credit amount is checked, a naive datetime
+refused). psycopg's own means were measured against it (`bench.compare --part mix
+--rounds 3 -- --events 5000`, 2 cores, load 2-2.7): executemany in pipeline mode drained
+16 % slower on bench-shaped checkouts, 9 % on realistic ones, 6 % on the mix; COPY 6 %
+slower on the realistic checkouts, which write the most ledger entries and purchases.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,13 +39,17 @@ from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, update
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
+from outbox.prepared import PostgresStatement, SessionDriver
 
-def dialect_of(session: Session) -> str:
-    return session.get_bind().dialect.name
+
+def on_postgres(session: Session) -> bool:
+    """Whether the session's database is Postgres (where a statement may take arrays)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def one_of(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
-    """`column IN :name`, the list given as the parameter `name` (see the module doc)."""
+    """`column IN :name` on `dialect`, the list given as the parameter `name` (see the
+    module doc)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql  # not loaded by commands on SQLite
 
@@ -50,37 +57,63 @@ def one_of(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
     return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
 
-def rows(session: Session, statement: Any, **params: Any) -> list[tuple[Any, ...]]:
-    """The rows of a Core select built once by its caller (kept, e.g. `functools.cache`d),
-    as plain tuples. On Postgres it runs as a prepared statement on the session's own
-    psycopg connection without SQLAlchemy's result processing (outbox/driver.py's
-    `Statement`): a batch's reads run on every batch, and through the session each cost
-    the Python of SQLAlchemy's execution and result rows, which drained the mix about 8 %
-    slower (bench.compare --part mix). A time comes back in the session's zone, a numeric
-    as a Decimal; elsewhere (SQLite) through the session."""
-    from outbox.driver import Statement
-
-    prepared = _PREPARED.get(id(statement))
-    if prepared is None or prepared.statement is not statement:
-        prepared = _PREPARED[id(statement)] = Statement(statement)
-    return prepared.rows(session, **params)
+#: `one_of` of a dialect, as `build` receives it: `one_of(column, name)`.
+OneOf = Callable[[Any, str], ColumnElement[bool]]
 
 
-#: The driver statement of each select `rows` ran, by the select's identity (kept alive
-#: by the Statement, so the identity is never another's).
-_PREPARED: dict[int, Any] = {}
+class Query:
+    """A named statement, built once per dialect, run with exactly its parameters.
+
+    `build` is the statement itself, or a function of `one_of` making it (see the module
+    doc) when it takes a list:
+
+        _KEYS = Query(lambda one_of: select(T.c.id).where(one_of(T.c.key, "keys")))
+        _KEYS.rows(session, keys=["a", "b"])  # [(id,), ...]
+    """
+
+    def __init__(self, build: Callable[[OneOf], Any] | Any) -> None:
+        self._build = build if callable(build) else (lambda _one_of: build)
+        self._built: dict[str, PostgresStatement] = {}
+
+    def rows(self, session: Session, **params: Any) -> list[tuple[Any, ...]]:
+        """Every row the statement returns, as plain tuples."""
+        connection = session.connection()
+        dialect = connection.dialect.name
+        statement = self._built.get(dialect) or self._for(dialect)
+        if dialect == "postgresql":
+            return statement.execute(SessionDriver(connection), params).fetchall()  # type: ignore[no-any-return]
+        return [tuple(row) for row in session.execute(statement.statement, params)]
+
+    def count(self, session: Session, **params: Any) -> int:
+        """The number of rows the statement changed."""
+        connection = session.connection()
+        dialect = connection.dialect.name
+        statement = self._built.get(dialect) or self._for(dialect)
+        if dialect == "postgresql":
+            return statement.execute(SessionDriver(connection), params).rowcount  # type: ignore[no-any-return]
+        return session.execute(statement.statement, params).rowcount  # type: ignore[attr-defined,no-any-return]
+
+    def statement(self, dialect: str) -> Any:
+        """The Core statement on `dialect`."""
+        return (self._built.get(dialect) or self._for(dialect)).statement
+
+    def _for(self, dialect: str) -> PostgresStatement:
+        built = self._built[dialect] = PostgresStatement(
+            self._build(lambda column, name: one_of(column, name, dialect))
+        )
+        return built
 
 
 def insert_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys, in the same order) into `table`, in order."""
     if not rows:
         return
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
         session.execute(insert(table), list(rows))
         return
-    columns = tuple(rows[0])
-    _on_driver(session, _insert(table.name, columns), _json(_bound(table, rows, dialect)))
+    sql = _insert(table.name, tuple(rows[0]))
+    SessionDriver(connection).execute(sql, {"rows": _json(_bound(table, rows, connection.dialect))})
 
 
 def update_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -93,8 +126,8 @@ def update_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -
         return
     (key,) = table.primary_key.columns
     columns = tuple(rows[0])
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
         others: dict[str, Any] = {
             name: bindparam(f"new_{name}") for name in columns if name != key.name
         }
@@ -102,7 +135,22 @@ def update_all(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -
         session.execute(statement, [{f"new_{k}": v for k, v in row.items()} for row in rows])
         return
     sql = _update(table.name, key.name, columns)
-    _on_driver(session, sql, _json(_bound(table, rows, dialect)))
+    SessionDriver(connection).execute(sql, {"rows": _json(_bound(table, rows, connection.dialect))})
+
+
+def write_over(
+    session: Session, table: Table, rows: Sequence[Any], columns: Sequence[str] = ()
+) -> None:
+    """Write mapped rows of `table` read and changed in memory over their rows, with
+    `update_all` (one statement on Postgres), and take them out of the session, which
+    would otherwise write them again at its next flush, a statement per row and set of
+    columns changed. `columns`: the names written besides the primary key (all by
+    default)."""
+    (key,) = table.primary_key.columns
+    written = [key, *(table.c[name] for name in columns)] if columns else list(table.columns)
+    update_all(session, table, [{c.name: getattr(row, c.key) for c in written} for row in rows])
+    for row in rows:
+        session.expunge(row)
 
 
 def _bound(table: Table, rows: Sequence[dict[str, Any]], dialect: Any) -> Sequence[dict[str, Any]]:
@@ -117,17 +165,6 @@ def _bound(table: Table, rows: Sequence[dict[str, Any]], dialect: Any) -> Sequen
         for name, type_ in typed:
             row[name] = type_.process_bind_param(row[name], dialect)
     return bound
-
-
-def _on_driver(session: Session, sql: str, rows: str) -> None:
-    """Run one JSON-rows statement on the session's own psycopg connection, inside its
-    transaction: through SQLAlchemy's execute path a statement costs ~150 µs of Python
-    (outbox/driver.py), on every batch."""
-    from outbox.driver import postgres_driver
-
-    driver = postgres_driver(session)
-    assert driver is not None  # only called on Postgres
-    driver.execute(sql, {"rows": rows})
 
 
 _STATEMENTS: dict[tuple[str, str, tuple[str, ...]], str] = {}

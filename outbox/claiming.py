@@ -5,8 +5,8 @@ are never applied side by side.
 claim          -- up to a limit of due rows (only among some ids when given)
 claim_for_pass -- the due rows a message named first, then others, in one statement
 
-The SQL is built here once, with SQLAlchemy Core, and run through outbox/driver.py's
-`Statement` (psycopg's own on Postgres, the session on SQLite). Callers pass the session
+The SQL is built here once, with SQLAlchemy Core, and run as outbox/batch_sql.py's
+`Query` (psycopg's own on Postgres, the session on SQLite). Callers pass the session
 and the time; nothing here commits.
 """
 
@@ -41,8 +41,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from outbox.batch_sql import Query, on_postgres
 from outbox.db import UTCDateTime
-from outbox.driver import ListQuery, Statement, postgres_driver
 from outbox.models import IN_LINE, Status, WebhookEvent
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
@@ -211,13 +211,13 @@ def _claim_statement(one_of: Any = None) -> Any:
     """The guarded claim, built once: SQLAlchemy then reuses its compiled form (building and
     compiling it for every claim cost more Python time than the claim takes on the server).
 
-    Parameters: now, limit, owner, expires; with `one_of` (see outbox.driver.ListQuery),
-    only among the ids given as its list.
+    Parameters: now, limit, owner, expires; with `one_of` (see outbox.batch_sql.Query),
+    only among the list `ids`.
     """
     candidate = events.alias("candidate")
     due = _due(candidate).limit(bindparam("limit"))
     if one_of is not None:
-        due = due.where(one_of(candidate.c.id))
+        due = due.where(one_of(candidate.c.id, "ids"))
     # A CTE runs once; an IN (subquery) may be run again per row, each time picking
     # other rows among equal due times, and so claim more than `limit`.
     due_rows = due.cte("due")
@@ -293,7 +293,7 @@ def claim(
     elif not ids:
         return []
     else:
-        rows = _CLAIM_DUE_AMONG_IDS.rows(session, ids, **params)
+        rows = _CLAIM_DUE_AMONG_IDS.rows(session, ids=list(ids), **params)
     return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
 
@@ -313,7 +313,7 @@ def claim_for_pass(
     already taken (most messages once a backlog is rung) then costs one round trip.
     """
     owner = owner or new_lease_owner()
-    if postgres_driver(session) is None:
+    if not on_postgres(session):
         claimed = claim(session, now=now, lease=lease, limit=limit, ids=ids, owner=owner)
         if len(claimed) < limit:
             claimed += claim(session, now=now, lease=lease, limit=limit - len(claimed), owner=owner)
@@ -350,11 +350,11 @@ def _claimed_columns() -> list[Any]:
 
 
 #: Take up to a limit of due rows under a new lease.
-_CLAIM_DUE = Statement(_claim_statement())
+_CLAIM_DUE = Query(_claim_statement())
 #: The same, only among the ids given.
-_CLAIM_DUE_AMONG_IDS = ListQuery(_claim_statement)
+_CLAIM_DUE_AMONG_IDS = Query(_claim_statement)
 #: The due rows among the ids given first, then others, up to the limit (Postgres only).
-_CLAIM_FOR_PASS = Statement(_claim_for_pass_statement())
+_CLAIM_FOR_PASS = Query(_claim_for_pass_statement())
 #: For the rest of the claim's transaction (the claim is its last statement): the claim
 #: walks ix_webhook_events_due in claim order and stops at its limit, and finds the rows
 #: its message named by primary key, in id order. The statistics of a table of finished
@@ -362,7 +362,7 @@ _CLAIM_FOR_PASS = Statement(_claim_for_pass_statement())
 #: bitmap scan, or an index of them and a sort), probed each one's object and sorted them
 #: all: 6 ms a claim over a 5,000-row backlog, growing with the backlog, where the walk
 #: takes 0.3 ms. With sorts off, only the index that holds a part's order can serve it.
-_WALK_THE_DUE_INDEX = Statement(
+_WALK_THE_DUE_INDEX = Query(
     select(
         func.set_config("enable_bitmapscan", "off", True),
         func.set_config("enable_seqscan", "off", True),

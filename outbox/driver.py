@@ -16,13 +16,9 @@ execution style per dialect:
 
 `connect` opens a connection with the timeouts the engine gives its own (outbox/db.py);
 `of_session` runs the same statements inside a SQLAlchemy session's transaction, for the
-commands that also write.
-
-The storage operations (outbox/claiming.py, finishing.py, recovery.py, operator_writes.py)
-and the per-batch statements of the domain go through a session's own psycopg connection
-on Postgres (`Statement`, `ListQuery`): prepared statements,
-lists as one array parameter, many rows in one statement, psycopg's errors raised as
-SQLAlchemy's. Only they import SQLAlchemy, inside the functions that need it.
+commands that also write. Statements on a session's connection for the storage
+operations and a batch's reads and writes are outbox/prepared.py's, run through
+outbox/batch_sql.py.
 """
 
 from __future__ import annotations
@@ -33,15 +29,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from sqlalchemy import ColumnElement
-    from sqlalchemy import Connection as SAConnection
-    from sqlalchemy.engine import Dialect as SADialect
     from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  #: milliseconds a writer waits for SQLite's single write lock
@@ -250,155 +240,3 @@ def _database_error(exc: Exception) -> DatabaseError | None:
     ):
         return DatabaseError(reason, getattr(exc, "sqlstate", None))
     return None
-
-
-# --- statements on a session's psycopg connection ----------------------------------------------
-
-
-def postgres_driver(session: Session) -> SessionDriver | None:
-    """The psycopg connection under the session's transaction (which the session commits or
-    rolls back), or None off Postgres. A statement sent through SQLAlchemy's execute path
-    costs ~150 µs of Python, more than Postgres spends on the statements of a batch."""
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return None
-    return SessionDriver(connection)
-
-
-class SessionDriver:
-    """Statements sent straight on a SQLAlchemy connection's psycopg connection, prepared
-    on the server, whose errors are SQLAlchemy's as if it had sent them: wrapped (an
-    OperationalError, an IntegrityError, ...), and a lost server invalidating the
-    connection, so callers handle a database gone the way they always did."""
-
-    def __init__(self, connection: SAConnection) -> None:
-        self._connection = connection
-        self._driver: Any = connection.connection.driver_connection
-        self.dialect = connection.dialect
-
-    def execute(self, sql: str, params: Any) -> Any:
-        """psycopg's `execute`, prepared: a cursor holding the whole result."""
-        try:
-            return self._driver.execute(sql, params, prepare=True)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise self._as_sqlalchemy_error(exc, sql, params) from exc
-
-    def _as_sqlalchemy_error(self, exc: Exception, sql: str, params: Any) -> Exception:
-        from sqlalchemy.exc import DBAPIError
-
-        lost = self.dialect.is_disconnect(exc, self._driver, None)  # type: ignore[arg-type]
-        if lost:
-            self._connection.invalidate(exc)
-        base = self.dialect.loaded_dbapi.Error
-        return DBAPIError.instance(
-            sql, params, exc, base, connection_invalidated=lost, dialect=self.dialect
-        )
-
-
-class Statement:
-    """A Core statement run on either database, one way per dialect: on Postgres as
-    psycopg's own on the session's connection (compiled once to SQL text, prepared), on
-    SQLite through the session. Its constants (a status compared with, a list of
-    statuses, a number added) are written into the Postgres text as literals: the planner
-    must see `status = 'pending'` to use a partial index, also in the generic plan of a
-    prepared statement. Its other parameters are `bindparam(name)`s given at each call.
-
-    Rows come back as tuples; on Postgres without SQLAlchemy's result processing, so a
-    time is in the session's time zone (`utc` reads it) and JSON is parsed by psycopg.
-    """
-
-    def __init__(self, statement: Any) -> None:
-        self.statement = statement
-        self._sql = ""
-        self._named: frozenset[str] = frozenset()
-
-    def rows(self, session: Session, **params: Any) -> list[tuple[Any, ...]]:
-        """Every row the statement returns."""
-        driver = postgres_driver(session)
-        if driver is None:
-            return [tuple(row) for row in session.execute(self.statement, params)]
-        return self.execute(driver, params).fetchall()  # type: ignore[no-any-return]
-
-    def count(self, session: Session, **params: Any) -> int:
-        """The number of rows the statement changed."""
-        driver = postgres_driver(session)
-        if driver is None:
-            return session.execute(self.statement, params).rowcount  # type: ignore[attr-defined,no-any-return]
-        return self.execute(driver, params).rowcount  # type: ignore[no-any-return]
-
-    def execute(self, driver: SessionDriver, params: dict[str, Any]) -> Any:
-        """psycopg's cursor over the statement's result; `params` are exactly its names."""
-        if not self._sql:
-            self._sql, self._named = postgres_text(self.statement, driver.dialect)
-        if set(params) != self._named:
-            raise TypeError(f"the statement needs exactly the parameters {sorted(self._named)}")
-        return driver.execute(self._sql, params)
-
-
-def postgres_text(statement: Any, dialect: SADialect) -> tuple[str, frozenset[str]]:
-    """The statement's psycopg text with its constants written in, and the names of the
-    parameters it takes: each `bindparam` without a value stays a `%(name)s` placeholder,
-    everything else is rendered by SQLAlchemy's `literal_binds`."""
-    _keep_required_binds()
-    compiled = statement.compile(
-        dialect=dialect, compile_kwargs={"literal_binds": True, _KEEP_REQUIRED: True}
-    )
-    named = frozenset(name for name, bind in compiled.binds.items() if bind.required)
-    return str(compiled), named
-
-
-_KEEP_REQUIRED = "outbox_keep_required_binds"
-
-
-@cache
-def _keep_required_binds() -> None:
-    """Under the compile option _KEEP_REQUIRED, a bind parameter without a value is compiled
-    as a parameter even where `literal_binds` writes the others out (SQLAlchemy would write
-    NULL). Registered once, at the first statement compiled for the driver."""
-    from sqlalchemy import BindParameter
-    from sqlalchemy.ext.compiler import compiles
-
-    @compiles(BindParameter)
-    def _bind(element: Any, compiler: Any, **kw: Any) -> str:
-        if kw.pop(_KEEP_REQUIRED, False) and element.required:
-            kw["literal_binds"] = False
-        return compiler.visit_bindparam(element, **kw)  # type: ignore[no-any-return]
-
-
-class ListQuery:
-    """A statement with one list parameter, `values`, built once per database dialect.
-
-    `build(one_of)` makes the statement; `one_of(column)` stands for `column IN values`.
-    On Postgres that is `= ANY(array)`, one parameter: an IN list of N parameters is
-    another statement text for every N, which the driver parses anew each time and the
-    server plans anew. SQLite has no arrays, so there it is an expanding IN.
-
-        _FIND = ListQuery(lambda one_of: select(T.c.id).where(one_of(T.c.key)))
-        session.scalars(_FIND.on(session), {"values": keys})
-        _FIND.rows(session, keys)  # plain tuples, through `Statement`
-    """
-
-    def __init__(self, build: Callable[[Callable[[Any], ColumnElement[bool]]], Any]) -> None:
-        self._build = build
-        self._built: dict[str, Statement] = {}
-
-    def rows(self, session: Session, values: Sequence[Any], **params: Any) -> list[tuple[Any, ...]]:
-        """The statement's rows as tuples (see `Statement`); `params` are its others."""
-        return self._statement(session).rows(session, values=list(values), **params)
-
-    def on(self, session: Session) -> Any:
-        """The Core statement for the session's database."""
-        return self._statement(session).statement
-
-    def _statement(self, session: Session) -> Statement:
-        dialect = session.get_bind().dialect.name
-        statement = self._built.get(dialect)
-        if statement is None:
-            statement = self._built[dialect] = Statement(self._build(_one_of_for(dialect)))
-        return statement
-
-
-def _one_of_for(dialect: str) -> Callable[[Any], ColumnElement[bool]]:
-    from outbox.batch_sql import one_of
-
-    return lambda column: one_of(column, "values", dialect)

@@ -8,7 +8,7 @@ fail_many       -- failed rows: their new states in one statement, the failure l
 fail            -- the same for one row
 give_back_unrun -- claimed rows whose handler never started, back to pending, attempt refunded
 
-The SQL is SQLAlchemy Core, run through outbox/driver.py's `Statement`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 
@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Table, Text, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql
 
-from outbox.batch_sql import insert_all
-from outbox.driver import ListQuery, Statement, postgres_driver
+from outbox.batch_sql import Query, insert_all, on_postgres
 from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
@@ -55,7 +54,7 @@ def finish_many(
     # reason is the service's own words.
     rows = [(e, st, clean_text(note) if st == Status.DONE else note) for e, st, note in rows]
     finished: set[int] = set()
-    if postgres_driver(session) is not None:
+    if on_postgres(session):
         by_owner: dict[str, tuple[list[int], list[str], list[str | None]]] = {}
         for event, status, note in rows:
             ids, statuses, notes = by_owner.setdefault(event.lease_owner, ([], [], []))
@@ -73,7 +72,7 @@ def finish_many(
         groups.setdefault((event.lease_owner, status, note), []).append(event.id)
     for (owner, status, note), ids in groups.items():
         done = _FINISH.rows(
-            session, ids, owner=owner, now=now, finished_at=now, status=status.value, note=note
+            session, ids=ids, owner=owner, now=now, finished_at=now, status=status.value, note=note
         )
         finished.update(id_ for (id_,) in done)
     return finished
@@ -99,7 +98,7 @@ _given = (
 )
 #: Finish claimed rows of one owner, each with the status and note beside its id, while the
 #: lease holds (Postgres). Parameters: ids, statuses, notes (in one order), owner, now.
-_FINISH_EACH_AS_GIVEN = Statement(
+_FINISH_EACH_AS_GIVEN = Query(
     update(events)
     .where(
         events.c.id == _given.c.id,
@@ -116,12 +115,12 @@ _FINISH_EACH_AS_GIVEN = Statement(
     .returning(events.c.id)
 )
 #: Finish claimed rows of one owner with one status and note, while the lease holds.
-#: Parameters: the ids, owner, now, finished_at, status, note.
-_FINISH = ListQuery(
+#: Parameters: ids, owner, now, finished_at, status, note.
+_FINISH = Query(
     lambda one_of: (
         update(events)
         .where(
-            one_of(events.c.id),
+            one_of(events.c.id, "ids"),
             *_LEASE_HELD,
         )
         .values(
@@ -183,7 +182,7 @@ def _set_failed(
     session: Session, planned: list[tuple[Failure, Status, datetime | None]], now: datetime
 ) -> set[int]:
     """Put each failed row in its new state, if its lease is still ours; the ids changed."""
-    if postgres_driver(session) is not None:
+    if on_postgres(session):
         changed = _FAIL_EACH_AS_GIVEN.rows(
             session,
             ids=[f.event.id for f, _, _ in planned],
@@ -223,7 +222,7 @@ _failed = (
 #: Put failed rows in their new states, each with its own, while its owner holds it
 #: (Postgres). Parameters: ids, owners, statuses, next_ats, errors (in one order), now (a
 #: dead row's finishing time).
-_FAIL_EACH_AS_GIVEN = Statement(
+_FAIL_EACH_AS_GIVEN = Query(
     update(events)
     .where(
         events.c.id == _failed.c.id,
@@ -242,7 +241,7 @@ _FAIL_EACH_AS_GIVEN = Statement(
 )
 #: Put one failed row in its new state while its owner holds it. Parameters: event_id, owner,
 #: status, next_at, error, finished_at (None unless dead).
-_FAIL_ONE = Statement(
+_FAIL_ONE = Query(
     update(events)
     .where(
         events.c.id == bindparam("event_id"),
@@ -305,18 +304,18 @@ def give_back_unrun(
     for event in claimed:
         by_owner.setdefault(event.lease_owner, []).append(event.id)
     for owner, ids in by_owner.items():
-        rows = _GIVE_BACK.rows(session, ids, owner=owner, now=now, due=due or now)
+        rows = _GIVE_BACK.rows(session, ids=ids, owner=owner, now=now, due=due or now)
         given_back.update(id_ for (id_,) in rows)
     return given_back
 
 
 #: Put claimed rows of one owner back to pending, attempt refunded, while the lease holds.
-#: Parameters: the ids, owner, now, due.
-_GIVE_BACK = ListQuery(
+#: Parameters: ids, owner, now, due.
+_GIVE_BACK = Query(
     lambda one_of: (
         update(events)
         .where(
-            one_of(events.c.id),
+            one_of(events.c.id, "ids"),
             *_LEASE_HELD,
         )
         .values(

@@ -4,7 +4,7 @@ replay    -- put finished or dead rows back to be processed, with fresh attempts
 retry_now -- make waiting rows due now, keeping their attempts
 purge     -- drop old bodies of finished rows, keeping a tombstone
 
-The SQL is SQLAlchemy Core, run through outbox/driver.py's `Statement`; the plans the CLI
+The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`; the plans the CLI
 shows before writing are the reads of outbox/queries.py, with the same guards. Callers
 pass the session and the time; nothing here commits.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from outbox.driver import ListQuery, Statement
+from outbox.batch_sql import Query
 from outbox.models import Status, WebhookEvent
 from outbox.states import REPLAYABLE
 
@@ -33,7 +33,7 @@ def replay(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
     """
     if not ids:
         return []
-    return sorted(id_ for (id_,) in _REPLAY.rows(session, ids, now=now))
+    return sorted(id_ for (id_,) in _REPLAY.rows(session, ids=list(ids), now=now))
 
 
 def retry_now(session: Session, ids: Sequence[int], *, now: datetime) -> list[int]:
@@ -44,7 +44,7 @@ def retry_now(session: Session, ids: Sequence[int], *, now: datetime) -> list[in
     """
     if not ids:
         return []
-    return sorted(id_ for (id_,) in _RETRY_NOW.rows(session, ids, now=now))
+    return sorted(id_ for (id_,) in _RETRY_NOW.rows(session, ids=list(ids), now=now))
 
 
 def purge(
@@ -62,12 +62,12 @@ def purge(
 
 
 #: Put the given finished or dead rows that still have their body back to pending, due
-#: now. Parameters: the ids, now.
-_REPLAY = ListQuery(
+#: now. Parameters: ids, now.
+_REPLAY = Query(
     lambda one_of: (
         update(events)
         .where(
-            one_of(events.c.id),
+            one_of(events.c.id, "ids"),
             events.c.status.in_([s.value for s in REPLAYABLE]),
             events.c.raw_body.is_not(None),
         )
@@ -82,11 +82,11 @@ _REPLAY = ListQuery(
         .returning(events.c.id)
     )
 )
-#: Make the given pending rows due now. Parameters: the ids, now.
-_RETRY_NOW = ListQuery(
+#: Make the given pending rows due now. Parameters: ids, now.
+_RETRY_NOW = Query(
     lambda one_of: (
         update(events)
-        .where(one_of(events.c.id), events.c.status == Status.PENDING.value)
+        .where(one_of(events.c.id, "ids"), events.c.status == Status.PENDING.value)
         .values(next_attempt_at=bindparam("now"))
         .returning(events.c.id)
     )
@@ -104,9 +104,9 @@ _tombstone: dict[str, Any] = {
 }
 #: Drop the body of every done or skipped row received before `older_than`. Parameters:
 #: older_than, now.
-_PURGE = Statement(update(events).where(_purgeable).values(_tombstone))
+_PURGE = Query(update(events).where(_purgeable).values(_tombstone))
 #: The same for the `limit` oldest ids of them. Parameters: older_than, now, limit.
-_PURGE_OLDEST = Statement(
+_PURGE_OLDEST = Query(
     update(events)
     .where(
         events.c.id.in_(

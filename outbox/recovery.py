@@ -4,7 +4,7 @@ the rows to ring again.
 release_expired -- rows whose lease ran out, back to pending (or dead), with a reason
 due_ids         -- pending rows whose time has come, oldest first
 
-The SQL is SQLAlchemy Core, run through outbox/driver.py's `Statement`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy import Table, Text, and_, bindparam, case, cast, func, insert, l
 from sqlalchemy import update as update_of
 from sqlalchemy.orm import Session
 
-from outbox.driver import Statement, postgres_driver
+from outbox.batch_sql import Query, on_postgres
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 
@@ -43,7 +43,7 @@ def release_expired(
     selection first, then the update.
     """
     params = {"now": now, "limit": limit, "max_attempts": policy.max_attempts}
-    if postgres_driver(session) is not None:
+    if on_postgres(session):
         return len(_RELEASE_AND_LOG.rows(session, **params))
     _LOG_EXPIRED.rows(session, **params)
     return len(_RELEASE.rows(session, **params))
@@ -122,7 +122,7 @@ _released = _release.returning(
     events.c.status,
     _x.c.lease_owner,
 ).cte("released")
-_RELEASE_AND_LOG = Statement(
+_RELEASE_AND_LOG = Query(
     insert(_failures)
     .from_select(
         _LOG_COLUMNS,
@@ -142,7 +142,7 @@ _RELEASE_AND_LOG = Statement(
     .returning(_failures.c.id)
 )
 #: Log the expired rows as given back, with what becomes of each (SQLite, before _RELEASE).
-_LOG_EXPIRED = Statement(
+_LOG_EXPIRED = Query(
     insert(_failures)
     .from_select(
         _LOG_COLUMNS,
@@ -151,7 +151,7 @@ _LOG_EXPIRED = Statement(
     .returning(_failures.c.id)
 )
 #: Give back the expired rows (SQLite); their ids. Parameters: now, limit, max_attempts.
-_RELEASE = Statement(_release.returning(events.c.id))
+_RELEASE = Query(_release.returning(events.c.id))
 
 
 def due_ids(
@@ -176,9 +176,9 @@ _due = (
     .limit(bindparam("limit"))
 )
 #: Pending rows whose time has come. Parameters: now, limit.
-_DUE_IDS = Statement(_due)
+_DUE_IDS = Query(_due)
 #: The same, but rows never tried received after `fresh_since`. Parameters: now, limit,
 #: fresh_since.
-_DUE_IDS_BUT_FRESH = Statement(
+_DUE_IDS_BUT_FRESH = Query(
     _due.where(~((events.c.attempts == 0) & (events.c.received_at > bindparam("fresh_since"))))
 )

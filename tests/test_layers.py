@@ -201,7 +201,7 @@ def _package(tmp_path: Path, files: dict[str, str]) -> dict[str, list[Import]]:
     "source",
     [
         "from outbox.db import Base, insert_rows\n",
-        "from outbox.db import ListQuery\n",
+        "from outbox.prepared import SessionDriver\n",
         "def write(session):\n    from outbox.db import write_over\n",
         "import outbox.db\n",
         "from outbox.store import claim\n",

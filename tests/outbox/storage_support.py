@@ -35,12 +35,11 @@ def claim_for_pass(sessions, **kwargs):
 
 
 def plan_of(session, statement, params) -> str:
-    """EXPLAIN of a driver statement (outbox.driver.Statement) in `session`'s transaction."""
-    from outbox.driver import postgres_driver, postgres_text
+    """EXPLAIN of a storage statement (outbox.batch_sql.Query) in `session`'s transaction."""
+    from outbox.prepared import postgres_text
 
-    driver = postgres_driver(session)
-    assert driver is not None
-    sql, _ = postgres_text(statement.statement, driver.dialect)
+    dialect = session.get_bind().dialect
+    sql, _ = postgres_text(statement.statement(dialect.name), dialect)
     cursor = session.connection().connection.driver_connection.cursor()
     cursor.execute("EXPLAIN " + sql, params)
     return "\n".join(row[0] for row in cursor.fetchall())

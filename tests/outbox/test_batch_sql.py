@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from domain.account_opening import ensure_account
 from domain.ledger_tables import CreditEntry
-from outbox.batch_sql import dialect_of, insert_all, one_of, update_all
+from outbox.batch_sql import Query, insert_all, one_of, update_all, write_over
 from outbox.db import transaction
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def test_one_of_matches_exactly_the_values_listed(sessions, account):
     with transaction(sessions) as session:
         insert_all(session, ENTRIES, [_entry(f"k{n}", "1") for n in range(5)])
     with sessions() as session:
-        dialect = dialect_of(session)
+        dialect = session.get_bind().dialect.name
         keys = select(ENTRIES.c.key).where(one_of(ENTRIES.c.key, "keys", dialect))
         assert set(session.scalars(keys, {"keys": ["k1", "k3", "nope"]})) == {"k1", "k3"}
         assert set(session.scalars(keys, {"keys": []})) == set()
@@ -114,3 +114,38 @@ def test_update_all_refuses_a_naive_time_and_writes_nothing(sessions, account):
         update_all(session, ENTRIES, naive)
     with sessions() as session:
         assert session.scalars(select(ENTRIES.c.reason)).all() == ["reason of k0"]
+
+
+def test_a_statement_runs_alike_on_either_database_and_a_list_is_one_parameter(engine, sessions):
+    from outbox.models import WebhookEvent
+    from tests.factories import incoming, record
+
+    ids = [r.id for r in record(engine, *(incoming(f"evt_{n}") for n in range(3)))]
+    table = WebhookEvent.__table__
+    among = Query(
+        lambda one_of: select(table.c.id).where(
+            one_of(table.c.id, "ids"), table.c.id > bindparam("above")
+        )
+    )
+    with sessions() as session:
+        assert sorted(among.rows(session, ids=[*ids, 10**9], above=ids[0])) == [
+            (i,) for i in ids[1:]
+        ]
+        assert among.rows(session, ids=[], above=0) == []
+
+
+@pytest.mark.parametrize("columns", [("reason",), ()])
+def test_write_over_writes_mapped_rows_changed_in_memory_and_lets_them_go(
+    sessions, account, columns
+):
+    with transaction(sessions) as session:
+        insert_all(session, ENTRIES, [_entry(f"k{n}", "1") for n in range(3)])
+    with transaction(sessions) as session:
+        loaded = session.scalars(select(CreditEntry).order_by(CreditEntry.id)).all()
+        for row in loaded[1:]:
+            row.reason = f"written over {row.key}"
+        write_over(session, ENTRIES, loaded[1:], columns)
+        assert all(row not in session for row in loaded[1:])
+    with sessions() as session:
+        reasons = session.scalars(select(ENTRIES.c.reason).order_by(ENTRIES.c.id)).all()
+    assert reasons == ["reason of k0", "written over k1", "written over k2"]

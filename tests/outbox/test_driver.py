@@ -8,26 +8,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-import psycopg
 import pytest
-from sqlalchemy import Integer, String, bindparam, column, exc, literal_column, select, text, values
+from sqlalchemy import text
 
-from outbox.db import make_engine, make_sessionmaker, transaction
 from outbox.driver import (
     DatabaseError,
-    ListQuery,
-    Statement,
     connect,
     document,
     flag,
     of_session,
-    postgres_driver,
-    postgres_text,
     sqlite_database,
     utc,
 )
 from tests.cli.conftest import stored
-from tests.conftest import POSTGRES_ADMIN
 
 
 @pytest.mark.parametrize(
@@ -83,7 +76,6 @@ def test_each_read_sees_what_was_committed_since_the_last(engine, reads):
 
 
 def test_a_session_s_reads_see_its_own_uncommitted_rows(sessions):
-    from sqlalchemy import text
 
     with sessions() as session:
         session.execute(
@@ -130,86 +122,3 @@ def test_an_unreachable_postgres_is_a_database_error():
 def test_a_url_of_another_database_is_refused():
     with pytest.raises(ValueError, match="sqlite or postgresql"), connect("mysql://x/y", timeout=1):
         pass
-
-
-# --- statements on a session's psycopg connection ---
-
-
-@pytest.fixture
-def pg_sessions(postgres_url):  # type: ignore[no-untyped-def]
-    engine = make_engine(postgres_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.mark.postgres
-def test_a_driver_statement_joins_the_session_transaction_and_its_rollback(pg_sessions):
-    with pytest.raises(RuntimeError), transaction(pg_sessions) as session:
-        driver = postgres_driver(session)
-        assert driver is not None
-        driver.execute("CREATE TEMP TABLE t (n int) ON COMMIT DROP", None)
-        driver.execute("INSERT INTO t VALUES (%s)", (1,))
-        assert session.execute(text("SELECT count(*) FROM t")).scalar() == 1
-        raise RuntimeError("roll it back")
-    with transaction(pg_sessions) as session:
-        assert session.execute(text("SELECT to_regclass('t')")).scalar() is None
-
-
-@pytest.mark.postgres
-def test_a_driver_statement_error_is_sqlalchemys_and_a_lost_server_invalidates_the_connection(
-    pg_sessions,
-):
-    with pytest.raises(exc.ProgrammingError), transaction(pg_sessions) as session:
-        postgres_driver(session).execute("SELECT nothing FROM nowhere", None)  # type: ignore[union-attr]
-    with pytest.raises(exc.OperationalError) as lost, transaction(pg_sessions) as session:
-        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        postgres_driver(session).execute("SELECT 1", None)  # type: ignore[union-attr]
-    assert lost.value.connection_invalidated
-    with transaction(pg_sessions) as session:  # the pool hands out a live connection again
-        assert session.execute(text("SELECT 1")).scalar() == 1
-
-
-@pytest.mark.postgres
-def test_a_driver_statement_writes_its_constants_and_lists_of_constants_into_the_sql(
-    pg_sessions,
-):
-
-    rows = values(column("n", Integer), column("status", String), name="r").data(
-        [(1, "pending"), (2, "processing"), (3, "done")]
-    )
-    statement = select(rows.c.n).where(
-        rows.c.status.in_(["pending", "processing"]), rows.c.n < bindparam("below")
-    )
-    query = Statement(statement)
-    with transaction(pg_sessions) as session:
-        assert sorted(query.rows(session, below=3)) == [(1,), (2,)]
-        with pytest.raises(TypeError):
-            query.rows(session)
-    sql, named = postgres_text(statement, make_engine("postgresql+psycopg://").dialect)
-    assert "IN ('pending', 'processing')" in sql and "POSTCOMPILE" not in sql
-    assert "%(below)s" in sql and named == {"below"}
-
-
-def test_a_statement_runs_alike_on_either_database_and_a_list_is_one_parameter(engine, sessions):
-    from outbox.models import WebhookEvent
-    from tests.factories import incoming, record
-
-    ids = [r.id for r in record(engine, *(incoming(f"evt_{n}") for n in range(3)))]
-    table = WebhookEvent.__table__
-    among = ListQuery(
-        lambda one_of: select(table.c.id).where(one_of(table.c.id), table.c.id > bindparam("above"))
-    )
-    with sessions() as session:
-        assert sorted(among.rows(session, [*ids, 10**9], above=ids[0])) == [(i,) for i in ids[1:]]
-        assert among.rows(session, [], above=0) == []
-
-
-@pytest.mark.postgres
-def test_a_statement_is_prepared_on_the_server_at_its_first_use(pg_sessions):
-    query = Statement(select(literal_column("1").label("one")).where(bindparam("x") == 1))
-    with transaction(pg_sessions) as session:
-        assert query.rows(session, x=1) == [(1,)]
-        prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
-    assert prepared >= 1

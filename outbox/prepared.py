@@ -1,0 +1,104 @@
+"""Statements sent on a SQLAlchemy session's own psycopg connection, inside its transaction:
+prepared on the server, with constants written into the SQL, and psycopg's errors raised
+as SQLAlchemy's.
+
+A statement sent through SQLAlchemy's execute path costs ~150 µs of Python, more than
+Postgres spends on the statements of a batch of events; sent here it costs psycopg's own.
+Only outbox/batch_sql.py uses this module: its `Query` chooses per dialect between this
+(Postgres) and the session (SQLite), and its `insert_all`/`update_all` send their one
+statement here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import Dialect
+
+
+class SessionDriver:
+    """Statements sent straight on a SQLAlchemy connection's psycopg connection, prepared
+    on the server, whose errors are SQLAlchemy's as if it had sent them: wrapped (an
+    OperationalError, an IntegrityError, ...), and a lost server invalidating the
+    connection, so callers handle a database gone the way they always did."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._driver: Any = connection.connection.driver_connection
+        self.dialect = connection.dialect
+
+    def execute(self, sql: str, params: Any) -> Any:
+        """psycopg's `execute`, prepared: a cursor holding the whole result."""
+        try:
+            return self._driver.execute(sql, params, prepare=True)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._as_sqlalchemy_error(exc, sql, params) from exc
+
+    def _as_sqlalchemy_error(self, exc: Exception, sql: str, params: Any) -> Exception:
+        from sqlalchemy.exc import DBAPIError
+
+        lost = self.dialect.is_disconnect(exc, self._driver, None)  # type: ignore[arg-type]
+        if lost:
+            self._connection.invalidate(exc)
+        base = self.dialect.loaded_dbapi.Error
+        return DBAPIError.instance(
+            sql, params, exc, base, connection_invalidated=lost, dialect=self.dialect
+        )
+
+
+class PostgresStatement:
+    """A Core statement compiled once to psycopg's SQL text and run prepared. Its constants
+    (a status compared with, a list of statuses, a number added) are written into the text
+    as literals: the planner must see `status = 'pending'` to use a partial index, also in
+    the generic plan of a prepared statement. Its other parameters are `bindparam(name)`s,
+    given by name at each call, exactly those.
+
+    Rows come back as psycopg's tuples, without SQLAlchemy's result processing: a time is
+    in the session's time zone (outbox.driver.utc reads it), JSON is parsed by psycopg.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._sql = ""
+        self._named: frozenset[str] = frozenset()
+
+    def execute(self, driver: SessionDriver, params: dict[str, Any]) -> Any:
+        """psycopg's cursor over the statement's result."""
+        if not self._sql:
+            self._sql, self._named = postgres_text(self.statement, driver.dialect)
+        if params.keys() != self._named:
+            raise TypeError(f"the statement needs exactly the parameters {sorted(self._named)}")
+        return driver.execute(self._sql, params)
+
+
+def postgres_text(statement: Any, dialect: Dialect) -> tuple[str, frozenset[str]]:
+    """The statement's psycopg text with its constants written in, and the names of the
+    parameters it takes: each `bindparam` without a value stays a `%(name)s` placeholder,
+    everything else is rendered by SQLAlchemy's `literal_binds`."""
+    _keep_required_binds()
+    compiled = statement.compile(
+        dialect=dialect, compile_kwargs={"literal_binds": True, _KEEP_REQUIRED: True}
+    )
+    named = frozenset(name for name, bind in compiled.binds.items() if bind.required)
+    return str(compiled), named
+
+
+_KEEP_REQUIRED = "outbox_keep_required_binds"
+
+
+@cache
+def _keep_required_binds() -> None:
+    """Under the compile option _KEEP_REQUIRED, a bind parameter without a value is compiled
+    as a parameter even where `literal_binds` writes the others out (SQLAlchemy would write
+    NULL). Registered once, at the first statement compiled for the driver."""
+    from sqlalchemy import BindParameter
+    from sqlalchemy.ext.compiler import compiles
+
+    @compiles(BindParameter)
+    def _bind(element: Any, compiler: Any, **kw: Any) -> str:
+        if kw.pop(_KEEP_REQUIRED, False) and element.required:
+            kw["literal_binds"] = False
+        return compiler.visit_bindparam(element, **kw)  # type: ignore[no-any-return]
