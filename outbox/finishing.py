@@ -78,13 +78,15 @@ def finish_many(
     return finished
 
 
-#: The guard of every finishing statement: the row is still processing under the lease of
-#: the owner given, and that lease has not run out. Parameters: owner, now.
-_LEASE_HELD = (
-    events.c.status == Status.PROCESSING.value,
-    events.c.lease_owner == bindparam("owner"),
-    events.c.lease_expires_at > bindparam("now"),
-)
+def _lease_held(owner: Any) -> tuple[Any, ...]:
+    """The guard of every finishing statement: the row is still processing under the lease
+    of `owner` (a parameter, or a column beside each id), and that lease has not run out.
+    Parameter: now."""
+    return (
+        events.c.status == Status.PROCESSING.value,
+        events.c.lease_owner == owner,
+        events.c.lease_expires_at > bindparam("now"),
+    )
 
 
 def _array(name: str, item: Any) -> Any:
@@ -102,7 +104,7 @@ _FINISH_EACH_AS_GIVEN = Query(
     update(events)
     .where(
         events.c.id == _given.c.id,
-        *_LEASE_HELD,
+        *_lease_held(bindparam("owner")),
     )
     .values(
         status=_given.c.status,
@@ -121,7 +123,7 @@ _FINISH = Query(
         update(events)
         .where(
             one_of(events.c.id, "ids"),
-            *_LEASE_HELD,
+            *_lease_held(bindparam("owner")),
         )
         .values(
             status=bindparam("status"),
@@ -204,6 +206,7 @@ def _set_failed(
             next_at=next_at,
             error=failure.error,
             finished_at=now if status == Status.DEAD else None,
+            now=now,
         )
     }
 
@@ -219,15 +222,14 @@ _failed = (
     .table_valued("id", "owner", "status", "next_at", "error")
     .render_derived(name="v")
 )
-#: Put failed rows in their new states, each with its own, while its owner holds it
-#: (Postgres). Parameters: ids, owners, statuses, next_ats, errors (in one order), now (a
-#: dead row's finishing time).
+#: Put failed rows in their new states, each with its own, while its owner's lease holds
+#: (Postgres). Parameters: ids, owners, statuses, next_ats, errors (in one order), now (also
+#: a dead row's finishing time).
 _FAIL_EACH_AS_GIVEN = Query(
     update(events)
     .where(
         events.c.id == _failed.c.id,
-        events.c.status == Status.PROCESSING.value,
-        events.c.lease_owner == _failed.c.owner,
+        *_lease_held(_failed.c.owner),
     )
     .values(
         status=_failed.c.status,
@@ -239,14 +241,13 @@ _FAIL_EACH_AS_GIVEN = Query(
     )
     .returning(events.c.id)
 )
-#: Put one failed row in its new state while its owner holds it. Parameters: event_id, owner,
-#: status, next_at, error, finished_at (None unless dead).
+#: Put one failed row in its new state while its owner's lease holds. Parameters: event_id,
+#: owner, status, next_at, error, finished_at (None unless dead), now.
 _FAIL_ONE = Query(
     update(events)
     .where(
         events.c.id == bindparam("event_id"),
-        events.c.status == Status.PROCESSING.value,
-        events.c.lease_owner == bindparam("owner"),
+        *_lease_held(bindparam("owner")),
     )
     .values(
         status=bindparam("status"),
@@ -316,7 +317,7 @@ _GIVE_BACK = Query(
         update(events)
         .where(
             one_of(events.c.id, "ids"),
-            *_LEASE_HELD,
+            *_lease_held(bindparam("owner")),
         )
         .values(
             status=Status.PENDING.value,

@@ -125,6 +125,22 @@ def test_finish_needs_the_lease(engine, sessions):
     assert support.row(sessions, claimed.id).status == Status.DONE
 
 
+@pytest.mark.parametrize("count", [1, 2])
+def test_fail_needs_the_lease_and_logs_nothing_without_it(engine, sessions, count):
+    batch, now = claimed(engine, sessions, count)
+    stale = [dataclasses.replace(event, lease_owner="someone-else") for event in batch]
+    failures = [finishing.Failure(event, "late") for event in stale]
+    with transaction(sessions) as session:
+        assert finishing.fail_many(session, failures, policy=POLICY, now=now) == {}
+    later = batch[0].lease_expires_at + timedelta(seconds=1)
+    failures = [finishing.Failure(event, "late") for event in batch]
+    with transaction(sessions) as session:
+        assert finishing.fail_many(session, failures, policy=POLICY, now=later) == {}
+    assert {row.status for row in rows(sessions).values()} == {Status.PROCESSING}
+    with sessions() as session:
+        assert session.scalars(select(EventFailure)).all() == []
+
+
 def test_fail_backs_off_then_goes_dead_with_its_errors_logged(engine, sessions):
     record(engine, incoming())
     now = utcnow()
