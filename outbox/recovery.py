@@ -92,7 +92,12 @@ _reason = case(
     + cast(_x.c.held, Text)
     + literal(" rows: no attempt counted, applied alone next"),
 )
-_outcome = case((_dead, literal("dead")), else_=literal("lease-expired"))
+
+
+def _outcome(dead: Any) -> Any:
+    """What the failure log says became of a row given back, `dead` or not."""
+    return case((dead, literal("dead")), else_=literal("lease-expired"))
+
 
 _release = (
     update_of(events)
@@ -131,10 +136,7 @@ _RELEASE_AND_LOG = Query(
             _released.c.attempt,
             bindparam("now"),
             _released.c.last_error,
-            case(
-                (_released.c.status == Status.DEAD.value, literal("dead")),
-                else_=literal("lease-expired"),
-            ),
+            _outcome(_released.c.status == Status.DEAD.value),
             _released.c.lease_owner,
         ),
     )
@@ -146,7 +148,9 @@ _LOG_EXPIRED = Query(
     insert(_failures)
     .from_select(
         _LOG_COLUMNS,
-        select(_x.c.id, _x.c.attempts, bindparam("now"), _reason, _outcome, _x.c.lease_owner),
+        select(
+            _x.c.id, _x.c.attempts, bindparam("now"), _reason, _outcome(_dead), _x.c.lease_owner
+        ),
     )
     .returning(_failures.c.id)
 )
