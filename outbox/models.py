@@ -26,8 +26,10 @@ from outbox.states import IN_LINE as IN_LINE
 from outbox.states import Source as Source
 from outbox.states import Status as Status
 
-#: The predicate of ix_webhook_events_in_line: rows of an object still pending or processing.
-IN_LINE_OBJECTS = "status IN ('pending', 'processing') AND object_id IS NOT NULL"
+#: The predicate of ix_webhook_events_in_line: rows of an object still in line (IN_LINE).
+IN_LINE_OBJECTS = (
+    f"status IN ({', '.join(repr(status.value) for status in IN_LINE)}) AND object_id IS NOT NULL"
+)
 
 #: Integer primary keys: 64-bit on Postgres, SQLite's rowid alias on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
