@@ -36,10 +36,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
-from outbox.prepared import PostgresStatement, SessionDriver
+from outbox.prepared import CompiledStatement, SessionDriver
 
 
 def on_postgres(session: Session) -> bool:
@@ -62,7 +63,8 @@ OneOf = Callable[[Any, str], ColumnElement[bool]]
 
 
 class Query:
-    """A named statement, built once per dialect, run with exactly its parameters.
+    """A named statement, built once per dialect, run with exactly its parameters (a
+    TypeError names them otherwise, on either database).
 
     `build` is the statement itself, or a function of `one_of` making it (see the module
     doc) when it takes a list:
@@ -73,34 +75,41 @@ class Query:
 
     def __init__(self, build: Callable[[OneOf], Any] | Any) -> None:
         self._build = build if callable(build) else (lambda _one_of: build)
-        self._built: dict[str, PostgresStatement] = {}
+        self._built: dict[str, CompiledStatement] = {}
 
     def rows(self, session: Session, **params: Any) -> list[tuple[Any, ...]]:
         """Every row the statement returns, as plain tuples."""
-        connection = session.connection()
-        dialect = connection.dialect.name
-        statement = self._built.get(dialect) or self._for(dialect)
-        if dialect == "postgresql":
-            return statement.execute(SessionDriver(connection), params).fetchall()  # type: ignore[no-any-return]
-        return [tuple(row) for row in session.execute(statement.statement, params)]
+        result, on_postgres = self._execute(session, params)
+        return result.fetchall() if on_postgres else [tuple(row) for row in result]  # type: ignore[no-any-return]
 
     def count(self, session: Session, **params: Any) -> int:
         """The number of rows the statement changed."""
-        connection = session.connection()
-        dialect = connection.dialect.name
-        statement = self._built.get(dialect) or self._for(dialect)
-        if dialect == "postgresql":
-            return statement.execute(SessionDriver(connection), params).rowcount  # type: ignore[no-any-return]
-        return session.execute(statement.statement, params).rowcount  # type: ignore[attr-defined,no-any-return]
+        result, _ = self._execute(session, params)
+        return result.rowcount  # type: ignore[no-any-return]
 
     def statement(self, dialect: str) -> Any:
-        """The Core statement on `dialect`."""
-        return (self._built.get(dialect) or self._for(dialect)).statement
+        """The Core statement on the dialect of this name."""
+        from sqlalchemy.dialects import postgresql, sqlite
 
-    def _for(self, dialect: str) -> PostgresStatement:
-        built = self._built[dialect] = PostgresStatement(
-            self._build(lambda column, name: one_of(column, name, dialect))
-        )
+        dialects = {"postgresql": postgresql.dialect, "sqlite": sqlite.dialect}
+        return (self._built.get(dialect) or self._for(dialects[dialect]())).statement
+
+    def _execute(self, session: Session, params: dict[str, Any]) -> tuple[Any, bool]:
+        """The statement's result (psycopg's cursor on Postgres, the session's result
+        elsewhere), and whether it ran on Postgres."""
+        connection = session.connection()
+        dialect = connection.dialect
+        built = self._built.get(dialect.name) or self._for(dialect)
+        if params.keys() != built.named:
+            raise TypeError(f"the statement needs exactly the parameters {sorted(built.named)}")
+        if dialect.name == "postgresql":
+            return built.execute(SessionDriver(connection), params), True
+        return session.execute(built.statement, params), False
+
+    def _for(self, dialect: Dialect) -> CompiledStatement:
+        name = dialect.name
+        statement = self._build(lambda column, list_name: one_of(column, list_name, name))
+        built = self._built[name] = CompiledStatement(statement, dialect)
         return built
 
 

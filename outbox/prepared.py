@@ -4,8 +4,8 @@ as SQLAlchemy's.
 
 A statement sent through SQLAlchemy's execute path costs ~150 µs of Python, more than
 Postgres spends on the statements of a batch of events; sent here it costs psycopg's own.
-Only outbox/batch_sql.py uses this module: its `Query` chooses per dialect between this
-(Postgres) and the session (SQLite), and its `insert_all`/`update_all` send their one
+Only outbox/batch_sql.py uses this module: its `Query` runs a statement here on Postgres
+and through the session on SQLite, and its `insert_all`/`update_all` send their one
 statement here.
 """
 
@@ -49,29 +49,30 @@ class SessionDriver:
         )
 
 
-class PostgresStatement:
-    """A Core statement compiled once to psycopg's SQL text and run prepared. Its constants
-    (a status compared with, a list of statuses, a number added) are written into the text
-    as literals: the planner must see `status = 'pending'` to use a partial index, also in
-    the generic plan of a prepared statement. Its other parameters are `bindparam(name)`s,
-    given by name at each call, exactly those.
+class CompiledStatement:
+    """A Core statement compiled once for a dialect: the names of the parameters it takes
+    (`named`) and, on Postgres, psycopg's SQL text of it, run prepared. Its constants (a
+    status compared with, a list of statuses, a number added) are written into the text as
+    literals: the planner must see `status = 'pending'` to use a partial index, also in the
+    generic plan of a prepared statement. Its other parameters are `bindparam(name)`s,
+    given by name at each call.
 
     Rows come back as psycopg's tuples, without SQLAlchemy's result processing: a time is
     in the session's time zone (outbox.driver.utc reads it), JSON is parsed by psycopg.
     """
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
         self.statement = statement
-        self._sql = ""
-        self._named: frozenset[str] = frozenset()
+        if dialect.name == "postgresql":
+            self.sql, self.named = postgres_text(statement, dialect)
+        else:
+            compiled = statement.compile(dialect=dialect)
+            self.sql = ""
+            self.named = frozenset(name for name, bind in compiled.binds.items() if bind.required)
 
     def execute(self, driver: SessionDriver, params: dict[str, Any]) -> Any:
-        """psycopg's cursor over the statement's result."""
-        if not self._sql:
-            self._sql, self._named = postgres_text(self.statement, driver.dialect)
-        if params.keys() != self._named:
-            raise TypeError(f"the statement needs exactly the parameters {sorted(self._named)}")
-        return driver.execute(self._sql, params)
+        """psycopg's cursor over the statement's result; `params` are exactly `named`."""
+        return driver.execute(self.sql, params)
 
 
 def postgres_text(statement: Any, dialect: Dialect) -> tuple[str, frozenset[str]]:

@@ -132,6 +132,8 @@ def test_a_statement_runs_alike_on_either_database_and_a_list_is_one_parameter(e
             (i,) for i in ids[1:]
         ]
         assert among.rows(session, ids=[], above=0) == []
+        with pytest.raises(TypeError, match=r"\['above', 'ids'\]"):
+            among.rows(session, ids=ids)
 
 
 @pytest.mark.parametrize("columns", [("reason",), ()])

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Integer, String, bindparam, column, exc, literal_column, select, text, values
 
 from outbox.db import make_engine, make_sessionmaker, transaction
-from outbox.prepared import PostgresStatement, SessionDriver, postgres_text
+from outbox.prepared import CompiledStatement, SessionDriver, postgres_text
 from tests.conftest import POSTGRES_ADMIN
 
 
@@ -58,21 +58,22 @@ def test_a_driver_statement_writes_its_constants_and_lists_of_constants_into_the
     statement = select(rows.c.n).where(
         rows.c.status.in_(["pending", "processing"]), rows.c.n < bindparam("below")
     )
-    query = PostgresStatement(statement)
+    dialect = make_engine("postgresql+psycopg://").dialect
+    query = CompiledStatement(statement, dialect)
     with transaction(pg_sessions) as session:
         driver = SessionDriver(session.connection())
         assert sorted(query.execute(driver, {"below": 3}).fetchall()) == [(1,), (2,)]
-        with pytest.raises(TypeError):
-            query.execute(driver, {})
-    sql, named = postgres_text(statement, make_engine("postgresql+psycopg://").dialect)
+    sql, named = postgres_text(statement, dialect)
+    assert (sql, named) == (query.sql, query.named)
     assert "IN ('pending', 'processing')" in sql and "POSTCOMPILE" not in sql
     assert "%(below)s" in sql and named == {"below"}
 
 
 @pytest.mark.postgres
 def test_a_statement_is_prepared_on_the_server_at_its_first_use(pg_sessions):
-    query = PostgresStatement(select(literal_column("1").label("one")).where(bindparam("x") == 1))
+    statement = select(literal_column("1").label("one")).where(bindparam("x") == 1)
     with transaction(pg_sessions) as session:
+        query = CompiledStatement(statement, session.get_bind().dialect)
         assert query.execute(SessionDriver(session.connection()), {"x": 1}).fetchall() == [(1,)]
         prepared = session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar()
     assert prepared >= 1
