@@ -630,7 +630,9 @@ def measure(
     url: str, events: int, rounds: int, latency_rate: float = 0.0, admin: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The three workloads' rounds (and the steady run) on database `url`; with `admin`, a
-    server that loads pg_stat_statements, each workload's top statements over its drains."""
+    server that loads pg_stat_statements, each workload's top statements over its last
+    round (its webhooks through the ingress and their drain; the mix's refundable
+    purchases too)."""
     engine = create_engine(url)
     expected = Expected()
     rates: dict[str, list[float]] = {"bench": [], "realistic": [], "mix": []}
@@ -642,8 +644,8 @@ def measure(
             expected.add(account_id, WELCOME_CREDITS)
         deliver_and_drain(url, installations())  # made before timing, applied before timing
         for round_ in range(rounds):
+            last_round = round_ == rounds - 1
             for name in ("bench", "realistic", "mix"):
-                last_round = round_ == rounds - 1
                 if admin is not None and last_round:
                     reset_statements(admin)
                 rates[name].append(one_round(url, name, f"r{round_}{name[0]}", events, expected))
