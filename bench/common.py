@@ -3,18 +3,21 @@ private cluster started with production's settings), server subprocesses, result
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +97,8 @@ def private_postgres(
     """A PostgreSQL cluster of its own on `port` (initdb into a temporary directory on the
     same disk as the shared server's), with PRODUCTION_SETTINGS, the shared server's
     shared_buffers and `settings`; stopped and removed afterwards (its server log copied to
-    `log_to` first, if given). Yields its admin conninfo."""
+    `log_to` first, if given), also when the run fails, is interrupted (Ctrl-C) or is sent
+    SIGTERM. Yields its admin conninfo."""
     pg_bin = _postgres_bin()
     home = Path(tempfile.mkdtemp(prefix="outbox-bench-pg-"))
     data = home / "data"
@@ -104,20 +108,137 @@ def private_postgres(
                 "listen_addresses": "127.0.0.1", "unix_socket_directories": str(home),
                 **(settings or {})}  # fmt: skip
     options = f"-p {port} " + " ".join(f"-c {k}={v}" for k, v in settings.items())
-    started = False
     try:
-        _as_postgres([str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                      "-E", "UTF8", "--no-instructions"])  # fmt: skip
-        _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options,
-                      "-l", str(home / "log"), "-w", "-t", "60", "start"])  # fmt: skip
-        started = True
-        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with _sigterm_as_exit():
+            _as_postgres([str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                          "postgres", "-E", "UTF8", "--no-instructions"])  # fmt: skip
+            _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options,
+                          "-l", str(home / "log"), "-w", "-t", "60", "start"])  # fmt: skip
+            yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
     finally:
-        if started:
-            _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        _stop_cluster(pg_bin, data)
         if log_to is not None and (home / "log").exists():
             shutil.copyfile(home / "log", log_to)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit (as Ctrl-C raises KeyboardInterrupt), so that the cleanup
+    of what is running unwinds; only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_cluster(pg_bin: Path, data: Path) -> None:
+    """Stop the cluster in `data` if a postmaster runs there (a start interrupted half-way
+    leaves one too), with Ctrl-C and SIGTERM held back until it is down: a second Ctrl-C
+    must not leave it running. An immediate stop if the fast one fails."""
+    if not (data / "postmaster.pid").exists():
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        for mode in ("fast", "immediate"):
+            with suppress(subprocess.CalledProcessError):
+                _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", mode, "-w",
+                              "-t", "60", "stop"])  # fmt: skip
+                return
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--shared and --port: where a benchmark that measures the database runs (postgres)."""
+    parser.add_argument(
+        "--shared", action="store_true",
+        help="on the shared server at 127.0.0.1:5432 (autovacuum off on this machine) instead "
+        "of a private cluster with production's settings",
+    )  # fmt: skip
+    parser.add_argument("--port", type=int, help="private cluster's port (default: a free one)")
+
+
+@contextmanager
+def postgres(shared: bool = False, port: int | None = None, **cluster: Any) -> Iterator[str]:
+    """The admin conninfo of the server a benchmark measures on: by default a private cluster
+    with production's settings (private_postgres) on `port` or a free one, stopped
+    afterwards; `shared`: the shared server."""
+    if shared:
+        yield POSTGRES_ADMIN
+        return
+    with private_postgres(port or free_port(), **cluster) as admin:
+        yield admin
+
+
+def describe_server(admin: str) -> str:
+    """What a figure was measured on: the server's address and the settings that matter."""
+    names = ("autovacuum", "fsync", "synchronous_commit", "shared_buffers", "server_version")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in names}  # type: ignore[index]
+    params = psycopg.conninfo.conninfo_to_dict(admin)
+    kind = "shared server" if admin == POSTGRES_ADMIN else "private cluster"
+    return (f"{kind} {params.get('host')}:{params.get('port', 5432)}, PostgreSQL "
+            f"{shown['server_version'].split()[0]}, autovacuum {shown['autovacuum']}, fsync "
+            f"{shown['fsync']}, synchronous_commit {shown['synchronous_commit']}, "
+            f"shared_buffers {shown['shared_buffers']}")  # fmt: skip
+
+
+#: Statements shown per database from pg_stat_statements.
+TOP_STATEMENTS = 8
+
+
+def reset_statements(admin: str) -> None:
+    """Start pg_stat_statements' counts afresh (a private cluster loads it)."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def top_statements(admin: str, url: str, drained: int) -> dict[str, Any]:
+    """The statements that took the most server time in database `url` since the last
+    reset: calls, ms in all, µs per row drained, blocks read from outside shared_buffers."""
+    name = url.rsplit("/", 1)[1]
+    where = "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT s.calls, s.total_exec_time, s.shared_blks_hit, s.shared_blks_read, "
+            f"left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) {where} "
+            "ORDER BY s.total_exec_time DESC LIMIT %s",
+            (name, TOP_STATEMENTS),
+        ).fetchall()
+        total = conn.execute(f"SELECT coalesce(sum(total_exec_time), 0) {where}", (name,))
+        total_ms = float(total.fetchone()[0])  # type: ignore[index]
+    per_row = 1000 / max(1, drained)
+    return {
+        "server ms in all": round(total_ms),
+        "top": [
+            f"{calls} calls, {ms:,.0f} ms ({ms * per_row:.1f} µs/row), "
+            f"{hit + read:,} blocks ({read:,} read): {query}"
+            for calls, ms, hit, read, query in rows
+        ],
+    }
+
+
+def print_meta(meta: dict[str, Any]) -> None:
+    """A run's facts, and its statements (name -> top_statements) one a line."""
+    for key, value in meta.items():
+        if key == "statements":
+            for name, figures in value.items():
+                print(f"statements, {name}: server {figures['server ms in all']:,} ms in all")
+                for line in figures["top"]:
+                    print(f"  {line}")
+        else:
+            print(f"{key}: {value}")
 
 
 def settle(admin: str = POSTGRES_ADMIN) -> None:

@@ -1,7 +1,7 @@
 """What production sends: a realistic mix of GitHub and Stripe webhooks through the ingress,
 drained by `outbox worker -p 2`, every effect checked exact at the end.
 
-    .venv/bin/python -m bench.mix [--events 20000] [--rounds 3] [--latency-rate 500]
+    .venv/bin/python -m bench.mix [--events 20000] [--rounds 3] [--latency-rate 500] [--shared]
 
 Workloads, each sent through a real `outbox serve` (signed as GitHub and Stripe sign), with
 no worker running, then drained by 2 worker processes rung once for every stored row (as
@@ -25,6 +25,13 @@ skipped, every account's balance equal to what its welcome grant, purchases and 
 make (an independent sum), every subscription's final status equal to a small model of
 Stripe's rules (docs/billing.md), each checkout granted once. The mix with 1,000,000
 finished rows in the table is bench/mix_growth.py.
+
+By default the database lives on a PostgreSQL cluster of the benchmark's own, started on
+--port (or a free one) with production's settings (bench.common.PRODUCTION_SETTINGS:
+autovacuum on, fsync on) and the shared server's shared_buffers, stopped afterwards; it
+loads pg_stat_statements, and the statements that took the most server time during each
+workload's drains are printed, per row drained. `--shared` runs on the shared server at
+127.0.0.1:5432 instead (autovacuum off on this machine, which no deployment runs with).
 """
 
 from __future__ import annotations
@@ -45,7 +52,18 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from bench.common import machine_facts, postgres_database, print_table, write_results
+from bench.common import (
+    add_server_arguments,
+    describe_server,
+    machine_facts,
+    postgres,
+    postgres_database,
+    print_meta,
+    print_table,
+    reset_statements,
+    top_statements,
+    write_results,
+)
 from bench.loadgen import build_request, closed_loop, open_loop
 from bench.loadgen import run as run_load
 from bench.pipeline import drain_rate, stack, wait_drained
@@ -609,11 +627,16 @@ def check(engine: Engine, expected: Expected) -> list[str]:
 
 
 def measure(
-    url: str, events: int, rounds: int, latency_rate: float = 0.0
+    url: str, events: int, rounds: int, latency_rate: float = 0.0, admin: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The three workloads' rounds (and the steady run) on database `url`; with `admin`, a
+    server that loads pg_stat_statements, each workload's top statements over its last
+    round (its webhooks through the ingress and their drain; the mix's refundable
+    purchases too)."""
     engine = create_engine(url)
     expected = Expected()
     rates: dict[str, list[float]] = {"bench": [], "realistic": [], "mix": []}
+    stats: dict[str, Any] = {}
     problems: list[str] = []
     try:
         seed(engine)  # the catalog, accounts 1..1000 with their welcome grants
@@ -621,8 +644,13 @@ def measure(
             expected.add(account_id, WELCOME_CREDITS)
         deliver_and_drain(url, installations())  # made before timing, applied before timing
         for round_ in range(rounds):
+            last_round = round_ == rounds - 1
             for name in ("bench", "realistic", "mix"):
+                if admin is not None and last_round:
+                    reset_statements(admin)
                 rates[name].append(one_round(url, name, f"r{round_}{name[0]}", events, expected))
+                if admin is not None and last_round:
+                    stats[name] = top_statements(admin, url, events)
                 problems += check(engine, expected)
         lag: dict[str, float] = {}
         if latency_rate:
@@ -630,8 +658,20 @@ def measure(
             problems += check(engine, expected)
     finally:
         engine.dispose()
-    meta = {"subscriptions": len(expected.statuses), "rates": rates}
+    meta = {"subscriptions": len(expected.statuses), "rates": rates, "statements": stats}
     return rows(rates, problems, events, rounds, lag, latency_rate), meta
+
+
+def measure_on(
+    events: int, rounds: int, latency_rate: float = 0.0, *, shared: bool = False,
+    port: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """measure() in a database of its own on a private production-configured cluster (or,
+    `shared`, on the shared server), the server's settings in the facts."""
+    with postgres(shared, port) as admin, postgres_database("outbox_bench_mix", admin) as url:
+        table, meta = measure(url, events, rounds, latency_rate, None if shared else admin)
+        meta["server"] = describe_server(admin)
+    return table, meta
 
 
 def one_round(url: str, name: str, run: str, events: int, expected: Expected) -> float:
@@ -724,14 +764,14 @@ def main() -> None:
     parser.add_argument(
         "--latency-rate", type=float, default=500.0, help="steady rate of the latency run (0: none)"
     )
+    add_server_arguments(parser)
     args = parser.parse_args()
     load_before = os.getloadavg()
-    with postgres_database() as url:
-        table, meta = measure(url, args.events, args.rounds, args.latency_rate)
+    table, meta = measure_on(args.events, args.rounds, args.latency_rate, shared=args.shared,
+                             port=args.port)  # fmt: skip
     meta.update({"events": args.events, "rounds": args.rounds, **machine_facts(load_before)})
     print_table(table)
-    for key, value in meta.items():
-        print(f"{key}: {value}")
+    print_meta(meta)
     write_results("mix", table, meta)
 
 

@@ -37,12 +37,15 @@ from sqlalchemy import create_engine
 
 from bench import mix
 from bench.common import (
-    POSTGRES_ADMIN,
-    free_port,
+    add_server_arguments,
+    describe_server,
     machine_facts,
+    postgres,
     postgres_database,
+    print_meta,
     print_table,
-    private_postgres,
+    reset_statements,
+    top_statements,
 )
 from bench.common import write_results as write
 from bench.pipeline import conninfo
@@ -77,8 +80,6 @@ SELECT CASE WHEN github THEN 'github' ELSE 'stripe' END,
                now() - interval '30 days' * (1 - g::float8 / %(rows)s) AS received
           FROM generate_series(1, %(rows)s) AS g) AS r
 """
-#: The statements shown per side from pg_stat_statements.
-TOP_STATEMENTS = 8
 
 
 def prepare(url: str, finished: int) -> mix.Expected:
@@ -116,44 +117,13 @@ def last_id(url: str) -> int:
 
 
 @contextmanager
-def databases(shared: bool, port: int, **cluster: Any) -> Iterator[tuple[str, str, str]]:
+def databases(shared: bool, port: int | None) -> Iterator[tuple[str, str, str]]:
     """(admin conninfo, empty database URL, full database URL), dropped afterwards."""
     with ExitStack() as stack:
-        admin = POSTGRES_ADMIN if shared else stack.enter_context(private_postgres(port, **cluster))
+        admin = stack.enter_context(postgres(shared, port))
         empty = stack.enter_context(postgres_database("outbox_bench_empty", admin))
         full = stack.enter_context(postgres_database("outbox_bench_full", admin))
         yield admin, empty, full
-
-
-def statements(admin: str, urls: dict[str, str], drained: dict[str, int]) -> dict[str, Any]:
-    """Per side, the statements that took the most server time: calls, ms in all, µs per
-    row drained, and blocks read from outside shared_buffers."""
-    out: dict[str, Any] = {}
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for side, url in urls.items():
-            name = url.rsplit("/", 1)[1]
-            rows = conn.execute(
-                "SELECT s.calls, s.total_exec_time, s.shared_blks_hit, s.shared_blks_read, "
-                "left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110) "
-                "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
-                "WHERE d.datname = %s ORDER BY s.total_exec_time DESC LIMIT %s",
-                (name, TOP_STATEMENTS),
-            ).fetchall()
-            total = conn.execute(
-                "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements s "
-                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s",
-                (name,),
-            ).fetchone()
-            per_row = 1000 / max(1, drained[side])
-            out[side] = {
-                "server ms in all": round(float(total[0]) if total else 0.0),
-                "top": [
-                    f"{calls} calls, {ms:,.0f} ms ({ms * per_row:.1f} µs/row), "
-                    f"{hit + read:,} blocks ({read:,} read): {query}"
-                    for calls, ms, hit, read, query in rows
-                ],
-            }
-    return out
 
 
 def measure(
@@ -163,7 +133,7 @@ def measure(
     rates: dict[str, list[float]] = {"empty": [], "full": []}
     problems: list[str] = []
     stats: dict[str, Any] = {}
-    with databases(shared, port or free_port()) as (admin, empty_url, full_url):
+    with databases(shared, port) as (admin, empty_url, full_url):
         urls = {"empty": empty_url, "full": full_url}
         started = time.time()
         expected = {side: prepare(url, finished if side == "full" else 0)
@@ -171,9 +141,7 @@ def measure(
         setup_seconds = time.time() - started
         first = {side: last_id(url) for side, url in urls.items()}
         if not shared:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                conn.execute("SELECT pg_stat_statements_reset()")
+            reset_statements(admin)
         for round_ in range(rounds):
             order = ("empty", "full") if round_ % 2 == 0 else ("full", "empty")
             for side in order:
@@ -182,11 +150,9 @@ def measure(
                 problems += [f"{side}: {p}" for p in check(urls[side], expected[side])]
         if not shared:
             drained = {side: last_id(url) - first[side] for side, url in urls.items()}
-            stats = statements(admin, urls, drained)
-    meta = {"rates": rates, "setup_seconds": round(setup_seconds),
-            "server": "shared 127.0.0.1:5432 (autovacuum off)" if shared else
-            f"private cluster 127.0.0.1:{port}, autovacuum on, fsync on, "
-            "shared_buffers as the shared server's",
+            stats = {side: top_statements(admin, url, drained[side]) for side, url in urls.items()}
+        server = describe_server(admin)
+    meta = {"rates": rates, "setup_seconds": round(setup_seconds), "server": server,
             "statements": stats}  # fmt: skip
     return rows(rates, problems, events, rounds, finished, str(meta["server"])), meta
 
@@ -227,22 +193,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="webhooks per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds a side (medians taken)")
     parser.add_argument("--finished", type=int, default=FINISHED_ROWS, help="finished rows")
-    parser.add_argument("--shared", action="store_true", help="on the shared server instead")
-    parser.add_argument("--port", type=int, help="private cluster's port (default: a free one)")
+    add_server_arguments(parser)
     args = parser.parse_args()
     load_before = os.getloadavg()
     table, meta = measure(args.events, args.rounds, shared=args.shared, port=args.port,
                           finished=args.finished)  # fmt: skip
     meta.update({"events": args.events, "rounds": args.rounds, **machine_facts(load_before)})
     print_table(table)
-    for key, value in meta.items():
-        if key == "statements":
-            for side, figures in value.items():
-                print(f"statements, {side}: server {figures['server ms in all']:,} ms in all")
-                for line in figures["top"]:
-                    print(f"  {line}")
-        else:
-            print(f"{key}: {value}")
+    print_meta(meta)
     write("mix_growth", table, meta)
 
 

@@ -105,6 +105,10 @@ def main() -> None:
     parser.add_argument("--growth-events", type=int, help="override the growth drain size")
     parser.add_argument("--memory-events", type=int, help="override the RSS run's webhooks")
     parser.add_argument("--latency-rate", type=float, help="override the latency runs' rate")
+    parser.add_argument(
+        "--shared", action="store_true",
+        help="mix and mix-growth on the shared server instead of a private cluster each",
+    )  # fmt: skip
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     overrides = {
@@ -117,12 +121,12 @@ def main() -> None:
     parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "ingress": lambda: ingress_rows(sizes),
         "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
-        "mix": lambda: in_database(
-            lambda u: mix.measure(u, sizes.mix_events, sizes.rounds, latency_rate=500.0)[0]
-        ),
-        # Two databases of its own, on a private cluster with production's settings.
+        # On a private cluster with production's settings each (or --shared).
+        "mix": lambda: mix.measure_on(
+            sizes.mix_events, sizes.rounds, latency_rate=500.0, shared=args.shared
+        )[0],
         "mix-growth": lambda: mix_growth.measure(
-            sizes.mix_events, sizes.rounds, finished=sizes.finished_rows
+            sizes.mix_events, sizes.rounds, shared=args.shared, finished=sizes.finished_rows
         )[0],
         "growth": lambda: in_database(
             lambda u: pipeline.measure_growth(u, sizes.growth_events, sizes.finished_rows)
@@ -154,8 +158,13 @@ def main() -> None:
         "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "minutes": round((time.time() - started) / 60, 1),
         "sizes": sizes.__dict__,
-        "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on); mix-growth: "
-        "a private cluster on a free port (bench/mix_growth.py)",
+        "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on); mix and "
+        + (
+            "mix-growth on it too (--shared)"
+            if args.shared
+            else "mix-growth: a private "
+            "cluster each, production's settings (bench.common.private_postgres)"
+        ),
         "redis": "a private redis-server per measurement",
     }
     print_table(rows)

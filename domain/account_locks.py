@@ -9,7 +9,10 @@ overlapping sets wait for each other instead of deadlocking. Postgres takes
 database's write lock (BEGIN IMMEDIATE, see outbox/db.py).
 
 The session remembers the locks its transaction and each open savepoint took, so a second
-request for an account already held asks the database nothing.
+request for an account already held asks the database nothing; and the Stripe customer
+each account had when it was locked (`held_customers`): while the lock is held no other
+transaction can change it, so a batch need not ask to link a customer to an account that
+has one already.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     wanted = set(account_ids)
     missing = sorted(wanted - held)
     if missing:
-        fresh = {id_ for (id_,) in _LOCK_ACCOUNTS.rows(session, ids=missing)}
+        fresh = _locked(session, _LOCK_ACCOUNTS.rows(session, ids=missing))
         own.update(fresh)
         held |= fresh
     return wanted & held
@@ -68,12 +71,29 @@ def try_lock_accounts(session: Session, account_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - held)
     if not missing:
         return set()
-    fresh = {id_ for (id_,) in _TRY_LOCK_ACCOUNTS.rows(session, ids=missing)}
+    fresh = _locked(session, _TRY_LOCK_ACCOUNTS.rows(session, ids=missing))
     own.update(fresh)
     if len(fresh) == len(missing):
         return set()
     unlocked = [account_id for account_id in missing if account_id not in fresh]
     return {id_ for (id_,) in _EXISTING_ACCOUNTS.rows(session, ids=unlocked)}
+
+
+def held_customers(session: Session, account_ids: Iterable[int]) -> dict[int, str | None]:
+    """The Stripe customer (None: none) of each of these accounts that the session's
+    transaction holds locked, as it was when locked: no other transaction can have changed
+    it since. An account not held, or locked without its customer read, is left out."""
+    held, _ = _held_locks(session)
+    customers: dict[int, str | None] = session.info.get(_CUSTOMERS, {})
+    return {a: customers[a] for a in account_ids if a in held and a in customers}
+
+
+def _locked(session: Session, locked: list[tuple[Any, ...]]) -> set[int]:
+    """The ids of rows `(id, stripe_customer_id)` just locked; their customers remembered."""
+    customers: dict[int, str | None] = session.info.setdefault(_CUSTOMERS, {})
+    for account_id, customer in locked:
+        customers[account_id] = customer
+    return {account_id for account_id, _ in locked}
 
 
 def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
@@ -83,6 +103,7 @@ def holds_all(session: Session, account_ids: Iterable[int]) -> bool:
 
 
 _LOCKS = "ledger_account_locks"  #: the key of the lock record in `session.info`
+_CUSTOMERS = "account_lock_customers"  #: account id -> its customer when locked, in `session.info`
 #: Core statements on the table (not the mapped class): plain ids, without the Python of
 #: an ORM select, for statements every batch of events runs.
 _accounts: Table = Account.__table__  # type: ignore[assignment]
@@ -92,14 +113,20 @@ def _existing(one_of: OneOf) -> Select[Any]:
     return select(_accounts.c.id).where(one_of(_accounts.c.id, "ids"))
 
 
+def _locking(one_of: OneOf) -> Select[Any]:
+    return (
+        select(_accounts.c.id, _accounts.c.stripe_customer_id)
+        .where(one_of(_accounts.c.id, "ids"))
+        .order_by(_accounts.c.id)
+    )
+
+
 #: Those of the accounts `ids` that exist.
 _EXISTING_ACCOUNTS = Query(_existing)
-#: Lock those of the accounts `ids` that exist, in id order.
-_LOCK_ACCOUNTS = Query(lambda one_of: _existing(one_of).order_by(_accounts.c.id).with_for_update())
-#: Lock those of the accounts `ids` that exist and no other transaction holds, in id order.
-_TRY_LOCK_ACCOUNTS = Query(
-    lambda one_of: _existing(one_of).order_by(_accounts.c.id).with_for_update(skip_locked=True)
-)
+#: Lock those of the accounts `ids` that exist, in id order, reading each one's customer.
+_LOCK_ACCOUNTS = Query(lambda one_of: _locking(one_of).with_for_update())
+#: The same for those no other transaction holds.
+_TRY_LOCK_ACCOUNTS = Query(lambda one_of: _locking(one_of).with_for_update(skip_locked=True))
 
 
 def _held_locks(session: Session) -> tuple[set[int], set[int]]:

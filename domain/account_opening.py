@@ -86,12 +86,19 @@ def ensure_accounts(
         {"id": o.account_id, "login": o.login, "kind": o.kind, "created_at": now}
         for o in sorted(first.values(), key=lambda o: o.account_id)
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted = insert(Account).values(values).on_conflict_do_nothing(index_elements=["id"])
-    created = {account_id for (account_id,) in session.execute(inserted.returning(Account.id))}
-    wanted = select(Account).where(Account.id.in_(sorted(first)))
-    accounts = {a.id: a for a in session.scalars(wanted.execution_options(populate_existing=True))}
+    # Read first: the accounts an event names almost always exist, and then no insert is
+    # sent. Those missing are inserted (one another transaction inserted meanwhile is
+    # left as it is) and read.
+    accounts = _read_accounts(session, sorted(first))
+    created: set[int] = set()
+    if len(accounts) < len(first):
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        missing = [account_id for account_id in sorted(first) if account_id not in accounts]
+        new = [v for v in values if v["id"] in set(missing)]
+        inserted = insert(Account).values(new).on_conflict_do_nothing(index_elements=["id"])
+        created = {account_id for (account_id,) in session.execute(inserted.returning(Account.id))}
+        accounts.update(_read_accounts(session, missing))
     for opening in openings:
         if opening.account_id in created and first[opening.account_id] is opening:
             continue  # inserted with this opening's login and kind
@@ -108,6 +115,11 @@ def ensure_accounts(
         ]
         ledger.credit_many(session, grants, now=now)
     return created
+
+
+def _read_accounts(session: Session, ids: list[int]) -> dict[int, Account]:
+    wanted = select(Account).where(Account.id.in_(ids)).execution_options(populate_existing=True)
+    return {account.id: account for account in session.scalars(wanted)}
 
 
 def _keep_names(account: Account, login: str | None, kind: str | None) -> None:

@@ -99,7 +99,11 @@ def wait_until(
 
 class _Service:
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # started but never ready (or interrupted while waiting): stop it
+            raise
         return self
 
     def __exit__(

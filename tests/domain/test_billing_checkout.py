@@ -321,6 +321,29 @@ def test_every_checkout_shape_is_granted_set_based_and_links_customers_as_in_tur
         }  # fmt: skip
 
 
+def test_a_batch_links_a_customer_as_in_turn_past_an_account_linked_before(sessions, table):
+    """The first checkout names a customer for an account linked before (its link stands,
+    nothing is linked); the next names the same customer for an account with none: in
+    turn, that one links it, and in a batch too."""
+    from domain.billing_handlers import apply_checkouts
+
+    seed(sessions, 1, 2)
+    with transaction(sessions) as s:
+        link_customer(s, 1, "cus_old", now=NOW)
+    events = [
+        stripe_event(COMPLETED, checkout_session(1, pack=PRO, customer="cus_next")),
+        stripe_event(COMPLETED, checkout_session(2, pack=PRO, customer="cus_next")),
+    ]
+    with transaction(sessions) as s:
+        assert apply_checkouts(s, [(event, None) for event in events]) == [None] * 2
+    with transaction(sessions) as s:
+        assert account_for_customer(s, "cus_old").id == 1
+        assert account_for_customer(s, "cus_next").id == 2
+        assert account_locks.held_customers(s, [1]) == {}  # nothing held in a new transaction
+        account_locks.lock_accounts(s, [1, 2])
+        assert account_locks.held_customers(s, [1, 2]) == {1: "cus_old", 2: "cus_next"}
+
+
 def test_a_checkout_whose_account_another_batch_holds_goes_back_unrun_then_applies(
     sessions, engine, settings
 ):
