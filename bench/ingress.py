@@ -10,8 +10,9 @@ Closed loops are driven by wrk (2 threads; bench/wrk_github.lua), the steady rat
 open loop of bench/loadgen.py (latency from each request's scheduled time). Each run reads
 the CPU time (user + system, /proc) of every process before and after: the server (and
 its children), every `postgres` process, the redis-server, and the generator, so each
-one's CPU per webhook is in the table, and the ingress's rows per batch INSERT. `--redisless` also measures the ingress with its
-Redis unreachable (the doorbell failing and resting), labelled as such.
+one's CPU per webhook is in the table, and the ingress's rows per batch INSERT.
+`--redisless` also measures the ingress with its Redis unreachable (the doorbell failing
+and resting), labelled as such.
 """
 
 from __future__ import annotations
