@@ -10,8 +10,9 @@ Closed loops are driven by wrk (2 threads; bench/wrk_github.lua), the steady rat
 open loop of bench/loadgen.py (latency from each request's scheduled time). Each run reads
 the CPU time (user + system, /proc) of every process before and after: the server (and
 its children), every `postgres` process, the redis-server, and the generator, so each
-one's CPU per webhook is in the table. `--redisless` also measures the ingress with its
-Redis unreachable (the doorbell failing and resting), labelled as such.
+one's CPU per webhook is in the table, and the ingress's rows per batch INSERT.
+`--redisless` also measures the ingress with its Redis unreachable (the doorbell failing
+and resting), labelled as such.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import create_engine, func, select, text
 
 from bench.common import (
@@ -263,10 +265,14 @@ def measure(
                             target,
                             lambda t=target, c=connections, g=tag: wrk(t.port, c, seconds, body, g),
                         )
+                        row["rows_per_batch"] = (
+                            rows_per_batch(url, tag) if target.name != NAIVE else ""
+                        )
                         rows.append({"round": round_, "load": f"{connections} conn.", **row})
                 ingress = next(t for t in servers if t.name == INGRESS)
                 tag = f"steady{round_}-{uuid.uuid4().hex[:6]}"
                 row = measured(ingress, lambda p=ingress.port, g=tag: steady(p, rate, seconds, g))
+                row["rows_per_batch"] = rows_per_batch(url, tag)
                 rows.append({"round": round_, "load": f"steady {int(rate)}/s", **row})
         engine = create_engine(url)
         with engine.connect() as conn:
@@ -314,6 +320,22 @@ def measure(
     meta["steady_p99_ms_rounds"] = steady_p99
     meta["steady_p99_ms"] = statistics.median(steady_p99)
     return rows, meta
+
+
+def rows_per_batch(url: str, run: str) -> float | str:
+    """The ingress's rows per batch INSERT over one run (the rows of a batch share their
+    received_at); "" for a server that stored none (the bare endpoint)."""
+    from bench.pipeline import conninfo
+
+    with psycopg.connect(conninfo(url)) as conn:
+        found = conn.execute(
+            "SELECT count(*), count(DISTINCT received_at) FROM webhook_events "
+            "WHERE delivery_id LIKE %s",
+            (f"{run}-%",),
+        ).fetchone()
+    assert found is not None
+    rows, batches = found
+    return round(rows / batches, 1) if batches else ""
 
 
 def round_rate(rows: list[dict[str, object]], round_: int, connections: int, name: str) -> int:

@@ -4,7 +4,7 @@ uvicorn's httptools protocol puts no bound on a request's head, and httptools gr
 header value by concatenation: a 64 MB header cost ~3.8 s of CPU, and every other request
 on the loop waited behind it. Nor does it time out a connection that sends its head or
 body slowly, or bound how many connections it serves. `EdgeProtocol` is that protocol
-with those four bounds, and nothing else changed:
+with those four bounds, and its answers written in one send each (ingress/one_write.py):
 
 - a request line and headers over `max_header_bytes` are answered 431 and the connection
   closed, after at most one read (256 KiB) past the cap went to the parser (a read
@@ -30,10 +30,15 @@ from typing import Any
 
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from ingress.metrics import edge_refusals
+from ingress.one_write import OneWriteCycle
 from outbox.settings import Settings
 
 log = logging.getLogger("outbox.ingress.edge")
@@ -126,13 +131,17 @@ class EdgeProtocol(HttpToolsProtocol):
         self._arm(self.limits.body_timeout, self._body_too_slow)
         if len(self.connections) <= self.limits.max_connections:
             super().on_headers_complete()
-            return
-        # Answered by a small app of our own in the app's place, through uvicorn's cycle.
-        self.app = _server_busy
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = self.config.loaded_app
+        else:
+            # Answered by a small app of our own in the app's place, through uvicorn's cycle.
+            self.app = _server_busy
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = self.config.loaded_app
+        if type(self.cycle) is RequestResponseCycle:
+            # The cycle uvicorn just made, its task not yet run: its answers go out in one
+            # write each (ingress/one_write.py).
+            self.cycle.__class__ = OneWriteCycle
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,7 +73,8 @@ def cli(cli_env: dict[str, str | None]) -> Iterator[Cli]:
     def run(*args: str, input: str | None = None, **env: str | None) -> Ran:
         get_settings.cache_clear()  # each run reads its environment, like a new process
         merged = {**cli_env, **{k.upper(): v for k, v in env.items()}}
-        result: Result = CliRunner().invoke(app, list(args), env=merged, input=input)
+        with process_logging_kept():
+            result: Result = CliRunner().invoke(app, list(args), env=merged, input=input)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(
                 "command raised instead of answering:\n"
@@ -81,6 +84,24 @@ def cli(cli_env: dict[str, str | None]) -> Iterator[Cli]:
 
     yield run
     get_settings.cache_clear()
+
+
+@contextmanager
+def process_logging_kept() -> Iterator[None]:
+    """The root logger's handlers and level as they were before a command ran in-process.
+
+    A command that runs a process (`outbox dev`, `serve`) configures logging: a handler on
+    the sys.stderr of the moment, which CliRunner replaces with a capture it closes when
+    the command returns. Left in place, that handler would take the later tests' log lines
+    (an in-process ingress's batch lines) to a closed file.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def stored(engine: Engine, *, now: datetime | None = None, **kwargs: Any) -> int:

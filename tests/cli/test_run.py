@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from domain.packs import PackSpec, set_pack
@@ -36,6 +37,15 @@ def test_a_handler_table_that_names_nothing_is_one_line_and_exit_2(cli):
     [line] = [line for line in ran.stderr.splitlines() if line.strip()]
     assert line == "error: HANDLER_TABLE=nowhere.handlers:table: No module named 'nowhere'"
     assert "Traceback" not in ran.stdout + ran.stderr
+
+
+def test_a_command_run_in_process_leaves_the_logging_of_the_tests_as_it_was(cli):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    cli("dev", "--port", "0", handler_table="nowhere.handlers:table")  # configures logging
+
+    assert root.handlers == handlers and root.level == level
 
 
 def test_an_entry_point_that_fails_to_import_is_one_line_naming_it_and_exit_2(

@@ -1,0 +1,75 @@
+"""A response's head and body sent to the socket in one write.
+
+uvicorn writes an answer's status line and headers as soon as the app sends
+`http.response.start`, and its body with `http.response.body`: two sends, two TCP
+segments, and the sender woken twice for every webhook answered. `OneWriteCycle` keeps
+the head until the first body message and writes them together; the bytes on the wire
+are the same. A `100 Continue` (written while the app reads the body) is not held.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+
+class OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, its response head held until the body goes out.
+
+    A head never followed by a body (the app failed between the two) is never written:
+    uvicorn then closes the connection, as it does after a head alone.
+    """
+
+    _held = b""  #: the head written but not yet sent
+
+    async def send(self, message: Any) -> None:
+        transport = self.transport
+        if not self.response_started and message["type"] == "http.response.start":
+            holder = _Holder()
+            self.transport = holder  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._held = holder.held
+            return
+        if not self._held:
+            await super().send(message)
+            return
+        self.transport = _Prefixed(transport, self._held)  # type: ignore[assignment]
+        self._held = b""
+        try:
+            await super().send(message)
+        finally:
+            self.transport = transport
+
+
+class _Holder:
+    """Stands in for the transport while uvicorn writes a response's head."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def write(self, data: bytes) -> None:
+        self.held += data
+
+
+class _Prefixed:
+    """Stands in for the transport while uvicorn writes a body: the held head goes first,
+    in the same write; everything else is the transport's own."""
+
+    __slots__ = ("_head", "_transport")
+
+    def __init__(self, transport: Any, head: bytes) -> None:
+        self._transport = transport
+        self._head = head
+
+    def write(self, data: bytes) -> None:
+        head, self._head = self._head, b""
+        self._transport.write(head + data if head else data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
