@@ -78,7 +78,7 @@ def requests(url: str, runtime: runtimes.Runtime, kind: str, events: int) -> lis
         return workload.bench_checkouts(events)
     if kind == "realistic":
         return workload.checkouts(events)
-    refunds = int(events * mix.MIX["refund"] * 1.2)
+    refunds = mix.refunds_for(events)
     deliver(url, workload.refundable_purchases(refunds))
     drain(runtime)
     return workload.mix(events)

@@ -169,14 +169,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def postgres(shared: bool = False, port: int | None = None, **cluster: Any) -> Iterator[str]:
+def postgres(shared: bool = False, port: int | None = None) -> Iterator[str]:
     """The admin conninfo of the server a benchmark measures on: by default a private cluster
     with production's settings (private_postgres) on `port` or a free one, stopped
     afterwards; `shared`: the shared server."""
     if shared:
         yield POSTGRES_ADMIN
         return
-    with private_postgres(port or free_port(), **cluster) as admin:
+    with private_postgres(port or free_port()) as admin:
         yield admin
 
 

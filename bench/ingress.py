@@ -37,6 +37,7 @@ from bench.common import (
     ROOT,
     cpu_seconds,
     free_port,
+    machine_facts,
     pids_of,
     postgres_database,
     print_table,
@@ -285,9 +286,7 @@ def measure(
         for name in (INGRESS, REDISLESS, NAIVE)
     }
     meta: dict[str, object] = {
-        "cores": os.cpu_count(),
-        "load_average_before": " ".join(f"{x:.2f}" for x in load_before),
-        "load_average_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        **machine_facts(load_before),
         "postgres": version,
         "body_bytes": BODY_BYTES,
         "seconds_per_run": seconds,

@@ -94,6 +94,13 @@ MIX = {
     "refund": 0.03,
     "stripe_unhandled": 0.05,
 }
+
+
+def refunds_for(events: int) -> int:
+    """Purchases made before timing for the refunds of a mix of `events`, with room to spare."""
+    return int(events * MIX["refund"] * 1.2)
+
+
 STORED_ONLY = ("push", "pull_request", "issues", "issue_comment", "check_run", "check_suite")
 
 
@@ -558,7 +565,7 @@ def latency(url: str, rate: float, seconds: float, expected: Expected) -> dict[s
     a worker finished."""
     workload = Workload("lat" + uuid.uuid4().hex[:4], expected, seed_value=zlib.crc32(b"lat"))
     count = int(rate * seconds)
-    deliver_and_drain(url, workload.refundable_purchases(int(count * MIX["refund"] * 1.2)))
+    deliver_and_drain(url, workload.refundable_purchases(refunds_for(count)))
     requests = workload.mix(count)
     workload.finish()
     engine = create_engine(url)
@@ -680,7 +687,7 @@ def one_round(url: str, name: str, run: str, events: int, expected: Expected) ->
         return deliver_and_drain(url, workload.bench_checkouts(events))
     if name == "realistic":
         return deliver_and_drain(url, workload.checkouts(events))
-    refunds = int(events * MIX["refund"] * 1.2)
+    refunds = refunds_for(events)
     deliver_and_drain(url, workload.refundable_purchases(refunds))  # before timing
     requests = workload.mix(events)
     workload.finish()

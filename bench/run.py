@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import ingress, mix, mix_growth, pipeline
-from bench.common import postgres_database, print_table, write_results
+from bench.common import machine_facts, postgres_database, print_table, write_results
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,7 @@ def main() -> None:
         row["pass"] = {True: "pass", False: "FAIL"}.get(row["pass"], row["pass"])
     meta = {
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
-        "cores": os.cpu_count(),
-        "load_average_before": " ".join(f"{x:.1f}" for x in load_before),
-        "load_average_after": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        **machine_facts(load_before),
         "minutes": round((time.time() - started) / 60, 1),
         "sizes": sizes.__dict__,
         "postgres": "the shared server, 127.0.0.1:5432 (synchronous_commit on); mix and "
