@@ -82,10 +82,6 @@ def ensure_accounts(
     first: dict[int, Opening] = {}
     for opening in openings:
         first.setdefault(opening.account_id, opening)
-    values = [
-        {"id": o.account_id, "login": o.login, "kind": o.kind, "created_at": now}
-        for o in sorted(first.values(), key=lambda o: o.account_id)
-    ]
     # Read first: the accounts an event names almost always exist, and then no insert is
     # sent. Those missing are inserted (one another transaction inserted meanwhile is
     # left as it is) and read.
@@ -95,7 +91,10 @@ def ensure_accounts(
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         missing = [account_id for account_id in sorted(first) if account_id not in accounts]
-        new = [v for v in values if v["id"] in set(missing)]
+        new = [
+            {"id": a, "login": first[a].login, "kind": first[a].kind, "created_at": now}
+            for a in missing
+        ]
         inserted = insert(Account).values(new).on_conflict_do_nothing(index_elements=["id"])
         created = {account_id for (account_id,) in session.execute(inserted.returning(Account.id))}
         accounts.update(_read_accounts(session, missing))
