@@ -9,7 +9,7 @@ both are named together, or by an operator (`outbox accounts link`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy import (
@@ -119,14 +119,27 @@ def link_customer(
     return True
 
 
-def link_customers(session: Session, links: Iterable[tuple[int, str]], *, now: datetime) -> None:
+def link_customers(
+    session: Session,
+    links: Iterable[tuple[int, str]],
+    *,
+    now: datetime,
+    held: Mapping[int, str | None] | None = None,
+) -> None:
     """`link_customer` for many (account, customer) pairs at once, as if in turn: a pair
     links only an account that has no customer yet to a customer that no account has, and
     of the pairs given, the first for an account or a customer wins. The others are left
-    as they are (an operator's link or an earlier one stands). One statement for all."""
+    as they are (an operator's link or an earlier one stands). One statement for all.
+
+    `held`: the customer each account is known to have (None: none), where the
+    caller holds their locks; a pair of an account known to have one is left out before
+    the first pair for a customer is chosen, and when none is left no statement is sent."""
+    known = held or {}
     chosen: dict[int, str] = {}
     taken: set[str] = set()
     for account_id, customer in links:
+        if known.get(account_id) is not None:
+            continue
         if account_id not in chosen and customer not in taken:
             chosen[account_id] = customer
             taken.add(customer)
@@ -145,9 +158,9 @@ def link_customers(session: Session, links: Iterable[tuple[int, str]], *, now: d
         session.execute(
             _LINK_IF_FREE, [{"account": a, "customer": c, "linked_at": now} for a, c in pairs]
         )
-    for held in list(session.identity_map.values()):
-        if isinstance(held, Account):
-            session.expire(held)  # read again: the statement went around the session
+    for cached in list(session.identity_map.values()):
+        if isinstance(cached, Account):
+            session.expire(cached)  # read again: the statement went around the session
 
 
 _accounts: Table = Account.__table__  # type: ignore[assignment]

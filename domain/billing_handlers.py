@@ -248,10 +248,10 @@ def apply_checkouts(
         elif grant.checkout.stripe_customer_id is not None:
             # Linked only once granted: a row that fails writes nothing, as alone.
             links.append((grant.checkout.account_id, grant.checkout.stripe_customer_id))
-    # An account that had a customer when locked keeps it (an earlier link stands): only
-    # the others are asked for, most batches then none.
-    linked = account_locks.held_customers(session, (account for account, _ in links))
-    link_customers(session, [(a, c) for a, c in links if linked.get(a) is None], now=now)
+    # An account that had a customer when locked keeps it (an earlier link stands): most
+    # batches then send no link at all.
+    held = account_locks.held_customers(session, (account for account, _ in links))
+    link_customers(session, links, now=now, held=held)
     return results
 
 
