@@ -63,9 +63,14 @@ INGRESS = "ingress, ringing Redis"
 REDISLESS = "ingress, Redis unreachable"
 
 
+EVENT = "installation_repositories"  #: the X-GitHub-Event of every delivery (and wrk's)
+
+
 def github_body(n: int) -> bytes:
-    """A 4 KB GitHub `issues` delivery."""
-    payload = {"action": "opened", "installation": {"id": 42}, "number": n, "pad": ""}
+    """A 4 KB GitHub `installation_repositories` delivery: a type a handler applies, so the
+    ingress stores it pending and rings for it (a type none applies is stored finished,
+    never rung: ingress/stored_only.py)."""
+    payload = {"action": "added", "installation": {"id": 42}, "number": n, "pad": ""}
     raw = json.dumps(payload, separators=(",", ":"))
     payload["pad"] = "x" * (BODY_BYTES - len(raw))
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -78,7 +83,7 @@ def signed_requests(port: int, count: int, run: str) -> list[bytes]:
         body = github_body(n)
         headers = {
             "Content-Type": "application/json",
-            "X-GitHub-Event": "issues",
+            "X-GitHub-Event": EVENT,
             "X-GitHub-Delivery": f"{run}-{n}",
             "X-Hub-Signature-256": github_signature(SECRET, body),
         }

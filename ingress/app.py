@@ -31,6 +31,7 @@ from ingress.limits import BodyBudget, read_body
 from ingress.metrics import handling_seconds, requests_counter
 from ingress.postgres_writer import PostgresGroupWriter
 from ingress.signatures import verify_github, verify_stripe
+from ingress.stored_only import StoredOnly
 from ingress.stripe import stripe_event
 from ingress.tracing import RequestSpans
 from ingress.writer import GroupCommitWriter
@@ -59,6 +60,7 @@ def create_app(
     )
     budget = BodyBudget(settings.body_buffer_bytes)
     deadlines = AnswerDeadlines(settings.webhook_deadline_seconds)
+    stored_only = StoredOnly.for_settings(settings)
     # With tracing on, each row keeps its request's trace context (outbox/tracing.py).
     traced = tracing.active()
 
@@ -74,7 +76,7 @@ def create_app(
         incoming: IncomingEvent | None = None
         try:
             body = await read_body(receive, headers, settings.max_body_bytes, budget)
-            incoming = parse(body, headers)
+            incoming = stored_only.finished(parse(body, headers))
             if traced:
                 incoming.trace_parent = tracing.current_traceparent()
             committed = writer.submit(incoming)

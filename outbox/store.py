@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
 
+#: Characters of a row stored finished's reason kept (it may quote the webhook: its type).
+REASON_CAP = 2000
+
+
 @dataclass  # not frozen: a frozen dataclass's __init__ cost the ingress 5 µs a webhook, this 1.5
 class IncomingEvent:
     """A verified delivery, ready to be stored. Built once and never changed."""
@@ -83,7 +87,7 @@ class IncomingEvent:
             "status": self.status.value,
             "attempts": 0,
             "next_attempt_at": now if self.status == Status.PENDING else None,
-            "last_error": self.reason,
+            "last_error": clean_text(self.reason, REASON_CAP),
             "processed_at": None if self.status == Status.PENDING else now,
             "trace_parent": self.trace_parent,
         }

@@ -77,3 +77,9 @@ def find_handler(
     table: Mapping[tuple[str, str], Handler], source: str, event_type: str
 ) -> Handler | None:
     return table.get((source, event_type))
+
+
+def unhandled(source: str, event_type: str) -> str:
+    """Why an event of a type no handler applies is skipped: the reason its row keeps,
+    written alike by the workers and by the ingress (ingress/stored_only.py)."""
+    return f"no handler for {source} {event_type}"

@@ -19,7 +19,7 @@ from outbox.db import transaction, utcnow
 from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
 from processors.alone import ERROR_CAP
-from processors.dispatch import find_handler
+from processors.dispatch import find_handler, unhandled
 from processors.runtime import Runtime
 from processors.steps import Skip, event_context
 
@@ -51,8 +51,7 @@ def apply_now(runtime: Runtime, event_id: int) -> Received:
             return _finish_skipped(runtime, event, context.reason)
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
-            unhandled = f"no handler for {event.source} {event.event_type}"
-            return _finish_skipped(runtime, event, unhandled)
+            return _finish_skipped(runtime, event, unhandled(event.source, event.event_type))
         handler_name = handler.name
         prepared = handler.prepare(context) if handler.prepare is not None else None
         with transaction(runtime.sessions) as session:

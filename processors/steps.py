@@ -15,7 +15,7 @@ from outbox.models import Source
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from processors import traces
-from processors.dispatch import find_handler
+from processors.dispatch import find_handler, unhandled
 from processors.runtime import Runtime
 
 #: A row's handler starts only while at least this share of its claim's lease is left, so
@@ -104,7 +104,7 @@ def prepare(runtime: Runtime, step: Step, now: datetime) -> None:
             return
         handler = find_handler(runtime.handlers, event.source, event.event_type)
         if handler is None:
-            step.skip_reason = f"no handler for {event.source} {event.event_type}"
+            step.skip_reason = unhandled(event.source, event.event_type)
             return
         step.handler, step.context = handler, context
         if handler.prepare is not None:

@@ -15,7 +15,9 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from ingress.app import create_app
+from outbox.registry import DispatchTable
 from outbox.settings import Settings
+from processors.dispatch import load_handler_table
 
 
 class RecordingDoorbell:
@@ -83,6 +85,12 @@ def live_url(settings: Settings, engine: Engine, doorbell: RecordingDoorbell) ->
     """The ingress served by uvicorn on a free loopback port, for real concurrent clients."""
     with served(create_app(settings, engine=engine, doorbell=doorbell)) as url:
         yield url
+
+
+@pytest.fixture
+def handler_table(settings: Settings) -> DispatchTable:
+    """The handler table the ingress and the workers build for `settings`."""
+    return load_handler_table(settings)
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from tests.services import wait_until
 
 BODY = b'{"action":"opened","installation":{"id":1}}'
 STRIPE_BODY = stripe_event_body({"id": "cus_1", "object": "customer"}, "customer.created")
+#: A delivery a handler applies (installation.created): stored pending, and rung.
+HANDLED_BODY = b'{"action":"created","installation":{"id":1}}'
 
 
 def _count(engine) -> int:
@@ -159,12 +161,15 @@ def test_unconfigured_secret_refuses_instead_of_trusting(settings, engine):
 
 
 def test_fifty_concurrent_copies_of_one_delivery_store_one_row(live_url, engine, doorbell):
-    headers = github_headers(BODY, "issues", delivery="the-same-delivery")
+    headers = github_headers(HANDLED_BODY, "installation", delivery="the-same-delivery")
 
     async def send_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live_url, timeout=30) as http:
             return await asyncio.gather(
-                *(http.post("/webhooks/github", content=BODY, headers=headers) for _ in range(50))
+                *(
+                    http.post("/webhooks/github", content=HANDLED_BODY, headers=headers)
+                    for _ in range(50)
+                )
             )
 
     responses = asyncio.run(send_all())
