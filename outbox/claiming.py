@@ -95,12 +95,16 @@ def _due(candidate: Any, *, turn: bool = True) -> Any:
     """
     held_back = _held_back(candidate)
     in_turn = ~held_back & _ObjectTurn(candidate.c.source, candidate.c.object_id)
+    account_free = ~_account_in_play(candidate)
+    if turn:
+        account_free = account_free & _AccountTurn(candidate.c.account_id)
     return (
-        select(candidate.c.id, candidate.c.source, candidate.c.object_id)
+        select(candidate.c.id, candidate.c.source, candidate.c.object_id, candidate.c.account_id)
         .where(
             candidate.c.status == Status.PENDING.value,
             candidate.c.next_attempt_at <= bindparam("now"),
             or_(candidate.c.object_id.is_(None), in_turn if turn else ~held_back),
+            or_(candidate.c.account_id.is_(None), account_free),
         )
         .order_by(candidate.c.next_attempt_at, candidate.c.id)
         .with_for_update(skip_locked=True)
@@ -127,6 +131,26 @@ def _held_back(candidate: Any) -> Any:
             _order_key(other) < _order_key(candidate),
         ),
     )
+
+
+def _account_in_play(candidate: Any) -> Any:
+    """Whether rows about the candidate's account are processing under a live lease: that
+    claim's batch holds the account (processors/batch_apply.py locks a batch's accounts
+    first), so a row of it taken beside them would wait its turn in another batch, carried
+    on from batch to batch. Left to the claims that come after, it goes to the batch
+    holding the account (its next claim runs once its own rows are finished) or to any
+    batch once that one is over.
+
+    `NOT IN` a list the statement reads once (a hashed subplan over the processing rows,
+    from ix_webhook_events_lease), not a probe per row walked past. Parameter: now.
+    """
+    in_play = events.alias("in_play")
+    accounts = select(in_play.c.account_id).where(
+        in_play.c.status == Status.PROCESSING.value,
+        in_play.c.account_id.is_not(None),
+        in_play.c.lease_expires_at > bindparam("now"),
+    )
+    return candidate.c.account_id.in_(accounts)
 
 
 class _ObjectTurn(ColumnElement[bool]):
@@ -159,6 +183,32 @@ def _object_turn_on_postgres(element: _ObjectTurn, compiler: Any, **kw: Any) -> 
 
 @compiles(_ObjectTurn)
 def _object_turn_elsewhere(element: _ObjectTurn, compiler: Any, **kw: Any) -> str:
+    return "1"
+
+
+class _AccountTurn(ColumnElement[bool]):
+    """True when this claim may take a row about the account `account_id` now: on Postgres,
+    a transaction-scoped advisory lock on the account, tried without waiting, so that two
+    claims not yet committed (neither sees the other's rows processing) do not both take
+    rows of one account. SQLite has one writer at a time: always true there."""
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("account_id", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, account_id: Any) -> None:
+        self.account_id = account_id
+
+
+@compiles(_AccountTurn, "postgresql")
+def _account_turn_on_postgres(element: _AccountTurn, compiler: Any, **kw: Any) -> str:
+    # Keyed apart from the objects' locks: an object's key starts with its source's name.
+    account_id = compiler.process(element.account_id, **kw)
+    return f"pg_try_advisory_xact_lock(hashtextextended('account:' || {account_id}, 0))"
+
+
+@compiles(_AccountTurn)
+def _account_turn_elsewhere(element: _AccountTurn, compiler: Any, **kw: Any) -> str:
     return "1"
 
 
@@ -257,12 +307,13 @@ def _claim_for_pass_statement() -> Any:
 
 
 def _with_object_turn(locked: Any, name: str) -> Any:
-    """Of the rows a claim locked, those whose object's advisory lock it also gets (see
-    _ObjectTurn): taken only on the rows it is about to lease, never on the candidates it
-    walked past, so that a claim does not keep a concurrent one off objects it does not
-    take."""
+    """Of the rows a claim locked, those whose object's and account's advisory locks it also
+    gets (see _ObjectTurn, _AccountTurn): taken only on the rows it is about to lease, never
+    on the candidates it walked past, so that a claim does not keep a concurrent one off
+    objects and accounts it does not take."""
     turn = or_(locked.c.object_id.is_(None), _ObjectTurn(locked.c.source, locked.c.object_id))
-    return select(locked.c.id).where(turn).cte(name)
+    account_turn = or_(locked.c.account_id.is_(None), _AccountTurn(locked.c.account_id))
+    return select(locked.c.id).where(turn, account_turn).cte(name)
 
 
 def claim(
