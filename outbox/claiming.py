@@ -91,7 +91,7 @@ def _due(candidate: Any, *, turn: bool = True) -> Any:
     object's turn (see _held_back). Without `turn`, the object's advisory lock is left to
     the caller (_with_object_turn), to take only on the rows this claim locked.
 
-    Parameter: now.
+    Parameters: now, owner.
     """
     held_back = _held_back(candidate)
     in_turn = ~held_back & _ObjectTurn(candidate.c.source, candidate.c.object_id)
@@ -142,13 +142,14 @@ def _account_in_play(candidate: Any) -> Any:
     batch once that one is over.
 
     `NOT IN` a list the statement reads once (a hashed subplan over the processing rows,
-    from ix_webhook_events_lease), not a probe per row walked past. Parameter: now.
+    from ix_webhook_events_lease), not a probe per row walked past. Parameters: now, owner.
     """
     in_play = events.alias("in_play")
     accounts = select(in_play.c.account_id).where(
         in_play.c.status == Status.PROCESSING.value,
         in_play.c.account_id.is_not(None),
         in_play.c.lease_expires_at > bindparam("now"),
+        in_play.c.lease_owner != bindparam("owner"),  # this claim's own rows hold nothing
     )
     return candidate.c.account_id.in_(accounts)
 

@@ -24,6 +24,7 @@ def incoming(
     source: str = Source.STRIPE,
     event_type: str = "test.event",
     object_id: str | None = None,
+    account_id: int | None = None,
     created: datetime | None = None,
     body: dict[str, Any] | None = None,
 ) -> IncomingEvent:
@@ -37,6 +38,7 @@ def incoming(
         headers={"content-type": "application/json"},
         verified_by=f"{source}#0",
         object_id=object_id,
+        account_id=account_id,
         provider_created_at=created,
     )
 

@@ -107,6 +107,55 @@ def test_a_claim_not_yet_committed_keeps_a_concurrent_claim_off_its_objects(
     assert support.claim(sessions, limit=10) == []  # committed: evt_new is processing
 
 
+def test_a_claim_leaves_the_rows_of_an_account_another_claims_rows_are_about(engine, sessions):
+    first, second, other = record(
+        engine,
+        incoming("evt_a1", account_id=1),
+        incoming("evt_a2", account_id=1),
+        incoming("evt_b1", account_id=2),
+    )
+    [held] = support.claim(sessions, limit=1)
+    assert held.id == first.id
+    # Account 1 is in play under the first claim's lease: only account 2's row is taken.
+    taken = support.claim_for_pass(sessions, ids=[second.id], limit=10)
+    assert [c.id for c in taken] == [other.id]
+    with transaction(sessions) as session:
+        assert finishing.mark_done(session, held, utcnow())
+    [freed] = support.claim(sessions, limit=10)
+    assert freed.id == second.id
+
+
+def test_a_claim_whose_lease_ran_out_holds_its_account_no_more(engine, sessions):
+    record(engine, incoming("evt_a1", account_id=1), incoming("evt_a2", account_id=1))
+    [held] = support.claim(sessions, limit=1)
+    assert support.claim(sessions, limit=10) == []
+    later = held.lease_expires_at + timedelta(seconds=1)
+    assert [c.delivery_id for c in support.claim(sessions, limit=10, now=later)] == ["evt_a2"]
+
+
+def test_a_claim_takes_several_rows_of_one_account_together(engine, sessions):
+    ids = [r.id for r in record(engine, *(incoming(account_id=7) for _ in range(3)))]
+    assert sorted(c.id for c in support.claim_for_pass(sessions, ids=ids[1:], limit=10)) == ids
+
+
+def test_a_claim_not_yet_committed_keeps_a_concurrent_claim_off_its_accounts(
+    database_url, engine, sessions
+):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: a second claim waits for the first")
+    record(engine, incoming("evt_a1", account_id=1))
+    with transaction(sessions) as first:
+        [held] = claiming.claim(first, now=utcnow(), lease=support.LEASE, limit=10)
+        # Stored while the first claim is not committed: the second claim cannot see
+        # evt_a1 processing yet, and must still leave account 1's row.
+        [same, other] = record(
+            engine, incoming("evt_a2", account_id=1), incoming("evt_b1", account_id=2)
+        )
+        assert [c.id for c in support.claim(sessions, limit=10)] == [other.id]
+        assert support.claim_for_pass(sessions, ids=[same.id], limit=10) == []
+    assert held.delivery_id == "evt_a1"
+
+
 def test_a_claimed_row_is_built_from_the_claim_columns_in_field_order():
     from dataclasses import fields
 
