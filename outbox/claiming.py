@@ -87,9 +87,10 @@ def _order_key(table: Any) -> Any:
 
 def _due(candidate: Any, *, turn: bool = True) -> Any:
     """The due rows of `candidate` (an alias of the table), oldest first, locked as they are
-    read and skipping rows another claim holds: pending, their time come, and their
-    object's turn (see _held_back). Without `turn`, the object's advisory lock is left to
-    the caller (_with_object_turn), to take only on the rows this claim locked.
+    read and skipping rows another claim holds: pending, their time come, their object's
+    turn (see _held_back), and their account not in another claim's play (see
+    _account_in_play). Without `turn`, the advisory locks of the object and the account
+    are left to the caller (_with_object_turn), to take only on the rows this claim locked.
 
     Parameters: now, owner.
     """
