@@ -16,8 +16,10 @@ with those four bounds, and its answers written in one send each (ingress/one_wr
 
 h11 has its own cap (`h11_max_incomplete_event_size`), but it is pure Python: the ingress
 would pay for it on every webhook. This subclass leaves httptools' fast path as it was and
-adds a counter and two timers per connection. Written against uvicorn 0.55 (the pinned
-version); tests/ingress/test_edge.py drives it through a real `outbox serve`.
+adds a counter and one timer per connection. A deadline's timer is armed once a read ends
+with a head or a body still incomplete: a request that arrives whole in one read (most
+webhooks) arms none. Written against uvicorn 0.55 (the pinned version);
+tests/ingress/test_edge.py drives it through a real `outbox serve`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from ingress.one_write import OneWriteCycle
 from outbox.settings import Settings
 
 log = logging.getLogger("outbox.ingress.edge")
+
+_HEAD, _BODY = "head", "body"  #: what a connection's deadline is for
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = 0
         #: A request ended within the read being fed: the rest of that read is not counted.
         self._request_ended = False
+        #: What the connection waits for (_HEAD, _BODY, None: nothing), and what the armed
+        #: timer, if any, is the deadline of.
+        self._pending: str | None = _HEAD
+        self._armed_for: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
 
     # -- the connection
@@ -97,7 +105,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # A connection that never sends a byte is held by nothing else.
-        self._arm(self.limits.header_timeout, self._head_too_slow)
+        self._arm_pending()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -108,27 +116,32 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         self._request_ended = False
         super().data_received(data)
-        if self._head_bytes is None or self._request_ended or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(
-                431,
-                "header_too_large",
-                f"request line and headers are over {self.limits.max_header_bytes} bytes",
-            )
+        if self._head_bytes is not None and not self._request_ended:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "header_too_large",
+                    f"request line and headers are over {self.limits.max_header_bytes} bytes",
+                )
+                return
+        if self._pending is not self._armed_for:
+            self._arm_pending()
 
     # -- parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
-        if self._deadline is None:  # after keep-alive idling: the head's clock starts now
-            self._arm(self.limits.header_timeout, self._head_too_slow)
+        # Armed when the read ends before the head does; a connection's first head keeps
+        # the clock started when it opened.
+        self._pending = _HEAD
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
-        self._arm(self.limits.body_timeout, self._body_too_slow)
+        self._pending = _BODY
         if len(self.connections) <= self.limits.max_connections:
             super().on_headers_complete()
         else:
@@ -144,26 +157,38 @@ class EdgeProtocol(HttpToolsProtocol):
             self.cycle.__class__ = OneWriteCycle
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._pending = None
         self._request_ended = True
         super().on_message_complete()
 
     # -- deadlines
 
-    def _arm(self, seconds: float, callback: Any) -> None:
+    def _arm_pending(self) -> None:
+        """The deadline of what the connection waits for now, counted from now (or none)."""
+        if self._pending is _HEAD:
+            self._arm(_HEAD, self.limits.header_timeout, self._head_too_slow)
+        elif self._pending is _BODY:
+            self._arm(_BODY, self.limits.body_timeout, self._body_too_slow)
+        else:
+            self._disarm()
+
+    def _arm(self, what: str, seconds: float, callback: Any) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(seconds, callback)
+        self._armed_for = what
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._armed_for = None
 
     def _head_too_slow(self) -> None:
         self._deadline = None
+        self._armed_for = None
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a request still being answered: its turn comes later.
-            self._arm(self.limits.header_timeout, self._head_too_slow)
+            self._arm(_HEAD, self.limits.header_timeout, self._head_too_slow)
             return
         if self._head_bytes == 0 and self.cycle is None:
             self._close("idle", "connection sent no request")
@@ -174,9 +199,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self._deadline = None
+        self._armed_for = None
         if self.pipeline:
             # Queued behind a request still being answered, its body is not read yet.
-            self._arm(self.limits.body_timeout, self._body_too_slow)
+            self._arm(_BODY, self.limits.body_timeout, self._body_too_slow)
             return
         if self.cycle is not None and self.cycle.response_started:
             self._close("body_timeout", "body still arriving after the answer")
