@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +41,12 @@ log = logging.getLogger("outbox.ingress.writer")
 
 MAX_BATCH = 256  #: requests stored in one statement at most
 #: requests waiting before another connection starts a batch while one is in flight.
-#: A batch costs ~0.3 ms of the loop's CPU whatever its size, so single requests side by
-#: side spent the CPU the requests needed. At 8, though, 16 senders moved in two groups of
-#: 8 taking turns; at 4, five paired runs of bench.ingress_cpu at 16 senders gave +7 to
-#: +26 % (the server's CPU per webhook ~293 -> ~254 µs).
-OVERLAP_MIN = 4
+#: A batch costs ~0.2-0.3 ms of the loop's CPU whatever its size, so single requests side
+#: by side spent the CPU the requests needed. Against 4, six paired 5 s runs of wrk at 16
+#: connections (2 cores, AMD EPYC) gave 7.0 rows a batch instead of 5.7 and +1 to +13 %
+#: webhooks a second (median +7.6 %), p99 alike; 8 grew the batches to only ~7.7 while
+#: the p99 rose. At 64 connections batches are larger than either.
+OVERLAP_MIN = 6
 
 
 @dataclass
@@ -85,7 +87,12 @@ class PostgresGroupWriter:
         self._on_committed = on_committed
         self._connections = max(1, connections)
         self._waiting: list[_Waiting] = []
-        self._wake: asyncio.Event | None = None
+        #: One future per connection task waiting for a batch; the first is woken once a
+        #: batch may be taken. One task, not all: an Event woke every idle task at each
+        #: request submitted while a batch was in flight, and each went back to sleep.
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._woken = 0  #: tasks woken that have not run yet: they take what waits
+        self._started = False
         self._stopping = False
         self._busy = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,7 +105,9 @@ class PostgresGroupWriter:
 
     def start(self) -> None:
         """Start the connection tasks on the running loop (the app's lifespan)."""
-        self._wake = asyncio.Event()
+        self._idle.clear()
+        self._woken = 0
+        self._started = True
         self._stopping = False
         self._tasks = [
             asyncio.get_running_loop().create_task(self._run(), name=f"outbox-writer-{n}")
@@ -108,8 +117,8 @@ class PostgresGroupWriter:
     async def stop(self) -> None:
         """Store what is waiting, then close the connections."""
         self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        while self._idle:  # each task stores what waits, or ends
+            self._wake_one()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
@@ -120,11 +129,12 @@ class PostgresGroupWriter:
     def submit(self, event: IncomingEvent) -> asyncio.Future[Recorded]:
         """Queue one event; the future is settled after its commit (or DatabaseUnavailable)."""
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        if self._wake is None or self._stopping:
+        if not self._started or self._stopping:
             future.set_exception(DatabaseUnavailable("the ingress is not accepting events"))
             return future
         self._waiting.append(_Waiting(event, future))
-        self._wake.set()
+        if self._idle and not self._woken and self._may_take():
+            self._wake_one()
         return future
 
     async def _run(self) -> None:
@@ -136,7 +146,6 @@ class PostgresGroupWriter:
                 batch = await self._next_batch()
                 if not batch:
                     return
-                self._busy += 1
                 try:
                     conn = await self._write(conn, batch)
                 finally:
@@ -146,15 +155,31 @@ class PostgresGroupWriter:
                 await conn.close()
 
     async def _next_batch(self) -> list[_Waiting]:
-        assert self._wake is not None
+        """The next batch to store, counted busy until its task is done with it ([]: stop)."""
         while not self._may_take():
             if self._stopping and not self._waiting:
                 return []
-            self._wake.clear()
-            await self._wake.wait()
+            idle = asyncio.get_running_loop().create_future()
+            self._idle.append(idle)
+            try:
+                await idle
+            finally:
+                if idle.done() and not idle.cancelled():
+                    self._woken -= 1
         batch = self._waiting[:MAX_BATCH]
         del self._waiting[:MAX_BATCH]
+        self._busy += 1
+        if self._idle and not self._woken and self._may_take():  # another batch's worth waits
+            self._wake_one()
         return batch
+
+    def _wake_one(self) -> None:
+        while self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():  # else its task was cancelled
+                idle.set_result(None)
+                self._woken += 1
+                return
 
     def _may_take(self) -> bool:
         if not self._waiting:
