@@ -288,6 +288,11 @@ def _commit_batch(
         limit = max(claim_next, 0) + carried
         if refill and carried:
             limit = max(limit, EVENTS_PER_PASS - carried)
+        if 0 < limit < EVENTS_PER_PASS - carried:
+            # A claim that came back short (rows whose object or account another claim
+            # held) left a few rows of the pass's budget: a batch of them would cost its
+            # statements for a handful of rows. The next batch is a whole one instead.
+            limit = EVENTS_PER_PASS - carried
         return _claim(runtime, session, ids=[], limit=limit)
 
 
