@@ -63,14 +63,17 @@ INGRESS = "ingress, ringing Redis"
 REDISLESS = "ingress, Redis unreachable"
 
 
-EVENT = "installation_repositories"  #: the X-GitHub-Event of every delivery (and wrk's)
+EVENT = "issues"  #: the X-GitHub-Event of every delivery (and wrk's)
+#: The ingress's handler table: bench.processing's, which applies `issues.opened`, so the
+#: ingress stores every delivery pending and rings for it, as it does for any type a
+#: handler applies (a type none applies is stored finished, never rung:
+#: ingress/stored_only.py). No worker runs: what the handler does is never reached.
+HANDLER_TABLE = "bench.processing:handler_table"
 
 
 def github_body(n: int) -> bytes:
-    """A 4 KB GitHub `installation_repositories` delivery: a type a handler applies, so the
-    ingress stores it pending and rings for it (a type none applies is stored finished,
-    never rung: ingress/stored_only.py)."""
-    payload = {"action": "added", "installation": {"id": 42}, "number": n, "pad": ""}
+    """A 4 KB GitHub `issues.opened` delivery."""
+    payload = {"action": "opened", "installation": {"id": 42}, "number": n, "pad": ""}
     raw = json.dumps(payload, separators=(",", ":"))
     payload["pad"] = "x" * (BODY_BYTES - len(raw))
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -203,6 +206,7 @@ def targets(url: str, log_level: str, redisless: bool) -> Iterator[list[Target]]
             "BENCH_NAIVE_DSN": conninfo(url),
             "REDIS_URL": redis.url,
             "REDIS_NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
+            "HANDLER_TABLE": HANDLER_TABLE,
         }
         uvicorn = [python(), "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
         found = []

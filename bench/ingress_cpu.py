@@ -14,7 +14,7 @@ import time
 import uuid
 
 from bench.common import cpu_seconds, free_port, pids_of, postgres_database, python, server
-from bench.ingress import SECRET, signed_requests
+from bench.ingress import HANDLER_TABLE, SECRET, signed_requests
 from bench.loadgen import closed_loop
 from bench.loadgen import run as run_load
 
@@ -32,6 +32,7 @@ def main() -> None:
             "GITHUB_WEBHOOK_SECRET": SECRET,
             "BENCH_GITHUB_SECRET": SECRET,
             "REDIS_URL": "redis://127.0.0.1:1/0",
+            "HANDLER_TABLE": HANDLER_TABLE,  # stored pending, as bench.ingress's deliveries
         }
         if args.bare:
             command = [python(), "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]

@@ -16,7 +16,7 @@ function init(args)
   file:close()
   counter = 0
   head = "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    .. "Content-Type: application/json\r\nX-GitHub-Event: installation_repositories\r\n"
+    .. "Content-Type: application/json\r\nX-GitHub-Event: issues\r\n"
     .. "X-Hub-Signature-256: " .. os.getenv("WRK_SIGNATURE") .. "\r\n"
     .. "Content-Length: " .. #body .. "\r\n"
     .. "X-GitHub-Delivery: " .. os.getenv("WRK_RUN") .. "-" .. tid .. "-"
