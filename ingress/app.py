@@ -1,6 +1,8 @@
 """The Starlette application: webhook routes, health, readiness and metrics.
 
-Each webhook route reads like the flow: read the body, verify it, record it, answer.
+Both webhook routes are one flow (`record_webhook`): read the body, verify and read it as
+its source says (ingress/github.py `delivery_reader`, ingress/stripe.py `event_reader`),
+record it (ingress/recording.py, after ingress/stored_only.py), answer.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,16 +27,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ingress.bell import CoalescingBell
 from ingress.deadline import AnswerDeadlines
-from ingress.errors import NotConfigured, Rejection
-from ingress.github import MAX_HEADER_ID, github_event, required_headers
+from ingress.errors import Rejection
+from ingress.github import MAX_HEADER_ID, delivery_reader
 from ingress.limits import BodyBudget, read_body
 from ingress.metrics import handling_seconds, requests_counter
-from ingress.postgres_writer import PostgresGroupWriter
-from ingress.signatures import verify_github, verify_stripe
+from ingress.recording import make_writer
 from ingress.stored_only import StoredOnly
-from ingress.stripe import stripe_event
+from ingress.stripe import event_reader
 from ingress.tracing import RequestSpans
-from ingress.writer import GroupCommitWriter
 from outbox import tracing
 from outbox.db import make_engine
 from outbox.doorbell import Doorbell, LoopDoorbell, SilentDoorbell
@@ -106,35 +106,18 @@ def create_app(
             incoming.delivery_id,
         )
 
-    # Read once: the settings object does not change under a running app, and splitting
-    # the secrets again for every request was measurable.
-    github_secrets = settings.github_secrets
-    stripe_secrets = settings.stripe_secrets
+    # Built once: the settings do not change under a running app, and splitting the
+    # secrets again for every request was measurable.
+    read_github = delivery_reader(settings.github_secrets)
+    read_stripe = event_reader(
+        settings.stripe_secrets, settings.stripe_webhook_tolerance, settings.stripe_mode, clock
+    )
 
     async def github(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
-        def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
-            if not github_secrets:
-                raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
-            index = verify_github(body, headers.get("x-hub-signature-256"), github_secrets)
-            delivery, event = required_headers(headers)
-            return github_event(body, headers, delivery, event, f"github#{index}")
-
-        return await record_webhook(scope, receive, "github", parse, "x-github-delivery")
+        return await record_webhook(scope, receive, "github", read_github, "x-github-delivery")
 
     async def stripe(scope: Scope, receive: Receive) -> tuple[int, bytes] | None:
-        def parse(body: bytes, headers: dict[str, str]) -> IncomingEvent:
-            if not stripe_secrets:
-                raise NotConfigured("STRIPE_WEBHOOK_SECRET is not set")
-            index = verify_stripe(
-                body,
-                headers.get("stripe-signature"),
-                stripe_secrets,
-                tolerance=settings.stripe_webhook_tolerance,
-                now=clock(),
-            )
-            return stripe_event(body, headers, f"stripe#{index}", settings.stripe_mode)
-
-        return await record_webhook(scope, receive, "stripe", parse)
+        return await record_webhook(scope, receive, "stripe", read_stripe)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -261,19 +244,6 @@ def _named(headers: dict[str, str], delivery_header: str | None) -> str | None:
     if delivery_header is None:
         return None
     return headers.get(delivery_header, "")[:MAX_HEADER_ID] or None
-
-
-def make_writer(
-    engine: Engine,
-    on_committed: Callable[[Sequence[int]], None],
-    writers: int,
-    timeout: float | None = None,
-) -> GroupCommitWriter | PostgresGroupWriter:
-    """Postgres through psycopg is written from the event loop; anything else from threads.
-    `timeout` is the database call timeout (DATABASE_TIMEOUT_SECONDS), if any."""
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return PostgresGroupWriter(engine, on_committed, connections=writers, timeout=timeout)
-    return GroupCommitWriter(engine, on_committed, writers=writers, timeout=timeout)
 
 
 def _answer(

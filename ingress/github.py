@@ -1,11 +1,12 @@
-"""GitHub App webhooks: from a verified request to the row that stores it."""
+"""GitHub App webhooks: from a request to the row that stores it (`delivery_reader`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ingress.errors import HeaderMissing
+from ingress.errors import HeaderMissing, NotConfigured
+from ingress.signatures import verify_github
 from outbox.fields import as_int64, as_text, dig
 from outbox.models import Source, Status
 from outbox.payload import UnreadablePayload, peek_body
@@ -26,6 +27,21 @@ _HTTP_BLANKS = " \t"  #: what HTTP trims around a header value (RFC 9110, 5.5)
 
 #: Events whose order matters per installation (added before removed, created before deleted).
 _PER_INSTALLATION = {"installation", "installation_repositories", "github_app_authorization"}
+
+
+def delivery_reader(secrets: Sequence[str]) -> Callable[[bytes, dict[str, str]], IncomingEvent]:
+    """The GitHub route's reading of a request whose body is whole: its signature checked
+    against `secrets` (GITHUB_WEBHOOK_SECRET's, several while one is rotated), its delivery
+    id and event read from the headers, then the row. Raises the Rejection to answer."""
+
+    def read(body: bytes, headers: dict[str, str]) -> IncomingEvent:
+        if not secrets:
+            raise NotConfigured("GITHUB_WEBHOOK_SECRET is not set")
+        index = verify_github(body, headers.get("x-hub-signature-256"), secrets)
+        delivery, event = required_headers(headers)
+        return github_event(body, headers, delivery, event, f"github#{index}")
+
+    return read
 
 
 def required_headers(headers: Mapping[str, str]) -> tuple[str, str]:
