@@ -4,7 +4,7 @@ A GitHub App receives many deliveries it only keeps (pushes, check runs, comment
 of what it is sent. Stored pending, each would cost a worker a claim and a finishing write,
 only to end `skipped` with the reason "no handler for …". The ingress looks the type up
 in the same handler table the workers build (HANDLER_TABLE, then the installed packages'
-entry points; processors/dispatch.py) and stores such a delivery `skipped` at once, with
+entry points; outbox/dispatch.py) and stores such a delivery `skipped` at once, with
 that same reason, processed when received; it is never rung.
 
 The table is the workers': deploy the ingress and the workers from one image with one set
@@ -19,12 +19,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from outbox.dispatch import find_handler, load_handler_table, unhandled
 from outbox.handling import describe
 from outbox.models import Status
 from outbox.registry import DispatchTable
 from outbox.settings import Settings
 from outbox.store import IncomingEvent
-from processors.dispatch import find_handler, load_handler_table, unhandled
 
 log = logging.getLogger("outbox.ingress")
 

@@ -16,10 +16,10 @@ from datetime import timedelta
 from outbox import claiming, finishing
 from outbox.claiming import ClaimedEvent
 from outbox.db import transaction, utcnow
+from outbox.dispatch import find_handler, unhandled
 from outbox.handling import NoEffect, PermanentFailure, describe
 from outbox.models import Status
 from processors.alone import ERROR_CAP
-from processors.dispatch import find_handler, unhandled
 from processors.runtime import Runtime
 from processors.steps import Skip, event_context
 

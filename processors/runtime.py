@@ -18,10 +18,10 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.db import make_engine, make_sessionmaker
+from outbox.dispatch import load_handler_table
 from outbox.registry import DispatchTable
 from outbox.retry import RetryPolicy
 from outbox.settings import Settings, get_settings
-from processors.dispatch import load_handler_table
 
 
 @dataclass

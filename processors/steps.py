@@ -10,12 +10,12 @@ from typing import Any
 
 from outbox.claiming import ClaimedEvent
 from outbox.db import utcnow
+from outbox.dispatch import find_handler, unhandled
 from outbox.handling import EventContext, Handler, PermanentFailure
 from outbox.models import Source
 from outbox.modes import mode_mismatch
 from outbox.payload import UnreadablePayload, decode_body
 from processors import traces
-from processors.dispatch import find_handler, unhandled
 from processors.runtime import Runtime
 
 #: A row's handler starts only while at least this share of its claim's lease is left, so

@@ -1,13 +1,13 @@
 """Installed distributions for tests, as importlib.metadata finds them: a `*.dist-info`
 folder declaring entry points, on a folder of sys.path. The handler registry discovers
-packages this way (processors/dispatch.py), whoever installed them."""
+packages this way (outbox/dispatch.py), whoever installed them."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
-from processors.dispatch import ENTRY_POINT_GROUP
+from outbox.dispatch import ENTRY_POINT_GROUP
 
 
 def declare_distribution(

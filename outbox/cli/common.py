@@ -228,7 +228,7 @@ def _database_failed(reason: str, sqlstate: str | None) -> int:
 def _handler_table_not_found(exc: Exception) -> bool:
     # Only a command that loaded the dispatch table can have failed to: the others need not
     # import the processors to find out.
-    dispatch = sys.modules.get("processors.dispatch")
+    dispatch = sys.modules.get("outbox.dispatch")
     return dispatch is not None and isinstance(exc, dispatch.HandlerTableNotFound)
 
 

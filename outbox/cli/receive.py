@@ -154,8 +154,8 @@ def _store_and_apply(
     from outbox import store
     from outbox.cli.database import open_database
     from outbox.db import utcnow
+    from outbox.dispatch import load_handler_table
     from outbox.models import Status
-    from processors.dispatch import load_handler_table
     from processors.receive import Received, apply_now
     from processors.runtime import Runtime
 

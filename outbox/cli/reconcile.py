@@ -83,7 +83,7 @@ def reconcile_stripe(
     from outbox import reconcile
     from outbox.cli.database import open_database
     from outbox.db import transaction, utcnow
-    from processors.dispatch import HandlerTableNotFound, load_handler_table
+    from outbox.dispatch import HandlerTableNotFound, load_handler_table
 
     now = utcnow()
     start = _since(since, window=reconcile.STRIPE_EVENT_RETENTION, provider="Stripe", now=now)

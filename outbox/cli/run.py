@@ -105,7 +105,7 @@ def dev(
 
     upgrade(settings.database_url)
     typer.echo(f"dev: database {safe_url(settings.database_url)} migrated")
-    from processors.dispatch import handler_entry_points, load_handler_table
+    from outbox.dispatch import handler_entry_points, load_handler_table
     from processors.inprocess import InProcessProcessors
 
     load_handler_table(settings)  # a HANDLER_TABLE naming nothing: one line now, not later

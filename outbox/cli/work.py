@@ -138,7 +138,7 @@ def _check_services(settings: Settings) -> None:
     """Fail now, with the reason, rather than start workers that cannot do anything."""
     import redis
 
-    from processors.dispatch import HandlerTableNotFound, load_handler_table
+    from outbox.dispatch import HandlerTableNotFound, load_handler_table
 
     try:
         timeout = settings.redis_timeout_seconds

@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from ingress.app import create_app
+from outbox.dispatch import load_handler_table
 from outbox.registry import DispatchTable
 from outbox.settings import Settings
-from processors.dispatch import load_handler_table
 
 
 class RecordingDoorbell:

@@ -13,13 +13,13 @@ from sqlalchemy import insert
 
 from outbox import operator_writes
 from outbox.db import transaction, utcnow
+from outbox.dispatch import HandlerTableNotFound, load_handler_table
 from outbox.handling import EventContext, Handler, HandlerTable, RetryLater
 from outbox.models import Status, WebhookEvent
 from outbox.registry import Registry
 from outbox.settings import Settings
 from processors import runtime as runtimes
 from processors.apply import Outcome, process_pass
-from processors.dispatch import HandlerTableNotFound, load_handler_table
 from tests.factories import record
 from tests.packages import install_package
 from tests.processors.handlers import TEST_EVENT_TYPE, effect_counts, effects, scripted_event
