@@ -340,7 +340,7 @@ def test_a_fault_of_the_ingress_is_a_json_500_counted_and_one_log_line(
     def broken(*args, **kwargs):
         raise RuntimeError("a bug\nover two lines")
 
-    monkeypatch.setattr("ingress.app.github_event", broken)
+    monkeypatch.setattr("ingress.github.github_event", broken)
     before = _errors_counted(client)
     with caplog.at_level(logging.INFO):
         response = client.post("/webhooks/github", content=BODY, headers=GOOD_GITHUB)
