@@ -286,13 +286,13 @@ def _commit_batch(
             return []  # claimed after those: the next event of their object waits for them
         carried = sum(1 for step in steps if step.carried)
         limit = max(claim_next, 0) + carried
-        if refill and carried:
+        if claim_next > 0 or (refill and carried):
+            # A batch costs its statements whatever its size: while the pass's budget
+            # lasts (a claim that came back short, its rows' objects or accounts held by
+            # another claim, leaves a few rows of it), or while it may refill carried
+            # rows, the next batch is a whole one. Past both, a pass ends with its
+            # carried rows alone, so a pass under contention does not go on forever.
             limit = max(limit, EVENTS_PER_PASS - carried)
-        if 0 < limit < EVENTS_PER_PASS - carried:
-            # A claim that came back short (rows whose object or account another claim
-            # held) left a few rows of the pass's budget: a batch of them would cost its
-            # statements for a handful of rows. The next batch is a whole one instead.
-            limit = EVENTS_PER_PASS - carried
         return _claim(runtime, session, ids=[], limit=limit)
 
 
