@@ -133,8 +133,7 @@ class PostgresGroupWriter:
             future.set_exception(DatabaseUnavailable("the ingress is not accepting events"))
             return future
         self._waiting.append(_Waiting(event, future))
-        if self._idle and not self._woken and self._may_take():
-            self._wake_one()
+        self._wake_if_due()
         return future
 
     async def _run(self) -> None:
@@ -169,9 +168,13 @@ class PostgresGroupWriter:
         batch = self._waiting[:MAX_BATCH]
         del self._waiting[:MAX_BATCH]
         self._busy += 1
-        if self._idle and not self._woken and self._may_take():  # another batch's worth waits
-            self._wake_one()
+        self._wake_if_due()  # another batch's worth may wait
         return batch
+
+    def _wake_if_due(self) -> None:
+        """Wake an idle task if a batch may be taken and no task woken is on its way to it."""
+        if self._idle and not self._woken and self._may_take():
+            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._idle:
