@@ -39,8 +39,8 @@ from domain.installation_repositories import (
     find_repository,
     repositories_of,
 )
-from outbox.batch_sql import write_over
 from outbox.db import Base, UTCDateTime
+from outbox.driver.statements import write_over
 from outbox.models import BigId
 
 

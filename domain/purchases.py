@@ -41,8 +41,8 @@ from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.batch_sql import Query, insert_all, write_over
 from outbox.db import Base, UTCDateTime
+from outbox.driver.statements import Query, insert_all, write_over
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.

@@ -59,8 +59,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.batch_sql import insert_all, write_over
 from outbox.db import Base, UTCDateTime
+from outbox.driver.statements import insert_all, write_over
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
     "incomplete", "trialing", "active", "past_due", "unpaid"

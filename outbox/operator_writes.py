@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from outbox.batch_sql import Query
+from outbox.driver.statements import Query
 from outbox.models import Status, WebhookEvent
 from outbox.states import REPLAYABLE
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from outbox.driver import Connection, document, flag, utc
+from outbox.driver.dbapi import Connection, document, flag, utc
 from outbox.fields import as_int64
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,

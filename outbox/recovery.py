@@ -17,7 +17,7 @@ from sqlalchemy import Table, Text, and_, bindparam, case, cast, func, insert, l
 from sqlalchemy import update as update_of
 from sqlalchemy.orm import Session
 
-from outbox.batch_sql import Query, on_postgres
+from outbox.driver.statements import Query, on_postgres
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 

@@ -22,7 +22,7 @@ DOMAIN = ROOT / "domain"
 OUTBOX_ALLOWED: dict[str, frozenset[str] | None] = {
     "outbox.db": frozenset({"Base", "UTCDateTime", "make_sessionmaker", "transaction", "utcnow"}),
     "outbox.models": frozenset({"BigId"}),
-    "outbox.batch_sql": None,
+    "outbox.driver.statements": None,
     "outbox.settings": None,
     "outbox.handling": None,
     "outbox.registry": None,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from outbox.driver import Connection
+    from outbox.driver.dbapi import Connection
     from outbox.reader_settings import ReaderSettings
     from outbox.settings import Settings
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @contextmanager
 def open_reads(settings: ReaderSettings) -> Iterator[Connection]:
     """A connection for the named reads (outbox/queries.py), with the engine's timeouts."""
-    from outbox.driver import connect
+    from outbox.driver.dbapi import connect
 
     with connect(settings.database_url, timeout=settings.database_timeout_seconds) as db:
         yield db

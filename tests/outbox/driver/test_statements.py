@@ -12,8 +12,8 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from domain.account_opening import ensure_account
 from domain.ledger_tables import CreditEntry
-from outbox.batch_sql import Query, insert_all, one_of, update_all, write_over
 from outbox.db import transaction
+from outbox.driver.statements import Query, insert_all, one_of, update_all, write_over
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ENTRIES: Table = CreditEntry.__table__  # type: ignore[assignment]

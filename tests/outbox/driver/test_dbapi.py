@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from outbox.driver import (
+from outbox.driver.dbapi import (
     DatabaseError,
     connect,
     document,
@@ -92,7 +92,7 @@ def test_a_session_s_reads_see_its_own_uncommitted_rows(sessions):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_waits_for_a_writer_as_the_engine_does(reads):
-    from outbox.driver import SQLITE_BUSY_TIMEOUT_MS
+    from outbox.driver.dbapi import SQLITE_BUSY_TIMEOUT_MS
 
     assert reads.value("PRAGMA busy_timeout") == SQLITE_BUSY_TIMEOUT_MS
 

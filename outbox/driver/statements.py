@@ -40,7 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
-from outbox.prepared import CompiledStatement, SessionDriver
+from outbox.driver.prepared import CompiledStatement, SessionDriver
 
 
 def on_postgres(session: Session) -> bool:

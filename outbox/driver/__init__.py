@@ -1,0 +1,1 @@
+"""The driver layer: how statements reach psycopg and sqlite3 (filled in below)."""
