@@ -40,7 +40,7 @@ from domain.installation_repositories import (
     repositories_of,
 )
 from outbox.db import Base, UTCDateTime
-from outbox.driver.statements import write_over
+from outbox.driver.batch_writes import write_over
 from outbox.models import BigId
 
 

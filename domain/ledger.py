@@ -28,7 +28,7 @@ from domain.accounts import UnknownAccount
 from domain.balances import applied_keys, available, availables, debts, entry_for_key
 from domain.credits import InvalidAmount, format_credits, parse_credits, positive_credits
 from domain.ledger_tables import ZERO, CreditEntry
-from outbox.driver.statements import insert_all
+from outbox.driver.batch_writes import insert_all
 
 
 class KeyReused(Exception):

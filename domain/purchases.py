@@ -42,7 +42,8 @@ from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
 from outbox.db import Base, UTCDateTime
-from outbox.driver.statements import Query, insert_all, write_over
+from outbox.driver.batch_writes import insert_all, write_over
+from outbox.driver.statements import Query
 from outbox.models import BigId
 
 #: Ledger key of a checkout session's grant.

@@ -60,7 +60,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from outbox.db import Base, UTCDateTime
-from outbox.driver.statements import insert_all, write_over
+from outbox.driver.batch_writes import insert_all, write_over
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
     "incomplete", "trialing", "active", "past_due", "unpaid"

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Table, Text, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql
 
-from outbox.driver.statements import Query, insert_all, on_postgres
+from outbox.driver.batch_writes import insert_all
+from outbox.driver.statements import Query, on_postgres
 from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy

@@ -23,6 +23,7 @@ OUTBOX_ALLOWED: dict[str, frozenset[str] | None] = {
     "outbox.db": frozenset({"Base", "UTCDateTime", "make_sessionmaker", "transaction", "utcnow"}),
     "outbox.models": frozenset({"BigId"}),
     "outbox.driver.statements": None,
+    "outbox.driver.batch_writes": None,
     "outbox.settings": None,
     "outbox.handling": None,
     "outbox.registry": None,
