@@ -1,8 +1,6 @@
-"""The driver layer: the plain connections of the reads (one statement text for both
-databases, the engine's timeouts, values read back alike, database failures as
-DatabaseError), and statements on a session's own psycopg connection (joining its
-transaction, errors as SQLAlchemy's, constants written in, lists as one parameter, rows
-written in one statement)."""
+"""Plain DBAPI connections of the named reads: one statement text for both databases, the
+engine's timeouts, values read back alike, a session's own uncommitted rows seen, database
+failures as DatabaseError."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ import pytest
 from sqlalchemy import text
 
 from outbox.driver.dbapi import (
-    DatabaseError,
     connect,
     document,
     flag,
@@ -20,6 +17,7 @@ from outbox.driver.dbapi import (
     sqlite_database,
     utc,
 )
+from outbox.driver.errors import DatabaseError
 from tests.cli.conftest import stored
 
 
