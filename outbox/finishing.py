@@ -8,7 +8,7 @@ fail_many       -- failed rows: their new states in one statement, the failure l
 fail            -- the same for one row
 give_back_unrun -- claimed rows whose handler never started, back to pending, attempt refunded
 
-The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/driver/statements.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 

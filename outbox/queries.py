@@ -1,5 +1,5 @@
 """The named reads operators make of the stored webhooks: every statement here, each with
-its purpose, run on a plain DBAPI connection (outbox/driver.py) on SQLite and Postgres.
+its purpose, run on a plain DBAPI connection (outbox/driver/dbapi.py) on SQLite and Postgres.
 
 list_events      -- rows matching a filter, newest first, one page at a time
 events_after     -- matching rows past an id, oldest first (`events tail`)

@@ -4,7 +4,7 @@ the rows to ring again.
 release_expired -- rows whose lease ran out, back to pending (or dead), with a reason
 due_ids         -- pending rows whose time has come, oldest first
 
-The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/driver/statements.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 

@@ -1,6 +1,6 @@
 """The database as the operator commands use it, opened for one command and closed at its end.
 
-`open_reads` is a plain driver connection (outbox/driver.py): commands that only read
+`open_reads` is a plain driver connection (outbox/driver/dbapi.py): commands that only read
 (`events list | stats | tail`) never load SQLAlchemy, nor pydantic for their settings
 (outbox/reader_settings.py). `open_database` is an engine and its
 sessions, for the commands that write or ask the domain.

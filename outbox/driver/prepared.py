@@ -50,7 +50,7 @@ class CompiledStatement:
     given by name at each call.
 
     Rows come back as psycopg's tuples, without SQLAlchemy's result processing: a time is
-    in the session's time zone (outbox.driver.utc reads it), JSON is parsed by psycopg.
+    in the session's time zone (outbox.driver.dbapi.utc reads it), JSON is parsed by psycopg.
     """
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:

@@ -35,7 +35,8 @@ def claim_for_pass(sessions, **kwargs):
 
 
 def plan_of(session, statement, params) -> str:
-    """EXPLAIN of a storage statement (outbox.batch_sql.Query) in `session`'s transaction."""
+    """EXPLAIN of a storage statement (outbox.driver.statements.Query) in `session`'s
+    transaction."""
     from outbox.driver.prepared import postgres_text
 
     dialect = session.get_bind().dialect
