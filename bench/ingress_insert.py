@@ -1,5 +1,5 @@
 """The CPU of one batch INSERT of the ingress, by two drivers: the prepared statement sent
-through libpq (outbox/libpq.py, what the ingress runs) and psycopg's own `execute` of the
+through libpq (outbox/driver/libpq.py, what the ingress runs) and psycopg's own `execute` of the
 same statement (prepared, binary parameters where psycopg chooses them).
 
     .venv/bin/python -m bench.ingress_insert [--rows 16] [--batches 300] [--rounds 2]

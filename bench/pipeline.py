@@ -165,7 +165,7 @@ def drain_rate(s: Stack, count: int, *, counted: int | None = None) -> float:
 
 def conninfo(url: str) -> str:
     """libpq's form of a SQLAlchemy Postgres URL: the URL without SQLAlchemy's "+psycopg"
-    (as outbox/driver.py connects), so a password, a missing port or options carry over."""
+    (as outbox/driver/dbapi.py connects), so a password, a missing port or options carry over."""
     return "postgresql://" + url.partition("://")[2]
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import Session
 
 from domain.accounts import Account, UnknownAccount
-from outbox.batch_sql import OneOf, Query
+from outbox.session import OneOf, Query
 
 
 def lock_account(session: Session, account_id: int) -> None:

@@ -26,8 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.db import Base, UTCDateTime
 from outbox.fields import as_int64
+from outbox.session import Base, UTCDateTime
 
 
 class UnknownAccount(LookupError):

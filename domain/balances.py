@@ -15,7 +15,7 @@ from sqlalchemy import Table, func, select, text
 from sqlalchemy.orm import Session
 
 from domain.ledger_tables import HAS_DEBT_CHANGE, ZERO, CreditEntry, CreditHold
-from outbox.batch_sql import Query
+from outbox.session import Query
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from domain import stripe_objects
 from domain.accounts import Account, account_for_customer
 from domain.purchases import CreditPurchase, purchase_for_payment
-from outbox.batch_sql import Query
 from outbox.handling import EventContext
+from outbox.session import Query
 
 
 def checkout_accounts(session: Session, event: EventContext, _fetched: Any) -> list[int]:

@@ -38,8 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from domain import account_locks, ledger, ledger_tables
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.purchases import CreditPurchase
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime
 
 #: Ledger key of what a dispute takes back, and of what it gives back once won.
 TAKEN_KEY = "dispute:{dispute_id}"

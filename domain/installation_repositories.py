@@ -16,8 +16,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime
 
 NAME_CAP = 255  #: characters kept of a login or a repository's full name
 

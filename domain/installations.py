@@ -39,9 +39,7 @@ from domain.installation_repositories import (
     find_repository,
     repositories_of,
 )
-from outbox.batch_sql import write_over
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime, write_over
 
 
 class InstallationStatus(StrEnum):
@@ -337,7 +335,7 @@ def installations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Insta
 
 def write_installations(session: Session, rows: Sequence[Installation]) -> None:
     """Write installations read and changed in memory over their rows, in one statement
-    (outbox/batch_sql.py's `write_over`), and take them out of the session."""
+    (outbox/session.py's `write_over`), and take them out of the session."""
     write_over(session, _installations, rows)
 
 

@@ -47,8 +47,7 @@ from domain.accounts import find_account
 from domain.credits import Credits
 from domain.job_specs import JobSpec
 from domain.pull_requests import FileChange
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime
 
 
 class JobStatus(StrEnum):

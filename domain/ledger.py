@@ -28,7 +28,7 @@ from domain.accounts import UnknownAccount
 from domain.balances import applied_keys, available, availables, debts, entry_for_key
 from domain.credits import InvalidAmount, format_credits, parse_credits, positive_credits
 from domain.ledger_tables import ZERO, CreditEntry
-from outbox.batch_sql import insert_all
+from outbox.session import insert_all
 
 
 class KeyReused(Exception):
@@ -105,8 +105,8 @@ def credit_many(
 ) -> list[Entry | None]:
     """`credit` for many entries at once: a few statements whatever their number.
 
-    The entries are written with one statement (outbox/batch_sql.py) and are not read
-    back: those returned have no id.
+    The entries are written with one statement (outbox/session.py's `insert_all`) and are
+    not read back: those returned have no id.
     """
     entries = _credit_entries(session, credits, now)
     _write_entries(session, entries)

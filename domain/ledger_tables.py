@@ -26,8 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.credits import Credits
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime
 
 ZERO = Decimal("0.0000")
 

@@ -33,7 +33,7 @@ from sqlalchemy import BigInteger, Boolean, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.credits import Credits, InvalidAmount, format_credits, positive_credits
-from outbox.db import Base, UTCDateTime
+from outbox.session import Base, UTCDateTime
 
 _CURRENCY = re.compile(r"[a-z]{3}")
 _PRICE = re.compile(r"\d+(\.\d{1,2})?")

@@ -41,9 +41,7 @@ from domain import account_locks, balances, ledger
 from domain.accounts import UnknownAccount
 from domain.credits import QUANTUM, Credits, format_credits
 from domain.packs import CreditPack
-from outbox.batch_sql import Query, insert_all, write_over
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, Query, UTCDateTime, insert_all, write_over
 
 #: Ledger key of a checkout session's grant.
 PACK_KEY = "pack:{session_id}"

@@ -59,8 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.batch_sql import insert_all, write_over
-from outbox.db import Base, UTCDateTime
+from outbox.session import Base, UTCDateTime, insert_all, write_over
 
 INCOMPLETE, TRIALING, ACTIVE, PAST_DUE, UNPAID = (
     "incomplete", "trialing", "active", "past_due", "unpaid"
@@ -214,9 +213,9 @@ def write_subscriptions(
     session: Session, created: Sequence[Subscription], changed: Sequence[Subscription]
 ) -> None:
     """Write subscription rows made or merged in memory (not added to the session): the
-    new ones in one statement (outbox/batch_sql.py), the changed ones (read and locked by
-    `subscriptions_for_update`) over theirs in one more (outbox/batch_sql.py's
-    `write_over`), and those leave the session."""
+    new ones in one statement (`insert_all`), the changed ones (read and locked by
+    `subscriptions_for_update`) over theirs in one more (`write_over`, both of
+    outbox/session.py), and those leave the session."""
     insert_all(session, _subscriptions, [_values(row) for row in created])
     write_over(session, _subscriptions, changed)
 

@@ -24,8 +24,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from domain.accounts import Account
 from domain.credits import Credits
-from outbox.db import Base, UTCDateTime
-from outbox.models import BigId
+from outbox.session import Base, BigId, UTCDateTime
 
 
 class UsageRecord(Base):

@@ -41,8 +41,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from outbox.batch_sql import Query, on_postgres
 from outbox.db import UTCDateTime
+from outbox.driver.statements import Query, on_postgres
 from outbox.models import IN_LINE, Status, WebhookEvent
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]

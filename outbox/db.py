@@ -12,7 +12,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from outbox.driver import SQLITE_BUSY_TIMEOUT_MS, utc
+from outbox.driver.dbapi import SQLITE_BUSY_TIMEOUT_MS, utc
 
 POSTGRES_CONNECT_TIMEOUT = 5  #: seconds; a dead server must turn into a 503, not a hang
 

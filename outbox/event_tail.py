@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from outbox import queries
-from outbox.driver import Connection
+from outbox.driver.dbapi import Connection
 from outbox.queries import EventFilter
 from outbox.query_results import EventSummary
 from outbox.states import IN_LINE

@@ -8,7 +8,7 @@ fail_many       -- failed rows: their new states in one statement, the failure l
 fail            -- the same for one row
 give_back_unrun -- claimed rows whose handler never started, back to pending, attempt refunded
 
-The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/driver/statements.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Table, Text, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql
 
-from outbox.batch_sql import Query, insert_all, on_postgres
+from outbox.driver.batch_writes import insert_all
+from outbox.driver.statements import Query, on_postgres
 from outbox.fields import clean_text
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy

@@ -15,6 +15,12 @@ tried again in the worker's next batch, and after a few tries go back to the que
 accounts, and two batches never deadlock. A handler
 takes no other lock that another batch may hold, except on its event's own object, which
 no other batch has claimed meanwhile.
+
+The session a handler is given is SQLAlchemy's, in that transaction. What a handler runs
+on it beyond SQLAlchemy's own (named statements taking a list as one parameter, a batch's
+rows of a table written in one statement) is outbox/session.py's, with the base and the
+column types of the domain's tables: of `outbox/`, a handler needs only that, this
+contract and the settings.
 """
 
 from __future__ import annotations

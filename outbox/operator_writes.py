@@ -4,7 +4,7 @@ replay    -- put finished or dead rows back to be processed, with fresh attempts
 retry_now -- make waiting rows due now, keeping their attempts
 purge     -- drop old bodies of finished rows, keeping a tombstone
 
-The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`; the plans the CLI
+The SQL is SQLAlchemy Core, run as outbox/driver/statements.py's `Query`; the plans the CLI
 shows before writing are the reads of outbox/queries.py, with the same guards. Callers
 pass the session and the time; nothing here commits.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from outbox.batch_sql import Query
+from outbox.driver.statements import Query
 from outbox.models import Status, WebhookEvent
 from outbox.states import REPLAYABLE
 

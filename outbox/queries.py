@@ -1,5 +1,5 @@
 """The named reads operators make of the stored webhooks: every statement here, each with
-its purpose, run on a plain DBAPI connection (outbox/driver.py) on SQLite and Postgres.
+its purpose, run on a plain DBAPI connection (outbox/driver/dbapi.py) on SQLite and Postgres.
 
 list_events      -- rows matching a filter, newest first, one page at a time
 events_after     -- matching rows past an id, oldest first (`events tail`)
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from outbox.driver import Connection, document, flag, utc
+from outbox.driver.dbapi import Connection, document, flag, utc
 from outbox.fields import as_int64
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,

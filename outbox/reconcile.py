@@ -24,7 +24,7 @@ from githubkit import AppAuthStrategy, GitHub
 from sqlalchemy.orm import Session
 
 from outbox import store
-from outbox.driver import of_session
+from outbox.driver.dbapi import of_session
 from outbox.handling import Handler
 from outbox.models import Source
 from outbox.queries import known_deliveries

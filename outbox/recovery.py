@@ -4,7 +4,7 @@ the rows to ring again.
 release_expired -- rows whose lease ran out, back to pending (or dead), with a reason
 due_ids         -- pending rows whose time has come, oldest first
 
-The SQL is SQLAlchemy Core, run as outbox/batch_sql.py's `Query`. Callers pass the
+The SQL is SQLAlchemy Core, run as outbox/driver/statements.py's `Query`. Callers pass the
 session and the time; nothing here commits.
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy import Table, Text, and_, bindparam, case, cast, func, insert, l
 from sqlalchemy import update as update_of
 from sqlalchemy.orm import Session
 
-from outbox.batch_sql import Query, on_postgres
+from outbox.driver.statements import Query, on_postgres
 from outbox.models import EventFailure, Status, WebhookEvent
 from outbox.retry import RetryPolicy
 

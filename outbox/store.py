@@ -21,9 +21,9 @@ import orjson
 from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects import sqlite
 
-from outbox import libpq
+from outbox.driver import libpq
+from outbox.driver.libpq import PreparedStatement, bytea_array
 from outbox.fields import TEXT_FIELD_CAP, clean_text
-from outbox.libpq import PreparedStatement, bytea_array
 from outbox.models import Status, WebhookEvent
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 
 import migrations.schema  # noqa: F401  (the whole schema on Base.metadata)
 from outbox.db import Base, make_engine, make_sessionmaker
-from outbox.driver import Connection, connect
+from outbox.driver.dbapi import Connection, connect
 from outbox.migrate import upgrade
 from outbox.settings import Settings
 from tests.services import clear_test_namespaces, fresh_namespace

@@ -190,7 +190,7 @@ def _explained(exc: Exception) -> int | None:
     """
     from pydantic import ValidationError
 
-    from outbox.driver import DatabaseError
+    from outbox.driver.errors import DatabaseError
 
     if isinstance(exc, ValidationError):  # a setting (environment variable) that is not valid
         for problem in exc.errors():

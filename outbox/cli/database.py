@@ -1,6 +1,6 @@
 """The database as the operator commands use it, opened for one command and closed at its end.
 
-`open_reads` is a plain driver connection (outbox/driver.py): commands that only read
+`open_reads` is a plain driver connection (outbox/driver/dbapi.py): commands that only read
 (`events list | stats | tail`) never load SQLAlchemy, nor pydantic for their settings
 (outbox/reader_settings.py). `open_database` is an engine and its
 sessions, for the commands that write or ask the domain.
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from outbox.driver import Connection
+    from outbox.driver.dbapi import Connection
     from outbox.reader_settings import ReaderSettings
     from outbox.settings import Settings
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @contextmanager
 def open_reads(settings: ReaderSettings) -> Iterator[Connection]:
     """A connection for the named reads (outbox/queries.py), with the engine's timeouts."""
-    from outbox.driver import connect
+    from outbox.driver.dbapi import connect
 
     with connect(settings.database_url, timeout=settings.database_timeout_seconds) as db:
         yield db

@@ -16,7 +16,7 @@ from outbox.states import Source, Status
 
 # The reads are imported inside the functions: `outbox --help` loads none of them.
 if TYPE_CHECKING:
-    from outbox.driver import Connection
+    from outbox.driver.dbapi import Connection
     from outbox.queries import EventFilter
 
 STATUS_OPTION = typer.Option(None, "--status", help="Only this status (repeatable).")

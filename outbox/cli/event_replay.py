@@ -80,7 +80,7 @@ def replay_events(
     from domain.effects import effects_of_event
     from outbox import queries
     from outbox.cli.database import open_database
-    from outbox.driver import of_session
+    from outbox.driver.dbapi import of_session
     from outbox.query_results import ReplayVerdict
 
     args = FilterArgs(status, source, event_type, account, since, until, delivery)

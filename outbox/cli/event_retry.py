@@ -63,7 +63,7 @@ def retry_events(
     from outbox.cli.database import open_database
     from outbox.cli.ringing import ProcessorsBell
     from outbox.db import transaction
-    from outbox.driver import of_session
+    from outbox.driver.dbapi import of_session
 
     args = FilterArgs(None, source, event_type, account, since, until, delivery)
     refs_or_filters(

@@ -115,7 +115,7 @@ def show_event(
     """Everything about one event: headers, payload, attempts with errors, effects."""
     from domain.effects import effects_of_event
     from outbox.cli.database import open_database
-    from outbox.driver import of_session
+    from outbox.driver.dbapi import of_session
     from outbox.queries import find_event
     from outbox.query_results import AmbiguousEvent, EventNotFound
 

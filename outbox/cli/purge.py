@@ -73,7 +73,7 @@ def purge(
     """
     from outbox.cli.database import open_database
     from outbox.db import utcnow
-    from outbox.driver import of_session
+    from outbox.driver.dbapi import of_session
     from outbox.queries import purge_preview
 
     age = parse_duration(older_than, "--older-than")

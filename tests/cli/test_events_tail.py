@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from outbox import queries, store
 from outbox.db import utcnow
-from outbox.driver import Connection
+from outbox.driver.dbapi import Connection
 from outbox.event_tail import EventTail
 from outbox.models import Source
 from outbox.queries import EventFilter

@@ -344,7 +344,7 @@ def test_an_account_created_by_ten_transactions_at_once_gets_one_welcome_grant(p
 @contextmanager
 def recorded_statements(engine):  # type: ignore[no-untyped-def]
     """The SQL sent through `engine` while the block runs, and straight on psycopg
-    connections (the statements outbox/prepared.py sends)."""
+    connections (the statements outbox/driver/prepared.py sends)."""
     statements: list[str] = []
 
     def remember(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]

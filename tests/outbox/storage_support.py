@@ -35,8 +35,9 @@ def claim_for_pass(sessions, **kwargs):
 
 
 def plan_of(session, statement, params) -> str:
-    """EXPLAIN of a storage statement (outbox.batch_sql.Query) in `session`'s transaction."""
-    from outbox.prepared import postgres_text
+    """EXPLAIN of a storage statement (outbox.driver.statements.Query) in `session`'s
+    transaction."""
+    from outbox.driver.prepared import postgres_text
 
     dialect = session.get_bind().dialect
     sql, _ = postgres_text(statement.statement(dialect.name), dialect)

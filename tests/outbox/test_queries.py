@@ -10,7 +10,7 @@ import pytest
 
 from outbox import claiming, finishing, operator_writes, queries
 from outbox.db import transaction
-from outbox.driver import of_session
+from outbox.driver.dbapi import of_session
 from outbox.models import Source
 from outbox.queries import EventFilter
 from outbox.query_results import AmbiguousEvent, EventNotFound

@@ -1,8 +1,6 @@
-"""The driver layer: the plain connections of the reads (one statement text for both
-databases, the engine's timeouts, values read back alike, database failures as
-DatabaseError), and statements on a session's own psycopg connection (joining its
-transaction, errors as SQLAlchemy's, constants written in, lists as one parameter, rows
-written in one statement)."""
+"""Plain DBAPI connections of the named reads: one statement text for both databases, the
+engine's timeouts, values read back alike, a session's own uncommitted rows seen, database
+failures as DatabaseError."""
 
 from __future__ import annotations
 
@@ -11,8 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from outbox.driver import (
-    DatabaseError,
+from outbox.driver.dbapi import (
     connect,
     document,
     flag,
@@ -20,6 +17,7 @@ from outbox.driver import (
     sqlite_database,
     utc,
 )
+from outbox.driver.errors import DatabaseError
 from tests.cli.conftest import stored
 
 
@@ -92,7 +90,7 @@ def test_a_session_s_reads_see_its_own_uncommitted_rows(sessions):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_waits_for_a_writer_as_the_engine_does(reads):
-    from outbox.driver import SQLITE_BUSY_TIMEOUT_MS
+    from outbox.driver.dbapi import SQLITE_BUSY_TIMEOUT_MS
 
     assert reads.value("PRAGMA busy_timeout") == SQLITE_BUSY_TIMEOUT_MS
 

@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from outbox.libpq import BINARY, TEXT, PreparedStatement, bytea_array
+from outbox.driver.libpq import BINARY, TEXT, PreparedStatement, bytea_array
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Integer, String, bindparam, column, exc, literal_column, select, text, values
 
 from outbox.db import make_engine, make_sessionmaker, transaction
-from outbox.prepared import CompiledStatement, SessionDriver, postgres_text
+from outbox.driver.prepared import CompiledStatement, SessionDriver, postgres_text
 from tests.conftest import POSTGRES_ADMIN
 
 

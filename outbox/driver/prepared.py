@@ -4,15 +4,18 @@ as SQLAlchemy's.
 
 A statement sent through SQLAlchemy's execute path costs ~150 µs of Python, more than
 Postgres spends on the statements of a batch of events; sent here it costs psycopg's own.
-Only outbox/batch_sql.py uses this module: its `Query` runs a statement here on Postgres
-and through the session on SQLite, and its `insert_all`/`update_all` send their one
-statement here.
+Only the driver layer uses this module: outbox/driver/statements.py's `Query` runs a
+statement here on Postgres and through the session on SQLite, and
+outbox/driver/batch_writes.py's `insert_all`/`update_all` send their one statement here.
+psycopg's errors become SQLAlchemy's by outbox/driver/errors.py.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from typing import TYPE_CHECKING, Any
+
+from outbox.driver.errors import as_sqlalchemy_error
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -35,18 +38,7 @@ class SessionDriver:
         try:
             return self._driver.execute(sql, params, prepare=True)
         except self.dialect.loaded_dbapi.Error as exc:
-            raise self._as_sqlalchemy_error(exc, sql, params) from exc
-
-    def _as_sqlalchemy_error(self, exc: Exception, sql: str, params: Any) -> Exception:
-        from sqlalchemy.exc import DBAPIError
-
-        lost = self.dialect.is_disconnect(exc, self._driver, None)  # type: ignore[arg-type]
-        if lost:
-            self._connection.invalidate(exc)
-        base = self.dialect.loaded_dbapi.Error
-        return DBAPIError.instance(
-            sql, params, exc, base, connection_invalidated=lost, dialect=self.dialect
-        )
+            raise as_sqlalchemy_error(self._connection, self._driver, exc, sql, params) from exc
 
 
 class CompiledStatement:
@@ -58,7 +50,7 @@ class CompiledStatement:
     given by name at each call.
 
     Rows come back as psycopg's tuples, without SQLAlchemy's result processing: a time is
-    in the session's time zone (outbox.driver.utc reads it), JSON is parsed by psycopg.
+    in the session's time zone (outbox.driver.dbapi.utc reads it), JSON is parsed by psycopg.
     """
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:

@@ -12,24 +12,26 @@ execution style per dialect:
   times there (UTC, `YYYY-MM-DD HH:MM:SS.ffffff`), so text comparisons order it right;
 - a row comes back as a dict; `utc`, `flag` and `document` read a time, a boolean and a
   JSON column alike from either driver;
-- a database that cannot be reached, or that was never migrated, raises DatabaseError.
+- a database that cannot be reached, or that was never migrated, raises DatabaseError
+  (outbox/driver/errors.py).
 
 `connect` opens a connection with the timeouts the engine gives its own (outbox/db.py);
 `of_session` runs the same statements inside a SQLAlchemy session's transaction, for the
 commands that also write. Statements on a session's connection for the storage
-operations and a batch's reads and writes are outbox/prepared.py's, run through
-outbox/batch_sql.py.
+operations and a batch's reads and writes are outbox/driver/statements.py's and
+outbox/driver/batch_writes.py's.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
+
+from outbox.driver.errors import translated_errors
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -45,16 +47,6 @@ _ANY = re.compile(r"([\w.]+) = ANY\(:(\w+)\)")
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
-class DatabaseError(Exception):
-    """The database cannot answer: unreachable, locked past the busy timeout, out of space,
-    or without the tables (never migrated). `reason` is the driver's first line."""
-
-    def __init__(self, reason: str, sqlstate: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.sqlstate = sqlstate
-
-
 class Connection:
     """A DBAPI connection and its dialect: runs statements, hands back rows as dicts."""
 
@@ -65,7 +57,7 @@ class Connection:
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Every row of `sql` run with `params`."""
         text, bound = self._prepared(sql, params)
-        with _translated_errors():
+        with translated_errors():
             cursor = self.dbapi.cursor()
             try:
                 cursor.execute(text, bound)
@@ -155,7 +147,7 @@ def connect(url: str, *, timeout: float) -> Iterator[Connection]:
     :param timeout: seconds one call may take on Postgres (DATABASE_TIMEOUT_SECONDS), as
         the engine bounds its own; SQLite waits SQLITE_BUSY_TIMEOUT_MS for a writer's lock.
     """
-    with _translated_errors():
+    with translated_errors():
         if url.startswith("sqlite"):
             connection = Connection(_sqlite_connection(url), "sqlite")
         elif url.startswith("postgresql"):
@@ -214,29 +206,3 @@ def _postgres_connection(url: str, timeout: float) -> Any:
     )
     connection.deadline = call_deadline(timeout)
     return connection
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    """The drivers' errors about the database itself, as DatabaseError; others unchanged."""
-    try:
-        yield
-    except Exception as exc:
-        translated = _database_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
-
-
-def _database_error(exc: Exception) -> DatabaseError | None:
-    # The drivers are looked up, not imported: a command on SQLite never loads psycopg.
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    sqlite3 = sys.modules.get("sqlite3")
-    if sqlite3 is not None and isinstance(exc, sqlite3.OperationalError):
-        return DatabaseError(reason)
-    psycopg = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(
-        exc, psycopg.OperationalError | psycopg.errors.UndefinedTable
-    ):
-        return DatabaseError(reason, getattr(exc, "sqlstate", None))
-    return None
