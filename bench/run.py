@@ -33,7 +33,7 @@ class Sizes:
     memory_events: int  #: webhooks through the ingress for the RSS growth
     latency_rate: float  #: webhooks per second of the latency runs
     latency_seconds: float  #: seconds of each latency run
-    rounds: int  #: rounds of the ingress and mix measurements (targets use the medians)
+    rounds: int  #: rounds of the ingress, processing and mix measurements (targets use the medians)
     mix_events: int  #: webhooks of each workload of the realistic mix (bench/mix.py)
 
 
@@ -120,7 +120,9 @@ def main() -> None:
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v})
     parts: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "ingress": lambda: ingress_rows(sizes),
-        "processing": lambda: in_database(lambda u: pipeline.measure_backlog(u, sizes.backlog)),
+        "processing": lambda: in_database(
+            lambda u: pipeline.measure_backlog(u, sizes.backlog, sizes.rounds)
+        ),
         # On a private cluster with production's settings each (or --shared).
         "mix": lambda: mix.measure_on(
             sizes.mix_events, sizes.rounds, latency_rate=500.0, shared=args.shared
