@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from outbox.handling import LeftToApply, NoEffect, describe
+from outbox.handling import Failed, LeftToApply, NoEffect, describe
 from processors import traces
 from processors.steps import Step
 
@@ -156,7 +156,7 @@ def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> It
         elif isinstance(result, NoEffect):
             step.note = result.reason
         else:
-            step.apply_error = result
+            step.apply_error = result.error if isinstance(result, Failed) else None
     return declined
 
 

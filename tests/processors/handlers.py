@@ -44,9 +44,11 @@ from sqlalchemy.orm import Session
 
 from outbox.handling import (
     EventContext,
+    Failed,
     Handler,
     HandlerTable,
     LeftToApply,
+    ManyResult,
     PermanentFailure,
     RetryLater,
 )
@@ -168,13 +170,11 @@ BATCH_HANDLER_TABLE = "tests.processors.handlers:batch_handler_table"
 batches_applied: list[list[int]] = []
 
 
-def record_effects(
-    session: Session, items: Sequence[tuple[EventContext, Any]]
-) -> list[BaseException | None]:
+def record_effects(session: Session, items: Sequence[tuple[EventContext, Any]]) -> list[ManyResult]:
     """`record_effect` for many events at once, as a set-based handler would."""
     if any((event.payload.get("test") or {}).get("sink_batch") for event, _ in items):
         raise RuntimeError("the test says: not as a batch")
-    results: list[BaseException | None] = []
+    results: list[ManyResult] = []
     applied = []
     for event, prepared in items:
         if (event.payload.get("test") or {}).get("alone"):
@@ -184,7 +184,7 @@ def record_effects(
             with session.begin_nested():
                 record_effect(session, event, prepared)
         except Exception as exc:
-            results.append(exc)
+            results.append(Failed(exc))
             continue
         results.append(None)
         applied.append(event.id)
