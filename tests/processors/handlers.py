@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -165,6 +165,7 @@ def handler_table(_settings: Settings) -> HandlerTable:
 #: The batch-capable test handler's own marks, besides the script above:
 #:     {"alone": true}         its `apply_many` leaves the event to `apply` (LeftToApply)
 #:     {"sink_batch": true}    its `apply_many` raises for the whole group
+#:     {"returns_error": true} its `apply_many` returns an exception, not Failed(exception)
 BATCH_HANDLER_TABLE = "tests.processors.handlers:batch_handler_table"
 #: Each call of `record_effects` (the set-based apply) appends the event ids it applied.
 batches_applied: list[list[int]] = []
@@ -179,6 +180,9 @@ def record_effects(session: Session, items: Sequence[tuple[EventContext, Any]]) 
     for event, prepared in items:
         if (event.payload.get("test") or {}).get("alone"):
             results.append(LeftToApply())
+            continue
+        if (event.payload.get("test") or {}).get("returns_error"):
+            results.append(cast(Any, RuntimeError("the test says: returned, not raised")))
             continue
         try:
             with session.begin_nested():
