@@ -40,6 +40,7 @@ from domain.purchases import Checkout, LineItem, UnknownPack
 from domain.subscription_events import apply_subscription_event, apply_subscription_events
 from outbox.handling import (
     EventContext,
+    Failed,
     Handler,
     HandlerTable,
     LeftToApply,
@@ -220,7 +221,7 @@ def apply_checkouts(
         try:
             grant = _plain_grant(event, fetched)
         except PermanentFailure as exc:
-            results[index] = exc
+            results[index] = Failed(exc)
             continue
         if grant is None:
             results[index] = LeftToApply()
@@ -232,7 +233,7 @@ def apply_checkouts(
     ready = []
     for index, event, grant in grants:
         if grant.checkout.account_id not in accounts:
-            results[index] = _no_account(grant.checkout.account_id)
+            results[index] = Failed(_no_account(grant.checkout.account_id))
             continue
         ready.append((index, event, grant))
     if not ready:
@@ -242,9 +243,9 @@ def apply_checkouts(
     links = []
     for (index, _, grant), outcome in zip(ready, granted, strict=True):
         if isinstance(outcome, UnknownPack):
-            results[index] = _unknown_pack(grant.checkout.session_id, outcome)
+            results[index] = Failed(_unknown_pack(grant.checkout.session_id, outcome))
         elif isinstance(outcome, Exception):
-            results[index] = RetryLater(str(outcome))
+            results[index] = Failed(RetryLater(str(outcome)))
         elif grant.checkout.stripe_customer_id is not None:
             # Linked only once granted: a row that fails writes nothing, as alone.
             links.append((grant.checkout.account_id, grant.checkout.stripe_customer_id))
@@ -324,21 +325,21 @@ def _refund_reader(settings: Settings) -> Any:
 def apply_refund(session: Session, event: EventContext, sessions: Any) -> NoEffect | None:
     """One `charge.refunded`: `apply_refunds` with one item."""
     (result,) = apply_refunds(session, [(event, sessions)])
-    if isinstance(result, BaseException):
-        raise result
+    if isinstance(result, Failed):
+        raise result.error
     return result
 
 
 def apply_refunds(
     session: Session, items: Sequence[tuple[EventContext, Any]]
-) -> list[BaseException | NoEffect | None]:
+) -> list[Failed | NoEffect | None]:
     """`charge.refunded` events together (with the checkout sessions `prepare` read, or
     None), in the events' order: their purchases read in one statement, the refund states
     taken in by domain/purchases.py's rule, the ledger entries written in a few statements.
     One result per event: None (applied), NoEffect (no pack was bought with the charge), or
     why it failed (malformed: PermanentFailure; its purchase not recorded yet: RetryLater),
     writing nothing."""
-    results: list[BaseException | NoEffect | None] = [None] * len(items)
+    results: list[Failed | NoEffect | None] = [None] * len(items)
     read: list[tuple[int, EventContext, Any, dict[str, Any], purchases.Refund]] = []
     for index, (event, sessions) in enumerate(items):
         try:
@@ -348,7 +349,7 @@ def apply_refunds(
                 continue
             read.append((index, event, sessions, charge, stripe_objects.refund_of(charge)))
         except Exception as exc:  # PermanentFailure: a malformed event
-            results[index] = exc
+            results[index] = Failed(exc)
     if not read:
         return results
     paid_by = purchases.purchases_for_payments(session, (r.payment_intent_id for *_, r in read))
@@ -362,7 +363,7 @@ def apply_refunds(
         elif _not_a_pack_payment(charge, sessions):
             results[index] = NoEffect(NOT_A_PACK_PAYMENT)
         else:
-            results[index] = _purchase_not_recorded(refund.payment_intent_id)
+            results[index] = Failed(_purchase_not_recorded(refund.payment_intent_id))
     purchases.take_back_refunds(
         session, states, now=max(event.now for _, event, *_ in read), read_locked=read_locked
     )

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
-from outbox.handling import EventContext, NoEffect
+from outbox.handling import EventContext, Failed
 
 ADDED = "installation_repositories.added"
 REMOVED = "installation_repositories.removed"
@@ -61,21 +61,21 @@ class RepositoryEvents:
     def apply(self, session: Session, event: EventContext, _prepared: Any) -> None:
         """One repository event: `apply_many` with one item."""
         (result,) = self.apply_many(session, [(event, None)])
-        if isinstance(result, BaseException):
-            raise result
+        if isinstance(result, Failed):
+            raise result.error
 
     def apply_many(
         self, session: Session, items: Sequence[tuple[EventContext, Any]]
-    ) -> list[BaseException | NoEffect | None]:
+    ) -> list[Failed | None]:
         """Apply repository events; one result per event, in order: None (applied), or
         why it failed (it wrote nothing)."""
-        results: list[BaseException | NoEffect | None] = [None] * len(items)
+        results: list[Failed | None] = [None] * len(items)
         read: list[_Read] = []
         for index, (event, _) in enumerate(items):
             try:
                 read.append(self._read(index, event))
             except Exception as exc:  # PermanentFailure: a malformed event
-                results[index] = exc
+                results[index] = Failed(exc)
         if not read:
             return results
         read.sort(key=lambda item: item.event.id)  # the events' order

@@ -35,7 +35,7 @@ from domain.subscriptions import (
     subscriptions_for_update,
     write_subscriptions,
 )
-from outbox.handling import EventContext, NoEffect, RetryLater
+from outbox.handling import EventContext, Failed, NoEffect, RetryLater
 
 ONE_OFF_INVOICE = "a one-off invoice: no subscription to update"
 
@@ -70,24 +70,24 @@ def apply_subscription_event(
 ) -> NoEffect | None:
     """One subscription or invoice event: `apply_subscription_events` with one item."""
     (result,) = apply_subscription_events(session, [(event, fetched)])
-    if isinstance(result, BaseException):
-        raise result
+    if isinstance(result, Failed):
+        raise result.error
     return result
 
 
 def apply_subscription_events(
     session: Session, items: Sequence[tuple[EventContext, Any]]
-) -> list[BaseException | NoEffect | None]:
+) -> list[Failed | NoEffect | None]:
     """Apply subscription and invoice events (with the subscription object `prepare`
     fetched, or None); one result per event, in order: None (applied), NoEffect (it says
     nothing about a subscription), or why it failed (it wrote nothing)."""
-    results: list[BaseException | NoEffect | None] = [None] * len(items)
+    results: list[Failed | NoEffect | None] = [None] * len(items)
     read: list[tuple[int, EventContext, News]] = []
     for index, (event, fetched) in enumerate(items):
         try:
             news = read_news(event, fetched)
         except Exception as exc:  # PermanentFailure: a malformed event
-            results[index] = exc
+            results[index] = Failed(exc)
             continue
         if isinstance(news, NoEffect):
             results[index] = news
@@ -108,7 +108,7 @@ def apply_subscription_events(
         try:
             account_id = row.account_id if row is not None else book.account_for(news)
         except RetryLater as exc:
-            results[index] = exc
+            results[index] = Failed(exc)
             continue
         if news.links and news.customer is not None and book.link(account_id, news.customer):
             links.append((account_id, news.customer))

@@ -5,9 +5,9 @@ are never applied side by side.
 claim          -- up to a limit of due rows (only among some ids when given)
 claim_for_pass -- the due rows a message named first, then others, in one statement
 
-The SQL is built here once, with SQLAlchemy Core, and run as outbox/batch_sql.py's
-`Query` (psycopg's own on Postgres, the session on SQLite). Callers pass the session
-and the time; nothing here commits.
+The SQL is built here once, with SQLAlchemy Core, and run as outbox/driver/statements.py's
+`Query` (psycopg's own, prepared, on Postgres; the session on SQLite). Callers pass the
+session and the time; nothing here commits.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import ColumnElement
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.sql.functions import FunctionElement
 
 from outbox.db import UTCDateTime
 from outbox.driver.statements import Query, on_postgres
@@ -155,8 +154,9 @@ def _account_in_play(candidate: Any) -> Any:
     return candidate.c.account_id.in_(accounts)
 
 
-class _ObjectTurn(ColumnElement[bool]):
-    """True when this claim may take a row of the object (source, object_id) now.
+class _ObjectTurn(FunctionElement[bool]):
+    """`_ObjectTurn(source, object_id)`: true when this claim may take a row of the object
+    (source, object_id) now.
 
     On Postgres, a transaction-scoped advisory lock on the object, tried without waiting: a
     claim not yet committed holds it, so a concurrent claim, which cannot see that claim's
@@ -167,18 +167,11 @@ class _ObjectTurn(ColumnElement[bool]):
 
     inherit_cache = True
     type = Boolean()
-    _traverse_internals = [  # noqa: RUF012  (SQLAlchemy's own declaration)
-        ("source", InternalTraversal.dp_clauseelement),
-        ("object_id", InternalTraversal.dp_clauseelement),
-    ]
-
-    def __init__(self, source: Any, object_id: Any) -> None:
-        self.source, self.object_id = source, object_id
 
 
 @compiles(_ObjectTurn, "postgresql")
 def _object_turn_on_postgres(element: _ObjectTurn, compiler: Any, **kw: Any) -> str:
-    source, object_id = (compiler.process(c, **kw) for c in (element.source, element.object_id))
+    source, object_id = (compiler.process(c, **kw) for c in element.clauses)
     key = f"{source} || ':' || {object_id}"
     return f"pg_try_advisory_xact_lock(hashtextextended({key}, 0))"
 
@@ -188,24 +181,21 @@ def _object_turn_elsewhere(element: _ObjectTurn, compiler: Any, **kw: Any) -> st
     return "1"
 
 
-class _AccountTurn(ColumnElement[bool]):
-    """True when this claim may take a row about the account `account_id` now: on Postgres,
-    a transaction-scoped advisory lock on the account, tried without waiting, so that two
-    claims not yet committed (neither sees the other's rows processing) do not both take
-    rows of one account. SQLite has one writer at a time: always true there."""
+class _AccountTurn(FunctionElement[bool]):
+    """`_AccountTurn(account_id)`: true when this claim may take a row about the account
+    now: on Postgres, a transaction-scoped advisory lock on the account, tried without
+    waiting, so that two claims not yet committed (neither sees the other's rows
+    processing) do not both take rows of one account. SQLite has one writer at a time:
+    always true there."""
 
     inherit_cache = True
     type = Boolean()
-    _traverse_internals = [("account_id", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, account_id: Any) -> None:
-        self.account_id = account_id
 
 
 @compiles(_AccountTurn, "postgresql")
 def _account_turn_on_postgres(element: _AccountTurn, compiler: Any, **kw: Any) -> str:
     # Keyed apart from the objects' locks: an object's key starts with its source's name.
-    account_id = compiler.process(element.account_id, **kw)
+    (account_id,) = (compiler.process(c, **kw) for c in element.clauses)
     return f"pg_try_advisory_xact_lock(hashtextextended('account:' || {account_id}, 0))"
 
 
@@ -214,22 +204,21 @@ def _account_turn_elsewhere(element: _AccountTurn, compiler: Any, **kw: Any) -> 
     return "1"
 
 
-class _IdArray(ColumnElement[Any]):
-    """`ARRAY(<select of ids>)` on Postgres: `id = ANY(ARRAY(...))` finds a claim's few rows
-    by primary key, where `id IN (<select>)` let the planner hash-join them against a scan
-    of every pending row (3.5 ms of a 5.5 ms claim over a 5,000-row backlog)."""
+class _IdArray(FunctionElement[Any]):
+    """`_IdArray(rows.scalar_subquery())`: `ARRAY(<select of ids>)`, Postgres only.
+    `id = ANY(ARRAY(...))` finds a claim's few rows by primary key, where
+    `id IN (<select>)` let the planner hash-join them against a scan of every pending row
+    (3.5 ms of a 5.5 ms claim over a 5,000-row backlog)."""
 
     inherit_cache = True
     type = postgresql.ARRAY(BigInteger())
-    _traverse_internals = [("rows", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, rows: Any) -> None:
-        self.rows = rows
 
 
 @compiles(_IdArray, "postgresql")
 def _id_array_on_postgres(element: _IdArray, compiler: Any, **kw: Any) -> str:
-    return f"ARRAY({compiler.process(element.rows, **kw)})"
+    # A scalar subquery is compiled in its parentheses: those are ARRAY's own.
+    (rows,) = (compiler.process(c, **kw) for c in element.clauses)
+    return f"ARRAY{rows}"
 
 
 def _lease(rows: Any, *, by_array: bool = False) -> Any:
@@ -243,7 +232,7 @@ def _lease(rows: Any, *, by_array: bool = False) -> Any:
         # row's newest version and checks it again): nobody changes them before this
         # update. A status guard here would let the planner walk ix_webhook_events_due
         # instead of looking the rows up by id.
-        chosen = events.c.id == any_(_IdArray(rows))
+        chosen = events.c.id == any_(_IdArray(rows.scalar_subquery()))
     else:
         chosen = events.c.id.in_(rows) & (events.c.status == Status.PENDING.value)
     return (
@@ -263,7 +252,7 @@ def _claim_statement(one_of: Any = None) -> Any:
     """The guarded claim, built once: SQLAlchemy then reuses its compiled form (building and
     compiling it for every claim cost more Python time than the claim takes on the server).
 
-    Parameters: now, limit, owner, expires; with `one_of` (see outbox.batch_sql.Query),
+    Parameters: now, limit, owner, expires; with `one_of` (see outbox.driver.statements.Query),
     only among the list `ids`.
     """
     candidate = events.alias("candidate")

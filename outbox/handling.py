@@ -73,6 +73,15 @@ class LeftToApply:
     that the set-based path does not cover)."""
 
 
+@dataclass(frozen=True)
+class Failed:
+    """`apply_many`'s result for an event that could not apply: `error` is what stopped
+    it (RetryLater, PermanentFailure, ...), recorded as `apply` raising it would be. The
+    event wrote nothing."""
+
+    error: BaseException
+
+
 class RetryLater(Exception):
     """Not possible yet (the account it names does not exist yet): try again per the policy."""
 
@@ -80,9 +89,9 @@ class RetryLater(Exception):
 Apply = Callable[[Session, EventContext, Any], NoEffect | None]
 Prepare = Callable[[EventContext], Any]
 #: What `apply_many` says of one event: None when it was applied; NoEffect when it was
-#: looked at and left alone; LeftToApply when it is left to `apply`, run by itself; else
-#: the exception that stopped it (it wrote nothing then).
-ManyResult = BaseException | NoEffect | LeftToApply | None
+#: looked at and left alone; LeftToApply when it is left to `apply`, run by itself;
+#: Failed when it could not apply (it wrote nothing then).
+ManyResult = Failed | NoEffect | LeftToApply | None
 #: `apply_many(session, [(event, prepared), ...])` -> one ManyResult per event, in order.
 ApplyMany = Callable[[Session, Sequence[tuple[EventContext, Any]]], Sequence[ManyResult]]
 #: `accounts(session, event, prepared)` -> the accounts whose rows applying the event may

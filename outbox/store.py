@@ -240,7 +240,7 @@ _INSERT_TEMPLATE = (
     "ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id, source, delivery_id, status"
 )
 _POSTGRES_INSERT = _INSERT_TEMPLATE.format(rows="%b", bodies="%b")
-#: The same INSERT for the ingress's loop, sent through libpq (see outbox.libpq).
+#: The same INSERT for the ingress's loop, sent through libpq (see outbox/driver/libpq.py).
 _RECORD_STATEMENT = PreparedStatement(
     "outbox_record_events", _INSERT_TEMPLATE.format(rows="$1", bodies="$2")
 )

@@ -18,13 +18,13 @@ own: its `apply` may raise at any point.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from outbox.handling import LeftToApply, NoEffect, describe
+from outbox.handling import Failed, Handler, LeftToApply, ManyResult, NoEffect, describe
 from processors import traces
 from processors.steps import Step
 
@@ -134,9 +134,9 @@ def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> It
     try:
         if guarded:
             with session.begin_nested():
-                results = handler.apply_many(session, items)  # type: ignore[arg-type]
+                results = _apply_many(handler, session, items)
         else:
-            results = handler.apply_many(session, items)  # type: ignore[arg-type]
+            results = _apply_many(handler, session, items)
     except Exception as exc:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise  # the connection itself failed: the whole batch waits for its leases
@@ -156,8 +156,22 @@ def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> It
         elif isinstance(result, NoEffect):
             step.note = result.reason
         else:
-            step.apply_error = result
+            step.apply_error = result.error if isinstance(result, Failed) else None
     return declined
+
+
+def _apply_many(handler: Handler, session: Session, items: list[Any]) -> Sequence[ManyResult]:
+    """The handler's `apply_many` of the items; a result outside the contract (an exception
+    returned rather than Failed) counts as its raising as a whole, not as the row applied."""
+    assert handler.apply_many is not None
+    results = handler.apply_many(session, items)
+    for result in results:
+        if not (result is None or isinstance(result, Failed | NoEffect | LeftToApply)):
+            raise TypeError(
+                f"{handler.name}: apply_many gave {result!r}, not None, NoEffect, "
+                "LeftToApply or Failed"
+            )
+    return results
 
 
 def _apply_by_itself(session: Session, step: Step) -> None:

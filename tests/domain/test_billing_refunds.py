@@ -13,7 +13,7 @@ from sqlalchemy import select
 from domain import balances, holds, ledger
 from domain.purchases import purchase_for_session
 from outbox.db import transaction
-from outbox.handling import PermanentFailure, RetryLater
+from outbox.handling import Failed, PermanentFailure, RetryLater
 from tests.domain.billing_support import (
     NOW,
     PACK_CENTS,
@@ -233,10 +233,11 @@ def test_refunds_applied_together_end_as_applied_one_by_one(sessions, table):
     together = _refunds_of_a_batch(sessions, table, 1)
     with transaction(sessions) as s:
         results = handler.apply_many(s, [(event, None) for event in together])
-    assert [type(r).__name__ for r in results] == [
+    assert [type(r.error if isinstance(r, Failed) else r).__name__ for r in results] == [
         "NoneType", "NoneType", "NoneType", "RetryLater", "NoEffect", "PermanentFailure",
         "NoneType",
     ]  # fmt: skip
+    assert [isinstance(r, Failed) for r in results] == [False] * 3 + [True, False, True, False]
     for event in _refunds_of_a_batch(sessions, table, 2):
         with contextlib.suppress(RetryLater, PermanentFailure):
             deliver(sessions, table, event)

@@ -20,7 +20,7 @@ from domain import installations as inst
 from domain.accounts import Account
 from domain.handlers import handler_table
 from domain.jobs import JobStatus, PrJob
-from outbox.handling import EventContext, PermanentFailure
+from outbox.handling import EventContext, Failed, PermanentFailure
 from outbox.settings import Settings
 from tests.conftest import CORPUS
 
@@ -557,10 +557,8 @@ def test_repository_events_applied_together_end_as_applied_one_by_one(
     _start_afresh(sessions, onboarding)
     with sessions() as s, s.begin():
         results = handler.apply_many(s, [(event, None) for event in events])
-    assert [type(r).__name__ for r in results] == ["NoneType"] * 4 + [
-        "PermanentFailure",
-        "NoneType",
-    ]
+    assert results[:4] == [None] * 4 and results[5] is None
+    assert isinstance(results[4], Failed) and isinstance(results[4].error, PermanentFailure)
     together = _world(sessions)
 
     assert together == one_by_one

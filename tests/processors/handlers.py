@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -44,9 +44,11 @@ from sqlalchemy.orm import Session
 
 from outbox.handling import (
     EventContext,
+    Failed,
     Handler,
     HandlerTable,
     LeftToApply,
+    ManyResult,
     PermanentFailure,
     RetryLater,
 )
@@ -163,28 +165,30 @@ def handler_table(_settings: Settings) -> HandlerTable:
 #: The batch-capable test handler's own marks, besides the script above:
 #:     {"alone": true}         its `apply_many` leaves the event to `apply` (LeftToApply)
 #:     {"sink_batch": true}    its `apply_many` raises for the whole group
+#:     {"returns_error": true} its `apply_many` returns an exception, not Failed(exception)
 BATCH_HANDLER_TABLE = "tests.processors.handlers:batch_handler_table"
 #: Each call of `record_effects` (the set-based apply) appends the event ids it applied.
 batches_applied: list[list[int]] = []
 
 
-def record_effects(
-    session: Session, items: Sequence[tuple[EventContext, Any]]
-) -> list[BaseException | None]:
+def record_effects(session: Session, items: Sequence[tuple[EventContext, Any]]) -> list[ManyResult]:
     """`record_effect` for many events at once, as a set-based handler would."""
     if any((event.payload.get("test") or {}).get("sink_batch") for event, _ in items):
         raise RuntimeError("the test says: not as a batch")
-    results: list[BaseException | None] = []
+    results: list[ManyResult] = []
     applied = []
     for event, prepared in items:
         if (event.payload.get("test") or {}).get("alone"):
             results.append(LeftToApply())
             continue
+        if (event.payload.get("test") or {}).get("returns_error"):
+            results.append(cast(Any, RuntimeError("the test says: returned, not raised")))
+            continue
         try:
             with session.begin_nested():
                 record_effect(session, event, prepared)
         except Exception as exc:
-            results.append(exc)
+            results.append(Failed(exc))
             continue
         results.append(None)
         applied.append(event.id)

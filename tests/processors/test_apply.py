@@ -259,6 +259,16 @@ def test_a_set_based_apply_that_fails_as_a_whole_leaves_every_row_to_apply_alone
     assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
 
 
+def test_an_exception_returned_by_a_set_based_apply_fails_it_as_a_whole(runtime, proc_settings):
+    """Outside the contract (Failed(error) is): the row is not taken as applied; the group
+    is rolled back and every row applied alone."""
+    batched, batches = batch_runtime(runtime, proc_settings)
+    ids = stored(runtime, scripted_event(), scripted_event(script={"returns_error": True}))
+    assert process_pass(batched, ids) == {Outcome.DONE: 2}
+    assert effect_counts(runtime.engine) == dict.fromkeys(ids, 1)
+    assert batches == [[ids[0]], [ids[0]]]  # in the batch, then in a savepoint: both undone
+
+
 def test_every_row_of_a_batch_gets_its_own_json_outcome_line(runtime):
     import io
     import json
