@@ -39,12 +39,21 @@ def verify_github(body: bytes, header: str | None, secrets: Sequence[str]) -> in
     match = _GITHUB_SIGNATURE.fullmatch(header.strip())
     if match is None:
         raise SignatureMalformed("X-Hub-Signature-256 is not 'sha256=' and 64 hex digits")
-    given = match.group(1).lower()
+    given = bytes.fromhex(match.group(1))
     for index, secret in enumerate(secrets):
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        if hmac.compare_digest(expected, given):
+        if hmac.compare_digest(_sha256_hmac(secret, body), given):
             return index
     raise SignatureInvalid("signature does not match the body")
+
+
+def _sha256_hmac(secret: str, message: bytes) -> bytes:
+    """HMAC-SHA256 of `message` under `secret`, as raw bytes.
+
+    hmac.digest is OpenSSL's one-shot HMAC: no HMAC object and no hex string for each
+    request, which hmac.new(...).hexdigest() cost on every webhook. Compared as bytes
+    with the header's hex decoded, the check is the same, case-insensitive as before.
+    """
+    return hmac.digest(secret.encode(), message, "sha256")
 
 
 def stripe_signature(secret: str, body: bytes, timestamp: int) -> str:
@@ -53,10 +62,10 @@ def stripe_signature(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def parse_stripe_header(header: str) -> tuple[int, list[str]]:
-    """The timestamp and the v1 signatures of a Stripe-Signature header."""
+def parse_stripe_header(header: str) -> tuple[int, list[bytes]]:
+    """The timestamp and the v1 signatures (raw bytes) of a Stripe-Signature header."""
     timestamp: int | None = None
-    signatures: list[str] = []
+    signatures: list[bytes] = []
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep or not value:
@@ -70,7 +79,7 @@ def parse_stripe_header(header: str) -> tuple[int, list[str]]:
         elif key == "v1":
             if _STRIPE_V1.fullmatch(value) is None:
                 raise SignatureMalformed("Stripe-Signature v1 is not 64 hex digits")
-            signatures.append(value.lower())
+            signatures.append(bytes.fromhex(value))
     if timestamp is None or not signatures:
         raise SignatureMalformed("Stripe-Signature needs a timestamp 't' and a 'v1' signature")
     return timestamp, signatures
@@ -85,7 +94,7 @@ def verify_stripe(
     timestamp, given = parse_stripe_header(header)
     signed = f"{timestamp}.".encode() + body
     for index, secret in enumerate(secrets):
-        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        expected = _sha256_hmac(secret, signed)
         if any(hmac.compare_digest(expected, candidate) for candidate in given):
             if abs(now - timestamp) > tolerance:
                 raise TimestampOutsideTolerance(_how_far(now - timestamp, tolerance))
