@@ -90,6 +90,7 @@ def github_event(
             status=Status.DEAD,
             reason=f"unprocessable: {exc}",
         )
+    installation = as_int64(dig(payload, "installation", "id"))
     return IncomingEvent(
         source=Source.GITHUB,
         delivery_id=delivery,
@@ -97,9 +98,9 @@ def github_event(
         raw_body=body,
         headers=kept,
         verified_by=verified_by,
-        installation_id=as_int64(dig(payload, "installation", "id")),
+        installation_id=installation,
         account_id=account_of(payload),
-        object_id=object_of(event, payload),
+        object_id=object_of(event, payload, installation),
         hook_id=headers.get("x-github-hook-id"),
     )
 
@@ -116,8 +117,9 @@ def account_of(payload: dict[str, Any]) -> int | None:
     )
 
 
-def object_of(event: str, payload: dict[str, Any]) -> str | None:
-    installation = as_int64(dig(payload, "installation", "id"))
+def object_of(event: str, payload: dict[str, Any], installation: int | None) -> str | None:
+    """The object whose events are applied in order; `installation` is the payload's
+    installation id (as_int64), read once by the caller."""
     if event in _PER_INSTALLATION and installation is not None:
         return f"installation:{installation}"
     pull_request = as_int64(dig(payload, "pull_request", "id"))
