@@ -5,13 +5,14 @@ uvicorn writes an answer's status line and headers as soon as the app sends
 segments, and the sender woken twice for every webhook answered. `OneWriteCycle` keeps
 the head until the first body message and writes them together; the bytes on the wire
 are the same. A `100 Continue` (written while the app reads the body) is not held.
+A webhook's answer skips the two messages: `OneWriteCycle.answer` writes the same bytes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
 
 class OneWriteCycle(RequestResponseCycle):
@@ -43,6 +44,51 @@ class OneWriteCycle(RequestResponseCycle):
             await super().send(message)
         finally:
             self.transport = transport
+
+    async def answer(self, status: int, content_type: bytes, body: bytes) -> None:
+        """A whole response with a body (`status`, content-type and content-length
+        headers), as `send` writes it for a start and a body message, in one write.
+
+        For the app's own answers (ingress/app.py `WebhookEndpoint`), whose headers it
+        knows are valid: uvicorn's `send` checks every header name and value with two
+        regular expressions and parses the content-length back, on every webhook.
+        """
+        if self.response_started or self.access_log or self.scope["method"] == "HEAD":
+            # What uvicorn must decide itself (a second answer is its error to raise).
+            await self.send(_start(status, content_type, body))
+            await self.send({"type": "http.response.body", "body": body})
+            return
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        head = [STATUS_LINE[status]]
+        for name, value in self.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-length: %d\r\ncontent-type: " % len(body), content_type, b"\r\n"]
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
+        self.chunked_encoding = False
+        self.transport.write(b"".join(head))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+
+def _start(status: int, content_type: bytes, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", content_type),
+        ],
+    }
 
 
 class _Holder:

@@ -4,6 +4,7 @@ uvicorn's own cycle writes in two."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -130,3 +131,42 @@ async def _a_100_continue_goes_out_at_once_while_the_app_reads():
     await cycle.receive()
 
     assert sent.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+
+
+def test_an_answer_in_one_call_is_the_write_of_uvicorns_two_messages():
+    asyncio.run(_an_answer_in_one_call_is_the_write_of_uvicorns_two_messages())
+
+
+async def _an_answer_in_one_call_is_the_write_of_uvicorns_two_messages():
+    for keep_alive in (True, False):
+        ours, ours_sent = _cycle(OneWriteCycle, keep_alive=keep_alive)
+        theirs, theirs_sent = _cycle(RequestResponseCycle, keep_alive=keep_alive)
+        responses: list[str] = []
+        ours.on_response = functools.partial(responses.append, "ours")
+        theirs.on_response = functools.partial(responses.append, "theirs")
+        await ours.answer(200, b"application/json", b"{}")
+        await theirs.send(START)
+        await theirs.send(BODY)
+
+        assert ours_sent.writes == [b"".join(theirs_sent.writes)]
+        assert ours_sent.closed is theirs_sent.closed is (not keep_alive)
+        assert responses == ["ours", "theirs"]
+        for cycle in (ours, theirs):
+            assert cycle.response_started and cycle.response_complete
+            assert cycle.message_event.is_set()
+
+
+def test_a_second_answer_is_refused_as_uvicorn_refuses_it():
+    asyncio.run(_a_second_answer_is_refused_as_uvicorn_refuses_it())
+
+
+async def _a_second_answer_is_refused_as_uvicorn_refuses_it():
+    cycle, sent = _cycle(OneWriteCycle)
+    await cycle.answer(200, b"application/json", b"{}")
+    try:
+        await cycle.answer(500, b"application/json", b"{}")
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a second answer went out")
+    assert len(sent.writes) == 1
