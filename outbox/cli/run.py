@@ -198,6 +198,9 @@ def _serve(
         # uvicorn's own loggers go through ours: its rare errors are JSON lines too.
         log_config=None,
         http=edge_protocol(edge_limits(settings)),
+        # Nothing in the ingress reads a request's client address or scheme: uvicorn's
+        # X-Forwarded-* middleware would only scan every webhook's headers for them.
+        proxy_headers=False,
     )
     AnnouncedServer(config, announce=say).run()
 
