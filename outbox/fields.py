@@ -61,6 +61,8 @@ def clean_text(value: str | None, cap: int = TEXT_FIELD_CAP) -> str | None:
     """Text from a webhook as a column can hold it: no NUL, no lone surrogate, capped."""
     if value is None:
         return None
+    if value.isascii():  # no lone surrogate in it: the usual id or name, spared two copies
+        return value.replace("\x00", "")[:cap]
     # JSON may carry lone surrogates ("\ud800"), which no UTF-8 database column can hold:
     # left in, one such signed body would be refused with 503 forever, with its batch.
     text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
