@@ -31,7 +31,7 @@ from ingress.deadline import AnswerDeadlines
 from ingress.errors import Rejection
 from ingress.github import MAX_HEADER_ID, delivery_reader
 from ingress.limits import BodyBudget, read_body
-from ingress.metrics import handling_seconds, requests_counter
+from ingress.metrics import WEBHOOKS
 from ingress.one_write import OneWriteCycle
 from ingress.recording import make_writer
 from ingress.stored_only import StoredOnly
@@ -262,9 +262,9 @@ def _answer(
     started: float,
     delivery: str | None,
 ) -> tuple[int, bytes]:
-    requests_counter(source, outcome).inc()
+    WEBHOOKS.count(source, outcome)
     elapsed = time.perf_counter() - started
-    handling_seconds(source).observe(elapsed)
+    WEBHOOKS.observe(source, elapsed)
     # A stored or duplicate webhook is in its batch's INFO line (ingress.batch_log).
     level = logging.DEBUG if status < 400 else logging.WARNING
     if log.isEnabledFor(level):
@@ -286,7 +286,7 @@ def _answer(
 
 def _gone(source: str, started: float, delivery: str | None) -> None:
     """A sender that went away before its body was whole: one line, nothing stored."""
-    requests_counter(source, "disconnected").inc()
+    WEBHOOKS.count(source, "disconnected")
     log.warning(
         "webhook sender disconnected before its body was whole",
         extra={
@@ -316,14 +316,14 @@ def _failed(source: str, exc: Exception, started: float, delivery: str | None) -
             "where": where,
         },
     )
-    requests_counter(source, "error").inc()
-    handling_seconds(source).observe(time.perf_counter() - started)
+    WEBHOOKS.count(source, "error")
+    WEBHOOKS.observe(source, time.perf_counter() - started)
     return 500, b'{"error":"internal error"}'
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     """Any other route's 500, as JSON; uvicorn logs the error (one JSON line, see `serve`)."""
-    requests_counter("other", "error").inc()
+    WEBHOOKS.count("other", "error")
     return JSONResponse({"error": "internal error"}, 500)
 
 
