@@ -1,10 +1,13 @@
 """The processing baseline: a bare SQL claim-and-mark loop, no broker, no handler, no effect.
 
-    python -m bench.bare_claims POSTGRES_CONNINFO THREADS
+    python -m bench.bare_claims POSTGRES_CONNINFO THREADS [BATCH]
 
-Each thread claims up to BATCH due rows with one `FOR UPDATE SKIP LOCKED` statement that
-sets the lease (one transaction), then marks them done (a second one), until none is due.
-This is the least any worker must do per row, so the real workers' rate is a ratio of it.
+Each thread claims up to BATCH due rows (10 unless given) with one `FOR UPDATE SKIP
+LOCKED` statement that sets the lease (one transaction), then marks them done (a second
+one), until none is due. This is the least any worker must do per row, so the real
+workers' rate is a ratio of it. The processing target is set against 10 rows a claim, the
+ids one doorbell message carried when it was set; the loop's rate grows with its claims'
+size (bench/pipeline.py also reports it at the workers' pass size).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import uuid
 
 import psycopg
 
-BATCH = 10  #: rows per claim, the ids one doorbell message carries
+BATCH = 10  #: rows per claim unless given: the baseline of the processing target
 MAX_LOOPS = 1_000_000  #: claims one thread makes at most (the loop is bounded)
 
 CLAIM = """
@@ -33,12 +36,12 @@ UPDATE webhook_events SET status = 'done', processed_at = now(),
 """
 
 
-def drain(conninfo: str) -> None:
+def drain(conninfo: str, batch: int = BATCH) -> None:
     owner = f"bare-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(conninfo) as conn:
         for _ in range(MAX_LOOPS):
             with conn.transaction():
-                ids = [row[0] for row in conn.execute(CLAIM, {"owner": owner, "batch": BATCH})]
+                ids = [row[0] for row in conn.execute(CLAIM, {"owner": owner, "batch": batch})]
             if not ids:
                 return
             with conn.transaction():
@@ -47,7 +50,8 @@ def drain(conninfo: str) -> None:
 
 def main() -> None:
     conninfo, threads = sys.argv[1], int(sys.argv[2])
-    workers = [threading.Thread(target=drain, args=(conninfo,)) for _ in range(threads)]
+    batch = int(sys.argv[3]) if len(sys.argv) > 3 else BATCH
+    workers = [threading.Thread(target=drain, args=(conninfo, batch)) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
