@@ -48,6 +48,7 @@ from outbox.handling import (
     NoEffect,
     PermanentFailure,
     RetryLater,
+    apply_one,
 )
 from outbox.settings import Settings
 
@@ -324,10 +325,7 @@ def _refund_reader(settings: Settings) -> Any:
 
 def apply_refund(session: Session, event: EventContext, sessions: Any) -> NoEffect | None:
     """One `charge.refunded`: `apply_refunds` with one item."""
-    (result,) = apply_refunds(session, [(event, sessions)])
-    if isinstance(result, Failed):
-        raise result.error
-    return result
+    return apply_one(apply_refunds, session, event, sessions)
 
 
 def apply_refunds(

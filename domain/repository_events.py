@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from domain import installation_repositories as repos
 from domain import installations as inst
 from domain.account_opening import Opening, ensure_accounts
-from outbox.handling import EventContext, Failed
+from outbox.handling import EventContext, Failed, NoEffect, apply_one
 
 ADDED = "installation_repositories.added"
 REMOVED = "installation_repositories.removed"
@@ -58,11 +58,9 @@ class RepositoryEvents:
     read_repositories: ReadRepositories
     onboard: Onboard
 
-    def apply(self, session: Session, event: EventContext, _prepared: Any) -> None:
+    def apply(self, session: Session, event: EventContext, _prepared: Any) -> NoEffect | None:
         """One repository event: `apply_many` with one item."""
-        (result,) = self.apply_many(session, [(event, None)])
-        if isinstance(result, Failed):
-            raise result.error
+        return apply_one(self.apply_many, session, event, None)
 
     def apply_many(
         self, session: Session, items: Sequence[tuple[EventContext, Any]]

@@ -35,7 +35,7 @@ from domain.subscriptions import (
     subscriptions_for_update,
     write_subscriptions,
 )
-from outbox.handling import EventContext, Failed, NoEffect, RetryLater
+from outbox.handling import EventContext, Failed, NoEffect, RetryLater, apply_one
 
 ONE_OFF_INVOICE = "a one-off invoice: no subscription to update"
 
@@ -69,10 +69,7 @@ def apply_subscription_event(
     session: Session, event: EventContext, fetched: Any
 ) -> NoEffect | None:
     """One subscription or invoice event: `apply_subscription_events` with one item."""
-    (result,) = apply_subscription_events(session, [(event, fetched)])
-    if isinstance(result, Failed):
-        raise result.error
-    return result
+    return apply_one(apply_subscription_events, session, event, fetched)
 
 
 def apply_subscription_events(

@@ -165,16 +165,18 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _arm_pending(self) -> None:
         """The deadline of what the connection waits for now, counted from now (or none)."""
-        if self._pending is _HEAD:
-            self._arm(_HEAD, self.limits.header_timeout, self._head_too_slow)
-        elif self._pending is _BODY:
-            self._arm(_BODY, self.limits.body_timeout, self._body_too_slow)
-        else:
+        if self._pending is None:
             self._disarm()
+        else:
+            self._arm(self._pending)
 
-    def _arm(self, what: str, seconds: float, callback: Any) -> None:
+    def _arm(self, what: str) -> None:
+        """The deadline of the head (_HEAD) or the body (_BODY), counted from now."""
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, callback)
+        if what is _HEAD:
+            self._deadline = self.loop.call_later(self.limits.header_timeout, self._head_too_slow)
+        else:
+            self._deadline = self.loop.call_later(self.limits.body_timeout, self._body_too_slow)
         self._armed_for = what
 
     def _disarm(self) -> None:
@@ -188,7 +190,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._armed_for = None
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head behind a request still being answered: its turn comes later.
-            self._arm(_HEAD, self.limits.header_timeout, self._head_too_slow)
+            self._arm(_HEAD)
             return
         if self._head_bytes == 0 and self.cycle is None:
             self._close("idle", "connection sent no request")
@@ -202,7 +204,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._armed_for = None
         if self.pipeline:
             # Queued behind a request still being answered, its body is not read yet.
-            self._arm(_BODY, self.limits.body_timeout, self._body_too_slow)
+            self._arm(_BODY)
             return
         if self.cycle is not None and self.cycle.response_started:
             self._close("body_timeout", "body still arriving after the answer")

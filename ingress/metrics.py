@@ -16,6 +16,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 HANDLING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BOUNDS = (*map(floatToGoString, HANDLING_BUCKETS), "+Inf")  #: the buckets' `le` labels
 
 
 class WebhookFigures(Collector):
@@ -72,10 +73,9 @@ class WebhookFigures(Collector):
             labels=["source"],
         )
         for source, buckets in list(self._buckets.items()):
-            bounds = [*map(floatToGoString, HANDLING_BUCKETS), "+Inf"]
-            cumulative = list(itertools.accumulate(buckets))
+            cumulative = itertools.accumulate(buckets)
             handling.add_metric(
-                [source], list(zip(bounds, cumulative, strict=True)), self._sums[source]
+                [source], list(zip(_BOUNDS, cumulative, strict=True)), self._sums[source]
             )
             if created:
                 name = "outbox_webhook_handling_seconds_created"

@@ -55,8 +55,7 @@ class OneWriteCycle(RequestResponseCycle):
         """
         if self.response_started or self.access_log or self.scope["method"] == "HEAD":
             # What uvicorn must decide itself (a second answer is its error to raise).
-            await self.send(_start(status, content_type, body))
-            await self.send({"type": "http.response.body", "body": body})
+            await _send_two_messages(self.send, status, content_type, body)
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
@@ -80,15 +79,20 @@ class OneWriteCycle(RequestResponseCycle):
         self.on_response()
 
 
-def _start(status: int, content_type: bytes, body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-length", b"%d" % len(body)),
-            (b"content-type", content_type),
-        ],
-    }
+async def send_answer(send: Any, status: int, content_type: bytes, body: bytes) -> None:
+    """Send a whole answer with `send`, an ASGI send: in one call under the ingress's own
+    cycle (`OneWriteCycle.answer`), as ASGI's two messages under any other server."""
+    cycle = getattr(send, "__self__", None)
+    if type(cycle) is OneWriteCycle:
+        await cycle.answer(status, content_type, body)
+    else:
+        await _send_two_messages(send, status, content_type, body)
+
+
+async def _send_two_messages(send: Any, status: int, content_type: bytes, body: bytes) -> None:
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", content_type)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _Holder:

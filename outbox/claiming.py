@@ -176,11 +176,6 @@ def _object_turn_on_postgres(element: _ObjectTurn, compiler: Any, **kw: Any) -> 
     return f"pg_try_advisory_xact_lock(hashtextextended({key}, 0))"
 
 
-@compiles(_ObjectTurn)
-def _object_turn_elsewhere(element: _ObjectTurn, compiler: Any, **kw: Any) -> str:
-    return "1"
-
-
 class _AccountTurn(FunctionElement[bool]):
     """`_AccountTurn(account_id)`: true when this claim may take a row about the account
     now: on Postgres, a transaction-scoped advisory lock on the account, tried without
@@ -199,9 +194,10 @@ def _account_turn_on_postgres(element: _AccountTurn, compiler: Any, **kw: Any) -
     return f"pg_try_advisory_xact_lock(hashtextextended('account:' || {account_id}, 0))"
 
 
+@compiles(_ObjectTurn)
 @compiles(_AccountTurn)
-def _account_turn_elsewhere(element: _AccountTurn, compiler: Any, **kw: Any) -> str:
-    return "1"
+def _turn_elsewhere(element: Any, compiler: Any, **kw: Any) -> str:
+    return "1"  # SQLite has one writer at a time: every turn is this claim's
 
 
 class _IdArray(FunctionElement[Any]):

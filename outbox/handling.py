@@ -82,6 +82,22 @@ class Failed:
     error: BaseException
 
 
+def apply_one(
+    apply_many: Callable[
+        [Session, Sequence[tuple[EventContext, Any]]], Sequence[Failed | NoEffect | None]
+    ],
+    session: Session,
+    event: EventContext,
+    prepared: Any,
+) -> NoEffect | None:
+    """`apply` for a handler whose `apply_many` covers every event it is given: the event
+    as a batch of one, its failure raised as `apply` raises it."""
+    (result,) = apply_many(session, [(event, prepared)])
+    if isinstance(result, Failed):
+        raise result.error
+    return result
+
+
 class RetryLater(Exception):
     """Not possible yet (the account it names does not exist yet): try again per the policy."""
 

@@ -155,8 +155,8 @@ def _apply_together(session: Session, group: list[Step], *, guarded: bool) -> It
             declined.append(step)
         elif isinstance(result, NoEffect):
             step.note = result.reason
-        else:
-            step.apply_error = result.error if isinstance(result, Failed) else None
+        elif isinstance(result, Failed):
+            step.apply_error = result.error
     return declined
 
 
