@@ -10,6 +10,7 @@ A webhook's answer skips the two messages: `OneWriteCycle.answer` writes the sam
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
@@ -79,14 +80,14 @@ class OneWriteCycle(RequestResponseCycle):
         self.on_response()
 
 
-async def send_answer(send: Any, status: int, content_type: bytes, body: bytes) -> None:
-    """Send a whole answer with `send`, an ASGI send: in one call under the ingress's own
-    cycle (`OneWriteCycle.answer`), as ASGI's two messages under any other server."""
+def send_answer(send: Any, status: int, content_type: bytes, body: bytes) -> Awaitable[None]:
+    """Sending a whole answer with `send`, an ASGI send, to await: in one call under the
+    ingress's own cycle (`OneWriteCycle.answer`), as ASGI's two messages under any other
+    server. A plain function returning the coroutine: no coroutine of its own per webhook."""
     cycle = getattr(send, "__self__", None)
     if type(cycle) is OneWriteCycle:
-        await cycle.answer(status, content_type, body)
-    else:
-        await _send_two_messages(send, status, content_type, body)
+        return cycle.answer(status, content_type, body)
+    return _send_two_messages(send, status, content_type, body)
 
 
 async def _send_two_messages(send: Any, status: int, content_type: bytes, body: bytes) -> None:
