@@ -32,7 +32,7 @@ from ingress.errors import Rejection
 from ingress.github import MAX_HEADER_ID, delivery_reader
 from ingress.limits import BodyBudget, read_body
 from ingress.metrics import WEBHOOKS
-from ingress.one_write import send_answer
+from ingress.one_write import OneWriteCycle, send_two_messages
 from ingress.recording import make_writer
 from ingress.stored_only import StoredOnly
 from ingress.stripe import event_reader
@@ -217,7 +217,12 @@ class WebhookEndpoint:
         if answer is None:
             return
         status, body = answer
-        await send_answer(send, status, b"application/json", body)
+        cycle = getattr(send, "__self__", None)
+        if type(cycle) is OneWriteCycle:
+            # The ingress's own server (ingress/edge.py): the answer in one call.
+            await cycle.answer(status, b"application/json", body)
+        else:
+            await send_two_messages(send, status, b"application/json", body)
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

@@ -10,7 +10,6 @@ A webhook's answer skips the two messages: `OneWriteCycle.answer` writes the sam
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
@@ -56,7 +55,7 @@ class OneWriteCycle(RequestResponseCycle):
         """
         if self.response_started or self.access_log or self.scope["method"] == "HEAD":
             # What uvicorn must decide itself (a second answer is its error to raise).
-            await _send_two_messages(self.send, status, content_type, body)
+            await send_two_messages(self.send, status, content_type, body)
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
@@ -80,17 +79,9 @@ class OneWriteCycle(RequestResponseCycle):
         self.on_response()
 
 
-def send_answer(send: Any, status: int, content_type: bytes, body: bytes) -> Awaitable[None]:
-    """Sending a whole answer with `send`, an ASGI send, to await: in one call under the
-    ingress's own cycle (`OneWriteCycle.answer`), as ASGI's two messages under any other
-    server. A plain function returning the coroutine: no coroutine of its own per webhook."""
-    cycle = getattr(send, "__self__", None)
-    if type(cycle) is OneWriteCycle:
-        return cycle.answer(status, content_type, body)
-    return _send_two_messages(send, status, content_type, body)
-
-
-async def _send_two_messages(send: Any, status: int, content_type: bytes, body: bytes) -> None:
+async def send_two_messages(send: Any, status: int, content_type: bytes, body: bytes) -> None:
+    """A whole answer as ASGI's two messages, under any server (the one-call path is
+    `OneWriteCycle.answer`)."""
     headers = [(b"content-length", b"%d" % len(body)), (b"content-type", content_type)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
