@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from outbox.fields import as_int64
+from outbox.handling import as_int64
 from outbox.session import Base, UTCDateTime
 
 

@@ -25,8 +25,7 @@ from domain.job_specs import JobSpec
 from domain.jobs import JobOrigin, PrJob, submit
 from domain.pull_requests import FileChange
 from domain.repository_events import ADDED, REMOVED, RepositoryEvents
-from outbox.fields import as_time
-from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure
+from outbox.handling import EventContext, Handler, HandlerTable, PermanentFailure, as_time
 from outbox.settings import Settings
 
 #: What an installation event does after its facts were recorded; `news` says whether they

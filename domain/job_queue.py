@@ -22,7 +22,7 @@ from domain.account_locks import lock_account
 from domain.jobs import JobStatus, PrJob, charge_key
 from domain.pull_requests import OpenedPullRequest, PullRequestPlan
 from domain.usage import record_usage
-from outbox.retry import RetryPolicy
+from outbox.handling import RetryPolicy
 
 
 @dataclass(frozen=True)

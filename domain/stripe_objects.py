@@ -15,8 +15,7 @@ from typing import Any
 from domain.disputes import Dispute
 from domain.purchases import LineItem, Refund
 from domain.subscriptions import SubscriptionState
-from outbox.fields import as_int64
-from outbox.handling import EventContext, PermanentFailure
+from outbox.handling import EventContext, PermanentFailure, as_int64
 
 #: Metadata key naming the account (the GitHub user or organisation id).
 ACCOUNT_KEY = "github_account_id"

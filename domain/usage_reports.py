@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from domain.accounts import Account
 from domain.usage import UsageRecord
-from outbox.retry import RetryPolicy
+from outbox.handling import RetryPolicy
 
 #: Stripe takes meter events dated at most this far back (its limit is 35 calendar days).
 METER_EVENT_MAX_AGE = timedelta(days=34)

@@ -20,7 +20,8 @@ The session a handler is given is SQLAlchemy's, in that transaction. What a hand
 on it beyond SQLAlchemy's own (named statements taking a list as one parameter, a batch's
 rows of a table written in one statement) is outbox/session.py's, with the base and the
 column types of the domain's tables: of `outbox/`, a handler needs only that, this
-contract and the settings.
+contract (which also gives it `as_int64` and `as_time` to read an untrusted payload's
+numbers and times, and the `RetryPolicy` its own retried work follows) and the settings.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+
+# Part of the contract, kept in modules of their own: how a handler reads a number or a
+# time out of an untrusted payload, and the retry policy the settings give its own work
+# (jobs, usage reports), the one events follow.
+from outbox.fields import as_int64 as as_int64
+from outbox.fields import as_time as as_time
+from outbox.retry import RetryPolicy as RetryPolicy
 
 
 @dataclass(frozen=True)
