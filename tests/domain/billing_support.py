@@ -1,5 +1,6 @@
 """Stripe events for billing tests, built on the corpus's Stripe objects, and a way to deliver
-them to a handler as the processors would: prepare outside, apply inside one transaction."""
+them to a handler as the processors would: prepare outside, apply inside one transaction;
+and accounts opened for the credit ledger's tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.account_opening import ensure_account
+from domain.accounts import Account
 from domain.handlers import handler_table
 from domain.packs import load_packs, read_pack_file
 from outbox.db import transaction
@@ -207,6 +209,18 @@ def seed(sessions: sessionmaker[Session], *account_ids: int, welcome: str = "0")
                 session, account_id, login=f"acct{account_id}", now=NOW,
                 welcome_credits=Decimal(welcome),
             )  # fmt: skip
+
+
+def new_account(
+    sessions: sessionmaker[Session], account_id: int = 1, *, welcome: str = "0",
+    login: str = "octocat",
+) -> Account:  # fmt: skip
+    """A `User` account opened with `welcome` credits (its welcome grant)."""
+    with transaction(sessions) as s:
+        account, _ = ensure_account(
+            s, account_id, login=login, kind="User", now=NOW, welcome_credits=Decimal(welcome)
+        )
+    return account
 
 
 def table_for(database_url: str, **changes: Any) -> HandlerTable:
