@@ -10,7 +10,7 @@ unique (source, delivery_id) keeps each delivery once; `webhook_deliveries` stay
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -84,7 +84,7 @@ class WebhookEvent(Base):
     #: The W3C traceparent of the ingress request that stored it (tracing on), else None.
     trace_parent: Mapped[str | None] = mapped_column(String(64))
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": [id]}
+    __mapper_args__ = {"primary_key": [id]}  # noqa: RUF012 (SQLAlchemy reads it once)
     __table_args__ = (
         PrimaryKeyConstraint("id", "received_at", name="webhook_events_pkey"),
         # SQLite only: Postgres keeps each delivery once through webhook_deliveries.

@@ -87,3 +87,9 @@ def where_rows_are_now(session) -> tuple[str, dict[str, str]]:
         {"table": table},
     ).all()
     return table, dict(found)
+
+
+def tables_holding_rows(conn) -> set[str]:
+    """The tables the rows of webhook_events are in: itself, or some of its partitions."""
+    found = conn.execute(text("SELECT DISTINCT tableoid::regclass::text FROM webhook_events"))
+    return set(found.scalars())
