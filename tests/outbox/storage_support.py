@@ -93,3 +93,15 @@ def tables_holding_rows(conn) -> set[str]:
     """The tables the rows of webhook_events are in: itself, or some of its partitions."""
     found = conn.execute(text("SELECT DISTINCT tableoid::regclass::text FROM webhook_events"))
     return set(found.scalars())
+
+
+def partition_index_parents(conn) -> dict[str, str]:
+    """Each index of a partition of webhook_events -> the parent's index it is part of."""
+    found = conn.execute(
+        text(
+            "SELECT child.relname, parent.relname FROM pg_inherits i"
+            " JOIN pg_class child ON child.oid = i.inhrelid"
+            " JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relkind = 'I'"
+        )
+    )
+    return dict(found.all())
