@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-import migrations.schema  # noqa: F401  (registers every table on the metadata)
+from migrations.schema import schema_filter  # (also registers every table on the metadata)
 from outbox.db import Base, make_engine
 from outbox.settings import get_settings
 
@@ -24,6 +24,7 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=schema_filter(connection.dialect.name),
     )
 
 

@@ -400,11 +400,14 @@ _CLAIM_FOR_PASS = Query(_claim_for_pass_statement())
 #: bitmap scan, or an index of them and a sort), probed each one's object and sorted them
 #: all: 6 ms a claim over a 5,000-row backlog, growing with the backlog, where the walk
 #: takes 0.3 ms. With sorts off, only the index that holds a part's order can serve it.
+#: JIT goes off with them: a Sort that partition pruning leaves in the plan (over no rows)
+#: then costs 10^10, far past jit_above_cost, and compiling the claim took seconds.
 _WALK_THE_DUE_INDEX = Query(
     select(
         func.set_config("enable_bitmapscan", "off", True),
         func.set_config("enable_seqscan", "off", True),
         func.set_config("enable_sort", "off", True),
+        func.set_config("jit", "off", True),
     )
 )
 #: Positions of the claim's datetime columns (see _claimed).

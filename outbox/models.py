@@ -1,4 +1,11 @@
-"""The outbox tables: one row per webhook delivery, and the log of its failed attempts."""
+"""The outbox tables: one row per webhook delivery, the delivery index, and the log of
+failed attempts.
+
+On Postgres `webhook_events` is partitioned by `received_at` (outbox/partitions.py keeps
+the partitions): its primary key is (id, received_at), and "each delivery once" is kept by
+`webhook_deliveries`, whose rows outlive the partitions. On SQLite it is one table whose
+unique (source, delivery_id) keeps each delivery once; `webhook_deliveries` stays empty there.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,10 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    ForeignKey,
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -38,7 +45,9 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The id alone names a row (one sequence); received_at is in the key for Postgres,
+    # whose partitioned tables' keys must hold the partition key.
+    id: Mapped[int] = mapped_column(BigId, autoincrement=True)
     # identity
     source: Mapped[str] = mapped_column(String(16))
     delivery_id: Mapped[str] = mapped_column(String(255))
@@ -75,8 +84,13 @@ class WebhookEvent(Base):
     #: The W3C traceparent of the ingress request that stored it (tracing on), else None.
     trace_parent: Mapped[str | None] = mapped_column(String(64))
 
+    __mapper_args__ = {"primary_key": [id]}  # noqa: RUF012 (SQLAlchemy reads it once)
     __table_args__ = (
-        UniqueConstraint("source", "delivery_id", name="uq_webhook_events_source_delivery"),
+        PrimaryKeyConstraint("id", "received_at", name="webhook_events_pkey"),
+        # SQLite only: Postgres keeps each delivery once through webhook_deliveries.
+        UniqueConstraint("source", "delivery_id", name="uq_webhook_events_source_delivery").ddl_if(
+            dialect="sqlite"
+        ),
         # Partial indexes hold only the rows still in play, so finding the next due row
         # costs the same with a million done rows as with none.
         # In claim order, so a claim walks the oldest due rows and stops when it has enough.
@@ -112,7 +126,20 @@ class WebhookEvent(Base):
         ),
         Index("ix_webhook_events_received_at", "received_at"),
         Index("ix_webhook_events_account", "account_id"),
+        {"postgresql_partition_by": "RANGE (received_at)"},
     )
+
+
+class WebhookDelivery(Base):
+    """A delivery ever stored (Postgres): its row's reference, kept after the row is purged,
+    so a delivery is stored once across partitions and a very late repeat is still known."""
+
+    __tablename__ = "webhook_deliveries"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class EventFailure(Base):
@@ -121,9 +148,9 @@ class EventFailure(Base):
     __tablename__ = "webhook_event_failures"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
-    )
+    #: No foreign key: a partitioned table's id alone is not a key. The purge deletes the
+    #: failures of the rows it removes.
+    event_id: Mapped[int] = mapped_column(BigId, index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     error: Mapped[str] = mapped_column(Text)

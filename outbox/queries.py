@@ -38,7 +38,7 @@ from outbox.query_results import (
     PurgePreview,
     ReplayVerdict,
 )
-from outbox.states import FINISHED, IN_LINE, REPLAYABLE
+from outbox.states import FINISHED, IN_LINE, REPLAYABLE, Source
 
 # --- the statements ---------------------------------------------------------------------------
 # `{where}` is an EventFilter's conditions (FILTER_CONDITIONS); `= ANY(:list)` takes a list.
@@ -79,6 +79,15 @@ EVENTS_BY_DELIVERY_ID = (
     f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events"
     " WHERE delivery_id = :delivery_id ORDER BY id"
 )
+#: The same on Postgres, through the delivery index (webhook_events has no index of
+#: delivery ids there): each source's entry, then its row in its own partition.
+_ROW_E = ", ".join("e." + c.strip() for c in f"{SUMMARY_COLUMNS}, {DETAIL_COLUMNS}".split(","))
+EVENTS_BY_DELIVERY_ID_INDEXED = (
+    f"SELECT {_ROW_E}"
+    " FROM webhook_deliveries d JOIN webhook_events e"
+    " ON e.id = d.event_id AND e.received_at = d.received_at"
+    " WHERE d.source = ANY(:sources) AND d.delivery_id = :delivery_id ORDER BY e.id"
+)
 #: One row's failed attempts, in the order they failed.
 FAILURES_OF = (
     "SELECT attempt, failed_at, outcome, error, worker FROM webhook_event_failures"
@@ -98,6 +107,11 @@ PURGE_COUNTS = (
 #: Which of some provider ids a source has stored.
 KNOWN_DELIVERIES = (
     "SELECT delivery_id FROM webhook_events"
+    " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
+)
+#: The same on Postgres, from the delivery index (a purged row's delivery is stored too).
+KNOWN_DELIVERIES_INDEXED = (
+    "SELECT delivery_id FROM webhook_deliveries"
     " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
 )
 #: Rows by source and status.
@@ -287,7 +301,11 @@ def _by_ref(db: Connection, ref: str) -> dict[str, Any]:
         row = db.first(EVENT_BY_ID, id=row_id)
         if row is not None:
             return row
-    rows = db.rows(EVENTS_BY_DELIVERY_ID, delivery_id=ref)
+    if db.dialect == "postgresql":
+        sources = [source.value for source in Source]
+        rows = db.rows(EVENTS_BY_DELIVERY_ID_INDEXED, sources=sources, delivery_id=ref)
+    else:
+        rows = db.rows(EVENTS_BY_DELIVERY_ID, delivery_id=ref)
     if len(rows) > 1:
         raise AmbiguousEvent(ref, sorted(r["id"] for r in rows))
     if not rows:
@@ -343,7 +361,8 @@ def known_deliveries(db: Connection, source: str, delivery_ids: Collection[str])
     if not delivery_ids:
         return set()
     wanted = list(dict.fromkeys(delivery_ids))
-    rows = db.rows(KNOWN_DELIVERIES, source=source, delivery_ids=wanted)
+    known = KNOWN_DELIVERIES_INDEXED if db.dialect == "postgresql" else KNOWN_DELIVERIES
+    rows = db.rows(known, source=source, delivery_ids=wanted)
     return {row["delivery_id"] for row in rows}
 
 

@@ -1,4 +1,10 @@
-"""Whether a database's schema is the one this code needs: at the migration head.
+"""Whether a database's schema is one this code runs on: at the migration head, or at
+0013_delivery_index, the middle step of the online move to a partitioned webhook_events
+(docs/partitions.md), so the new code serves while `outbox migrate` makes the swap.
+
+At 0013 the delivery index is complete and kept, and webhook_events is still one table:
+everything runs; partition upkeep has nothing to do, and `outbox doctor` says the move is
+not finished. Any other revision is refused.
 
 `outbox serve`, `outbox worker` and `outbox sweep` refuse to start on a database that is
 not, and `/readyz` answers 503 with the reason, so an unmigrated database is named at
@@ -14,6 +20,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 MIGRATE_HINT = "run `outbox migrate`"
+#: The revision before the head that this code also runs on (the online swap's start).
+SERVING_BEFORE_HEAD = "0013_delivery_index"
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,14 @@ class SchemaState:
         return set(self.database) == set(self.heads)
 
     @property
+    def before_swap(self) -> bool:
+        """At 0013: runnable, with the partitioning swap still to be made."""
+        return set(self.database) == {SERVING_BEFORE_HEAD} and not self.at_head
+
+    @property
     def problem(self) -> str | None:
-        """One line for an operator when the schema is not at the head, else None."""
-        if self.at_head:
+        """One line for an operator when this code cannot run on the schema, else None."""
+        if self.at_head or self.before_swap:
             return None
         if not self.database:
             return f"database not migrated: {MIGRATE_HINT}"

@@ -6,6 +6,8 @@ Every field is documented in the README with its default. Secrets are
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +33,18 @@ def split_secrets(raw: SecretStr | str | None) -> tuple[str, ...]:
         return ()
     text = raw.get_secret_value() if isinstance(raw, SecretStr) else raw
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+_INTERVAL = re.compile(r"^\s*(\d{1,4})\s*([hd])\s*$", re.IGNORECASE)
+
+
+def parse_partition_interval(text: str) -> timedelta:
+    """`6h`, `1d`, `7d`: hours or days; raises ValueError for anything else."""
+    match = _INTERVAL.match(text)
+    if not match:
+        raise ValueError(f"bad partition interval {text!r} (use hours or days: 6h, 1d, 7d)")
+    hours = int(match.group(1)) * (24 if match.group(2).lower() == "d" else 1)
+    return timedelta(hours=hours)
 
 
 class Settings(BaseSettings):
@@ -95,6 +109,13 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the sweeper.
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # --- storage on Postgres (outbox/partitions.py, docs/partitions.md) ---
+    #: The span of received times one partition of webhook_events holds: whole hours or
+    #: days ("6h", "1d", "7d"), aligned to UTC multiples of it counted from the epoch.
+    partition_interval: timedelta = timedelta(days=1)
+    #: Intervals created ahead of the one holding now (by the sweeper and `outbox migrate`).
+    partitions_ahead: int = Field(default=3, ge=1, le=366)
+
     # --- processors ---
     #: `module:function` returning the dispatch table; tests and drills name their own.
     handler_table: str = Field(default="domain.handlers:handler_table", pattern=r"^[\w.]+:\w+$")
@@ -136,6 +157,18 @@ class Settings(BaseSettings):
         "This pull request adds the App's configuration file. Merge it to start, "
         "or close it to keep the defaults."
     )
+
+    @field_validator("partition_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> object:
+        return parse_partition_interval(value) if isinstance(value, str) else value
+
+    @field_validator("partition_interval")
+    @classmethod
+    def _whole_hours(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1) or value % timedelta(hours=1):
+            raise ValueError("a partition interval is whole hours or days (6h, 1d, 7d)")
+        return value
 
     @field_validator("stripe_mode", mode="before")
     @classmethod

@@ -2,6 +2,12 @@
 
 record    -- insert deliveries, once each (record_async: the same on the ingress's loop)
 
+On Postgres a delivery is stored once through the delivery index (`webhook_deliveries`,
+outbox/models.py), written in the same statement as the row: its primary key makes a
+concurrent repeat wait for the first and then find it, whichever partition holds the row.
+A repeat whose row is gone (its partition dropped) is still a duplicate, of status
+"purged". On SQLite, the table's unique (source, delivery_id) does the same.
+
 The other operations on the table, each guarded: outbox/claiming.py (claim),
 outbox/finishing.py (done, skipped, failed, given back), outbox/recovery.py (the
 sweeper's), outbox/operator_writes.py (replay, retry now, purge).
@@ -32,6 +38,9 @@ if TYPE_CHECKING:
 
 events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
+
+#: The status a duplicate is answered with when its row was removed with its partition.
+PURGED = "purged"
 
 #: Characters of a row stored finished's reason kept (it may quote the webhook: its type).
 REASON_CAP = 2000
@@ -142,7 +151,11 @@ def record(conn: Connection, incoming: Sequence[IncomingEvent], now: datetime) -
         )
         returned = list(conn.execute(stmt, [item.row(now) for item in unique.values()]))
     inserted = _by_key(returned)
-    existing = _existing(conn, [k for k in unique if k not in inserted])
+    missing = [k for k in unique if k not in inserted]
+    if conn.dialect.name == "postgresql":
+        existing = _postgres_existing(conn, missing)
+    else:
+        existing = _existing(conn, missing)
     return _answers(keys, inserted, existing)
 
 
@@ -232,12 +245,19 @@ _POSTGRES_COLUMNS = (
 # they are, never re-encoded) and every other field as one JSON array of rows, which
 # Postgres reads into the table's own row type. One array per column cost psycopg and
 # libpq ~0.4 ms of Python and C per batch, more than the rows themselves in small ones.
+_SELECTED = ", ".join("b.raw_body" if c == "raw_body" else f"r.{c}" for c in _POSTGRES_COLUMNS)
 _INSERT_TEMPLATE = (
-    f"INSERT INTO webhook_events ({', '.join(_POSTGRES_COLUMNS)}) "
-    f"SELECT {', '.join('b.raw_body' if c == 'raw_body' else f'r.{c}' for c in _POSTGRES_COLUMNS)} "
+    # The ids are taken first, so the delivery index and the row agree on them; a delivery
+    # the index refuses (stored already) gets no row, and its id is never used.
+    f"WITH r AS (SELECT nextval('webhook_events_id_seq') AS id, {_SELECTED} "
     "FROM json_populate_recordset(NULL::webhook_events, {rows}::json) WITH ORDINALITY AS r "
-    "JOIN unnest({bodies}::bytea[]) WITH ORDINALITY AS b(raw_body, n) ON b.n = r.ordinality "
-    "ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id, source, delivery_id, status"
+    "JOIN unnest({bodies}::bytea[]) WITH ORDINALITY AS b(raw_body, n) ON b.n = r.ordinality), "
+    "d AS (INSERT INTO webhook_deliveries (source, delivery_id, event_id, received_at) "
+    "SELECT source, delivery_id, id, received_at FROM r ON CONFLICT DO NOTHING "
+    "RETURNING source, delivery_id) "
+    f"INSERT INTO webhook_events (id, {', '.join(_POSTGRES_COLUMNS)}) "
+    f"SELECT r.id, {', '.join(f'r.{c}' for c in _POSTGRES_COLUMNS)} "
+    "FROM r JOIN d USING (source, delivery_id) RETURNING id, source, delivery_id, status"
 )
 _POSTGRES_INSERT = _INSERT_TEMPLATE.format(rows="%b", bodies="%b")
 #: The same INSERT for the ingress's loop, sent through libpq (see outbox/driver/libpq.py).
@@ -246,9 +266,13 @@ _RECORD_STATEMENT = PreparedStatement(
 )
 
 
+#: The rows of deliveries stored already, through the delivery index: the row's own
+#: partition only (id and received_at), and "purged" for a row whose partition is gone.
 _POSTGRES_EXISTING = (
-    "SELECT id, source, delivery_id, status FROM webhook_events "
-    "WHERE (source, delivery_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"
+    f"SELECT d.event_id, d.source, d.delivery_id, coalesce(e.status, '{PURGED}') "
+    "FROM unnest(%b::text[], %b::text[]) AS k(source, delivery_id) "
+    "JOIN webhook_deliveries d ON d.source = k.source AND d.delivery_id = k.delivery_id "
+    "LEFT JOIN webhook_events e ON e.id = d.event_id AND e.received_at = d.received_at"
 )
 
 
@@ -292,6 +316,15 @@ def _returned(result: pq.abc.PGresult) -> list[tuple[int, str, str, str]]:
 
 def _key(item: IncomingEvent) -> tuple[str, str]:
     return (item.source, clean_text(item.delivery_id) or "")
+
+
+def _postgres_existing(
+    conn: Connection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, str]]:
+    if not keys:
+        return {}
+    sources, deliveries = [s for s, _ in keys], [d for _, d in keys]
+    return _by_key(list(conn.exec_driver_sql(_POSTGRES_EXISTING, (sources, deliveries))))
 
 
 def _existing(

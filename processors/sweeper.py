@@ -6,6 +6,9 @@ One pass:
    (`recovery.release_expired`);
 2. asks every sweep source for the ids that are due and rings them again.
 
+Every PARTITION_UPKEEP_EVERY seconds the loop also makes the partitions of webhook_events
+ahead of need (outbox/partitions.py; Postgres, once the table is partitioned).
+
 A sweep source is another area's table of work with the same shape (a row that is due,
 an actor that does it). It is registered once, at import of the module that owns its
 actor, so every process that imports `processors.broker.ACTOR_MODULES` knows it:
@@ -44,6 +47,7 @@ from sqlalchemy.orm import Session
 from outbox import recovery
 from outbox.db import transaction, utcnow
 from outbox.handling import describe
+from outbox.partitions import keep_partitions
 from processors.metrics import SWEEP_FAILURES, SWEEP_RELEASED, SWEEP_RUNG
 from processors.runtime import Runtime
 
@@ -60,6 +64,9 @@ RUNG_OUT_MAX = 20_000
 #: Seconds after which a ring still out is forgotten and its rows rung again: a message
 #: held by a worker that died comes back through Dramatiq's maintenance well before.
 RING_PATIENCE = 900.0
+#: Seconds between two partition upkeeps: a catalog read when nothing is missing, and
+#: partitions are made PARTITIONS_AHEAD intervals ahead, so a few minutes is ample.
+PARTITION_UPKEEP_EVERY = 300.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,16 @@ def _failed(report: SweepReport, step: str, exc: Exception) -> None:
     SWEEP_FAILURES.labels(step).inc()
 
 
+def upkeep_partitions(runtime: Runtime) -> None:
+    """Make the partitions ahead; a failure is logged and counted, the next upkeep retries."""
+    settings = runtime.settings
+    try:
+        keep_partitions(runtime.engine, settings.partition_interval, settings.partitions_ahead)
+    except Exception as exc:
+        log.warning("partition upkeep failed: %s", describe(exc)[:300])
+        SWEEP_FAILURES.labels("partitions").inc()
+
+
 def run_sweeper(runtime: Runtime, stop: threading.Event, interval: float | None = None) -> None:
     """Start a pass every `interval` seconds (SWEEP_INTERVAL_SECONDS) until `stop` is set.
 
@@ -231,8 +248,12 @@ def run_sweeper(runtime: Runtime, stop: threading.Event, interval: float | None 
     """
     period = interval if interval is not None else runtime.settings.sweep_interval_seconds
     next_start = time.monotonic()
+    next_upkeep = next_start
     ledger = RingLedger()
     while not stop.is_set():
+        if time.monotonic() >= next_upkeep:
+            upkeep_partitions(runtime)
+            next_upkeep = time.monotonic() + PARTITION_UPKEEP_EVERY
         sweep_once(runtime, ledger=ledger)
         next_start = max(next_start + period, time.monotonic())
         stop.wait(next_start - time.monotonic())

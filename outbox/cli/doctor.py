@@ -91,6 +91,16 @@ def check_database(settings: Settings) -> list[Check]:
     database = Check("database", "ok", f"{where} answers")
     if state.problem is not None:
         return [database, Check("migrations", "fail", state.problem)]
+    if state.before_swap:
+        return [
+            database,
+            Check(
+                "migrations",
+                "warn",
+                f"at {', '.join(state.database)}: the move to partitions is not finished",
+                "run `outbox migrate` (docs/partitions.md)",
+            ),
+        ]
     return [database, Check("migrations", "ok", f"at the head ({', '.join(state.heads)})")]
 
 

@@ -34,12 +34,21 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def migrate() -> None:
-    """Apply the database migrations (Alembic upgrade head)."""
+    """Apply the database migrations (Alembic upgrade head), then make the partitions ahead."""
+    from outbox.db import make_engine
     from outbox.migrate import upgrade
+    from outbox.partitions import keep_partitions
 
     settings = get_settings()
     upgrade(settings.database_url)
     typer.echo(f"migrated {safe_url(settings.database_url)} to head")
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        created = keep_partitions(engine, settings.partition_interval, settings.partitions_ahead)
+    finally:
+        engine.dispose()
+    if created:
+        typer.echo(f"created partitions {', '.join(created)}")
 
 
 @friendly_errors

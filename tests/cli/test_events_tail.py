@@ -17,6 +17,7 @@ from outbox.models import Source
 from outbox.queries import EventFilter
 from tests.cli.conftest import finish, kill, stored
 from tests.factories import incoming
+from tests.outbox.storage_support import tables_holding_rows
 
 SETTLE = timedelta(seconds=6)
 
@@ -115,6 +116,7 @@ def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine, reads)
         )
         conn.execute(text("ANALYZE webhook_events"))
         top = conn.scalar(text("SELECT max(id) FROM webhook_events"))
+        holding = tables_holding_rows(conn)
     where = EventFilter(statuses=("dead",), sources=("stripe",))
     for read in (
         lambda db: queries.events_after(db, where, after_id=top - 10, up_to_id=top, limit=9),
@@ -122,12 +124,13 @@ def test_a_poll_reads_a_range_of_the_primary_key_on_a_large_table(engine, reads)
         lambda db: queries.newest_id(db),
     ):
         plan = _plan_of(reads, read)
-        # an index on the id: the primary key (or, for dead rows, their partial index)
+        # an index on the id: the primary key (or, for dead rows, their partial index), in
+        # the partition that holds the rows on Postgres
         assert re.search(
-            r"Scan (Backward )?using (webhook_events_pkey|ix_webhook_events_dead)",
+            r"Scan (Backward )?using (\w*_pkey|ix_webhook_events_dead\w*|\w+_id_idx)",
             plan,
         ), plan
-        assert "Seq Scan" not in plan, plan
+        assert not any(f"Seq Scan on {table} " in plan for table in holding), plan
 
 
 class _Recording:

@@ -68,14 +68,13 @@ def test_every_answer_comes_after_its_row_is_visible_to_other_sessions(pg_engine
 
 
 def test_answers_wait_while_their_statement_cannot_commit(pg_engine):
-    """A row another transaction holds blocks the batch's INSERT: nobody in it is answered."""
+    """A delivery another transaction holds blocks the batch's INSERT: nobody in it is answered."""
 
     async def body(writer: PostgresGroupWriter) -> tuple[bool, list[Recorded]]:
         async with await psycopg.AsyncConnection.connect(_dsn(pg_engine)) as blocker:
             await blocker.execute(
-                "INSERT INTO webhook_events (source, delivery_id, event_type, headers, "
-                "received_at, status, attempts, backfilled) "
-                "VALUES ('stripe', 'held', 'x', '{}', now(), 'pending', 0, false)"
+                "INSERT INTO webhook_deliveries (source, delivery_id, event_id, received_at) "
+                "VALUES ('stripe', 'held', 0, now())"
             )
             stores = [
                 asyncio.ensure_future(writer.store(incoming(d))) for d in ("held", "beside-it")
@@ -162,9 +161,8 @@ def test_after_a_call_misses_its_deadline_the_connections_opened_before_it_are_n
             # transaction holds, the next requests go to the other.
             async with await psycopg.AsyncConnection.connect(_dsn(pg_engine)) as blocker:
                 await blocker.execute(
-                    "INSERT INTO webhook_events (source, delivery_id, event_type, headers, "
-                    "received_at, status, attempts, backfilled) "
-                    "VALUES ('stripe', 'held', 'x', '{}', now(), 'pending', 0, false)"
+                    "INSERT INTO webhook_deliveries (source, delivery_id, event_id, received_at) "
+                    "VALUES ('stripe', 'held', 0, now())"
                 )
                 held = asyncio.ensure_future(writer.store(incoming("held")))
                 await asyncio.sleep(0.2)

@@ -56,3 +56,52 @@ def rows_in_play_the_statistics_never_saw(engine, sessions, *, finished: int, pe
         conn.execute(text("VACUUM ANALYZE webhook_events"))
     new = [incoming(f"evt_new_{n}", object_id=f"obj_{n}") for n in range(pending)]
     return [r.id for r in record(engine, *new)]
+
+
+def where_rows_are_now(session) -> tuple[str, dict[str, str]]:
+    """The table rows received now are stored in (a partition of webhook_events on
+    Postgres), and each index of webhook_events by its name on that table: a plan names
+    the partition's own table and indexes."""
+    from outbox.partitions import list_partitions
+
+    conn = session.connection()
+    now = utcnow()
+    held = [
+        p
+        for p in list_partitions(conn)
+        if not p.default
+        and (p.lower is None or p.lower <= now)
+        and (p.upper is None or now < p.upper)
+    ]
+    if not held:
+        return "webhook_events", {}
+    table = held[0].name
+    found = conn.execute(
+        text(
+            "SELECT parent.relname, child.relname FROM pg_inherits i"
+            " JOIN pg_class child ON child.oid = i.inhrelid"
+            " JOIN pg_class parent ON parent.oid = i.inhparent"
+            " JOIN pg_index x ON x.indexrelid = child.oid"
+            " WHERE x.indrelid = to_regclass(:table)"
+        ),
+        {"table": table},
+    ).all()
+    return table, dict(found)
+
+
+def tables_holding_rows(conn) -> set[str]:
+    """The tables the rows of webhook_events are in: itself, or some of its partitions."""
+    found = conn.execute(text("SELECT DISTINCT tableoid::regclass::text FROM webhook_events"))
+    return set(found.scalars())
+
+
+def partition_index_parents(conn) -> dict[str, str]:
+    """Each index of a partition of webhook_events -> the parent's index it is part of."""
+    found = conn.execute(
+        text(
+            "SELECT child.relname, parent.relname FROM pg_inherits i"
+            " JOIN pg_class child ON child.oid = i.inhrelid"
+            " JOIN pg_class parent ON parent.oid = i.inhparent WHERE parent.relkind = 'I'"
+        )
+    )
+    return dict(found.all())

@@ -62,15 +62,17 @@ def test_a_table_that_switched_autovacuum_off_is_named(postgres_url, value):
     engine = make_engine(postgres_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE webhook_events SET (autovacuum_enabled = {value})"))
+            conn.execute(
+                text(f"ALTER TABLE webhook_event_failures SET (autovacuum_enabled = {value})")
+            )
             conn.execute(text("ALTER TABLE credit_ledger SET (autovacuum_enabled = on)"))
         state = autovacuum_state(engine)
     finally:
         with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE webhook_events RESET (autovacuum_enabled)"))
+            conn.execute(text("ALTER TABLE webhook_event_failures RESET (autovacuum_enabled)"))
             conn.execute(text("ALTER TABLE credit_ledger RESET (autovacuum_enabled)"))
         engine.dispose()
-    assert state is not None and state.tables_off == ("webhook_events",)
+    assert state is not None and state.tables_off == ("webhook_event_failures",)
 
 
 @pytest.mark.postgres

@@ -108,7 +108,10 @@ def test_finishing_never_reads_the_rows_in_line_whatever_the_statistics(engine, 
               "notes": [None] * len(batch), "owner": batch[0].lease_owner, "now": now}  # fmt: skip
     with sessions() as session:
         plan = support.plan_of(session, finishing._FINISH_EACH_AS_GIVEN, params)
-    assert "ix_webhook_events_in_line" not in plan and "Seq Scan" not in plan, plan
+        table, index = support.where_rows_are_now(session)
+    # Only the table holding the rows counts: the empty partitions beside it cost nothing.
+    in_line = index.get("ix_webhook_events_in_line", "ix_webhook_events_in_line")
+    assert f"{in_line} on {table}" not in plan and f"Seq Scan on {table} " not in plan, plan
 
 
 def test_finish_needs_the_lease(engine, sessions):

@@ -135,7 +135,8 @@ def test_a_failing_event_is_retried_with_backoff_then_dead_after_the_last_attemp
 
 def test_a_row_is_not_tried_again_before_its_backoff_delay(runtime, proc_settings):
     patient = runtimes.configure(
-        proc_settings.model_copy(update={"retry_base_seconds": 60}), engine=runtime.engine
+        proc_settings.model_copy(update={"retry_base_seconds": 60, "retry_max_delay_seconds": 120}),
+        engine=runtime.engine,
     )
     [event_id] = stored(runtime, scripted_event(script={"fail": "retry"}))
     assert process_pass(patient, [event_id]) == {Outcome.RETRY: 1}

@@ -22,6 +22,7 @@ from outbox.retry import RetryPolicy
 from processors.backlog import BacklogCollector, read_backlog
 from processors.metrics import type_family
 from tests.factories import incoming, record
+from tests.outbox.storage_support import partition_index_parents
 from tests.processors.handlers import HANDLER_TABLE, scripted_event
 from tests.services import WORKER_READY, OutboxProcess, free_port, outbox_env, wait_until
 
@@ -158,6 +159,7 @@ def test_every_part_of_the_backlog_read_walks_an_index(engine, sessions):
         cursor.execute("SET enable_seqscan = off")  # a scan the planner cannot avoid shows
         cursor.execute("EXPLAIN " + statement, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
+        parents = partition_index_parents(conn)
     assert "Seq Scan" not in plan, plan
     # every index read is a partial one, of the rows still in play: never a whole table's
     in_play = {
@@ -169,8 +171,9 @@ def test_every_part_of_the_backlog_read_walks_an_index(engine, sessions):
         "ix_pr_jobs_lease",
         "ix_usage_records_unreported",
     }
-    used = re.findall(r"(?:using|Bitmap Index Scan on) (\w+)", plan)
-    assert len(used) == 9 and set(used) <= in_play, plan
+    # (on Postgres, webhook_events's are read in each of its partitions)
+    used = [parents.get(i, i) for i in re.findall(r"(?:using|Bitmap Index Scan on) (\w+)", plan)]
+    assert len(used) >= 9 and set(used) <= in_play, plan
 
 
 def scrape(text_body: str) -> dict[tuple[str, tuple], float]:

@@ -222,3 +222,27 @@ def test_with_no_worker_the_events_queue_names_each_due_row_once(runtime, redis_
     finally:
         broker.flush_all()
         broker.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres", "sqlite"], indirect=True)
+def test_the_sweeper_makes_the_partitions_ahead_and_has_nothing_to_do_on_sqlite(runtime):
+    from dataclasses import replace
+
+    from outbox.partitions import interval_start, list_partitions, partition_name
+
+    def partitions() -> set[str]:
+        with runtime.engine.connect() as conn:
+            return {p.name for p in list_partitions(conn)}
+
+    before = partitions()
+    ahead = replace(runtime, settings=runtime.settings.model_copy(update={"partitions_ahead": 6}))
+    sweeper.upkeep_partitions(ahead)
+    made = partitions() - before
+    if runtime.engine.dialect.name == "sqlite":
+        assert before == made == set()
+        return
+    day = timedelta(days=1)
+    assert partition_name(interval_start(utcnow() + 6 * day, day), day) in made
+    with runtime.engine.begin() as conn:  # the other tests' database keeps its layout
+        for name in made:
+            conn.exec_driver_sql(f"DROP TABLE {name}")
