@@ -131,3 +131,22 @@ def test_a_late_duplicate_of_a_purged_delivery_is_a_duplicate_at_the_ingress(cli
 def test_bad_ages_are_still_usage_errors(cli):
     assert cli("purge", "--older-than", "90m").code == 2
     assert cli("purge", "--older-than", "soon").code == 2
+
+
+def test_doctor_names_a_partition_a_stopped_purge_left_and_the_next_purge_drops_it(
+    cli, settings, engine
+):
+    from outbox.cli.doctor import check_detached_partitions
+    from outbox.retention import detach_partition
+
+    finished_rows(engine, day_ago(5), 2)
+    name = partition_name_of(day_ago(5))
+    assert check_detached_partitions(settings) == []
+    with engine.connect() as conn:
+        detach_partition(conn, name)  # ... and the purge stopped there
+    [check] = check_detached_partitions(settings)
+    assert check.verdict == "warn" and name in check.detail
+    [done] = cli("purge", "--older-than", OLDER_THAN, "--json").json_lines()
+    leftover = next(p for p in done["partitions"] if p["name"] == name)
+    assert leftover["rows"] == 2
+    assert check_detached_partitions(settings) == []
