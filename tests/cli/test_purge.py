@@ -15,7 +15,7 @@ from outbox.db import utcnow
 from outbox.models import Status
 from outbox.store import IncomingEvent
 from tests.cli.conftest import claim_now, finish, kill, row, skip, stored
-from tests.factories import record, stripe_event_body, stripe_headers
+from tests.factories import incoming, record, stripe_event_body, stripe_headers
 from tests.ingress.conftest import RecordingDoorbell
 
 OLD = timedelta(days=100)
@@ -163,3 +163,41 @@ def test_a_purge_says_how_its_database_gives_the_space_back(cli, engine, session
     assert "VACUUM" in said and "reuses them for new rows" in said
     dry = cli("purge", "--older-than", "90d", "--dry-run")
     assert "VACUUM" not in dry.stdout
+
+
+@pytest.fixture
+def single_table_url():
+    """A Postgres at 0013_delivery_index: the online migration's middle step, one table."""
+    from outbox.migrate import upgrade
+    from tests.conftest import create_postgres_database, drop_postgres_database
+
+    url = create_postgres_database("outbox_test_single")
+    try:
+        upgrade(url, "0013_delivery_index")
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.mark.postgres
+@on_sqlite  # the database is the single table's, passed to the command
+def test_an_unpartitioned_postgres_keeps_the_tombstone_purge(cli, single_table_url):
+    from sqlalchemy import text
+
+    from outbox.db import make_engine
+
+    engine = make_engine(single_table_url, pool_size=1)
+    try:
+        [old] = record(engine, incoming("evt_single_old"), now=utcnow() - OLD)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE webhook_events SET status = 'done', next_attempt_at = NULL"))
+        ran = cli("purge", "--older-than", "90d", database_url=single_table_url)
+        assert ran.code == 0, ran.stderr
+        assert "removed the bodies of 1 done/skipped event(s)" in ran.stdout
+        with engine.connect() as conn:
+            body = conn.execute(
+                text("SELECT raw_body FROM webhook_events WHERE id = :id"), {"id": old.id}
+            ).one()
+        assert body.raw_body is None
+    finally:
+        engine.dispose()

@@ -239,3 +239,36 @@ def test_the_preview_estimates_partition_rows_and_counts_unfinished_rows_exactly
     assert partition.estimated_rows == 5 and partition.unfinished == {"pending": 1}
     assert (preview.purgeable, preview.unfinished_older) == (4, 1)
     assert partition.name in partition_names(engine)
+
+
+def test_the_unfinished_rows_of_a_detached_partition_are_found_through_its_partial_indexes(
+    engine,
+):
+    from outbox.retention import _move_statement
+
+    finished_rows(engine, day_ago(5), 200)
+    analyse(engine)
+    name = partition_name_of(day_ago(5))
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {name}"))
+        partial = dict(
+            conn.execute(
+                text(
+                    "SELECT pg_get_expr(indpred, indrelid), indexrelid::regclass::text"
+                    " FROM pg_index WHERE indrelid = to_regclass(:t) AND indpred IS NOT NULL"
+                ),
+                {"t": name},
+            ).all()
+        )
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        explained = conn.execute(text("EXPLAIN " + _move_statement(f'"{name}"'))).scalars()
+        plan = "\n".join(explained)
+        conn.rollback()
+    assert "Seq Scan" not in plan
+    for status in ("pending", "processing", "dead"):
+        [index] = [
+            i
+            for predicate, i in partial.items()
+            if predicate == f"((status)::text = '{status}'::text)"
+        ]
+        assert f"Index Scan using {index} on {name}" in plan, plan
