@@ -110,14 +110,20 @@ IS_PARTITIONED = (
     "SELECT EXISTS (SELECT FROM pg_partitioned_table"
     " WHERE partrelid = to_regclass('webhook_events'))"
 )
+#: A table's rows as the statistics estimate them; 0 for an empty file, and -1 (unknown)
+#: for a table never analysed that holds something.
+_ESTIMATE = (
+    "CASE WHEN c.reltuples >= 0 THEN c.reltuples"
+    " WHEN pg_relation_size(c.oid) = 0 THEN 0 ELSE -1 END"
+)
 #: The partitions entirely older than a cut-off (upper bound <= it; the default never,
 #: the legacy one [MINVALUE, cutover) by its upper bound), oldest first, with the rows
-#: the statistics estimate (pg_class.reltuples; -1 when never analysed). Bounds are read
+#: the statistics estimate (_ESTIMATE). Bounds are read
 #: from the catalog's expression of them: FROM ('…') TO ('…'), MINVALUE unquoted
 #: (chr(39) is the quote).
 REMOVABLE_PARTITIONS = (
     "SELECT name, estimate, lower_at, upper_at FROM ("
-    " SELECT c.relname AS name, c.reltuples AS estimate,"
+    f" SELECT c.relname AS name, {_ESTIMATE} AS estimate,"
     " CASE WHEN left(m.b[1], 1) = chr(39) THEN btrim(m.b[1], chr(39))::timestamptz END AS lower_at,"
     " CASE WHEN left(m.b[2], 1) = chr(39) THEN btrim(m.b[2], chr(39))::timestamptz END AS upper_at"
     " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,"
@@ -128,7 +134,7 @@ REMOVABLE_PARTITIONS = (
 #: Tables named like a partition of webhook_events but attached to nothing: partitions a
 #: purge detached and did not get to drop (it stopped in between).
 DETACHED_PARTITIONS = (
-    "SELECT c.relname AS name, c.reltuples AS estimate FROM pg_class c"
+    f"SELECT c.relname AS name, {_ESTIMATE} AS estimate FROM pg_class c"
     " WHERE c.relkind = 'r' AND NOT c.relispartition"
     " AND c.relnamespace = (SELECT relnamespace FROM pg_class"
     " WHERE oid = to_regclass('webhook_events'))"

@@ -97,7 +97,7 @@ def purge_by_partitions(
         conn.commit()
         try:
             for name in _detached_names(conn):
-                removed = drop_detached(conn, name, {})
+                removed = drop_detached(conn, name, None)
                 done.leftovers.append(removed)
                 _told(on_removed, removed)
             for name in _removable_names(conn, cutoff):
@@ -167,15 +167,22 @@ def _move_statement(table: str) -> str:
     return f"WITH {taken} INSERT INTO {PARENT} ({_COLUMNS}) {rows} RETURNING status"
 
 
-def drop_detached(conn: Connection, name: str, moved: dict[str, int]) -> RemovedPartition:
+def drop_detached(conn: Connection, name: str, moved: dict[str, int] | None) -> RemovedPartition:
     """Delete the failures of detached table `name`'s rows and drop it, in one transaction
-    holding no lock on the parent; its rows are counted first. `moved`: its rows kept.
+    holding no lock on the parent; its rows are counted first. `moved`: its unfinished
+    rows, moved by detach_partition; None for a table found detached (a leftover), whose
+    unfinished rows, if any, are moved now (a table detached by hand may hold some).
 
     The failures are found from their event_id index over the table's id range, each
     probed in the table's primary key: never a scan of the table for them.
     """
     table = _identifier(name)
     with conn.begin():
+        if moved is None:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            statuses = conn.execute(text(_move_statement(table))).scalars()
+            moved = dict(Counter(str(status) for status in statuses))
+            conn.execute(text("RESET enable_seqscan"))
         rows = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
         failures = conn.execute(
             text(

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from outbox import claiming, finishing, operator_writes, store
 from outbox.db import transaction, utcnow
-from outbox.partitions import DEFAULT_PARTITION, PARENT, interval_start
+from outbox.partitions import DEFAULT_PARTITION, LEGACY_PARTITION, PARENT, interval_start
 from outbox.retention import RemovedPartition, Retention, detach_partition, purge_by_partitions
 from tests.factories import incoming, record
 from tests.outbox.retention_support import (
@@ -272,3 +272,37 @@ def test_the_unfinished_rows_of_a_detached_partition_are_found_through_its_parti
             if predicate == f"((status)::text = '{status}'::text)"
         ]
         assert f"Index Scan using {index} on {name}" in plan, plan
+
+
+def test_the_legacy_partition_goes_by_its_upper_bound_like_any_other(engine, sessions):
+    cutover = interval_start(day_ago(7), DAY)
+    with engine.begin() as conn:
+        for days in range(DAYS_BACK, 7, -1):
+            name = partition_name_of(day_ago(days))
+            conn.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {name}"))
+            conn.execute(text(f"DROP TABLE {name}"))
+        conn.execute(
+            text(
+                f"CREATE TABLE {LEGACY_PARTITION} PARTITION OF {PARENT}"
+                f" FOR VALUES FROM (MINVALUE) TO ('{cutover.isoformat()}')"
+            )
+        )
+    finished_rows(engine, day_ago(40), 3)
+    pending = stored(engine, day_ago(40))
+    assert table_of(engine, pending) == LEGACY_PARTITION
+    purged = purge(engine, 3)
+    assert purged.partitions[0].name == LEGACY_PARTITION
+    assert (purged.partitions[0].rows, purged.partitions[0].moved) == (3, {"pending": 1})
+    assert table_of(engine, pending) == DEFAULT_PARTITION
+
+
+def test_a_table_detached_by_hand_with_unfinished_rows_loses_none_of_them(engine, sessions):
+    finished_rows(engine, day_ago(5), 2)
+    dead = stored(engine, day_ago(5))
+    failed(sessions, dead, day_ago(5))
+    name = partition_name_of(day_ago(5))
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {name}"))
+    [leftover] = purge(engine, 3).leftovers
+    assert (leftover.name, leftover.rows, leftover.moved) == (name, 2, {"dead": 1})
+    assert table_of(engine, dead) == DEFAULT_PARTITION and failures_of(engine, dead) == 1
