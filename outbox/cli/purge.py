@@ -173,18 +173,24 @@ def _by_partitions(
     as_json: bool,
 ) -> None:
     """A partitioned Postgres: the partitions older than the cut-off go whole."""
-    from outbox.retention import purge_by_partitions
+    from outbox.retention import Retention, purge_by_partitions
 
     nothing = not (preview.partitions or preview.leftovers or preview.default_rows)
     if dry_run:
         _tell_plan(preview, cutoff, as_json)
-    elif not nothing:
-        _confirm(preview.purgeable, f"about {preview.purgeable} events", cutoff, yes)
-        done = purge_by_partitions(engine, cutoff, batch=BATCH_ROWS)
-        nothing = not (done.partitions or done.leftovers or done.default_rows)
-        _tell_done(done, preview, cutoff, as_json)
     else:
-        _tell_plan(preview, cutoff, as_json)
+        done = Retention()
+        if not nothing:
+            # A partition never analysed has no estimate: ask, whatever the others add up to.
+            unknown = any(p.estimated_rows is None for p in preview.partitions)
+            rows = max(preview.purgeable, ASK_ABOVE_ROWS + 1 if unknown else 0)
+            what = f"about {preview.purgeable} events" + (
+                " (and partitions never analysed)" if unknown else ""
+            )
+            _confirm(rows, what, cutoff, yes)
+            done = purge_by_partitions(engine, cutoff, batch=BATCH_ROWS)
+            nothing = not (done.partitions or done.leftovers or done.default_rows)
+        _tell_done(done, preview, cutoff, as_json)
     if nothing:
         fail("nothing to purge")
 

@@ -43,7 +43,7 @@ def some_old_rows(engine, sessions) -> dict[str, int]:
 
 def test_purge_removes_old_partitions_and_says_what_it_kept(cli, engine, sessions):
     rows = some_old_rows(engine, sessions)
-    ran = cli("purge", "--older-than", OLDER_THAN)
+    ran = cli("purge", "--older-than", OLDER_THAN, "--yes")
     assert ran.code == 0, ran.stderr
     said = " ".join(ran.stdout.split())
     assert f"removed {REMOVED} partition(s) and 3 row(s)" in said
@@ -108,15 +108,23 @@ def test_a_large_purge_asks_first_and_a_no_removes_nothing(cli, engine, monkeypa
     assert partition_name_of(day_ago(5)) not in partition_names(engine)
 
 
+def test_a_partition_never_analysed_has_no_estimate_so_the_purge_asks(cli, engine):
+    finished_rows(engine, day_ago(5), 3)  # not analysed yet: no estimate of its rows
+    refused = cli("purge", "--older-than", OLDER_THAN)
+    assert refused.code == 1 and "(and partitions never analysed)" in refused.stderr
+    dry = cli("purge", "--older-than", OLDER_THAN, "--dry-run")
+    assert "rows unknown (never analysed)" in dry.stdout
+
+
 def test_a_late_duplicate_of_a_purged_delivery_is_a_duplicate_at_the_ingress(cli, settings, engine):
     body = stripe_event_body({"id": "cs_late", "object": "checkout.session"},
                              "checkout.session.completed", event_id="evt_late")  # fmt: skip
     [first] = record(engine, incoming_stripe_event(body, {}, "stripe#0", "any"), now=day_ago(5))
-    assert cli("purge", "--older-than", OLDER_THAN).code == 0  # kept: it was pending
+    assert cli("purge", "--older-than", OLDER_THAN, "--yes").code == 0  # kept: it was pending
     assert table_of(engine, first.id) == DEFAULT_PARTITION
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE webhook_events SET status = 'done', next_attempt_at = NULL")
-    assert cli("purge", "--older-than", "2d").code == 0  # the default's finished rows go
+    assert cli("purge", "--older-than", "2d", "--yes").code == 0  # the default's rows go
     assert table_of(engine, first.id) is None
 
     doorbell = RecordingDoorbell()
