@@ -13,7 +13,7 @@ worker finishing a row by id finds it throughout. Its failures go with it; the d
 index (webhook_deliveries) keeps every delivery, the tombstone a late duplicate is told by.
 
 A purge that stops between the detach and the drop leaves a detached table named like a
-partition: the next purge drops it first (queries.DETACHED_PARTITIONS finds it; `outbox
+partition: the next purge drops it first (partition_reads.DETACHED_PARTITIONS finds it; `outbox
 doctor` reports it). Two purges at once take turns (a session advisory lock).
 
 Nothing here applies on SQLite or on an unpartitioned Postgres (operator_writes.purge).
@@ -30,8 +30,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, text
 
 from outbox.models import FINISHED, Status, WebhookEvent
+from outbox.partition_reads import DETACHED_PARTITIONS, REMOVABLE_PARTITIONS
 from outbox.partitions import DEFAULT_PARTITION, PARENT, under_short_locks
-from outbox.queries import DETACHED_PARTITIONS, REMOVABLE_PARTITIONS
 
 log = logging.getLogger("outbox.retention")
 

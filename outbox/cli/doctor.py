@@ -138,8 +138,8 @@ def check_detached_partitions(settings: Settings) -> list[Check]:
     from sqlalchemy.exc import DBAPIError
 
     from outbox.db import make_engine
+    from outbox.partition_reads import DETACHED_PARTITIONS
     from outbox.partitions import is_partitioned
-    from outbox.queries import DETACHED_PARTITIONS
 
     engine = make_engine(settings.database_url, pool_size=1, timeout=DOCTOR_TIMEOUT)
     try:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from outbox import claiming, finishing
 from outbox.db import Base, make_engine, transaction, utcnow
 from outbox.migrate import upgrade
+from outbox.partition_reads import DETACHED_PARTITIONS
 from outbox.partitions import (
     PARENT,
     create_partition,
@@ -22,7 +23,6 @@ from outbox.partitions import (
     list_partitions,
     partition_name,
 )
-from outbox.queries import DETACHED_PARTITIONS
 from outbox.retry import RetryPolicy
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.factories import incoming, record
