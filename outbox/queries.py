@@ -27,6 +27,7 @@ from typing import Any
 
 from outbox.driver.dbapi import Connection, document, flag, utc
 from outbox.fields import as_int64
+from outbox.partition_reads import IS_PARTITIONED, partitions_preview
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,
     AmbiguousEvent,
@@ -350,8 +351,16 @@ def replay_verdicts(db: Connection, ids: Sequence[int]) -> list[ReplayVerdict]:
 
 
 def purge_preview(db: Connection, *, older_than: datetime) -> PurgePreview:
-    """Counts with the guard of operator_writes.purge: finished, received before, body present."""
+    """What `purge` would remove before `older_than`, and the older unfinished rows it keeps.
+
+    SQLite and an unpartitioned Postgres: counts with the guard of operator_writes.purge
+    (finished, received before, body present). A partitioned Postgres: the partitions
+    removed whole, with their rows as the statistics estimate them (never counted one by
+    one) and their unfinished rows counted exactly through the partial indexes.
+    """
     finished = [s.value for s in FINISHED]
+    if db.dialect == "postgresql" and db.value(IS_PARTITIONED):
+        return partitions_preview(db, older_than, finished)
     row = db.first(PURGE_COUNTS, older_than=older_than, finished=finished) or {}
     return PurgePreview(int(row.get("purgeable") or 0), int(row.get("unfinished") or 0))
 

@@ -99,11 +99,39 @@ class ReplayVerdict:
 
 
 @dataclass(frozen=True)
+class PartitionPreview:
+    """A partition a purge would remove whole (Postgres): its range, its rows as the
+    statistics estimate them (None: never analysed), and its unfinished rows, counted
+    exactly, which the purge keeps by moving them into the default partition."""
+
+    name: str
+    lower: datetime | None
+    upper: datetime
+    estimated_rows: int | None
+    unfinished: dict[str, int]
+
+    @property
+    def kept(self) -> int:
+        return sum(self.unfinished.values())
+
+
+@dataclass(frozen=True)
 class PurgePreview:
-    """What purge would do for a cut-off: bodies it removes, rows too young or unfinished."""
+    """What purge would do for a cut-off: rows it removes (bodies on SQLite and on an
+    unpartitioned Postgres; whole rows by partition on a partitioned one), and the older
+    unfinished rows it keeps."""
 
     purgeable: int
     unfinished_older: int
+    #: A partitioned Postgres: the purge removes these partitions whole, and `purgeable`
+    #: is an estimate (the statistics' row counts), not a count.
+    by_partitions: bool = False
+    partitions: tuple[PartitionPreview, ...] = ()
+    #: Detached partitions a purge that stopped before dropping them left: the next drops them.
+    leftovers: tuple[str, ...] = ()
+    #: Finished rows of the default partition older than the cut-off, counted exactly:
+    #: deleted in bounded batches.
+    default_rows: int = 0
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,37 @@ def check_autovacuum(settings: Settings) -> list[Check]:
     return [Check("autovacuum", "ok", "on, for the server and every table")]
 
 
+def check_detached_partitions(settings: Settings) -> list[Check]:
+    """On a partitioned Postgres: no partition a purge detached and stopped before dropping."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from outbox.db import make_engine
+    from outbox.partition_reads import DETACHED_PARTITIONS
+    from outbox.partitions import is_partitioned
+
+    engine = make_engine(settings.database_url, pool_size=1, timeout=DOCTOR_TIMEOUT)
+    try:
+        with engine.connect() as conn:
+            if not is_partitioned(conn):
+                return []
+            names = [str(row.name) for row in conn.execute(text(DETACHED_PARTITIONS))]
+    except DBAPIError:
+        return []  # an unreachable database is the database check's failure, named there
+    finally:
+        engine.dispose()
+    if not names:
+        return []
+    return [
+        Check(
+            "detached partitions",
+            "warn",
+            f"{len(names)} left by a purge that stopped before dropping them: {', '.join(names)}",
+            "run `outbox purge --older-than` again: it drops them first (docs/operations.md)",
+        )
+    ]
+
+
 def check_redis(settings: Settings) -> list[Check]:
     import redis
 
@@ -343,6 +374,7 @@ def _error(exc: BaseException) -> str:
 CHECKS: list[tuple[str, Callable[[Settings], list[Check]]]] = [
     ("database", check_database),
     ("autovacuum", check_autovacuum),
+    ("detached partitions", check_detached_partitions),
     ("redis", check_redis),
     ("webhook secrets", check_webhook_secrets),
     ("github app", check_github_app),

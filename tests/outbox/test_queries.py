@@ -135,6 +135,7 @@ def test_replay_verdicts_follow_the_store_s_guard(engine, sessions, reads):
     assert put_back == sorted(v.id for v in verdicts if v.replayable)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # partitions: test_retention
 def test_purge_preview_counts_what_purge_removes(engine, sessions, reads):
     cutoff = datetime.now(UTC) - timedelta(days=1)
     old_done = stored(engine, now=cutoff - timedelta(days=1))
