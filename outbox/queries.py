@@ -16,13 +16,20 @@ account_id_named -- the account an operator names by id or login (the `--account
 
 The CLI calls these and outbox/operator_writes.py's writes; it never builds a query itself.
 What they return is in outbox/query_results.py.
+
+At tens of millions of rows (Postgres, webhook_events partitioned by received_at) every
+read goes through an index or a bounded part of the table: a listing walks the partitions
+newest first and stops when its page is full (list_page); a delivery id is found through
+the delivery index webhook_deliveries; the stats count the rows in play through their
+partial indexes and estimate the finished ones from the statistics (outbox/read_layout.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from outbox.driver.dbapi import Connection, document, flag, utc
@@ -33,12 +40,14 @@ from outbox.query_results import (
     Attempt,
     EventDetail,
     EventNotFound,
+    EventPage,
     EventStats,
     EventSummary,
     PurgePreview,
     ReplayVerdict,
 )
-from outbox.states import FINISHED, IN_LINE, REPLAYABLE, Source
+from outbox.read_layout import Window, layout
+from outbox.states import FINISHED, IN_LINE, REPLAYABLE, Source, Status
 
 # --- the statements ---------------------------------------------------------------------------
 # `{where}` is an EventFilter's conditions (FILTER_CONDITIONS); `= ANY(:list)` takes a list.
@@ -54,10 +63,18 @@ DETAIL_COLUMNS = (
     " hook_id, api_version, lease_owner, lease_expires_at"
 )
 
-#: One page of matching rows, newest first.
+#: One page of matching rows of `{table}` (webhook_events, or one of its partitions),
+#: newest first.
 LIST_EVENTS = (
-    f"SELECT {SUMMARY_COLUMNS} FROM webhook_events WHERE {{where}}"
+    f"SELECT {SUMMARY_COLUMNS} FROM {{table}} WHERE {{where}}"
     " ORDER BY id DESC LIMIT :limit OFFSET :offset"
+)
+#: Matching rows received before the partitions a listing walked whose id is above its
+#: page's lowest: ids are taken before the commit, so one may cross a partition's bound.
+#: Costs a probe of each older partition's primary key (id first).
+STRAGGLERS = (
+    f"SELECT {SUMMARY_COLUMNS} FROM webhook_events WHERE {{where}}"
+    " AND received_at < :walked_since AND id > :lowest ORDER BY id DESC LIMIT :limit"
 )
 #: Matching rows in a range of the primary key, oldest first: costs the rows in the range.
 EVENTS_AFTER = (
@@ -74,19 +91,22 @@ SETTLED_ID = "SELECT id FROM webhook_events WHERE received_at < :before ORDER BY
 MATCHING_IDS = "SELECT id FROM webhook_events WHERE {where} ORDER BY id"
 #: One row, all of it, by id.
 EVENT_BY_ID = f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events WHERE id = :id"
-#: The rows stored under a delivery id (one a source at most).
+#: The rows stored under a delivery id (one a source at most), where webhook_events has
+#: its own unique (source, delivery_id) index (SQLite; Postgres before the partitions).
 EVENTS_BY_DELIVERY_ID = (
     f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events"
     " WHERE delivery_id = :delivery_id ORDER BY id"
 )
-#: The same on Postgres, through the delivery index (webhook_events has no index of
-#: delivery ids there): each source's entry, then its row in its own partition.
-_ROW_E = ", ".join("e." + c.strip() for c in f"{SUMMARY_COLUMNS}, {DETAIL_COLUMNS}".split(","))
-EVENTS_BY_DELIVERY_ID_INDEXED = (
-    f"SELECT {_ROW_E}"
-    " FROM webhook_deliveries d JOIN webhook_events e"
-    " ON e.id = d.event_id AND e.received_at = d.received_at"
-    " WHERE d.source = ANY(:sources) AND d.delivery_id = :delivery_id ORDER BY e.id"
+#: The same through the delivery index: its primary key, then the row by (id, received_at),
+#: which prunes every partition but one.
+EVENTS_BY_DELIVERY_INDEX = (
+    f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events"
+    " WHERE {in_deliveries} ORDER BY id"
+)
+#: What the delivery index remembers of a delivery id: its rows may have been purged.
+DELIVERIES_NAMED = (
+    "SELECT source, event_id, received_at FROM webhook_deliveries"
+    " WHERE source IN ({sources}) AND delivery_id = :delivery_id ORDER BY event_id"
 )
 #: One row's failed attempts, in the order they failed.
 FAILURES_OF = (
@@ -109,13 +129,23 @@ KNOWN_DELIVERIES = (
     "SELECT delivery_id FROM webhook_events"
     " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
 )
-#: The same on Postgres, from the delivery index (a purged row's delivery is stored too).
-KNOWN_DELIVERIES_INDEXED = (
+#: The same from the delivery index, which also remembers the deliveries whose rows the
+#: purge removed with their partition.
+KNOWN_IN_DELIVERY_INDEX = (
     "SELECT delivery_id FROM webhook_deliveries"
     " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
 )
-#: Rows by source and status.
-COUNTS = "SELECT source, status, count(*) AS n FROM webhook_events GROUP BY source, status"
+#: Rows by source of each status in play, each counted through its own partial index.
+IN_PLAY_COUNTS = " UNION ALL ".join(
+    f"SELECT source, '{status}' AS status, count(*) AS n FROM webhook_events"
+    f" WHERE status = '{status}' GROUP BY source"
+    for status in (Status.PENDING, Status.PROCESSING, Status.DEAD)
+)
+#: Finished rows by source and status: reads every one of them (a small table only).
+FINISHED_COUNTS = (
+    "SELECT source, status, count(*) AS n FROM webhook_events"
+    f" WHERE status IN ({', '.join(repr(s.value) for s in FINISHED)}) GROUP BY source, status"
+)
 #: When the oldest due pending row became due (the processors' lag).
 OLDEST_DUE = (
     "SELECT min(next_attempt_at) FROM webhook_events"
@@ -131,8 +161,9 @@ EXPIRED_LEASES = (
 ACCOUNTS_NAMED = "SELECT id FROM accounts WHERE id = :id OR lower(login) = :login ORDER BY id"
 
 #: The condition each field of an EventFilter adds when it is set; they all must hold.
+#: Statuses are written out (see EventFilter.where); a delivery id is looked up through
+#: the delivery index where there is one (IN_DELIVERIES).
 FILTER_CONDITIONS = {
-    "statuses": "status = ANY(:statuses)",
     "sources": "source = ANY(:sources)",
     "event_type": "event_type LIKE :event_type ESCAPE '\\'",
     "account_id": "account_id = :account_id",
@@ -140,6 +171,17 @@ FILTER_CONDITIONS = {
     "until": "received_at < :until",
     "delivery_id": "delivery_id = :delivery_id",
 }
+#: The rows the delivery index names for a delivery id, `{sources}` the sources asked.
+IN_DELIVERIES = (
+    "(id, received_at) IN (SELECT event_id, received_at FROM webhook_deliveries"
+    " WHERE source IN ({sources}) AND delivery_id = :delivery_id)"
+)
+#: How long a listing keeps walking older partitions for a full page before it answers
+#: with what it found and how far back it looked (EventPage): a filter no index serves
+#: (a type, a finished status) would otherwise read every partition for a rare match.
+LIST_SCAN_BUDGET = timedelta(milliseconds=100)
+#: Below this many rows (by the statistics) the stats count the finished rows exactly too.
+EXACT_COUNT_ROWS = 100_000
 
 
 # --- the filter -------------------------------------------------------------------------------
@@ -159,11 +201,11 @@ class EventFilter:
     until: datetime | None = None
     delivery_id: str | None = None
 
-    def where(self) -> tuple[str, dict[str, Any]]:
-        """The SQL condition for `{where}` and its parameters."""
+    def where(self, *, delivery_index: bool = False) -> tuple[str, dict[str, Any]]:
+        """The SQL condition for `{where}` and its parameters; `delivery_index`: a delivery
+        id is looked up in webhook_deliveries (read_layout.Layout.delivery_index)."""
+        conditions = [status_condition(self.statuses)] if self.statuses else []
         params: dict[str, Any] = {}
-        if self.statuses:
-            params["statuses"] = list(self.statuses)
         if self.sources:
             params["sources"] = list(self.sources)
         if self.event_type:
@@ -176,7 +218,32 @@ class EventFilter:
             params["until"] = self.until
         if self.delivery_id:
             params["delivery_id"] = self.delivery_id
-        return " AND ".join(FILTER_CONDITIONS[name] for name in params) or "TRUE", params
+        for name in params:
+            if name == "delivery_id" and delivery_index:
+                conditions.append(IN_DELIVERIES.format(sources=source_list(self.sources)))
+            else:
+                conditions.append(FILTER_CONDITIONS[name])
+        return " AND ".join(conditions) or "TRUE", params
+
+
+def status_condition(statuses: Collection[str]) -> str:
+    """The statuses written out, one equality each, OR'd: Postgres can then read each
+    status in play (pending, processing, dead) from its partial index, and OR their
+    bitmaps; a list parameter would hide which ones are asked. A name that is no status
+    matches nothing."""
+    known = [s for s in dict.fromkeys(statuses) if s in STATUS_NAMES]
+    return "(" + " OR ".join(f"status = '{s}'" for s in known) + ")" if known else "FALSE"
+
+
+def source_list(sources: Collection[str]) -> str:
+    """The sources as SQL literals (every source when none is given): the delivery index's
+    primary key starts with the source, so each is one descent of it."""
+    known = [s for s in dict.fromkeys(sources or SOURCE_NAMES) if s in SOURCE_NAMES]
+    return ", ".join(f"'{s}'" for s in known) or "NULL"
+
+
+STATUS_NAMES = frozenset(s.value for s in Status)
+SOURCE_NAMES = tuple(s.value for s in Source)
 
 
 def like_pattern(wildcard: str) -> str:
@@ -199,21 +266,95 @@ def list_events(
     """One page of matching rows, newest first (highest id first).
 
     Page with `before_id` (the last id of the previous page: stable while rows arrive)
-    or with `offset`.
+    or with `offset`. The rows of list_page: see there what a page may leave unsearched.
     """
-    condition, params = where.where()
+    return list_page(db, where, limit=limit, before_id=before_id, offset=offset).rows
+
+
+def list_page(
+    db: Connection,
+    where: EventFilter,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    offset: int = 0,
+    budget: timedelta = LIST_SCAN_BUDGET,
+) -> EventPage:
+    """One page of matching rows, newest first, and how far back it looked.
+
+    On a partitioned table the partitions that may hold matches (by since/until) are read
+    one at a time, the default partition first and then newest first, each with the page's
+    LIMIT, until the page is full: a filter an index serves (an in-play status, an account,
+    a delivery id, times) costs a few index probes a partition; one no index serves reads a
+    partition until it finds its page. When `budget` has passed before the page is full,
+    the page is answered as it is, `searched_since` the oldest moment it covered.
+    """
+    shape = layout(db)
+    condition, params = where.where(delivery_index=shape.delivery_index)
     if before_id is not None:
         condition += " AND id < :before_id"
         params["before_id"] = before_id
-    sql = LIST_EVENTS.format(where=condition)
-    return [_summary(row) for row in db.rows(sql, limit=limit, offset=offset, **params)]
+    if not shape.partitioned or where.delivery_id:  # one table, or a few rows by index
+        sql = LIST_EVENTS.format(table="webhook_events", where=condition)
+        rows = db.rows(sql, limit=limit, offset=offset, **params)
+        return EventPage([_summary(row) for row in rows])
+    windows = [w for w in shape.windows if w.meets(where.since, where.until)]
+    return _walked_page(db, windows, condition, params, limit + offset, budget, offset)
+
+
+def _walked_page(
+    db: Connection,
+    windows: list[Window],
+    condition: str,
+    params: dict[str, Any],
+    wanted: int,
+    budget: timedelta,
+    offset: int,
+) -> EventPage:
+    """The first `wanted` matching rows by id, walking `windows` in their order."""
+    found: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + budget.total_seconds()
+    walked = 0
+    for window in windows:
+        sql = LIST_EVENTS.format(table=_quoted(window.table), where=condition)
+        found.update((row["id"], row) for row in db.rows(sql, limit=wanted, offset=0, **params))
+        walked += 1
+        if len(found) >= wanted or time.monotonic() > deadline:
+            break
+    rest = windows[walked:]
+    walked_since = _walked_since(windows[:walked])
+    if rest and walked_since is not None and len(found) >= wanted:
+        lowest = sorted(found, reverse=True)[wanted - 1]
+        sql = STRAGGLERS.format(where=condition)
+        more = db.rows(sql, walked_since=walked_since, lowest=lowest, limit=wanted, **params)
+        found.update((row["id"], row) for row in more)
+    page = [_summary(found[i]) for i in sorted(found, reverse=True)[offset:wanted]]
+    if rest and len(found) < wanted:
+        return EventPage(page, complete=False, searched_since=walked_since)
+    return EventPage(page)
+
+
+def _walked_since(walked: list[Window]) -> datetime | None:
+    """The oldest moment the walked partitions cover (the default one covers none)."""
+    lowers = [w.lower for w in walked if not w.default and w.lower is not None]
+    return min(lowers) if lowers else None
+
+
+def _delivery_index(db: Connection, where: EventFilter) -> bool:
+    """Whether the filter's delivery id is looked up in the delivery index (the catalog is
+    read only for a filter that has one)."""
+    return bool(where.delivery_id) and layout(db).delivery_index
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def events_after(
     db: Connection, where: EventFilter, *, after_id: int, up_to_id: int, limit: int
 ) -> list[EventSummary]:
     """Matching rows with after_id < id <= up_to_id, oldest first."""
-    condition, params = where.where()
+    condition, params = where.where(delivery_index=_delivery_index(db, where))
     sql = EVENTS_AFTER.format(where=condition)
     rows = db.rows(sql, after_id=after_id, up_to_id=up_to_id, limit=limit, **params)
     return [_summary(row) for row in rows]
@@ -239,7 +380,7 @@ def settled_id(db: Connection, before: datetime) -> int:
 
 def matching_ids(db: Connection, where: EventFilter, *, limit: int | None = None) -> list[int]:
     """Ids of every row matching `where`, oldest first (the order a replay puts them back)."""
-    condition, params = where.where()
+    condition, params = where.where(delivery_index=_delivery_index(db, where))
     sql = MATCHING_IDS.format(where=condition)
     if limit is not None:
         sql += " LIMIT :limit"
@@ -301,16 +442,33 @@ def _by_ref(db: Connection, ref: str) -> dict[str, Any]:
         row = db.first(EVENT_BY_ID, id=row_id)
         if row is not None:
             return row
-    if db.dialect == "postgresql":
-        sources = [source.value for source in Source]
-        rows = db.rows(EVENTS_BY_DELIVERY_ID_INDEXED, sources=sources, delivery_id=ref)
+    delivery_index = layout(db).delivery_index
+    if delivery_index:
+        in_deliveries = IN_DELIVERIES.format(sources=source_list(()))
+        sql = EVENTS_BY_DELIVERY_INDEX.format(in_deliveries=in_deliveries)
+        rows = db.rows(sql, delivery_id=ref)
     else:
         rows = db.rows(EVENTS_BY_DELIVERY_ID, delivery_id=ref)
     if len(rows) > 1:
         raise AmbiguousEvent(ref, sorted(r["id"] for r in rows))
     if not rows:
-        raise EventNotFound(f"no event has id or delivery id {ref!r}")
+        raise EventNotFound(_not_found(db, ref) if delivery_index else _NO_SUCH.format(ref=ref))
     return rows[0]
+
+
+_NO_SUCH = "no event has id or delivery id {ref!r}"
+
+
+def _not_found(db: Connection, ref: str) -> str:
+    """Why no row has this delivery id: none was stored, or its row was purged."""
+    named = db.rows(DELIVERIES_NAMED.format(sources=source_list(())), delivery_id=ref)
+    if not named:
+        return _NO_SUCH.format(ref=ref)
+    gone = ", ".join(
+        f"event {d['event_id']} ({d['source']}, received {utc(d['received_at']):%Y-%m-%d})"
+        for d in named
+    )
+    return f"delivery id {ref!r} was stored as {gone}; its row was purged with its partition"
 
 
 def replay_verdicts(db: Connection, ids: Sequence[int]) -> list[ReplayVerdict]:
@@ -361,17 +519,31 @@ def known_deliveries(db: Connection, source: str, delivery_ids: Collection[str])
     if not delivery_ids:
         return set()
     wanted = list(dict.fromkeys(delivery_ids))
-    known = KNOWN_DELIVERIES_INDEXED if db.dialect == "postgresql" else KNOWN_DELIVERIES
-    rows = db.rows(known, source=source, delivery_ids=wanted)
+    sql = KNOWN_IN_DELIVERY_INDEX if layout(db).delivery_index else KNOWN_DELIVERIES
+    rows = db.rows(sql, source=source, delivery_ids=wanted)
     return {row["delivery_id"] for row in rows}
 
 
-def event_stats(db: Connection, *, now: datetime) -> EventStats:
-    """The health of the outbox at a glance."""
-    counts = {(r["source"], r["status"]): int(r["n"]) for r in db.rows(COUNTS)}
+def event_stats(
+    db: Connection, *, now: datetime, exact_below: int = EXACT_COUNT_ROWS
+) -> EventStats:
+    """The health of the outbox at a glance: the rows in play counted exactly, each status
+    through its partial index; the finished rows counted too while the table holds fewer
+    than `exact_below` rows by the statistics (SQLite has none: always), else estimated
+    from them (read_layout.Layout.estimated_rows)."""
+    shape = layout(db)
+    counts = {(r["source"], r["status"]): int(r["n"]) for r in db.rows(IN_PLAY_COUNTS)}
+    estimate = shape.estimated_rows
+    finished_estimate = None
+    if estimate is None or estimate < exact_below:
+        counts.update({(r["source"], r["status"]): int(r["n"]) for r in db.rows(FINISHED_COUNTS)})
+    else:
+        finished_estimate = max(0, estimate - sum(counts.values()))
     oldest_due = utc(db.value(OLDEST_DUE, now=now))
     return EventStats(
         counts=counts,
+        finished_estimate=finished_estimate,
+        partitions=shape.named_partitions,
         oldest_due_age=(now - oldest_due) if oldest_due is not None else None,
         dead_last_day=int(db.value(DEAD_SINCE, since=now - RECENT_DEAD_WINDOW) or 0),
         expired_leases=int(db.value(EXPIRED_LEASES, now=now) or 0),
