@@ -278,7 +278,7 @@ def list_page(
     limit: int,
     before_id: int | None = None,
     offset: int = 0,
-    budget: timedelta = LIST_SCAN_BUDGET,
+    budget: timedelta | None = None,
 ) -> EventPage:
     """One page of matching rows, newest first, and how far back it looked.
 
@@ -286,8 +286,9 @@ def list_page(
     one at a time, the default partition first and then newest first, each with the page's
     LIMIT, until the page is full: a filter an index serves (an in-play status, an account,
     a delivery id, times) costs a few index probes a partition; one no index serves reads a
-    partition until it finds its page. When `budget` has passed before the page is full,
-    the page is answered as it is, `searched_since` the oldest moment it covered.
+    partition until it finds its page. When `budget` (LIST_SCAN_BUDGET) has passed before
+    the page is full, the page is answered as it is, `searched_since` the oldest moment it
+    covered.
     """
     shape = layout(db)
     condition, params = where.where(delivery_index=shape.delivery_index)
@@ -299,6 +300,7 @@ def list_page(
         rows = db.rows(sql, limit=limit, offset=offset, **params)
         return EventPage([_summary(row) for row in rows])
     windows = [w for w in shape.windows if w.meets(where.since, where.until)]
+    budget = LIST_SCAN_BUDGET if budget is None else budget
     return _walked_page(db, windows, condition, params, limit + offset, budget, offset)
 
 
