@@ -44,6 +44,9 @@ class Read:
     name: str
     argv: list[str]
     call: Callable[[Connection], Any]
+    #: A filter no index serves: the walk reads partitions until its budget has passed
+    #: (outbox/partition_walk.py), sequentially, and says how far back it looked.
+    bounded: bool = False
 
 
 def reads(conninfo: str, today: datetime) -> list[Read]:
@@ -84,7 +87,7 @@ def reads(conninfo: str, today: datetime) -> list[Read]:
         Read("events list --delivery (a Stripe event id)", ["list", "--delivery", stripe[0]],
              listing(delivery_id=stripe[0])),
         Read("events list --type (a type no row has)", ["list", "--type", "no.such.type"],
-             listing(event_type="no.such.type")),
+             listing(event_type="no.such.type"), bounded=True),
         Read("events show (an id)", ["show", str(event_id)],
              lambda db: queries.find_event(db, str(event_id))),
         Read("events show (a GitHub delivery id)", ["show", github_delivery],
@@ -106,11 +109,12 @@ def measure(url: str, conninfo: str, env: dict[str, str], runs: int) -> list[dic
         scans, server_ms, seq_scans = plans(url, conninfo, read.call)
         rows.append({
             "read": read.name,
+            "bounded": read.bounded,
             "read_ms": round(in_process, 1),
             "command_ms": round(command, 1),
             "server_ms": round(server_ms, 1),
             "plan": scans,
-            "pass": in_process < TARGET_MS and not seq_scans,
+            "pass": in_process < TARGET_MS and (read.bounded or not seq_scans),
         })  # fmt: skip
     return rows
 
@@ -161,16 +165,16 @@ class _RecordingCursor:
         return getattr(self._cursor, name)
 
 
-_SCAN = re.compile(
-    r"((?:Parallel )?(?:Index Only Scan|Index Scan Backward|Index Scan|Bitmap Index Scan|"
-    r"Seq Scan)) (?:using|on) (\S+)"
-)
+#: A sequential scan of a table of webhook_events that read more rows than this is flagged
+#: (an empty partition's, or the default partition's few rows, are not).
+SEQ_SCAN_ROWS = 1000
 
 
 def plans(url: str, conninfo: str, call: Callable[[Connection], Any]) -> tuple[str, float, bool]:
     """The scans of the statements `call` sends (catalog reads left out), grouped by kind
-    and index with partition names folded (`webhook_events_p*`); the server's execution
-    time summed; whether any read webhook_events or a partition sequentially."""
+    and index with partition names folded (`webhook_events_p*`); the server's planning and
+    execution time summed; whether any read more than SEQ_SCAN_ROWS rows of webhook_events
+    (or of a partition) sequentially."""
     with connect(url, timeout=TIMEOUT) as db:
         recording = _Recording(db.dbapi)
         call(Connection(recording, db.dialect))
@@ -181,13 +185,24 @@ def plans(url: str, conninfo: str, call: Callable[[Connection], Any]) -> tuple[s
         for statement, params in recording.sent:
             if "pg_class" in statement or "pg_inherits" in statement:
                 continue
-            found = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).fetchall()
-            text = "\n".join(row[0] for row in found)
-            for kind, target in _SCAN.findall(text):
-                folded = re.sub(r"_p\d{8}(T\d\d)?", "_p*", target)
-                scans[f"{kind} {folded}"] += 1
-                seq |= kind.endswith("Seq Scan") and folded.startswith("webhook_events")
-            timing = re.search(r"Execution Time: ([\d.]+) ms", text)
-            server_ms += float(timing.group(1)) if timing else 0.0
+            found = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
+            [[plan]] = found.fetchall()[0]
+            server_ms += plan["Planning Time"] + plan["Execution Time"]
+            for node in _nodes(plan["Plan"]):
+                kind = node["Node Type"]
+                if "Scan" not in kind or kind in ("Bitmap Heap Scan", "Subquery Scan"):
+                    continue
+                target = re.sub(r"_p\d{8}(T\d\d)?", "_p*", node.get("Index Name")
+                                or node.get("Relation Name", "?"))  # fmt: skip
+                scans[f"{kind} {target}"] += 1
+                read = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * (
+                    node.get("Actual Loops", 1)
+                )
+                if kind.endswith("Seq Scan") and target.startswith("webhook_events"):
+                    seq |= read > SEQ_SCAN_ROWS
     shown = "; ".join(f"{name} x{count}" for name, count in scans.most_common())
     return shown or "(no scan)", server_ms, seq
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
