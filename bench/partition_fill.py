@@ -3,10 +3,13 @@ them: spread evenly over daily partitions ending yesterday, shaped as the mix le
 rows, and each delivery in the delivery index (webhook_deliveries) as the ingress puts it
 there.
 
-On a partitioned webhook_events the day's partition is created first (the name and UTC
-bounds of the schema's daily partitions), so no row lands in the default partition; on
-the one table of an older schema the rows go there, and without a delivery index only
-webhook_events is filled.
+On a partitioned webhook_events the days' partitions are created first, named, bounded
+and stored as outbox/partitions.py makes them, from the first filled day up to the first
+partition the migration made ahead, so no row (filled now, or received during the run)
+lands in the default partition. A new database's legacy partition (the single table of
+before the migration, [MINVALUE, cutover)) is empty and would hold every past day: it is
+detached and dropped first. On the one table of an older schema the rows go there, and
+without a delivery index only webhook_events is filled.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -61,10 +65,15 @@ SCHEMA_FACTS = (
     "SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('webhook_events')) = 'p',"
     " to_regclass('webhook_deliveries') IS NOT NULL"
 )
-#: A daily partition as the schema names and bounds it (UTC midnights).
+#: A daily partition as outbox/partitions.py makes one (UTC midnights, its storage).
 CREATE_DAY = (
     "CREATE TABLE IF NOT EXISTS {name} PARTITION OF webhook_events"
-    " FOR VALUES FROM ('{lower}') TO ('{upper}')"
+    " FOR VALUES FROM ('{lower}') TO ('{upper}') WITH ({storage})"
+)
+#: The partitions with a lower bound, as the catalog writes them.
+BOUNDED_PARTITIONS = (
+    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+    " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'webhook_events'::regclass"
 )
 #: Bytes on disk of webhook_events (every partition, with its indexes and TOAST), and of
 #: the delivery index.
@@ -98,13 +107,47 @@ class Filled:
 
 def day_partition(day: date) -> tuple[str, str, str]:
     """The name and UTC bounds of the daily partition of `day`."""
+    from outbox.partitions import partition_name
+
     lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
     upper = lower + timedelta(days=1)
-    return f"webhook_events_p{day:%Y%m%d}", lower.isoformat(), upper.isoformat()
+    return partition_name(lower, timedelta(days=1)), lower.isoformat(), upper.isoformat()
+
+
+def partition_days(conninfo: str, days: int) -> None:
+    """On a partitioned webhook_events: daily partitions for the `days` days before today
+    and up to the first one made ahead (make_days). Before anything is stored."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        partitioned, _ = conn.execute(SCHEMA_FACTS).fetchone()  # type: ignore[misc]
+        if partitioned:
+            make_days(conn, datetime.now(UTC).date() - timedelta(days=days))
+
+
+def make_days(conn: psycopg.Connection[Any], first: date) -> None:
+    """Daily partitions from `first` up to the first one made ahead; the empty legacy
+    partition (MINVALUE up to the cutover) detached and dropped before."""
+    from outbox.partitions import PARTITION_STORAGE
+
+    lowers = []
+    for name, bound in conn.execute(BOUNDED_PARTITIONS).fetchall():
+        if "MINVALUE" in bound:
+            if conn.execute(f"SELECT EXISTS (SELECT FROM {name})").fetchone() != (False,):
+                raise RuntimeError(f"{name} holds rows: the fill wants a new database")
+            conn.execute(f"ALTER TABLE webhook_events DETACH PARTITION {name}")
+            conn.execute(f"DROP TABLE {name}")
+        elif bound.startswith("FOR VALUES FROM ('"):
+            lowers.append(datetime.fromisoformat(bound.split("'")[1]).date())
+    day = first
+    while day < (min(lowers) if lowers else datetime.now(UTC).date() + timedelta(days=1)):
+        name, lower, upper = day_partition(day)
+        conn.execute(CREATE_DAY.format(name=name, lower=lower, upper=upper,
+                                       storage=PARTITION_STORAGE))  # type: ignore[arg-type]  # fmt: skip
+        day += timedelta(days=1)
 
 
 def fill(conninfo: str, rows: int, days: int, *, today: date | None = None) -> Filled:
-    """`rows` finished rows over the `days` days before `today` (UTC), then VACUUM ANALYZE."""
+    """`rows` finished rows over the `days` days before `today` (UTC), then VACUUM ANALYZE;
+    their partitions made first if partition_days has not made them."""
     today = today or datetime.now(UTC).date()
     per_day = rows // days
     started = time.monotonic()
@@ -112,11 +155,11 @@ def fill(conninfo: str, rows: int, days: int, *, today: date | None = None) -> F
         partitioned, delivery_index = conn.execute(SCHEMA_FACTS).fetchone()  # type: ignore[misc]
         into = INTO_DELIVERIES if delivery_index else NO_DELIVERIES
         statement = FILL_DAY.replace("{deliveries}", into)
+        if partitioned:
+            make_days(conn, today - timedelta(days=days))
         for back in range(days, 0, -1):
             day = today - timedelta(days=back)
-            name, lower, upper = day_partition(day)
-            if partitioned:
-                conn.execute(CREATE_DAY.format(name=name, lower=lower, upper=upper))  # type: ignore[arg-type]
+            _, lower, _ = day_partition(day)
             conn.execute(statement, {"tag": f"{day:%Y%m%d}", "start": lower, "rows": per_day})  # type: ignore[arg-type]
         conn.execute("VACUUM ANALYZE webhook_events")
         if delivery_index:

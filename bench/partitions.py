@@ -58,7 +58,7 @@ from bench.common import (
 )
 from bench.loadgen import closed_loop, open_loop
 from bench.loadgen import run as run_load
-from bench.partition_fill import Filled, fill
+from bench.partition_fill import Filled, fill, partition_days
 from bench.pipeline import conninfo
 from tests.services import OutboxProcess, RedisServer, free_port, outbox_env
 
@@ -123,10 +123,13 @@ def ratio_rows(name: str, rates: dict[str, list[float]], rows: int) -> list[dict
 # --- the purge under a steady stream ---------------------------------------------------------
 
 
-def rows_before(conn_info: str, cutoff: datetime) -> int:
+def bodies_before(conn_info: str, cutoff: datetime) -> int:
+    """Rows received before `cutoff` that still have their body (a purge by partition
+    removes the rows, the batched purge of one table the bodies)."""
     with psycopg.connect(conn_info) as conn:
         found = conn.execute(
-            "SELECT count(*) FROM webhook_events WHERE received_at < %s", (cutoff,)
+            "SELECT count(*) FROM webhook_events WHERE received_at < %s AND raw_body IS NOT NULL",
+            (cutoff,),
         ).fetchone()
     return int(found[0]) if found else 0
 
@@ -137,7 +140,7 @@ def purge_under_stream(
     """`outbox purge --older-than {older_than_days}d --yes` started PURGE_AFTER seconds into
     a steady STREAM_RATE/s of signed deliveries to `outbox serve` on the same database."""
     cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
-    before = rows_before(conninfo(url), cutoff)
+    before = bodies_before(conninfo(url), cutoff)
     purge: dict[str, Any] = {}
     with RedisServer() as redis:
         env = outbox_env(url, redis_url=redis.url, github_webhook_secret=ingress.SECRET,
@@ -167,7 +170,7 @@ def purge_under_stream(
             timer.start()
             result = run_load(open_loop("127.0.0.1", port, requests, STREAM_RATE, stream_seconds))
             timer.join()
-    after = rows_before(conninfo(url), cutoff)
+    after = bodies_before(conninfo(url), cutoff)
     during = result.percentile_between(99, purge["start"], purge["end"])
     return {
         "seconds": purge["end"] - purge["start"],
@@ -189,7 +192,7 @@ def purge_rows(figures: dict[str, Any], stream_seconds: float) -> list[dict[str,
     seconds = figures["seconds"]
     return [
         row("purge", f"outbox purge --older-than: {figures['removed']:,} of "
-            f"{figures['before']:,} older rows removed (exit {figures['code']}; "
+            f"{figures['before']:,} older rows (with their bodies) gone (exit {figures['code']}; "
             f"{figures['output'] or figures['error']})",
             f"{seconds:.1f} s", f"< {PURGE_TARGET_SECONDS:.0f} s",
             finished and seconds < PURGE_TARGET_SECONDS),
@@ -207,6 +210,8 @@ def purge_rows(figures: dict[str, Any], stream_seconds: float) -> list[dict[str,
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every step on one private cluster; a step that fails is a row saying so, and the
+    steps after it still run."""
     table: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
     with (
@@ -215,43 +220,74 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, A
         postgres_database("outbox_bench_pfull", admin) as full,
     ):
         urls = {"empty": empty, "full": full}
-        expected = {side: mix_growth.prepare(url, 0) for side, url in urls.items()}
+        for url in urls.values():  # alike: the days' partitions, no legacy partition
+            partition_days(conninfo(url), args.days)
+        expected = attempted(table, "mix", lambda: {side: mix_growth.prepare(url, 0)
+                                                    for side, url in urls.items()})  # fmt: skip
         filled = fill(conninfo(full), args.rows, args.days)
-        expected["full"].skipped += filled.skipped
         table.append(fill_row(filled))
-        reads = operator_reads.measure(full, conninfo(full), read_env(full), args.runs)
-        table += [read_row(r) for r in reads]
-        mix_rates = paired_rates(
-            urls, args.rounds,
-            lambda url, run: mix.one_round(url, "mix", run, args.events,
-                                           expected["full" if url == full else "empty"]),
-            admin,
-        )  # fmt: skip
-        problems = [f"{s}: {p}" for s, u in urls.items() for p in mix_growth.check(u, expected[s])]
-        table += ratio_rows(f"mix, {args.events:,} a round", mix_rates, filled.rows)
-        table.append(row("mix", "every effect exact", "; ".join(problems[:3]) or "exact",
-                         "(all exact)", not problems))  # fmt: skip
-        ingress_rates = paired_rates(
-            urls, args.rounds, lambda url, run: ingress_rate(url, args.ingress_events, run), admin
-        )
-        table += ratio_rows(f"ingress, {args.ingress_events:,} a round", ingress_rates, filled.rows)
+        meta.update({"server": describe_server(admin), "size": filled.size_per_million(),
+                     "fill": f"{filled.rows:,} rows over {filled.days} days in "
+                             f"{filled.seconds:.0f} s (partitioned: {filled.partitioned}, "
+                             f"delivery index: {filled.delivery_index})"})  # fmt: skip
+        reads = attempted(table, "reads", lambda: operator_reads.measure(
+            full, conninfo(full), read_env(full), args.runs))  # fmt: skip
+        table += [read_row(r) for r in reads or []]
+        if expected is not None:
+            expected["full"].skipped += filled.skipped
+            meta["mix_rates"] = attempted(table, "mix", lambda: mix_round_trip(
+                urls, args, expected, filled.rows, table, admin))  # fmt: skip
+        meta["ingress_rates"] = attempted(table, "ingress", lambda: ingress_round_trip(
+            urls, args, filled.rows, table, admin))  # fmt: skip
         per_day = filled.rows // filled.days
         purge_days = max(1, round(args.purge_rows / max(1, per_day)))
-        purged = purge_under_stream(full, admin, filled.days - purge_days, args.stream_seconds,
-                                    args.purge_timeout)  # fmt: skip
-        table += purge_rows(purged, args.stream_seconds)
-        meta.update({
-            "server": describe_server(admin),
-            "fill": f"{filled.rows:,} rows over {filled.days} days in {filled.seconds:.0f} s "
-                    f"(partitioned: {filled.partitioned}, delivery index: "
-                    f"{filled.delivery_index})",
-            "size": filled.size_per_million(),
-            "mix_rates": mix_rates,
-            "ingress_rates": ingress_rates,
-            "reads": reads,
-            "purge": purged,
-        })  # fmt: skip
+        older_than = filled.days - purge_days
+        meta["purge"] = attempted(table, "purge", lambda: purge_under_stream(
+            full, admin, older_than, args.stream_seconds, args.purge_timeout))  # fmt: skip
+        if meta["purge"] is not None:
+            table += purge_rows(meta["purge"], args.stream_seconds)
+        meta["reads"] = reads
     return table, meta
+
+
+def attempted(table: list[dict[str, Any]], name: str, step: Any) -> Any:
+    """What `step()` returns; None, with a row in `table` saying why, if it failed."""
+    try:
+        return step()
+    except Exception as exc:
+        table.append(row(name, "did not complete", f"{type(exc).__name__}: {str(exc)[:300]}",
+                         "", False))  # fmt: skip
+        return None
+
+
+def mix_round_trip(
+    urls: dict[str, str], args: argparse.Namespace, expected: dict[str, mix.Expected],
+    rows: int, table: list[dict[str, Any]], admin: str,
+) -> dict[str, list[float]]:  # fmt: skip
+    """The mix's rounds on each side, their rows in `table`; the rates."""
+    rates = paired_rates(
+        urls, args.rounds,
+        lambda url, run: mix.one_round(url, "mix", run, args.events,
+                                       expected["full" if url == urls["full"] else "empty"]),
+        admin,
+    )  # fmt: skip
+    problems = [f"{s}: {p}" for s, u in urls.items() for p in mix_growth.check(u, expected[s])]
+    table += ratio_rows(f"mix, {args.events:,} a round", rates, rows)
+    table.append(row("mix", "every effect exact", "; ".join(problems[:3]) or "exact",
+                     "(all exact)", not problems))  # fmt: skip
+    return rates
+
+
+def ingress_round_trip(
+    urls: dict[str, str], args: argparse.Namespace, rows: int, table: list[dict[str, Any]],
+    admin: str,
+) -> dict[str, list[float]]:  # fmt: skip
+    """The ingress's rounds on each side, their rows in `table`; the rates."""
+    rates = paired_rates(
+        urls, args.rounds, lambda url, run: ingress_rate(url, args.ingress_events, run), admin
+    )
+    table += ratio_rows(f"ingress, {args.ingress_events:,} a round", rates, rows)
+    return rates
 
 
 def fill_row(filled: Filled) -> dict[str, Any]:
@@ -298,7 +334,7 @@ def main() -> None:
                  "minutes": round((time.time() - started) / 60, 1),
                  **machine_facts(load_before)})  # fmt: skip
     for key in ("mix_rates", "ingress_rates", "reads"):
-        meta[key] = json.dumps(meta[key])
+        meta[key] = json.dumps(meta.get(key))
     print_table(table)
     print_meta(meta)
     write_results("partitions", table, meta)
