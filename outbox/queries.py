@@ -206,8 +206,8 @@ def list_page(
     found = walked_page(
         db, windows, LIST_EVENTS, condition, params, wanted=limit + offset, budget=budget
     )
-    rows = [_summary(row) for row in found.rows[offset:]]
-    return EventPage(rows, complete=found.complete, searched_since=found.searched_since)
+    page = [_summary(row) for row in found.rows[offset:]]
+    return EventPage(page, complete=found.complete, searched_since=found.searched_since)
 
 
 def _index_served(where: EventFilter) -> bool:
