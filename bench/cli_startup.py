@@ -56,7 +56,7 @@ def timed(name, function):
             seconds[name] = time.perf_counter() - begun
     return run
 events.reader_settings = timed("settings", events.reader_settings)
-queries.list_events = timed("query", queries.list_events)
+queries.list_page = timed("query", queries.list_page)
 events.print_events = timed("render", events.print_events)
 called = time.perf_counter()
 try:

@@ -41,6 +41,8 @@ class LoadResult:
     sent: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # seconds
+    #: time.perf_counter() each request was due at, beside its latency (open loop only)
+    scheduled: list[float] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property
@@ -52,6 +54,15 @@ class LoadResult:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def percentile_between(self, p: float, start: float, end: float) -> float:
+        """The percentile over the requests due between two perf_counter() moments."""
+        inside = [
+            latency
+            for latency, due in zip(self.latencies, self.scheduled, strict=True)
+            if start <= due <= end
+        ]
+        return LoadResult(latencies=inside).percentile(p)
 
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -151,6 +162,7 @@ async def open_loop(
         finally:
             pool.put_nowait(conn)
         result.latencies.append(time.perf_counter() - scheduled)
+        result.scheduled.append(scheduled)
         result.statuses[status] = result.statuses.get(status, 0) + 1
         result.sent += 1
 

@@ -1,7 +1,7 @@
 """The named reads operators make of the stored webhooks: every statement here, each with
 its purpose, run on a plain DBAPI connection (outbox/driver/dbapi.py) on SQLite and Postgres.
 
-list_events      -- rows matching a filter, newest first, one page at a time
+list_events      -- rows matching a filter, newest first, one page at a time (list_page)
 events_after     -- matching rows past an id, oldest first (`events tail`)
 summaries_of     -- some rows by id, as a listing shows them
 newest_id        -- the highest id stored
@@ -16,33 +16,41 @@ account_id_named -- the account an operator names by id or login (the `--account
 
 The CLI calls these and outbox/operator_writes.py's writes; it never builds a query itself.
 What they return is in outbox/query_results.py.
+
+At tens of millions of rows (webhook_events partitioned by received_at on Postgres) each
+read goes through an index or a bounded part of the table: see list_page, find_event (by
+the delivery index, webhook_deliveries) and event_stats (outbox/read_layout.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from outbox.driver.dbapi import Connection, document, flag, utc
+from outbox.event_filter import EventFilter, keys_condition, source_list
 from outbox.fields import as_int64
 from outbox.partition_reads import IS_PARTITIONED, partitions_preview
+from outbox.partition_walk import quoted, tables_bracketing, walked_page
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,
     AmbiguousEvent,
     Attempt,
     EventDetail,
     EventNotFound,
+    EventPage,
     EventStats,
     EventSummary,
     PurgePreview,
     ReplayVerdict,
 )
-from outbox.states import FINISHED, IN_LINE, REPLAYABLE, Source
+from outbox.read_layout import layout
+from outbox.states import FINISHED, IN_LINE, REPLAYABLE, Status
 
 # --- the statements ---------------------------------------------------------------------------
-# `{where}` is an EventFilter's conditions (FILTER_CONDITIONS); `= ANY(:list)` takes a list.
+# `{where}` is an EventFilter's conditions (outbox/event_filter.py); `= ANY(:list)` takes a
+# list.
 
 #: The columns of a row as a listing shows it (EventSummary).
 SUMMARY_COLUMNS = (
@@ -55,9 +63,10 @@ DETAIL_COLUMNS = (
     " hook_id, api_version, lease_owner, lease_expires_at"
 )
 
-#: One page of matching rows, newest first.
+#: One page of matching rows of `{table}` (webhook_events, or one of its partitions),
+#: newest first.
 LIST_EVENTS = (
-    f"SELECT {SUMMARY_COLUMNS} FROM webhook_events WHERE {{where}}"
+    f"SELECT {SUMMARY_COLUMNS} FROM {{table}} WHERE {{where}}"
     " ORDER BY id DESC LIMIT :limit OFFSET :offset"
 )
 #: Matching rows in a range of the primary key, oldest first: costs the rows in the range.
@@ -75,20 +84,24 @@ SETTLED_ID = "SELECT id FROM webhook_events WHERE received_at < :before ORDER BY
 MATCHING_IDS = "SELECT id FROM webhook_events WHERE {where} ORDER BY id"
 #: One row, all of it, by id.
 EVENT_BY_ID = f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events WHERE id = :id"
-#: The rows stored under a delivery id (one a source at most).
+#: The rows stored under a delivery id (one a source at most), where webhook_events has
+#: its own unique (source, delivery_id) index (SQLite; Postgres before the partitions).
 EVENTS_BY_DELIVERY_ID = (
     f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events"
     " WHERE delivery_id = :delivery_id ORDER BY id"
 )
-#: The same on Postgres, through the delivery index (webhook_events has no index of
-#: delivery ids there): each source's entry, then its row in its own partition.
-_ROW_E = ", ".join("e." + c.strip() for c in f"{SUMMARY_COLUMNS}, {DETAIL_COLUMNS}".split(","))
-EVENTS_BY_DELIVERY_ID_INDEXED = (
-    f"SELECT {_ROW_E}"
-    " FROM webhook_deliveries d JOIN webhook_events e"
-    " ON e.id = d.event_id AND e.received_at = d.received_at"
-    " WHERE d.source = ANY(:sources) AND d.delivery_id = :delivery_id ORDER BY e.id"
+#: The rows the delivery index names for a delivery id (one a source at most): they may
+#: have been purged with their partition since.
+DELIVERIES_NAMED = (
+    "SELECT source, event_id, received_at FROM webhook_deliveries"
+    " WHERE source IN ({sources}) AND delivery_id = :delivery_id ORDER BY event_id"
 )
+#: One row, all of it, by its primary key(s) (`{keys}`: event_filter.keys_condition).
+EVENTS_BY_KEYS = (
+    f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM webhook_events WHERE {{keys}} ORDER BY id"
+)
+#: One row, all of it, by id in one table (a partition).
+EVENT_IN = f"SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM {{table}} WHERE id = :id"
 #: One row's failed attempts, in the order they failed.
 FAILURES_OF = (
     "SELECT attempt, failed_at, outcome, error, worker FROM webhook_event_failures"
@@ -110,80 +123,37 @@ KNOWN_DELIVERIES = (
     "SELECT delivery_id FROM webhook_events"
     " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
 )
-#: The same on Postgres, from the delivery index (a purged row's delivery is stored too).
-KNOWN_DELIVERIES_INDEXED = (
+#: The same from the delivery index, which also remembers the deliveries whose rows the
+#: purge removed with their partition.
+KNOWN_IN_DELIVERY_INDEX = (
     "SELECT delivery_id FROM webhook_deliveries"
     " WHERE source = :source AND delivery_id = ANY(:delivery_ids)"
 )
-#: Rows by source and status.
-COUNTS = "SELECT source, status, count(*) AS n FROM webhook_events GROUP BY source, status"
-#: When the oldest due pending row became due (the processors' lag).
-OLDEST_DUE = (
-    "SELECT min(next_attempt_at) FROM webhook_events"
-    " WHERE status = 'pending' AND next_attempt_at <= :now"
+#: The rows in play (pending, processing, dead) by source and status, read through their
+#: partial indexes in one pass over the partitions (planning a statement costs a look at
+#: every partition's indexes): their counts, when the oldest due pending row became due
+#: (the processors' lag), the dead since a moment, the claims whose lease ran out.
+IN_PLAY = (
+    "SELECT source, status, count(*) AS n,"
+    " min(CASE WHEN status = 'pending' AND next_attempt_at <= :now"
+    " THEN next_attempt_at END) AS oldest_due,"
+    " count(CASE WHEN status = 'dead' AND processed_at >= :since THEN 1 END) AS dead_since,"
+    " count(CASE WHEN status = 'processing' AND lease_expires_at <= :now THEN 1 END)"
+    " AS expired_leases"
+    " FROM webhook_events"
+    " WHERE (status = 'pending' OR status = 'processing' OR status = 'dead')"
+    " GROUP BY source, status"
 )
-#: Rows that became dead since a moment.
-DEAD_SINCE = "SELECT count(*) FROM webhook_events WHERE status = 'dead' AND processed_at >= :since"
-#: Claimed rows whose lease ran out (the sweeper gives them back).
-EXPIRED_LEASES = (
-    "SELECT count(*) FROM webhook_events WHERE status = 'processing' AND lease_expires_at <= :now"
+#: Finished rows by source and status: reads every one of them (a small table only).
+FINISHED_COUNTS = (
+    "SELECT source, status, count(*) AS n FROM webhook_events"
+    f" WHERE status IN ({', '.join(repr(s.value) for s in FINISHED)}) GROUP BY source, status"
 )
 #: Accounts with an id, or a login (case-insensitive, as GitHub's); the domain's table.
 ACCOUNTS_NAMED = "SELECT id FROM accounts WHERE id = :id OR lower(login) = :login ORDER BY id"
 
-#: The condition each field of an EventFilter adds when it is set; they all must hold.
-FILTER_CONDITIONS = {
-    "statuses": "status = ANY(:statuses)",
-    "sources": "source = ANY(:sources)",
-    "event_type": "event_type LIKE :event_type ESCAPE '\\'",
-    "account_id": "account_id = :account_id",
-    "since": "received_at >= :since",
-    "until": "received_at < :until",
-    "delivery_id": "delivery_id = :delivery_id",
-}
-
-
-# --- the filter -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """What an operator is looking for; every field left empty matches everything."""
-
-    statuses: Collection[str] = ()
-    sources: Collection[str] = ()
-    #: An event type, `*` matching any run of characters ("invoice.*", "*.deleted").
-    event_type: str | None = None
-    account_id: int | None = None
-    #: Received at or after / strictly before.
-    since: datetime | None = None
-    until: datetime | None = None
-    delivery_id: str | None = None
-
-    def where(self) -> tuple[str, dict[str, Any]]:
-        """The SQL condition for `{where}` and its parameters."""
-        params: dict[str, Any] = {}
-        if self.statuses:
-            params["statuses"] = list(self.statuses)
-        if self.sources:
-            params["sources"] = list(self.sources)
-        if self.event_type:
-            params["event_type"] = like_pattern(self.event_type)
-        if self.account_id is not None:
-            params["account_id"] = self.account_id
-        if self.since is not None:
-            params["since"] = self.since
-        if self.until is not None:
-            params["until"] = self.until
-        if self.delivery_id:
-            params["delivery_id"] = self.delivery_id
-        return " AND ".join(FILTER_CONDITIONS[name] for name in params) or "TRUE", params
-
-
-def like_pattern(wildcard: str) -> str:
-    """`*` becomes SQL's `%`; SQL's own `%` and `_` are matched literally."""
-    escaped = wildcard.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%")
+#: Below this many rows (by the statistics) the stats count the finished rows exactly too.
+EXACT_COUNT_ROWS = 100_000
 
 
 # --- listing ----------------------------------------------------------------------------------
@@ -200,21 +170,68 @@ def list_events(
     """One page of matching rows, newest first (highest id first).
 
     Page with `before_id` (the last id of the previous page: stable while rows arrive)
-    or with `offset`.
+    or with `offset`. The rows of list_page: see there what a page may leave unsearched.
     """
-    condition, params = where.where()
+    return list_page(db, where, limit=limit, before_id=before_id, offset=offset).rows
+
+
+def list_page(
+    db: Connection,
+    where: EventFilter,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    offset: int = 0,
+    budget: timedelta | None = None,
+) -> EventPage:
+    """One page of matching rows, newest first, and how far back it looked.
+
+    A filter an index serves over the whole table (statuses in play only, through their
+    partial indexes; a delivery id, through the delivery index) is one statement. Any
+    other, on a partitioned table, reads the partitions that may hold matches (by
+    since/until) one at a time, the default partition first and then newest first, each
+    with the page's LIMIT, until the page is full: a handful of partitions for a filter
+    most rows match, more for a rare one (outbox/partition_walk.py: a page not full when
+    `budget` has passed is answered as it is, and says how far back it looked).
+    """
+    shape = layout(db)
+    condition, params = where.where(delivery_keys=_delivery_keys(db, where))
     if before_id is not None:
         condition += " AND id < :before_id"
         params["before_id"] = before_id
-    sql = LIST_EVENTS.format(where=condition)
-    return [_summary(row) for row in db.rows(sql, limit=limit, offset=offset, **params)]
+    if not shape.partitioned or _index_served(where):
+        sql = LIST_EVENTS.format(table="webhook_events", where=condition)
+        rows = db.rows(sql, limit=limit, offset=offset, **params)
+        return EventPage([_summary(row) for row in rows])
+    windows = [w for w in shape.windows if w.meets(where.since, where.until)]
+    found = walked_page(
+        db, windows, LIST_EVENTS, condition, params, wanted=limit + offset, budget=budget
+    )
+    page = [_summary(row) for row in found.rows[offset:]]
+    return EventPage(page, complete=found.complete, searched_since=found.searched_since)
+
+
+def _index_served(where: EventFilter) -> bool:
+    """Whether every matching row is found through an index without reading others."""
+    in_play = {s.value for s in (Status.PENDING, Status.PROCESSING, Status.DEAD)}
+    return bool(where.delivery_id) or bool(where.statuses and set(where.statuses) <= in_play)
+
+
+def _delivery_keys(db: Connection, where: EventFilter) -> list[tuple[int, datetime]] | None:
+    """The rows (id, received_at) the delivery index names for the filter's delivery id
+    and sources; None without a delivery id or a delivery index (the catalog is read only
+    for a filter that has one)."""
+    if not where.delivery_id or not layout(db).delivery_index:
+        return None
+    sql = DELIVERIES_NAMED.format(sources=source_list(where.sources))
+    return [(d["event_id"], d["received_at"]) for d in db.rows(sql, delivery_id=where.delivery_id)]
 
 
 def events_after(
     db: Connection, where: EventFilter, *, after_id: int, up_to_id: int, limit: int
 ) -> list[EventSummary]:
     """Matching rows with after_id < id <= up_to_id, oldest first."""
-    condition, params = where.where()
+    condition, params = where.where(delivery_keys=_delivery_keys(db, where))
     sql = EVENTS_AFTER.format(where=condition)
     rows = db.rows(sql, after_id=after_id, up_to_id=up_to_id, limit=limit, **params)
     return [_summary(row) for row in rows]
@@ -240,7 +257,7 @@ def settled_id(db: Connection, before: datetime) -> int:
 
 def matching_ids(db: Connection, where: EventFilter, *, limit: int | None = None) -> list[int]:
     """Ids of every row matching `where`, oldest first (the order a replay puts them back)."""
-    condition, params = where.where()
+    condition, params = where.where(delivery_keys=_delivery_keys(db, where))
     sql = MATCHING_IDS.format(where=condition)
     if limit is not None:
         sql += " LIMIT :limit"
@@ -299,19 +316,48 @@ def find_event(db: Connection, ref: str) -> EventDetail:
 def _by_ref(db: Connection, ref: str) -> dict[str, Any]:
     row_id = as_int64(ref)  # ASCII digits within 64 bits: anything else is a delivery id
     if row_id is not None:
-        row = db.first(EVENT_BY_ID, id=row_id)
+        row = _by_id(db, row_id)
         if row is not None:
             return row
-    if db.dialect == "postgresql":
-        sources = [source.value for source in Source]
-        rows = db.rows(EVENTS_BY_DELIVERY_ID_INDEXED, sources=sources, delivery_id=ref)
+    if layout(db).delivery_index:
+        named = db.rows(DELIVERIES_NAMED.format(sources=source_list(())), delivery_id=ref)
+        keys: dict[str, Any] = {}
+        condition = keys_condition([(d["event_id"], d["received_at"]) for d in named], keys)
+        rows = db.rows(EVENTS_BY_KEYS.format(keys=condition), **keys) if named else []
     else:
-        rows = db.rows(EVENTS_BY_DELIVERY_ID, delivery_id=ref)
+        named, rows = [], db.rows(EVENTS_BY_DELIVERY_ID, delivery_id=ref)
     if len(rows) > 1:
         raise AmbiguousEvent(ref, sorted(r["id"] for r in rows))
     if not rows:
-        raise EventNotFound(f"no event has id or delivery id {ref!r}")
+        raise EventNotFound(_not_found(ref, named))
     return rows[0]
+
+
+def _not_found(ref: str, named: list[dict[str, Any]]) -> str:
+    """No row has this id or delivery id: none was stored, or its row was purged."""
+    if not named:
+        return f"no event has id or delivery id {ref!r}"
+    gone = ", ".join(
+        f"event {d['event_id']} ({d['source']}, received {utc(d['received_at']):%Y-%m-%d})"
+        for d in named
+    )
+    return f"delivery id {ref!r} was stored as {gone}; its row was purged with its partition"
+
+
+def _by_id(db: Connection, row_id: int) -> dict[str, Any] | None:
+    """The row with this id. On a partitioned table, first in the partitions whose ids
+    bracket it (found by halving, a step down one partition's primary key each), then in
+    the default partition: a statement over every partition plans each of them, which on
+    a fresh connection costs more than the rest of the command. Only an id found in none
+    of those is looked for in all of them (ids follow the received time but are not bound
+    to it: a row stored with a time of the past)."""
+    shape = layout(db)
+    if shape.partitioned:
+        for table in tables_bracketing(db, shape.windows, row_id):
+            row = db.first(EVENT_IN.format(table=quoted(table)), id=row_id)
+            if row is not None:
+                return row
+    return db.first(EVENT_BY_ID, id=row_id)
 
 
 def replay_verdicts(db: Connection, ids: Sequence[int]) -> list[ReplayVerdict]:
@@ -370,20 +416,36 @@ def known_deliveries(db: Connection, source: str, delivery_ids: Collection[str])
     if not delivery_ids:
         return set()
     wanted = list(dict.fromkeys(delivery_ids))
-    known = KNOWN_DELIVERIES_INDEXED if db.dialect == "postgresql" else KNOWN_DELIVERIES
-    rows = db.rows(known, source=source, delivery_ids=wanted)
+    sql = KNOWN_IN_DELIVERY_INDEX if layout(db).delivery_index else KNOWN_DELIVERIES
+    rows = db.rows(sql, source=source, delivery_ids=wanted)
     return {row["delivery_id"] for row in rows}
 
 
-def event_stats(db: Connection, *, now: datetime) -> EventStats:
-    """The health of the outbox at a glance."""
-    counts = {(r["source"], r["status"]): int(r["n"]) for r in db.rows(COUNTS)}
-    oldest_due = utc(db.value(OLDEST_DUE, now=now))
+def event_stats(
+    db: Connection, *, now: datetime, exact_below: int = EXACT_COUNT_ROWS
+) -> EventStats:
+    """The health of the outbox at a glance: the rows in play counted exactly through their
+    partial indexes (a backlog of a million pending rows is a million rows read); the
+    finished rows counted too while the table holds fewer
+    than `exact_below` rows by the statistics (SQLite has none: always), else estimated
+    from them (read_layout.Layout.estimated_rows)."""
+    shape = layout(db)
+    in_play = db.rows(IN_PLAY, now=now, since=now - RECENT_DEAD_WINDOW)
+    counts = {(r["source"], r["status"]): int(r["n"]) for r in in_play}
+    estimate = shape.estimated_rows
+    finished_estimate = None
+    if estimate is None or estimate < exact_below:
+        counts.update({(r["source"], r["status"]): int(r["n"]) for r in db.rows(FINISHED_COUNTS)})
+    else:
+        finished_estimate = max(0, estimate - sum(counts.values()))
+    due = [moment for r in in_play if (moment := utc(r["oldest_due"])) is not None]
     return EventStats(
         counts=counts,
-        oldest_due_age=(now - oldest_due) if oldest_due is not None else None,
-        dead_last_day=int(db.value(DEAD_SINCE, since=now - RECENT_DEAD_WINDOW) or 0),
-        expired_leases=int(db.value(EXPIRED_LEASES, now=now) or 0),
+        finished_estimate=finished_estimate,
+        partitions=shape.named_partitions,
+        oldest_due_age=(now - min(due)) if due else None,
+        dead_last_day=sum(int(r["dead_since"]) for r in in_play),
+        expired_leases=sum(int(r["expired_leases"]) for r in in_play),
     )
 
 

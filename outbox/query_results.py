@@ -40,6 +40,19 @@ class EventSummary:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """A page of a listing, and whether every row that could belong on it was looked at.
+
+    complete=False: the listing stopped walking older partitions after its time budget
+    (queries.list_page); rows received before `searched_since` were not searched.
+    """
+
+    rows: list[EventSummary]
+    complete: bool = True
+    searched_since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One failed attempt, from webhook_event_failures."""
 
@@ -138,7 +151,8 @@ class PurgePreview:
 class EventStats:
     """The health of the outbox at a glance."""
 
-    #: (source, status) -> rows
+    #: (source, status) -> rows, exact: the statuses in play always (pending, processing,
+    #: dead), the finished ones (done, skipped) when `finished_estimate` is None.
     counts: dict[tuple[str, str], int]
     #: How long the oldest due row has waited (None: nothing is due): the processors' lag.
     oldest_due_age: timedelta | None
@@ -146,6 +160,20 @@ class EventStats:
     dead_last_day: int
     #: Rows claimed by a worker whose lease ran out (the sweeper gives them back).
     expired_leases: int
+    #: Finished rows (done or skipped, every source) as the table's statistics estimate
+    #: them, when they were not counted (a large table); None: counted in `counts`.
+    finished_estimate: int | None = None
+    #: Time partitions of the table (0: one table).
+    partitions: int = 0
+
+    @property
+    def exact(self) -> bool:
+        """Whether every figure is a count (no estimate)."""
+        return self.finished_estimate is None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values()) + (self.finished_estimate or 0)
 
     def as_json(self) -> dict[str, Any]:
         by_source: dict[str, dict[str, int]] = {}
@@ -153,7 +181,10 @@ class EventStats:
             by_source.setdefault(source, {})[status] = count
         return {
             "counts": by_source,
-            "total": sum(self.counts.values()),
+            "finished_estimate": self.finished_estimate,
+            "total": self.total,
+            "total_exact": self.exact,
+            "partitions": self.partitions,
             "oldest_due_age_seconds": (
                 round(self.oldest_due_age.total_seconds(), 3)
                 if self.oldest_due_age is not None

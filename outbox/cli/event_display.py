@@ -203,8 +203,13 @@ def print_detail(
 
 
 def print_stats(console: SafeConsole, result: EventStats) -> None:
-    """`events stats`: a row per source, a column per status, then the lag and the dead."""
+    """`events stats`: a row per source, a column per status, then the lag and the dead.
+
+    A large table's finished rows are not counted but estimated (queries.event_stats): then
+    the table has the statuses in play only, and a line says which figures are estimates."""
     statuses = [s.value for s in Status]
+    if not result.exact:
+        statuses = [s for s in statuses if s not in {f.value for f in FINISHED}]
     sources = sorted({source for source, _ in result.counts} | {s.value for s in Source})
     rows = []
     for source in sources:
@@ -213,6 +218,12 @@ def print_stats(console: SafeConsole, result: EventStats) -> None:
     counted = [key_column(name, right=True) for name in [*statuses, "total"]]
     columns = (key_column("source"), *counted)
     print_listing(columns, rows, console)
+    if result.finished_estimate is not None:
+        console.print(
+            f"done or skipped: about {result.finished_estimate:,} (an estimate from the table's"
+            f" statistics{partitions_note(result.partitions)}); the counts above are exact",
+            highlight=False,
+        )
     lag = age(result.oldest_due_age) if result.oldest_due_age is not None else "nothing due"
     console.print(f"oldest due row waiting: {lag}", highlight=False)
     console.print(f"dead in the last day: {result.dead_last_day}", highlight=False)
@@ -221,6 +232,10 @@ def print_stats(console: SafeConsole, result: EventStats) -> None:
             f"[yellow]claimed rows whose lease ran out: {result.expired_leases}[/yellow]"
             " (the sweeper gives them back; is a worker stuck?)"
         )
+
+
+def partitions_note(partitions: int) -> str:
+    return f", {partitions} partitions" if partitions else ""
 
 
 def age(elapsed: timedelta) -> str:

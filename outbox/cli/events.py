@@ -90,7 +90,10 @@ def list_events(
     with open_reads(reader_settings()) as db:
         where = args.resolve(db, datetime.now(UTC))
         offset = ((page or 1) - 1) * limit
-        rows = queries.list_events(db, where, limit=limit, before_id=before_id, offset=offset)
+        found = queries.list_page(db, where, limit=limit, before_id=before_id, offset=offset)
+    rows = found.rows
+    if not found.complete:
+        say_partial(found.searched_since)
     if not rows:
         fail("no events match" + (" (past the last page)" if before_id or page else ""))
     if as_json:
@@ -104,6 +107,22 @@ def list_events(
             f" (or --page {(page or 1) + 1})[/dim]",
             highlight=False,
         )
+
+
+def say_partial(searched_since: datetime | None) -> None:
+    """On stderr (the rows stay the output): the listing stopped before its page was full."""
+    from outbox.cli.common import err_console
+
+    if searched_since is None:
+        err_console.print("searched only the newest rows: older partitions were not read in time")
+        return
+    since = f"{searched_since:%Y-%m-%dT%H:%M:%S}"
+    err_console.print(
+        f"searched only the rows received since {since} UTC: older partitions were not read"
+        f" in time; --until {since} looks further back",
+        highlight=False,
+        markup=False,
+    )
 
 
 @events_app.command("show")

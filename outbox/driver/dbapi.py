@@ -53,6 +53,8 @@ class Connection:
     def __init__(self, dbapi: Any, dialect: Dialect) -> None:
         self.dbapi = dbapi
         self.dialect = dialect
+        #: What a command learnt of the database once and reads again (outbox/read_layout.py).
+        self.memo: dict[str, Any] = {}
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Every row of `sql` run with `params`."""

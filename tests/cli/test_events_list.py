@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from outbox.db import transaction, utcnow
 from outbox.models import Source
 from tests.cli.conftest import finish, kill, stored
@@ -123,7 +125,7 @@ def test_nothing_matching_exits_1_and_says_so(cli, engine):
     stored(engine)
     ran = cli("events", "list", "--status", "dead")
     assert ran.code == 1
-    assert "no events match" in ran.stderr
+    assert "no events match" in ran.stderr, ran.stderr
     assert ran.stdout == ""
 
 
@@ -165,3 +167,17 @@ def test_checks_the_settings_it_reads_and_no_others(cli, engine):
     # a setting the ingress and the processors read: they and `outbox doctor` refuse it
     listed = cli("events", "list", stripe_mode="sometimes")
     assert listed.code == 0 and "evt_listed" in listed.stdout
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_listing_cut_short_by_its_time_budget_says_how_far_back_it_looked(
+    cli, engine, monkeypatch
+):
+    from outbox import partition_walk
+
+    stored(engine, event_type="rare.type", now=utcnow() - timedelta(days=400))
+    monkeypatch.setattr(partition_walk, "LIST_SCAN_BUDGET", timedelta(0))
+    ran = cli("events", "list", "--type", "rare.*")
+    assert ran.code == 1, (ran.stdout, ran.stderr)
+    assert "older partitions were not read in time" in ran.stderr
+    assert "no events match" in ran.stderr, ran.stderr

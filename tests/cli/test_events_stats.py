@@ -65,3 +65,32 @@ def test_an_empty_outbox_has_stats_too(cli, engine):
 def test_stats_name_an_unreachable_database(cli):
     ran = cli("events", "stats", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x")
     assert ran.code == 1 and "database unreachable" in ran.stderr
+
+
+def test_a_large_table_s_stats_show_the_rows_in_play_and_say_the_rest_is_an_estimate():
+    import io
+
+    from outbox.cli.common import SafeConsole
+    from outbox.cli.event_display import print_stats
+    from outbox.query_results import EventStats
+
+    result = EventStats(
+        counts={("stripe", "pending"): 2, ("github", "dead"): 1},
+        oldest_due_age=None,
+        dead_last_day=0,
+        expired_leases=0,
+        finished_estimate=19_999_000,
+        partitions=64,
+    )
+    out = io.StringIO()
+    print_stats(SafeConsole(file=out, width=120), result)
+    header, github, stripe, estimate, *_ = out.getvalue().splitlines()
+    assert header.split() == ["source", "pending", "processing", "dead", "total"]
+    assert github.split() == ["github", "0", "0", "1", "1"]
+    assert stripe.split() == ["stripe", "2", "0", "0", "2"]
+    assert estimate == (
+        "done or skipped: about 19,999,000 (an estimate from the table's statistics,"
+        " 64 partitions); the counts above are exact"
+    )
+    assert result.as_json()["total"] == 19_999_003
+    assert result.as_json()["total_exact"] is False

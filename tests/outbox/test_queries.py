@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from outbox import claiming, finishing, operator_writes, queries
 from outbox.db import transaction
@@ -193,3 +194,50 @@ def test_an_account_is_named_by_id_or_by_a_login_one_account_alone_carries(sessi
     assert queries.account_id_named(reads, "twin") is None  # two accounts: no guessing
     assert queries.account_id_named(reads, "46") == 45  # no account 46; a login "46"
     assert queries.account_id_named(reads, "nobody") is None
+
+
+def test_a_large_table_s_stats_count_the_rows_in_play_and_estimate_the_finished_ones(
+    engine, sessions, reads
+):
+    now = datetime.now(UTC)
+    for _ in range(3):
+        finish(sessions, stored(engine, now=now))
+    skip(sessions, stored(engine, now=now, source=Source.GITHUB))
+    kill(sessions, stored(engine, now=now), at=now)
+    stored(engine, now=now)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE webhook_events"))  # the statistics the estimate reads
+    result = queries.event_stats(reads, now=now, exact_below=0)
+    in_play = {("stripe", "dead"): 1, ("stripe", "pending"): 1}
+    if engine.dialect.name == "sqlite":  # no statistics: every row counted
+        assert result.exact and result.finished_estimate is None
+        assert result.counts == {**in_play, ("stripe", "done"): 3, ("github", "skipped"): 1}
+    else:
+        assert not result.exact and result.counts == in_play
+        assert result.finished_estimate == 4
+    assert result.total == 6
+    assert result.as_json()["total_exact"] is result.exact
+
+
+def test_a_small_table_s_stats_count_every_status(engine, sessions, reads):
+    finish(sessions, stored(engine))
+    result = queries.event_stats(reads, now=datetime.now(UTC))
+    assert result.exact and result.counts == {("stripe", "done"): 1}
+
+
+def test_a_name_that_is_no_status_matches_nothing(engine, reads):
+    stored(engine)
+    assert queries.list_events(reads, EventFilter(statuses=("pending' OR 'x",)), limit=5) == []
+    assert len(queries.list_events(reads, EventFilter(statuses=("pending", "x")), limit=5)) == 1
+
+
+def test_a_delivery_id_is_found_with_the_other_filters(engine, reads):
+    wanted = stored(engine, delivery_id="evt_wanted")
+    other = stored(engine, delivery_id="evt_wanted", source=Source.GITHUB)
+    found = queries.list_events(
+        reads, EventFilter(delivery_id="evt_wanted", sources=("stripe",)), limit=5
+    )
+    assert [s.id for s in found] == [wanted]
+    both = queries.matching_ids(reads, EventFilter(delivery_id="evt_wanted"))
+    assert both == [wanted, other]
