@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import create_engine, func, select
 
-from bench import mix
+from bench import mix, mix_workload
 from bench.common import add_server_arguments, postgres, postgres_database
 from bench.workload import ACCOUNTS, STRIPE_SECRET, WELCOME_CREDITS, seed
 from outbox.models import Status, WebhookEvent
@@ -72,19 +72,21 @@ def drain(runtime: runtimes.Runtime) -> int:
     return passes
 
 
-def requests(url: str, runtime: runtimes.Runtime, kind: str, events: int) -> list[mix.Request]:
-    workload = mix.Workload("stmt", mix.Expected())
+def requests(
+    url: str, runtime: runtimes.Runtime, kind: str, events: int
+) -> list[mix_workload.Request]:
+    workload = mix_workload.Workload("stmt", mix_workload.Expected())
     if kind == "bench":
         return workload.bench_checkouts(events)
     if kind == "realistic":
         return workload.checkouts(events)
-    refunds = mix.refunds_for(events)
+    refunds = mix_workload.refunds_for(events)
     deliver(url, workload.refundable_purchases(refunds))
     drain(runtime)
     return workload.mix(events)
 
 
-def deliver(url: str, sent: list[mix.Request]) -> None:
+def deliver(url: str, sent: list[mix_workload.Request]) -> None:
     with mix.ingress(url) as port:
         mix.send(port, sent)
 
@@ -93,13 +95,13 @@ def measure(url: str, kind: str, events: int) -> None:
     engine = create_engine(url)
     counted = Counted()
     settings = Settings(
-        database_url=url, github_webhook_secret=mix.GITHUB_SECRET,
+        database_url=url, github_webhook_secret=mix_workload.GITHUB_SECRET,
         stripe_webhook_secret=STRIPE_SECRET, stripe_mode="any", welcome_credits=WELCOME_CREDITS,
     )  # fmt: skip
     runtime = runtimes.configure(settings)
     try:
         seed(engine)
-        deliver(url, mix.installations())
+        deliver(url, mix_workload.installations())
         drain(runtime)
         deliver(url, requests(url, runtime, kind, events))
         with engine.connect() as conn:

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import create_engine
 
-from bench import mix
+from bench import mix, mix_workload
 from bench.common import (
     add_server_arguments,
     describe_server,
@@ -82,9 +82,9 @@ SELECT CASE WHEN github THEN 'github' ELSE 'stripe' END,
 """
 
 
-def prepare(url: str, finished: int) -> mix.Expected:
+def prepare(url: str, finished: int) -> mix_workload.Expected:
     """Seed and installations (applied), `finished` finished rows, then VACUUM ANALYZE."""
-    expected = mix.Expected()
+    expected = mix_workload.Expected()
     engine = create_engine(url)
     try:
         seed(engine)
@@ -92,7 +92,7 @@ def prepare(url: str, finished: int) -> mix.Expected:
         engine.dispose()
     for account_id in range(1, ACCOUNTS + 1):
         expected.add(account_id, WELCOME_CREDITS)
-    mix.deliver_and_drain(url, mix.installations())
+    mix.deliver_and_drain(url, mix_workload.installations())
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
         if finished:
             conn.execute(FINISHED_ROWS_SQL, {"rows": finished})
@@ -102,7 +102,7 @@ def prepare(url: str, finished: int) -> mix.Expected:
     return expected
 
 
-def check(url: str, expected: mix.Expected) -> list[str]:
+def check(url: str, expected: mix_workload.Expected) -> list[str]:
     engine = create_engine(url)
     try:
         return mix.check(engine, expected)

@@ -44,7 +44,7 @@ from typing import Any
 
 import psycopg
 
-from bench import ingress, mix, mix_growth, operator_reads
+from bench import ingress, mix, mix_growth, mix_workload, operator_reads
 from bench.common import (
     describe_server,
     machine_facts,
@@ -79,7 +79,9 @@ def row(benchmark: str, measure: str, figure: str, target: str, passed: Any) -> 
 
 def ingress_rate(url: str, events: int, run: str) -> float:
     """Webhooks of the mix answered 200 per second by `outbox serve` on `url`, 16 senders."""
-    workload = mix.Workload(run, mix.Expected(), seed_value=zlib.crc32(run.encode()))
+    workload = mix_workload.Workload(
+        run, mix_workload.Expected(), seed_value=zlib.crc32(run.encode())
+    )
     requests = workload.mix(events + INGRESS_WARMUP)
     with mix.ingress(url) as port:
         signed = [r.signed(port) for r in requests]
@@ -261,7 +263,7 @@ def attempted(table: list[dict[str, Any]], name: str, step: Any) -> Any:
 
 
 def mix_round_trip(
-    urls: dict[str, str], args: argparse.Namespace, expected: dict[str, mix.Expected],
+    urls: dict[str, str], args: argparse.Namespace, expected: dict[str, mix_workload.Expected],
     rows: int, table: list[dict[str, Any]], admin: str,
 ) -> dict[str, list[float]]:  # fmt: skip
     """The mix's rounds on each side, their rows in `table`; the rates."""
@@ -307,7 +309,7 @@ def read_row(read: dict[str, Any]) -> dict[str, Any]:
 def read_env(url: str) -> dict[str, str]:
     """What `outbox events …` needs to run against `url` (show reads the whole settings)."""
     return outbox_env(url, redis_url="redis://127.0.0.1:1/0", log_level="WARNING",
-                      github_webhook_secret=mix.GITHUB_SECRET)  # fmt: skip
+                      github_webhook_secret=mix_workload.GITHUB_SECRET)  # fmt: skip
 
 
 def main() -> None:
