@@ -73,6 +73,22 @@ def postgres_url() -> Iterator[str]:
         drop_postgres_database(url)
 
 
+@pytest.fixture
+def database_at_0012() -> Iterator[str]:
+    """A Postgres database of its own at 0012, the single table from before partitions:
+    what the online migration's tests move (tests/outbox/single_table.py fills it)."""
+    try:
+        url = create_postgres_database("outbox_single_table")
+    except psycopg.OperationalError as exc:
+        _require("PostgreSQL", exc)
+        raise
+    try:
+        upgrade(url, "0012_in_line_objects")
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "outbox.db"

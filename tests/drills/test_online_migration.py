@@ -20,7 +20,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,7 +28,7 @@ import pytest
 
 from outbox.migrate import upgrade
 from outbox.schema import SERVING_BEFORE_HEAD
-from tests.conftest import GITHUB_SECRET, _require, create_postgres_database, drop_postgres_database
+from tests.conftest import GITHUB_SECRET
 from tests.drills import DRILLS
 from tests.factories import github_headers
 from tests.outbox.single_table import conninfo_of, fill_single_table, insert_the_old_way
@@ -89,20 +88,6 @@ class OldCode:
                 assert new is not None
                 self.ids.append(new)
                 time.sleep(0.005)
-
-
-@pytest.fixture
-def database_at_0012() -> Iterator[str]:
-    try:
-        url = create_postgres_database("outbox_drill_move")
-    except psycopg.OperationalError as exc:
-        _require("PostgreSQL", exc)
-        raise
-    try:
-        upgrade(url, "0012_in_line_objects")
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def beside(work: OldCode | Stream, step) -> float:  # type: ignore[no-untyped-def]

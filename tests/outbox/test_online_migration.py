@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
@@ -12,30 +10,14 @@ from outbox.db import make_engine, utcnow
 from outbox.migrate import upgrade
 from outbox.partitions import LEGACY_PARTITION, list_partitions
 from outbox.schema import SERVING_BEFORE_HEAD
-from tests.conftest import _require, create_postgres_database, drop_postgres_database
 from tests.factories import incoming
 from tests.outbox.single_table import conninfo_of, fill_single_table, insert_the_old_way
 
 pytestmark = pytest.mark.postgres
 
-BEFORE = "0012_in_line_objects"
 ROWS = (
     "SELECT id, source, delivery_id, received_at, status, raw_body FROM webhook_events ORDER BY id"
 )
-
-
-@pytest.fixture
-def database_at_0012() -> Iterator[str]:
-    try:
-        url = create_postgres_database("outbox_moving")
-    except psycopg.OperationalError as exc:
-        _require("PostgreSQL", exc)
-        raise
-    try:
-        upgrade(url, BEFORE)
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def test_the_move_keeps_every_row_id_and_delivery_and_the_ids_continue(database_at_0012):
