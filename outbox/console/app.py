@@ -39,7 +39,7 @@ from outbox.console.csrf import (
     session_token,
     session_token_matches,
 )
-from outbox.console.forms import BadInput, FilterForm, id_list, read_form, row_id
+from outbox.console.forms import BadInput, id_list, read_form
 from outbox.console.headers import SecurityHeaders
 from outbox.console.replay import MAX_REPLAY, ReplayRuns, plan_replay
 from outbox.db import utcnow
@@ -163,16 +163,19 @@ class Console:
     async def login_form(self, request: Request) -> Response:
         if self.signed_in(request) is not None:
             return RedirectResponse(local_path(request.query_params.get("next")), 303)
-        return self.login_page(request, 200, None)
+        return self.login_page(request, 200, request.query_params.get("next"), None)
 
-    def login_page(self, request: Request, status_code: int, error: str | None) -> Response:
+    def login_page(
+        self, request: Request, status_code: int, next_path: str | None, error: str | None
+    ) -> Response:
+        """The sign-in form, with a fresh double-submit token; back to `next_path` after."""
         token = new_login_token()
         response = self.render(
             request,
             "login.html",
             status_code,
             login_csrf=token,
-            next=local_path(request.query_params.get("next")),
+            next=local_path(next_path),
             error=error,
         )
         response.set_cookie(LOGIN_CSRF_COOKIE, token, **cookie_attributes(LOGIN_FORM_SECONDS))  # type: ignore[arg-type]
@@ -189,14 +192,18 @@ class Console:
             )
         if not self.keys.token_matches(form.get("token", "")):
             await asyncio.sleep(WRONG_TOKEN_DELAY)
-            return self.login_page(request, 401, "That is not the console's token.")
+            return self.login_page(
+                request, 401, form.get("next"), "That is not the console's token."
+            )
         response = RedirectResponse(local_path(form.get("next")), 303)
         response.set_cookie(
             SESSION_COOKIE,
             self.keys.new_session(),
             **cookie_attributes(SESSION_SECONDS),  # type: ignore[arg-type]
         )
-        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/", secure=True, httponly=True)
+        response.delete_cookie(
+            LOGIN_CSRF_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+        )
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -204,7 +211,9 @@ class Console:
         if isinstance(checked, Response):
             return checked
         response = RedirectResponse("/login", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True)
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+        )
         return response
 
     async def checked_post(
@@ -230,13 +239,8 @@ class Console:
         return await self.page(request, "overview.html", pages.overview, now=utcnow())
 
     async def events(self, request: Request) -> Response:
-        try:
-            form = FilterForm.from_query(request.query_params)
-            before_id = row_id(request.query_params.get("before_id"), "before_id")
-        except BadInput as exc:
-            return self.problem(request, 400, str(exc), self.signed_in(request))
         return await self.page(
-            request, "events.html", pages.events_page, form, before_id=before_id, now=utcnow()
+            request, "events.html", pages.events_page, request.query_params, now=utcnow()
         )
 
     async def event(self, request: Request) -> Response:
@@ -263,16 +267,9 @@ class Console:
         return await self.page(request, "attention.html", pages.attention_page)
 
     async def replay_plan(self, request: Request) -> Response:
-        params = request.query_params
-        try:
-            form = FilterForm.from_query(params)
-            refs = [r for value in params.getlist("id") for r in value.replace(",", " ").split()]
-        except BadInput as exc:
-            return self.problem(request, 400, str(exc), self.signed_in(request))
-        response = await self.page(
-            request, "replay_plan.html", plan_replay, form=form, refs=refs, now=utcnow()
+        return await self.page(
+            request, "replay_plan.html", plan_replay, request.query_params, now=utcnow()
         )
-        return response
 
     async def replay_start(self, request: Request) -> Response:
         checked = await self.checked_post(request)

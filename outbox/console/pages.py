@@ -7,13 +7,13 @@ function takes the request's session and returns plain values for its template.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from outbox import event_history, queries
 from outbox.console.chart import Chart, per_minute_chart
-from outbox.console.forms import BadInput, FilterForm
+from outbox.console.forms import FilterForm, row_id
 from outbox.driver.dbapi import of_session
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,
@@ -27,6 +27,7 @@ from outbox.states import Source, Status
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+    from starlette.datastructures import QueryParams
 
 #: Rows on one page of the events listing.
 PAGE_SIZE = 50
@@ -83,10 +84,11 @@ class EventsPage:
     before_id: int | None
 
 
-def events_page(
-    session: Session, form: FilterForm, *, before_id: int | None, now: datetime
-) -> EventsPage:
-    """One page of `outbox events list`: the newest matching rows below `before_id`."""
+def events_page(session: Session, params: QueryParams, *, now: datetime) -> EventsPage:
+    """One page of `outbox events list`: the newest rows matching the URL's filters, below
+    its `before_id` (the last id of the page before)."""
+    form = FilterForm.from_query(params)
+    before_id = row_id(params.get("before_id"), "before_id")
     db = of_session(session)
     where = form.resolve(db, now)
     rows = queries.list_events(db, where, limit=PAGE_SIZE + 1, before_id=before_id)
@@ -208,13 +210,3 @@ def _decoded(detail: EventDetail) -> tuple[Any, str | None]:
         return decode_body(detail.raw_body, detail.headers.get("content-type")), None
     except UnreadablePayload as exc:
         return None, str(exc)
-
-
-def dead_filter() -> FilterForm:
-    """The events listing's filter for the dead rows of the last day."""
-    return replace(FilterForm(), status=("dead",), since="1d")
-
-
-def require_given(form: FilterForm, what: str) -> None:
-    if not form.given:
-        raise BadInput(what)

@@ -24,13 +24,14 @@ from outbox.states import IN_LINE, REPLAYABLE
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
+    from starlette.datastructures import QueryParams
 
     from outbox.settings import Settings
 
 #: Most events one console replay takes (the CLI has no cap; it is for bulk work).
 MAX_REPLAY = 1000
 #: Rows of a plan whose already-applied effects are looked up (each costs a few reads).
-EFFECTS_SHOWN = 100
+EFFECTS_SHOWN = 20
 #: Finished replays the console remembers for their pages.
 RUNS_KEPT = 50
 
@@ -59,14 +60,15 @@ class ReplayPlan:
         return [row.verdict for row in self.rows if not row.verdict.replayable]
 
 
-def plan_replay(
-    session: Session, *, form: FilterForm, refs: list[str], now: datetime
-) -> ReplayPlan:
-    """What a replay of these events (ids, delivery ids) or of this filter would do."""
+def plan_replay(session: Session, params: QueryParams, *, now: datetime) -> ReplayPlan:
+    """What a replay of the URL's events (`id`: ids or delivery ids, several or comma-
+    separated) or of its filter would do."""
     from domain.effects import effects_of_event
     from outbox import queries
     from outbox.cli.event_options import resolve_refs
 
+    form = FilterForm.from_query(params)
+    refs = [ref for value in params.getlist("id") for ref in value.replace(",", " ").split()]
     db = of_session(session)
     capped = False
     if refs:
