@@ -44,13 +44,7 @@ from tests.services import (
     wait_until,
 )
 
-# One worker of pytest-xdist runs them all: the world (processes, browser) is set up once.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.xdist_group("console-browser"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 CHROMIUM = os.environ.get("CONSOLE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-token-0123456789abcdef"
@@ -69,6 +63,7 @@ def _chromium_or_skip() -> None:
 @dataclass
 class World:
     url: str
+    env: dict[str, str]
     engine: Engine
     dead: list[int]
     timeline: list[int]
@@ -78,11 +73,12 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """The database filled, the console and one worker running."""
+    """The database filled and the console running (the worker only where it is needed:
+    pytest-xdist may set this up on each of its workers)."""
     _chromium_or_skip()
     url = create_postgres_database("outbox_console")
     engine = make_engine(url, pool_size=2)
-    console = worker = None
+    console = None
     try:
         upgrade(url)
         create_effects_table(engine)
@@ -105,21 +101,19 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         with transaction(sessions) as session:
             ensure_account(session, ACCOUNT, login="octo-console", kind="Organization",
                            now=now, welcome_credits=Decimal("50"))  # fmt: skip
-        env = outbox_env(url, redis_url=redis_url, namespace=fresh_namespace(),
-                         handler_table=HANDLER_TABLE, console_token=TOKEN, stripe_mode="any")  # fmt: skip
-        worker = OutboxProcess(["worker", "-p", "1", "-t", "1"], env)
-        worker.start()
+        env = outbox_env(
+            url, redis_url=redis_url, namespace=fresh_namespace(), handler_table=HANDLER_TABLE,
+            console_token=TOKEN, stripe_mode="any",
+        )  # fmt: skip
         port = free_port()
         console = OutboxProcess(["console", "--port", str(port)], env, port=port)
         console.start()
-        worker.wait_for_output(WORKER_READY, timeout=60)
         shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
         shots.mkdir(parents=True, exist_ok=True)
-        yield World(f"http://127.0.0.1:{port}", engine, dead, timeline, hostile, shots)
+        yield World(f"http://127.0.0.1:{port}", env, engine, dead, timeline, hostile, shots)
     finally:
-        for process in (console, worker):
-            if process is not None:
-                process.kill()
+        if console is not None:
+            console.kill()
         engine.dispose()
         drop_postgres_database(url)
 
@@ -216,7 +210,21 @@ def test_an_event_shows_its_objects_timeline_in_created_order(world: World, tab:
     shot(world, tab, "event")
 
 
-def test_a_dry_run_then_a_replay_that_the_worker_applies(world: World, tab: Tab) -> None:
+@pytest.fixture
+def worker(world: World) -> Iterator[OutboxProcess]:
+    """One real `outbox worker` on the world's database and Redis namespace."""
+    process = OutboxProcess(["worker", "-p", "1", "-t", "1"], world.env)
+    process.start()
+    try:
+        process.wait_for_output(WORKER_READY, timeout=60)
+        yield process
+    finally:
+        process.kill()
+
+
+def test_a_dry_run_then_a_replay_that_the_worker_applies(
+    world: World, tab: Tab, worker: OutboxProcess
+) -> None:
     page = tab.page
     page.goto(world.url + "/events?status=dead&type=test.effect")
     page.check("input[data-select-all]")  # the console's one script selects every row
