@@ -10,6 +10,7 @@ with autoescaping on for every template and every stored string made visible
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -43,6 +45,7 @@ from outbox.console.forms import BadInput, id_list, read_form
 from outbox.console.headers import SecurityHeaders
 from outbox.console.replay import MAX_REPLAY, ReplayRuns, plan_replay
 from outbox.db import utcnow
+from outbox.driver.errors import DatabaseError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     from outbox.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("outbox.console")
 
 #: Seconds a wrong token waits before its answer: online guessing is slowed down.
 WRONG_TOKEN_DELAY = 0.5
@@ -156,6 +160,13 @@ class Console:
             return self.problem(request, 400, str(exc), session)
         except pages.NotFound as exc:
             return self.problem(request, 404, str(exc), session)
+        except (DatabaseError, DBAPIError) as exc:
+            reason = exc.reason if isinstance(exc, DatabaseError) else str(exc.orig or exc)
+            log.warning("console page failed on the database", extra={"path": request.url.path,
+                        "error": type(exc).__name__})  # fmt: skip
+            return self.problem(
+                request, 503, f"the database did not answer: {reason.splitlines()[0]}", session
+            )
         return self.render(request, template, 200, session, page=data)
 
     # --- signing in and out -------------------------------------------------------------

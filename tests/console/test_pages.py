@@ -150,3 +150,19 @@ def test_a_confirmed_replay_puts_the_planned_rows_back_paced(
     assert "Replayed 3 event(s)" in body
     assert "could not ring the processors" in body  # no Redis here: the sweeper finds them
     assert {row(sessions, i).status for i in skipped} == {"pending"}
+
+
+def test_a_database_that_does_not_answer_is_a_503_with_its_reason(
+    client: TestClient, engine: Engine
+) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE webhook_events RENAME TO webhook_events_gone"))
+    try:
+        answer = client.get("/", headers=HTML)
+        assert answer.status_code == 503
+        assert "the database did not answer" in answer.text
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE webhook_events_gone RENAME TO webhook_events"))
