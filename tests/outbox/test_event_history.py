@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
-from sqlalchemy import Engine
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from outbox.db import utcnow
+from outbox.db import make_engine, utcnow
 from outbox.driver.dbapi import Connection
-from outbox.event_history import events_per_minute, object_timeline
+from outbox.event_history import PER_MINUTE, events_per_minute, object_timeline
+from outbox.migrate import upgrade
+from outbox.partitions import LEGACY_PARTITION, ensure_partitions, list_partitions
 from tests.cli.conftest import finish, stored
+from tests.conftest import _require, create_postgres_database, drop_postgres_database
+
+DAY = timedelta(days=1)
 
 
 def test_events_per_minute_counts_each_minute_by_status_now(
@@ -44,3 +52,48 @@ def test_an_objects_timeline_is_in_the_order_its_events_were_created(
     assert [entry.event.id for entry in timeline] == [early, late, unknown]
     newest_two = object_timeline(reads, "stripe", "sub_1", limit=2)  # by id, then in order
     assert [entry.event.id for entry in newest_two] == [early, unknown]
+
+
+@pytest.fixture
+def days_of_partitions() -> Iterator[Engine]:
+    """A Postgres database at the head whose webhook_events has a partition for each of the
+    last six days (the empty legacy partition gone) and those ahead."""
+    try:
+        url = create_postgres_database("outbox_history")
+    except psycopg.OperationalError as exc:
+        _require("PostgreSQL", exc)
+        raise
+    engine = make_engine(url)
+    try:
+        upgrade(url)
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE webhook_events DETACH PARTITION {LEGACY_PARTITION}"))
+            conn.execute(text(f"DROP TABLE {LEGACY_PARTITION}"))
+        with engine.connect() as conn:
+            ensure_partitions(conn, utcnow() - 6 * DAY, DAY, 9)
+        yield engine
+    finally:
+        engine.dispose()
+        drop_postgres_database(url)
+
+
+@pytest.mark.postgres
+def test_the_per_minute_counts_read_only_the_partitions_since_the_moment(days_of_partitions):
+    engine, now = days_of_partitions, utcnow()
+    for age in (5 * DAY, 2 * DAY, timedelta(hours=1)):
+        stored(engine, now=now - age)
+    since = now - timedelta(hours=3)
+    with engine.connect() as conn:
+        wanted = {
+            p.name for p in list_partitions(conn) if p.default or p.upper is None or p.upper > since
+        }
+        plan = conn.execute(text(f"EXPLAIN {PER_MINUTE['postgresql']}"), {"since": since})
+        lines = list(plan.scalars())
+    scanned = {line.split(" on ")[1].split()[0] for line in lines if " on webhook_events_" in line}
+    assert scanned == wanted, lines
+    assert len(wanted) < len(list_partitions_of(engine))
+
+
+def list_partitions_of(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [p.name for p in list_partitions(conn)]
