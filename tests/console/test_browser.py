@@ -44,7 +44,13 @@ from tests.services import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+# One worker of pytest-xdist runs them all: the world (processes, browser) is set up once.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.xdist_group("console-browser"),
+]
 
 CHROMIUM = os.environ.get("CONSOLE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "browser-test-token-0123456789abcdef"
@@ -73,8 +79,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """The database filled and the console running (the worker only where it is needed:
-    pytest-xdist may set this up on each of its workers)."""
+    """The database filled and the console running (the worker only where it is needed)."""
     _chromium_or_skip()
     url = create_postgres_database("outbox_console")
     engine = make_engine(url, pool_size=2)
