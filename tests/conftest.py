@@ -167,37 +167,3 @@ def _clear_redis_namespaces() -> Iterator[None]:
     """The keys this process's tests left in the shared Redis go when its tests are over."""
     yield
     clear_test_namespaces(REDIS_URL)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker under `--dist loadgroup`, end each marked test's id with
-    `@<group>`, the key the scheduler sends one group to one worker by.
-
-    pytest-xdist 3.8 writes that suffix into `item._nodeid`, which pytest 9.2 no longer
-    reads (a node's id is `item._id`, a NodeId): the suffix was lost, and every marked test
-    (the fault drills) was scheduled on its own, on either worker.
-    """
-    if not getattr(config.option, "loadgroup", False) or not hasattr(config, "workerinput"):
-        return
-    for item in items:
-        groups = sorted({_group_name(mark) for mark in item.iter_markers("xdist_group")})
-        suffix = f"@{'_'.join(groups)}"
-        if not groups or item.nodeid.endswith(suffix):
-            continue  # no group, or this xdist kept it itself
-        _set_nodeid(item, item.nodeid + suffix)
-        if not item.nodeid.endswith(suffix):
-            raise pytest.UsageError(f"cannot put {item.nodeid} in its xdist_group {groups}")
-
-
-def _group_name(mark: pytest.Mark) -> str:
-    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-
-
-def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
-    if hasattr(item, "_id"):  # pytest >= 9.2
-        from _pytest.nodeid import coerce_node_id
-
-        item._id = coerce_node_id(nodeid)
-    else:
-        item._nodeid = nodeid  # type: ignore[attr-defined]
