@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -36,6 +37,31 @@ def test_the_overview_counts_by_source_and_status_and_charts_the_last_hours(
     assert re.search(r'id="lag">7m \d+s<', body)
     assert body.count('class="bar bar-') >= 3  # done, dead and pending, this minute and 7 ago
     assert "it broke" in body  # the dead row listed
+
+
+def test_the_overview_says_which_counts_are_estimates_on_a_large_table(
+    client: TestClient, engine: Engine, sessions: sessionmaker[Session], monkeypatch
+) -> None:
+    """Above EXACT_COUNT_ROWS the finished rows are one estimate for every source: the
+    overview shows no per-source figure for them, and says the figure is an estimate."""
+    from outbox import queries
+
+    dead = stored(engine, source="github", event_type="push")
+    kill(sessions, dead, error="it broke")
+    finish(sessions, stored(engine))
+    counted = queries.event_stats
+
+    def estimated(db, *, now):  # type: ignore[no-untyped-def]
+        stats = counted(db, now=now)
+        in_play = {k: n for k, n in stats.counts.items() if k[1] not in ("done", "skipped")}
+        return replace(stats, counts=in_play, finished_estimate=1_234_567)
+
+    monkeypatch.setattr(queries, "event_stats", estimated)
+    body = client.get("/").text
+    counts = body.split('id="counts"')[1].split("</table>")[0]
+    assert re.search(r"<td>github</td>.*?>1</a>", counts, re.S)  # the dead row, exact
+    assert counts.count('<td class="num dim">–</td>') == 2 * counts.count("<tr><td>")
+    assert re.search(r'id="finished-estimate">[^<]*≈ 1234567 ', body)
 
 
 def test_the_events_page_filters_like_the_cli_and_pages_by_id(
