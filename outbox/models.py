@@ -126,6 +126,15 @@ class WebhookEvent(Base):
         ),
         Index("ix_webhook_events_received_at", "received_at"),
         Index("ix_webhook_events_account", "account_id"),
+        # Every row of an object, for the console's timeline of one object's events.
+        Index(
+            "ix_webhook_events_object",
+            "source",
+            "object_id",
+            "id",
+            postgresql_where=text("object_id IS NOT NULL"),
+            sqlite_where=text("object_id IS NOT NULL"),
+        ),
         {"postgresql_partition_by": "RANGE (received_at)"},
     )
 

@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     #: Events per second a bulk `outbox events replay` puts back, unless --rate says otherwise.
     replay_rate: float = Field(default=20.0, gt=0)
 
+    # --- operator console (outbox/console) ---
+    #: The token an operator signs in to `outbox console` with; without it the console
+    #: does not start. Its sessions are signed with a key derived from it.
+    console_token: SecretStr | None = None
+
     log_level: str = "INFO"
 
     # --- traces (outbox/tracing.py): the standard OpenTelemetry variables we act on; the

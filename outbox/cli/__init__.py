@@ -15,6 +15,7 @@ import typer
 from outbox.cli import (
     accounts,
     command_line,
+    console,
     credits,
     doctor,
     events,
@@ -65,6 +66,7 @@ credits.register(app)
 packs.register(app)
 accounts.register(app)
 doctor.register(app)
+console.register(app)
 command_line.reflow_help(app)
 command_line.show_no_type_after_flags()
 option_values.convert_plain_options_without_pydantic()

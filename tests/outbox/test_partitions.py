@@ -26,6 +26,23 @@ on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=Tru
 
 DAY = timedelta(days=1)
 
+#: The parent's indexes that a partition's indexes are attached to.
+INDEXES_OF = text(
+    "SELECT parent.relname FROM pg_index x"
+    " JOIN pg_inherits i ON i.inhrelid = x.indexrelid"
+    " JOIN pg_class parent ON parent.oid = i.inhparent WHERE x.indrelid = to_regclass(:table)"
+)
+PARENT_INDEXES = {
+    "webhook_events_pkey",
+    "ix_webhook_events_due",
+    "ix_webhook_events_lease",
+    "ix_webhook_events_in_line",
+    "ix_webhook_events_dead",
+    "ix_webhook_events_received_at",
+    "ix_webhook_events_account",
+    "ix_webhook_events_object",
+}
+
 
 def table_of(engine, event_id: int) -> str:
     """The partition that holds a row."""
@@ -132,6 +149,9 @@ def test_an_insert_whose_partition_is_missing_lands_in_the_default_and_a_later_e
     name = partition_name(interval_start(received, DAY), DAY)
     assert created == [name]
     assert table_of(engine, stray.id) == name
+    with engine.connect() as conn:
+        indexes = set(conn.execute(INDEXES_OF, {"table": name}).scalars())
+    assert indexes == PARENT_INDEXES  # the attach built those the LIKE did not copy
     [again] = record(engine, incoming("evt_early_for_its_partition"), now=utcnow())
     assert (again.id, again.duplicate, again.status) == (stray.id, True, "pending")
 
