@@ -86,10 +86,15 @@ class FilterForm:
             raise BadInput(str(exc)) from None
 
     def query(self, **extra: Any) -> str:
-        """The filters (and `extra`) as a URL query, empty fields left out."""
+        """The filters (and `extra`, which replaces a field of its name) as a URL query,
+        empty fields left out."""
         pairs: list[tuple[str, Any]] = [("status", s) for s in self.status]
         pairs += [("source", s) for s in self.source]
-        pairs += [(name, getattr(self, name)) for name in _TEXT_FIELDS if getattr(self, name)]
+        pairs += [
+            (name, getattr(self, name))
+            for name in _TEXT_FIELDS
+            if getattr(self, name) and name not in extra
+        ]
         pairs += [(name, value) for name, value in extra.items() if value is not None]
         return urlencode(pairs)
 

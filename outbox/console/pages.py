@@ -82,6 +82,17 @@ class EventsPage:
     #: The id the next (older) page starts below, None on the last page.
     older_than: int | None
     before_id: int | None
+    #: False when the listing stopped reading older partitions after its time budget
+    #: (queries.list_page): rows received before `searched_since` were not searched.
+    complete: bool = True
+    searched_since: datetime | None = None
+
+    @property
+    def further_back(self) -> str | None:
+        """The `until` that continues a search stopped by its budget, as the CLI says it."""
+        if self.complete or self.searched_since is None:
+            return None
+        return f"{self.searched_since:%Y-%m-%dT%H:%M:%S}"
 
 
 def events_page(session: Session, params: QueryParams, *, now: datetime) -> EventsPage:
@@ -91,9 +102,12 @@ def events_page(session: Session, params: QueryParams, *, now: datetime) -> Even
     before_id = row_id(params.get("before_id"), "before_id")
     db = of_session(session)
     where = form.resolve(db, now)
-    rows = queries.list_events(db, where, limit=PAGE_SIZE + 1, before_id=before_id)
+    found = queries.list_page(db, where, limit=PAGE_SIZE + 1, before_id=before_id)
+    rows = found.rows
     older = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
-    return EventsPage(form, rows[:PAGE_SIZE], older, before_id)
+    return EventsPage(
+        form, rows[:PAGE_SIZE], older, before_id, found.complete, found.searched_since
+    )
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,37 @@ def test_the_events_page_filters_like_the_cli_and_pages_by_id(
     assert ids_listed(client.get("/events?since=1h&type=customer.*").text) == [other]
 
 
+def test_a_listing_stopped_by_its_time_budget_says_so_and_links_further_back(
+    client: TestClient, engine: Engine, monkeypatch
+) -> None:
+    """On a partitioned table a filter no index serves reads partitions newest first for
+    at most LIST_SCAN_BUDGET (queries.list_page); the page then says from when it searched
+    and links the same filters with the `until` that continues."""
+    from outbox import queries
+    from outbox.query_results import EventPage
+
+    found = stored(engine, event_type="invoice.paid")
+    listed = queries.list_page
+    since = utcnow().replace(microsecond=0) - timedelta(days=2)
+
+    def stopped(db, where, **kwargs):  # type: ignore[no-untyped-def]
+        return EventPage(listed(db, where, **kwargs).rows, complete=False, searched_since=since)
+
+    monkeypatch.setattr(queries, "list_page", stopped)
+    body = client.get("/events?type=invoice.*&until=1h").text
+    assert ids_listed(body) == []  # received now, after --until 1h
+    partial = body.split('id="partial"')[1].split("</p>")[0]
+    assert f"since {since:%Y-%m-%dT%H:%M:%S} UTC" in partial
+    link = re.search(r'href="/events\?([^"]+)"', partial)
+    assert link is not None
+    query = link.group(1).replace("&amp;", "&")
+    assert "type=invoice.%2A" in query and query.count("until=") == 1
+    assert f"until={since:%Y-%m-%dT%H%%3A%M%%3A%S}" in query
+    monkeypatch.setattr(queries, "list_page", listed)
+    assert ids_listed(client.get("/events?type=invoice.*").text) == [found]
+    assert 'id="partial"' not in client.get("/events?type=invoice.*").text
+
+
 def test_bad_filters_are_refused_with_the_clis_reason(client: TestClient) -> None:
     for query, reason in (
         ("status=alive", "status &#39;alive&#39; is not one of"),
