@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +24,19 @@ def decode_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
     integer past 64 bits as a float, and the processors hand every value to handlers.
     """
     return _decode(raw, content_type, json.loads)
+
+
+def payload_to_show(
+    raw: bytes | None, content_type: str | None, purged_at: datetime | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """A stored event's payload as an operator is shown it (`events show`, the console),
+    or None and why there is none: its body purged, or unreadable."""
+    if raw is None:
+        return None, f"body purged{f' at {purged_at:%Y-%m-%d %H:%M}' if purged_at else ''}"
+    try:
+        return decode_body(raw, content_type), None
+    except UnreadablePayload as exc:
+        return None, str(exc)
 
 
 def peek_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -58,35 +59,35 @@ def drop_postgres_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A migrated Postgres database for this test run (emptied after each test that uses it)."""
+@contextmanager
+def own_postgres_database(prefix: str, revision: str = "head") -> Iterator[str]:
+    """A new database on the shared server, migrated to `revision`, dropped afterwards.
+    Postgres unreachable: the test is skipped, or fails under CI."""
     try:
-        url = create_postgres_database()
+        url = create_postgres_database(prefix)
     except psycopg.OperationalError as exc:
         _require("PostgreSQL", exc)
         raise
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated Postgres database for this test run (emptied after each test that uses it)."""
+    with own_postgres_database("outbox_test") as url:
+        yield url
 
 
 @pytest.fixture
 def database_at_0012() -> Iterator[str]:
     """A Postgres database of its own at 0012, the single table from before partitions:
     what the online migration's tests move (tests/outbox/single_table.py fills it)."""
-    try:
-        url = create_postgres_database("outbox_single_table")
-    except psycopg.OperationalError as exc:
-        _require("PostgreSQL", exc)
-        raise
-    try:
-        upgrade(url, "0012_in_line_objects")
+    with own_postgres_database("outbox_single_table", "0012_in_line_objects") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")

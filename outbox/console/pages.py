@@ -215,12 +215,7 @@ def attention_page(session: Session) -> AttentionPage:
 
 def _decoded(detail: EventDetail) -> tuple[Any, str | None]:
     """The payload, or why there is none to show (purged, unreadable), as `events show`."""
-    from outbox.payload import UnreadablePayload, decode_body
+    from outbox.payload import payload_to_show
 
-    if detail.raw_body is None:
-        when = detail.summary.purged_at
-        return None, f"body purged{f' at {when:%Y-%m-%d %H:%M}' if when else ''}"
-    try:
-        return decode_body(detail.raw_body, detail.headers.get("content-type")), None
-    except UnreadablePayload as exc:
-        return None, str(exc)
+    content_type = detail.headers.get("content-type")
+    return payload_to_show(detail.raw_body, content_type, detail.summary.purged_at)

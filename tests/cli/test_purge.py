@@ -168,15 +168,10 @@ def test_a_purge_says_how_its_database_gives_the_space_back(cli, engine, session
 @pytest.fixture
 def single_table_url():
     """A Postgres at 0013_delivery_index: the online migration's middle step, one table."""
-    from outbox.migrate import upgrade
-    from tests.conftest import create_postgres_database, drop_postgres_database
+    from tests.conftest import own_postgres_database
 
-    url = create_postgres_database("outbox_test_single")
-    try:
-        upgrade(url, "0013_delivery_index")
+    with own_postgres_database("outbox_test_single", "0013_delivery_index") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.mark.postgres

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import claiming, finishing
 from outbox.db import Base, make_engine, transaction, utcnow
-from outbox.migrate import upgrade
 from outbox.partition_reads import DETACHED_PARTITIONS
 from outbox.partitions import (
     PARENT,
@@ -24,7 +23,7 @@ from outbox.partitions import (
     partition_name,
 )
 from outbox.retry import RetryPolicy
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import own_postgres_database
 from tests.factories import incoming, record
 
 DAY = timedelta(days=1)
@@ -38,15 +37,8 @@ THREE_TRIES = RetryPolicy(base_seconds=10, max_delay_seconds=100, max_attempts=3
 @pytest.fixture(scope="session")
 def partitioned_url() -> Iterator[str]:
     """A migrated Postgres database of its own for the purge-by-partition tests."""
-    try:
-        url = create_postgres_database("outbox_test_retention")
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    try:
-        upgrade(url)
+    with own_postgres_database("outbox_test_retention") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

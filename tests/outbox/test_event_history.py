@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,10 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from outbox.db import make_engine, utcnow
 from outbox.driver.dbapi import Connection
 from outbox.event_history import PER_MINUTE, events_per_minute, object_timeline
-from outbox.migrate import upgrade
 from outbox.partitions import LEGACY_PARTITION, ensure_partitions, list_partitions
 from tests.cli.conftest import finish, stored
-from tests.conftest import _require, create_postgres_database, drop_postgres_database
+from tests.conftest import own_postgres_database
 
 DAY = timedelta(days=1)
 
@@ -58,23 +56,19 @@ def test_an_objects_timeline_is_in_the_order_its_events_were_created(
 def days_of_partitions() -> Iterator[Engine]:
     """A Postgres database at the head whose webhook_events has a partition for each of the
     last six days (the empty legacy partition gone) and those ahead."""
-    try:
-        url = create_postgres_database("outbox_history")
-    except psycopg.OperationalError as exc:
-        _require("PostgreSQL", exc)
-        raise
-    engine = make_engine(url)
-    try:
-        upgrade(url)
-        with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE webhook_events DETACH PARTITION {LEGACY_PARTITION}"))
-            conn.execute(text(f"DROP TABLE {LEGACY_PARTITION}"))
-        with engine.connect() as conn:
-            ensure_partitions(conn, utcnow() - 6 * DAY, DAY, 9)
-        yield engine
-    finally:
-        engine.dispose()
-        drop_postgres_database(url)
+    with own_postgres_database("outbox_history") as url:
+        engine = make_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text(f"ALTER TABLE webhook_events DETACH PARTITION {LEGACY_PARTITION}")
+                )
+                conn.execute(text(f"DROP TABLE {LEGACY_PARTITION}"))
+            with engine.connect() as conn:
+                ensure_partitions(conn, utcnow() - 6 * DAY, DAY, 9)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.mark.postgres

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
@@ -15,7 +14,7 @@ from outbox.db import make_engine, utcnow
 from outbox.event_history import OBJECT_ROWS
 from outbox.migrate import alembic_config, upgrade
 from outbox.partitions import DEFAULT_PARTITION, LEGACY_PARTITION, list_partitions
-from tests.conftest import _require, create_postgres_database, drop_postgres_database
+from tests.conftest import own_postgres_database
 from tests.factories import incoming, record
 
 pytestmark = pytest.mark.postgres
@@ -35,18 +34,12 @@ PARENT_INDEX = text("SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to
 
 @pytest.fixture
 def engine_at_0014() -> Iterator[tuple[str, Engine]]:
-    try:
-        url = create_postgres_database("outbox_timeline")
-    except psycopg.OperationalError as exc:
-        _require("PostgreSQL", exc)
-        raise
-    engine = make_engine(url)
-    try:
-        upgrade(url, BEFORE)
-        yield url, engine
-    finally:
-        engine.dispose()
-        drop_postgres_database(url)
+    with own_postgres_database("outbox_timeline", BEFORE) as url:
+        engine = make_engine(url)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
 
 
 def fill_partitions(engine: Engine) -> set[str]:
