@@ -1,6 +1,6 @@
 """The purge's reads of a partitioned Postgres, on a plain DBAPI connection (no SQLAlchemy,
 like outbox/queries.py): which partitions a cut-off removes, what they hold, and the tables a
-stopped purge left. outbox/retention.py runs the same statements for the purge itself.
+stopped purge left. outbox/retention.py finds leftovers with the same statement.
 
 partitions_preview -- what a purge by partitions would remove and keep (queries.purge_preview)
 """
@@ -12,11 +12,6 @@ from datetime import datetime
 from outbox.driver.dbapi import Connection, utc
 from outbox.query_results import PartitionPreview, PurgePreview
 
-#: Whether webhook_events is partitioned (Postgres past the online migration's swap).
-IS_PARTITIONED = (
-    "SELECT EXISTS (SELECT FROM pg_partitioned_table"
-    " WHERE partrelid = to_regclass('webhook_events'))"
-)
 #: A table's rows as the statistics estimate them; 0 for an empty file, and -1 (unknown)
 #: for a table never analysed that holds something.
 _ESTIMATE = (

@@ -19,7 +19,6 @@ Nothing here applies on SQLite, nor on a Postgres `webhook_events` not yet parti
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from outbox.db import utcnow
+from outbox.read_layout import partition_range
 
 log = logging.getLogger("outbox.partitions")
 
@@ -51,8 +51,6 @@ LOCK_BACKOFF = 0.05  #: seconds before the second attempt, doubled up to a secon
 PARTITION_STORAGE = (
     "fillfactor = 85, autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02"
 )
-
-_BOUND = re.compile(r"FROM \((.+?)\) TO \((.+?)\)")
 
 T = TypeVar("T")
 
@@ -106,18 +104,10 @@ def list_partitions(conn: Connection) -> list[Partition]:
 
 
 def _partition(name: str, bound: str) -> Partition:
-    if bound.strip().upper() == "DEFAULT":
+    found = partition_range(name, bound)
+    if found is None:
         return Partition(name, None, None, default=True)
-    match = _BOUND.search(bound)
-    if match is None:
-        raise ValueError(f"partition {name} has a bound this code does not read: {bound}")
-    return Partition(name, _moment(match.group(1)), _moment(match.group(2)))
-
-
-def _moment(literal: str) -> datetime | None:
-    if literal.strip().upper() in ("MINVALUE", "MAXVALUE"):
-        return None
-    return datetime.fromisoformat(literal.strip().strip("'")).astimezone(UTC)
+    return Partition(name, *found)
 
 
 def interval_start(moment: datetime, interval: timedelta) -> datetime:

@@ -31,7 +31,7 @@ from typing import Any
 from outbox.driver.dbapi import Connection, document, flag, utc
 from outbox.event_filter import EventFilter, keys_condition, source_list
 from outbox.fields import as_int64
-from outbox.partition_reads import IS_PARTITIONED, partitions_preview
+from outbox.partition_reads import partitions_preview
 from outbox.partition_walk import quoted, tables_bracketing, walked_page
 from outbox.query_results import (
     RECENT_DEAD_WINDOW,
@@ -405,7 +405,7 @@ def purge_preview(db: Connection, *, older_than: datetime) -> PurgePreview:
     one) and their unfinished rows counted exactly through the partial indexes.
     """
     finished = [s.value for s in FINISHED]
-    if db.dialect == "postgresql" and db.value(IS_PARTITIONED):
+    if layout(db).partitioned:
         return partitions_preview(db, older_than, finished)
     row = db.first(PURGE_COUNTS, older_than=older_than, finished=finished) or {}
     return PurgePreview(int(row.get("purgeable") or 0), int(row.get("unfinished") or 0))

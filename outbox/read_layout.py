@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from outbox.driver.dbapi import Connection
 
@@ -105,19 +105,27 @@ def _read_layout(db: Connection) -> Layout:
 
 
 def _window(name: str, bound: str, rows: int) -> Window:
-    """A partition from its bound: `DEFAULT`, or `FOR VALUES FROM (x) TO (y)` where x, y are
-    quoted times or MINVALUE / MAXVALUE."""
-    if bound.strip().upper() == "DEFAULT":
+    found = partition_range(name, bound)
+    if found is None:
         return Window(name, None, None, rows, default=True)
+    return Window(name, *found, rows)
+
+
+def partition_range(name: str, bound: str) -> tuple[datetime | None, datetime | None] | None:
+    """A partition's [lower, upper) from its bound as Postgres writes it
+    (`pg_get_expr(relpartbound, oid)`): `FOR VALUES FROM (x) TO (y)` where x, y are quoted
+    times or MINVALUE / MAXVALUE (None: unbounded); None for `DEFAULT`."""
+    if bound.strip().upper() == "DEFAULT":
+        return None
     matched = _RANGE.fullmatch(bound.strip())
     if matched is None:
         raise ValueError(f"partition {name} of webhook_events has an unexpected bound: {bound}")
     lower, upper = (_moment(text) for text in matched.groups())
-    return Window(name, lower, upper, rows)
+    return lower, upper
 
 
 def _moment(text: str) -> datetime | None:
     text = text.strip()
     if text.upper() in ("MINVALUE", "MAXVALUE"):
         return None
-    return datetime.fromisoformat(text.strip("'"))
+    return datetime.fromisoformat(text.strip("'")).astimezone(UTC)

@@ -30,8 +30,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, text
 
 from outbox.models import FINISHED, Status, WebhookEvent
-from outbox.partition_reads import DETACHED_PARTITIONS, REMOVABLE_PARTITIONS
-from outbox.partitions import DEFAULT_PARTITION, PARENT, under_short_locks
+from outbox.partition_reads import DETACHED_PARTITIONS
+from outbox.partitions import DEFAULT_PARTITION, PARENT, list_partitions, under_short_locks
 
 log = logging.getLogger("outbox.retention")
 
@@ -130,9 +130,11 @@ def _detached_names(conn: Connection) -> list[str]:
 
 
 def _removable_names(conn: Connection, cutoff: datetime) -> list[str]:
+    """The partitions whose every row is older than `cutoff` (upper bound at or before it;
+    the legacy one [MINVALUE, cutover) too, the default never), oldest first."""
     with conn.begin():
-        rows = conn.execute(text(REMOVABLE_PARTITIONS), {"cutoff": cutoff})
-        return [str(row.name) for row in rows]
+        removable = [p for p in list_partitions(conn) if p.upper is not None and p.upper <= cutoff]
+    return [p.name for p in sorted(removable, key=lambda p: p.upper or cutoff)]
 
 
 def detach_partition(conn: Connection, name: str) -> dict[str, int]:

@@ -142,20 +142,21 @@ def record(conn: Connection, incoming: Sequence[IncomingEvent], now: datetime) -
     unique = _first_of_each_key(keys, incoming)
     if conn.dialect.name == "postgresql":
         rows, bodies = _postgres_params(unique.values(), now)
-        returned = list(conn.exec_driver_sql(_POSTGRES_INSERT, (rows.decode(), bodies)))
+        inserted = _by_key(conn.exec_driver_sql(_POSTGRES_INSERT, (rows.decode(), bodies)).all())
+        missing = [k for k in unique if k not in inserted]
+        existing = (
+            _by_key(conn.exec_driver_sql(_POSTGRES_EXISTING, _key_arrays(missing)).all())
+            if missing
+            else {}
+        )
     else:
         stmt = (
             sqlite.insert(events)
             .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
             .returning(events.c.id, events.c.source, events.c.delivery_id, events.c.status)
         )
-        returned = list(conn.execute(stmt, [item.row(now) for item in unique.values()]))
-    inserted = _by_key(returned)
-    missing = [k for k in unique if k not in inserted]
-    if conn.dialect.name == "postgresql":
-        existing = _postgres_existing(conn, missing)
-    else:
-        existing = _existing(conn, missing)
+        inserted = _by_key(conn.execute(stmt, [item.row(now) for item in unique.values()]).all())
+        existing = _existing(conn, [k for k in unique if k not in inserted])
     return _answers(keys, inserted, existing)
 
 
@@ -178,8 +179,7 @@ async def record_async(
     missing = [k for k in unique if k not in inserted]
     existing: dict[tuple[str, str], tuple[int, str]] = {}
     if missing:
-        sources, deliveries = [s for s, _ in missing], [d for _, d in missing]
-        cursor = await conn.execute(_POSTGRES_EXISTING, (sources, deliveries))
+        cursor = await conn.execute(_POSTGRES_EXISTING, _key_arrays(missing))
         existing = _by_key(await cursor.fetchall())
     return _answers(keys, inserted, existing)
 
@@ -318,13 +318,9 @@ def _key(item: IncomingEvent) -> tuple[str, str]:
     return (item.source, clean_text(item.delivery_id) or "")
 
 
-def _postgres_existing(
-    conn: Connection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, str]]:
-    if not keys:
-        return {}
-    sources, deliveries = [s for s, _ in keys], [d for _, d in keys]
-    return _by_key(list(conn.exec_driver_sql(_POSTGRES_EXISTING, (sources, deliveries))))
+def _key_arrays(keys: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The sources and the delivery ids of some keys: _POSTGRES_EXISTING's two arrays."""
+    return [source for source, _ in keys], [delivery for _, delivery in keys]
 
 
 def _existing(
