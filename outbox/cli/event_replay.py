@@ -6,7 +6,6 @@ operator_writes.replay; the rows go back in paced batches, the processors rung a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -37,6 +36,7 @@ from outbox.cli.event_options import (
     refs_or_filters,
     selected_ids,
 )
+from outbox.cli.pacing import CHANGED_WHILE_REPLAYING
 from outbox.cli.tables import key_column, listing_console, note_column, print_listing, text_column
 from outbox.states import IN_LINE, REPLAYABLE, Source, Status
 
@@ -122,7 +122,7 @@ def replay_events(
             v.delivery_id,
             v.event_type,
             v.status,
-            "its status changed while replaying (someone else replayed or claimed it)",
+            CHANGED_WHILE_REPLAYING,
         )
         for v in changed
     ]
@@ -137,10 +137,7 @@ def _confirm(count: int) -> None:
 def _replay_paced(
     settings: Settings, sessions: sessionmaker[Session], ids: list[int], rate: float
 ) -> tuple[set[int], list[str]]:
-    """Put `ids` back in batches at `rate` per second, ringing the processors after each.
-
-    Returns the ids put back and what the rings said.
-    """
+    """pacing.replay_paced, with a progress bar on stderr."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -149,14 +146,8 @@ def _replay_paced(
         TimeRemainingColumn,
     )
 
-    from outbox import operator_writes
-    from outbox.cli.pacing import Pacer
-    from outbox.cli.ringing import ProcessorsBell
-    from outbox.db import transaction
+    from outbox.cli.pacing import replay_paced
 
-    pacer = Pacer(rate)
-    put_back: set[int] = set()
-    bell = ProcessorsBell(settings)
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -167,17 +158,13 @@ def _replay_paced(
     )
     with progress:
         task = progress.add_task("replay", total=len(ids))
-        for start in range(0, len(ids), pacer.batch_size):
-            batch = ids[start : start + pacer.batch_size]
-            with transaction(sessions) as session:
-                done = operator_writes.replay(session, batch, now=datetime.now(UTC))
-            put_back.update(done)
-            bell.ring(done)
-            progress.advance(task, len(batch))
-            if start + len(batch) < len(ids):
-                pacer.finished(len(batch))
-    note = bell.ring([]).note
-    return put_back, [note] if note else []
+        return replay_paced(
+            settings,
+            sessions,
+            ids,
+            rate,
+            advanced=lambda batch, _: progress.advance(task, len(batch)),
+        )
 
 
 def _print_plan(

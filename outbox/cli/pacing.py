@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from outbox.settings import Settings
 
 #: Most rows put back in one transaction by a paced bulk operation.
 MAX_BATCH = 100
+#: Why a row a replay was to take was not put back: it changed between the check and the write.
+CHANGED_WHILE_REPLAYING = "its status changed while replaying (someone else replayed or claimed it)"
 
 
 class Pacer:
@@ -44,3 +53,36 @@ class Pacer:
         wait = due - self._clock()
         if wait > 0:
             self._sleep(wait)
+
+
+def replay_paced(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    ids: Sequence[int],
+    rate: float,
+    *,
+    advanced: Callable[[list[int], list[int]], None] | None = None,
+) -> tuple[set[int], list[str]]:
+    """Put `ids` back (operator_writes.replay) in batches of about a second at `rate` per
+    second, ringing the processors after each; `advanced(batch, put_back)` after each
+    batch. Returns the ids put back and what the rings said (the CLI's and the console's
+    replays)."""
+    from outbox import operator_writes
+    from outbox.cli.ringing import ProcessorsBell
+    from outbox.db import transaction
+
+    pacer = Pacer(rate)
+    put_back: set[int] = set()
+    bell = ProcessorsBell(settings)
+    for start in range(0, len(ids), pacer.batch_size):
+        batch = list(ids[start : start + pacer.batch_size])
+        with transaction(sessions) as session:
+            done = operator_writes.replay(session, batch, now=datetime.now(UTC))
+        put_back.update(done)
+        bell.ring(done)
+        if advanced is not None:
+            advanced(batch, done)
+        if start + len(batch) < len(ids):
+            pacer.finished(len(batch))
+    note = bell.ring([]).note
+    return put_back, [note] if note else []

@@ -150,32 +150,19 @@ class ReplayRuns:
             return self._runs.get(run_id)
 
     def _replay(self, run: ReplayRun, todo: list[ReplayVerdict]) -> None:
-        from outbox import operator_writes
-        from outbox.cli.pacing import Pacer
-        from outbox.cli.ringing import ProcessorsBell
-        from outbox.db import transaction, utcnow
+        from outbox.cli.pacing import CHANGED_WHILE_REPLAYING, replay_paced
+
+        def advanced(batch: list[int], done: list[int]) -> None:
+            run.put_back.update(done)
+            run.processed += len(batch)
 
         try:
-            pacer = Pacer(run.rate)
-            bell = ProcessorsBell(self._settings)
             ids = [v.id for v in todo]
-            for start in range(0, len(ids), pacer.batch_size):
-                batch = ids[start : start + pacer.batch_size]
-                with transaction(self._sessions) as session:
-                    done = operator_writes.replay(session, batch, now=utcnow())
-                run.put_back.update(done)
-                bell.ring(done)
-                run.processed += len(batch)
-                if start + len(batch) < len(ids):
-                    pacer.finished(len(batch))
-            note = bell.ring([]).note
-            run.notes = [note] if note else []
+            _, run.notes = replay_paced(
+                self._settings, self._sessions, ids, run.rate, advanced=advanced
+            )
             run.refused += [
-                replace(
-                    v,
-                    refusal="its status changed while replaying "
-                    "(someone else replayed or claimed it)",
-                )
+                replace(v, refusal=CHANGED_WHILE_REPLAYING)
                 for v in todo
                 if v.id not in run.put_back
             ]
